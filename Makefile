@@ -1,0 +1,51 @@
+# chiplofi — set-up, run, test, bench.
+# `make run` and `make test` work on a fresh Debian machine as root: `setup` installs whatever
+# is missing (Debian packages, .venv, torch pinned to the CPU build, the project) and is idempotent.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_PIN := torch==2.13.0
+APT_PACKAGES := libfluidsynth3 libportaudio2 ffmpeg fonts-dejavu-core nginx libnginx-mod-rtmp
+STAMP := $(VENV)/.chiplofi-installed
+
+.PHONY: setup apt venv run test bench soundfont clean
+
+setup: apt $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: missing Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when the project's metadata changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/chiplofi demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+soundfont: setup
+	$(VENV)/bin/chiplofi soundfont build
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

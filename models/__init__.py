@@ -1,0 +1,1 @@
+"""chiplofi music models: data, VAE, LSTM, composer. Never imports `streamer`."""

@@ -1,0 +1,173 @@
+"""Configuration: typed settings with their accepted ranges, loaded from TOML.
+
+Each setting is a dataclass field whose metadata says what it accepts (`min`/`max`, `choices`)
+and what it does (`help`). One generic validator reads that metadata, so adding a key means
+adding a field; every error names the full key (`effects.hiss_db`) and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar, get_type_hints
+
+from streamer.errors import ConfigError, InputFileError
+
+SettingsT = TypeVar("SettingsT")
+
+# Names of the presets in soundfonts/chiplofi.sf2 that a voice can play (see soundfonts/__init__.py).
+PITCHED_PRESET_NAMES = ("pulse12", "pulse25", "pulse50", "triangle", "keys", "noise_long", "noise_short")
+DRUM_KIT_NAMES = ("drumkit",)
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field carrying what the validator needs to check it."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    """How one of the four voices is played."""
+
+    preset: str = setting("pulse25", "SoundFont preset of this voice",
+                          choices=PITCHED_PRESET_NAMES + DRUM_KIT_NAMES)
+    pan: float = setting(0.0, "stereo position, -1 left .. 1 right", min=-1.0, max=1.0)
+    volume: float = setting(0.8, "channel volume, 0 .. 1", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """FluidSynth rendering: SoundFont, sample rate, groove and the four voices."""
+
+    sample_rate: int = setting(44100, "output sample rate in Hz", choices=(44100, 48000))
+    soundfont: str = setting("", "path of an SF2 file; empty = the shipped chiplofi.sf2")
+    gain: float = setting(0.5, "FluidSynth master gain", min=0.01, max=2.0)
+    swing: float = setting(0.57, "share of each 8th note taken by its first 16th; 0.5 = straight",
+                           min=0.5, max=0.75)
+    humanize_velocity: float = setting(
+        0.08, "random velocity change, as a fraction of the velocity (deterministic per seed)",
+        min=0.0, max=0.5)
+    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.15, 0.75),
+                                metadata={"help": "lead voice (pulse 1)"})
+    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.2, 0.6),
+                                   metadata={"help": "harmony voice (pulse 2)"})
+    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9),
+                                metadata={"help": "bass voice (triangle)"})
+    drums: VoiceSettings = field(default_factory=lambda: VoiceSettings("drumkit", 0.0, 0.7),
+                                 metadata={"help": "drum voice (noise)"})
+
+
+@dataclass(frozen=True)
+class EffectsSettings:
+    """The lo-fi finish. Levels are in dB relative to full scale unless said otherwise."""
+
+    enabled: bool = setting(True, "apply the lo-fi chain at all")
+    highpass_hz: float = setting(30.0, "rumble / DC removal corner", min=5.0, max=500.0)
+    lowpass_hz: float = setting(9000.0, "tone: low-pass corner; above 0.45 × sample rate = off",
+                                min=500.0, max=24000.0)
+    tilt_db: float = setting(-2.0, "tone: tilt around 1 kHz; negative is darker", min=-12.0, max=12.0)
+    wow_rate_hz: float = setting(0.5, "wow (slow pitch drift) rate", min=0.05, max=4.0)
+    wow_depth_cents: float = setting(6.0, "wow depth; 0 = off", min=0.0, max=50.0)
+    flutter_rate_hz: float = setting(7.0, "flutter (fast pitch wobble) rate", min=2.0, max=20.0)
+    flutter_depth_cents: float = setting(2.0, "flutter depth; 0 = off", min=0.0, max=20.0)
+    bitcrush_bits: int = setting(0, "bit depth of the bit-crusher; 0 = off", min=0, max=16)
+    downsample_hz: float = setting(0.0, "sample-rate reduction target; 0 = off", min=0.0, max=48000.0)
+    crackle_per_second: float = setting(4.0, "vinyl clicks per second", min=0.0, max=200.0)
+    crackle_db: float = setting(-32.0, "peak level of the vinyl clicks", min=-90.0, max=-6.0)
+    surface_noise_db: float = setting(-54.0, "vinyl surface noise level (RMS)", min=-120.0, max=-20.0)
+    hiss_db: float = setting(-58.0, "tape hiss level (RMS)", min=-120.0, max=-20.0)
+    loudness_target_lufs: float = setting(-14.0, "integrated loudness target", min=-40.0, max=-6.0)
+    loudness_window_s: float = setting(8.0, "time constant of the loudness follower", min=0.5,
+                                       max=120.0)
+    max_gain_db: float = setting(24.0, "largest boost the loudness follower applies", min=0.0,
+                                 max=48.0)
+    limiter_ceiling_dbfs: float = setting(-1.0, "soft limiter ceiling; the output never exceeds it",
+                                          min=-24.0, max=-1.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything chiplofi reads from its TOML file."""
+
+    render: RenderSettings = field(default_factory=RenderSettings,
+                                   metadata={"help": "FluidSynth rendering"})
+    effects: EffectsSettings = field(default_factory=EffectsSettings,
+                                     metadata={"help": "lo-fi effects"})
+
+
+def _describe(meta: Mapping[str, Any], kind: type) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    lo, hi = meta.get("min"), meta.get("max")
+    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+    if lo is not None and hi is not None:
+        return f"{name} from {lo:g} to {hi:g}"
+    return name
+
+
+def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
+    accepted = _describe(meta, kind)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+        ok = ok and value == value and value not in (float("inf"), float("-inf"))
+    else:
+        ok = isinstance(value, str)
+    if ok and meta.get("choices") and value not in meta["choices"]:
+        ok = False
+    if ok and meta.get("min") is not None and value < meta["min"]:
+        ok = False
+    if ok and meta.get("max") is not None and value > meta["max"]:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}: expected {accepted}, got {value!r}")
+    return value
+
+
+def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], prefix: str = "") -> SettingsT:
+    """Build settings class `cls` from a (TOML) mapping, validating every key against its field.
+
+    Unknown keys are errors too: a typo must not silently fall back to a default.
+    """
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {mapping!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in mapping:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{prefix}{key}: unknown key; known keys here: {known}")
+    values: dict[str, Any] = {}
+    for name, value in mapping.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            default = getattr(cls(), name)  # type: ignore[call-arg]
+            merged = {**dataclasses.asdict(default), **value} if isinstance(value, Mapping) else value
+            values[name] = settings_from_mapping(kind, merged, f"{prefix}{name}.")
+        else:
+            values[name] = _check_value(f"{prefix}{name}", value, kind, fields[name].metadata)
+    return cls(**values)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML config file; None gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return settings_from_mapping(Config, data)

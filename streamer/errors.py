@@ -1,0 +1,35 @@
+"""Errors of the streamer; all derive from `ChiplofiError` (see models/errors.py for why it lives there)."""
+
+from models.errors import CheckpointError, ChiplofiError, DataError, ModelError
+
+__all__ = [
+    "ChiplofiError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "InputFileError",
+    "ModelError",
+    "OutputFileError",
+    "RenderError",
+    "SoundFontError",
+]
+
+
+class ConfigError(ChiplofiError):
+    """A configuration key has a value that is not accepted; the message names the key."""
+
+
+class InputFileError(ChiplofiError):
+    """An input file (MIDI, config, ...) is missing, empty or corrupt; the message names it."""
+
+
+class OutputFileError(ChiplofiError):
+    """An output file cannot be written; the message names it."""
+
+
+class SoundFontError(ChiplofiError):
+    """The SoundFont cannot be built or loaded."""
+
+
+class RenderError(ChiplofiError):
+    """FluidSynth could not be set up or failed while rendering."""

@@ -1,0 +1,37 @@
+"""The data that flows through the pipeline: notes and bars (composer → buffer → render)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The four voices, in channel order (NES 2A03: pulse 1, pulse 2, triangle, noise).
+VOICES: tuple[str, ...] = ("lead", "harmony", "bass", "drums")
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One note of one voice, timed in beats from the downbeat of the bar that holds it."""
+
+    voice: str
+    pitch: int  # MIDI key number 0..127 (drums: General MIDI drum key)
+    start: float  # beats from the bar's downbeat, 0 <= start < bar.beats
+    duration: float  # beats; may run past the bar line, the note keeps ringing
+    velocity: int  # 1..127
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One bar of music ready to render, plus what it is (for now-playing and status)."""
+
+    notes: tuple[Note, ...]
+    tempo_bpm: float
+    beats: float = 4.0  # length in beats (4/4 → 4)
+    track_id: str = ""
+    bar_index: int = 0  # index within its track
+    section: str = ""
+    key: str = ""
+    chord: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.beats * 60.0 / self.tempo_bpm
