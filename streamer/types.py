@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The four voices, in channel order (NES 2A03: pulse 1, pulse 2, triangle, noise).
-VOICES: tuple[str, ...] = ("lead", "harmony", "bass", "drums")
+from models.voices import VOICES  # (lead, harmony, bass, drums): pulse 1, pulse 2, triangle, noise
 
 
 @dataclass(frozen=True, slots=True)

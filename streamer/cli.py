@@ -1,0 +1,156 @@
+"""`chiplofi` command line: one entry point, one subcommand per job.
+
+Errors chiplofi raises on purpose (`ChiplofiError`) print as one line naming the file, key or
+value, and exit non-zero; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from streamer.errors import ChiplofiError, ConfigError
+
+log = logging.getLogger("chiplofi")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seed must be from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
+def _swing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"swing must be a number, got {text!r}") from None
+    if not 0.5 <= value <= 0.75:
+        raise argparse.ArgumentTypeError(f"swing must be from 0.5 (straight) to 0.75, got {value}")
+    return value
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from streamer.config import load_config
+    from streamer.offline import render_midi_file
+
+    config = load_config(args.config)
+    seconds = render_midi_file(args.midi, args.output, config, seed=args.seed,
+                               effects=not args.no_effects, swing=args.swing,
+                               progress=not args.quiet)
+    sys.stdout.write(f"wrote {args.output} ({seconds:.1f} s)\n")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamer.config import load_config
+    from streamer.offline import render_demo
+
+    config = load_config(args.config)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    seconds = render_demo(args.output, config, bars=args.bars, seed=args.seed)
+    sys.stdout.write(f"demo written: {args.output.resolve()} ({seconds:.1f} s of 8-bit lo-fi)\n")
+    return 0
+
+
+def _cmd_soundfont_build(args: argparse.Namespace) -> int:
+    from soundfonts.build import build_soundfont
+
+    path = build_soundfont(args.output)
+    sys.stdout.write(f"wrote {path} ({path.stat().st_size} bytes)\n")
+    return 0
+
+
+def _render_wav_for_models(midi_path: Path, wav_path: Path) -> None:
+    """Injected into `generate --wav` so the models package never imports the streamer."""
+    from streamer.config import Config
+    from streamer.offline import render_midi_file
+
+    # Generated files are already on the 16-step grid: give them the stream's swing.
+    config = Config()
+    render_midi_file(midi_path, wav_path, config, swing=config.render.swing, progress=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chiplofi",
+        description="A 24/7 generative 8-bit lo-fi radio: compose, render and stream NES-style music.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    render = commands.add_parser(
+        "render", help="render a MIDI file with the 8-bit voices and lo-fi finish",
+        description="Render any multi-track MIDI file with chiplofi's SoundFont: pitched parts go onto "
+                    "the pulse and triangle voices by register and role, drums onto the noise kit, "
+                    "then the lo-fi effects. Writes 16-bit stereo WAV.")
+    render.add_argument("midi", type=Path, metavar="IN.mid", help="MIDI file to render")
+    render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.wav", help="WAV file to write")
+    render.add_argument("--no-effects", action="store_true", help="dry FluidSynth output, no lo-fi chain")
+    render.add_argument("--seed", type=_seed, default=0, help="seed of humanisation and crackle (default 0)")
+    render.add_argument("--swing", type=_swing, default=None,
+                        help="swing the 16th notes (0.5 straight .. 0.75); default: as written in the file")
+    render.add_argument("--config", type=Path, help="TOML config ([render] and [effects] tables)")
+    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    render.set_defaults(func=_cmd_render)
+
+    demo = commands.add_parser("demo", help="render a short rule-based demo to a WAV file",
+                               description="Render a short lo-fi demo through the whole sound chain "
+                                           "(no model needed) and say where it is.")
+    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo.wav"), help="default: out/demo.wav")
+    demo.add_argument("--bars", type=int, default=16, help="length in bars (default 16)")
+    demo.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
+    demo.add_argument("--config", type=Path, help="TOML config ([render] and [effects] tables)")
+    demo.set_defaults(func=_cmd_demo)
+
+    soundfont = commands.add_parser("soundfont", help="build chiplofi's 8-bit SoundFont",
+                                    description="Synthesize the NES-style SoundFont from its waveforms.")
+    soundfont_commands = soundfont.add_subparsers(dest="soundfont_command", metavar="ACTION")
+    soundfont_commands.required = True
+    build = soundfont_commands.add_parser(
+        "build", help="write the SF2 file (byte for byte the shipped one)",
+        description="Regenerate soundfonts/chiplofi.sf2 (or OUTPUT) from code; deterministic.")
+    from soundfonts import SOUNDFONT_PATH
+
+    build.add_argument("-o", "--output", type=Path, default=SOUNDFONT_PATH, help=f"default: {SOUNDFONT_PATH}")
+    build.set_defaults(func=_cmd_soundfont_build)
+
+    try:
+        from models.commands import add_model_commands
+    except ImportError as exc:  # models commands not installed in this build
+        log.debug("model commands unavailable: %s", exc)
+    else:
+        add_model_commands(commands, render_wav=_render_wav_for_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        sys.stderr.write(f"chiplofi: config error: {exc}\n")
+        return EXIT_USAGE
+    except ChiplofiError as exc:
+        sys.stderr.write(f"chiplofi: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("chiplofi: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Render bars to PCM with FluidSynth and chiplofi's own SoundFont (no audio driver).
+
+The renderer keeps a sample-counting timeline: each bar starts at the sample where the previous
+one ended (the fractional part is carried, so tempo never drifts), note-ons and note-offs are
+scheduled at absolute sample positions, and note-offs that fall past a bar line stay pending, so
+notes ringing over a bar line keep ringing and release tails are never cut.
+
+FluidSynth applies events at its internal 64-frame block boundaries; an event is heard at the
+first block boundary at or after its sample position (≤ 63 frames, 1.4 ms at 44.1 kHz, late),
+and that offset never accumulates.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+import fluidsynth
+import soundfonts
+from streamer.config import RenderSettings, VoiceSettings
+from streamer.errors import RenderError, SoundFontError
+from streamer.types import VOICES, Bar
+
+log = logging.getLogger(__name__)
+
+# MIDI channel of each voice; drums on the General MIDI percussion channel.
+VOICE_CHANNELS: dict[str, int] = {"lead": 0, "harmony": 1, "bass": 2, "drums": 9}
+
+FLUID_INTERP_NONE = 0  # nearest neighbour: keeps the stepped NES waveforms stepped
+
+# pyfluidsynth only exposes 16-bit output; float output avoids int16 clipping and dither noise.
+_write_float = fluidsynth.cfunc(
+    "fluid_synth_write_float", ctypes.c_int,
+    ("synth", ctypes.c_void_p, 1), ("len", ctypes.c_int, 1),
+    ("lout", ctypes.c_void_p, 1), ("loff", ctypes.c_int, 1), ("lincr", ctypes.c_int, 1),
+    ("rout", ctypes.c_void_p, 1), ("roff", ctypes.c_int, 1), ("rincr", ctypes.c_int, 1))
+_set_interp_method = fluidsynth.cfunc(
+    "fluid_synth_set_interp_method", ctypes.c_int,
+    ("synth", ctypes.c_void_p, 1), ("chan", ctypes.c_int, 1), ("interp_method", ctypes.c_int, 1))
+
+
+def swing_position(beats: float, swing: float) -> float:
+    """Move a position (in beats) so each 8th note's first 16th takes `swing` of the 8th.
+
+    Piecewise linear inside each 8th: the on-beat and the 8th-note grid stay put, the off-beat
+    16th moves from 0.25 to swing × 0.5 of the 8th (0.57 → 0.285). Works for any position, so
+    note ends and notes past the bar line swing consistently.
+    """
+    eighth_start = np.floor(beats * 2.0) / 2.0
+    within = beats - eighth_start  # 0 <= within < 0.5
+    if within <= 0.25:
+        moved = within * 2.0 * swing
+    else:
+        moved = 0.5 * swing + (within - 0.25) * 2.0 * (1.0 - swing)
+    return float(eighth_start + moved)
+
+
+class BarRenderer:
+    """Turns `Bar`s into stereo float32 PCM, bar after bar, with state carried between bars."""
+
+    def __init__(self, settings: RenderSettings, *, seed: int = 0) -> None:
+        self.settings = settings
+        self.sample_rate = settings.sample_rate
+        self.seed = seed
+        soundfont_path = Path(settings.soundfont) if settings.soundfont else soundfonts.SOUNDFONT_PATH
+        if not soundfont_path.is_file():
+            raise SoundFontError(f"{soundfont_path}: SoundFont not found")
+        self.soundfont_path = soundfont_path
+        self._synth = fluidsynth.Synth(
+            gain=settings.gain, samplerate=float(self.sample_rate),
+            **{"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.polyphony": 64,
+               "synth.cpu-cores": 1})
+        self._sfid = self._synth.sfload(str(soundfont_path))
+        if self._sfid < 0:
+            self._synth.delete()
+            raise SoundFontError(f"{soundfont_path}: FluidSynth could not load this SoundFont")
+        self._pending_offs: list[tuple[int, int, int, int, int]] = []  # heap: (sample, seq, chan, key, note id)
+        self._sounding: dict[tuple[int, int], int] = {}  # (chan, key) → id of the note holding it
+        self._note_ids = itertools.count()
+        self.reset()
+
+    def _setup_channel(self, voice: str, voice_settings: VoiceSettings) -> None:
+        channel = VOICE_CHANNELS[voice]
+        try:
+            bank, program = soundfonts.PRESETS[voice_settings.preset]
+        except KeyError as exc:
+            raise RenderError(f"render.{voice}.preset: unknown preset {voice_settings.preset!r}") from exc
+        if self._synth.program_select(channel, self._sfid, bank, program) != 0:
+            raise RenderError(f"{self.soundfont_path}: no preset {voice_settings.preset!r} "
+                              f"(bank {bank}, program {program})")
+        _set_interp_method(self._synth.synth, channel, FLUID_INTERP_NONE)
+        self._synth.cc(channel, 7, round(voice_settings.volume * 127))  # channel volume
+        self._synth.cc(channel, 10, round((voice_settings.pan + 1.0) / 2.0 * 127))  # pan
+
+    def reset(self) -> None:
+        """Silence everything and start a fresh timeline (and humanisation sequence)."""
+        self._synth.system_reset()
+        for voice in VOICES:
+            self._setup_channel(voice, getattr(self.settings, voice))
+        self._pending_offs.clear()
+        self._sounding.clear()
+        self._rng = np.random.default_rng(self.seed)
+        self._timeline = 0.0  # exact (fractional) sample position of the next bar line
+        self._rendered_frames = 0  # frames produced so far (== round of the last bar line)
+
+    @property
+    def rendered_frames(self) -> int:
+        return self._rendered_frames
+
+    def _humanize(self, velocity: int) -> int:
+        amount = self.settings.humanize_velocity
+        change = self._rng.uniform(-amount, amount) if amount > 0 else 0.0
+        return int(np.clip(round(velocity * (1.0 + change)), 1, 127))
+
+    def _schedule(self, bar: Bar, bar_start: int) -> list[tuple[int, int, int, int, int]]:
+        """Note-ons of `bar` as (sample, seq, channel, key, velocity), sorted; queues the note-offs."""
+        samples_per_beat = 60.0 / bar.tempo_bpm * self.sample_rate
+        ons = []
+        for note in sorted(bar.notes, key=lambda n: (n.start, VOICE_CHANNELS[n.voice], n.pitch)):
+            if note.voice not in VOICE_CHANNELS:
+                raise RenderError(f"unknown voice {note.voice!r}; voices are {', '.join(VOICES)}")
+            channel = VOICE_CHANNELS[note.voice]
+            start_beat = swing_position(note.start, self.settings.swing)
+            end_beat = swing_position(note.start + max(note.duration, 0.0), self.settings.swing)
+            on_sample = bar_start + round(start_beat * samples_per_beat)
+            off_sample = max(on_sample + 1, bar_start + round(end_beat * samples_per_beat))
+            note_id = next(self._note_ids)
+            velocity = self._humanize(note.velocity)
+            ons.append((on_sample, note_id, channel, note.pitch, velocity))
+            heapq.heappush(self._pending_offs, (off_sample, note_id, channel, note.pitch, note_id))
+        return ons
+
+    def _note_on(self, channel: int, key: int, velocity: int, note_id: int) -> None:
+        if (channel, key) in self._sounding:
+            self._synth.noteoff(channel, key)  # retrigger: the earlier note's pending off is void
+        self._sounding[(channel, key)] = note_id
+        self._synth.noteon(channel, key, velocity)
+
+    def _note_off(self, channel: int, key: int, note_id: int) -> None:
+        if self._sounding.get((channel, key)) == note_id:
+            del self._sounding[(channel, key)]
+            self._synth.noteoff(channel, key)
+
+    def _synthesize(self, frames: int, out: np.ndarray, offset: int) -> None:
+        if frames <= 0:
+            return
+        view = out[offset:offset + frames]  # (frames, 2) float32, C-contiguous rows
+        status = _write_float(self._synth.synth, frames, view.ctypes.data, 0, 2, view.ctypes.data, 1, 2)
+        if status != 0:
+            raise RenderError("FluidSynth failed to synthesize audio")
+
+    def _render_until(self, end_sample: int, ons: list[tuple[int, int, int, int, int]]) -> np.ndarray:
+        """Render from the current position to `end_sample`, applying events at their samples."""
+        start_sample = self._rendered_frames
+        out = np.zeros((end_sample - start_sample, 2), dtype=np.float32)
+        position = start_sample
+        on_index = 0
+        while True:
+            next_on = ons[on_index][0] if on_index < len(ons) else None
+            next_off = self._pending_offs[0][0] if self._pending_offs else None
+            candidates = [t for t in (next_on, next_off) if t is not None and t < end_sample]
+            if not candidates:
+                break
+            event_sample = max(min(candidates), position)
+            self._synthesize(event_sample - position, out, position - start_sample)
+            position = event_sample
+            # Offs before ons at the same sample, so a repeated note is re-struck, not cut.
+            while self._pending_offs and self._pending_offs[0][0] <= position:
+                _, _, channel, key, note_id = heapq.heappop(self._pending_offs)
+                self._note_off(channel, key, note_id)
+            while on_index < len(ons) and ons[on_index][0] <= position:
+                _, note_id, channel, key, velocity = ons[on_index]
+                self._note_on(channel, key, velocity, note_id)
+                on_index += 1
+        self._synthesize(end_sample - position, out, position - start_sample)
+        self._rendered_frames = end_sample
+        return out
+
+    def render_bar(self, bar: Bar) -> np.ndarray:
+        """PCM of one bar: (frames, 2) float32. Frames = this bar's share of the sample timeline."""
+        if not bar.tempo_bpm > 0 or not bar.beats > 0:
+            raise RenderError(f"bar {bar.bar_index} of track {bar.track_id!r}: tempo and length must "
+                              f"be positive, got {bar.tempo_bpm} BPM, {bar.beats} beats")
+        bar_start = self._rendered_frames
+        self._timeline += bar.seconds * self.sample_rate
+        bar_end = round(self._timeline)
+        ons = self._schedule(bar, bar_start)
+        return self._render_until(bar_end, ons)
+
+    def render_tail(self, seconds: float) -> np.ndarray:
+        """Release every note and render `seconds` more, so the last notes fade naturally."""
+        end = self._rendered_frames + round(seconds * self.sample_rate)
+        pending = sorted(self._pending_offs)
+        self._pending_offs.clear()
+        for _, _, channel, key, note_id in pending:
+            self._note_off(channel, key, note_id)
+        self._timeline = float(end)
+        return self._render_until(end, [])
+
+    def close(self) -> None:
+        self._synth.delete()
