@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_PIN := torch==2.13.0
-APT_PACKAGES := libfluidsynth3 libportaudio2 ffmpeg fonts-dejavu-core nginx libnginx-mod-rtmp
+APT_PACKAGES := libfluidsynth3 fluidsynth libportaudio2 ffmpeg fonts-dejavu-core nginx libnginx-mod-rtmp
 STAMP := $(VENV)/.chiplofi-installed
 
 .PHONY: setup apt venv run test bench soundfont clean

@@ -1,0 +1,121 @@
+"""The renderer with the real FluidSynth and the shipped SoundFont, measured on its audio."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from streamer.config import RenderSettings, VoiceSettings
+from streamer.render import BarRenderer
+from streamer.types import Bar, Note
+
+pytestmark = pytest.mark.integration
+
+RATE = 44100
+FLUID_BLOCK = 64  # FluidSynth applies events at 64-frame block boundaries
+
+
+def _renderer(**changes) -> BarRenderer:
+    settings = dataclasses.replace(RenderSettings(), humanize_velocity=0.0, swing=0.5, **changes)
+    return BarRenderer(settings, seed=7)
+
+
+def _onset(audio: np.ndarray, threshold: float = 1e-3) -> int:
+    loud = np.flatnonzero(np.abs(audio).max(axis=1) > threshold)
+    assert loud.size, "no sound rendered"
+    return int(loud[0])
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+
+
+@pytest.mark.parametrize("voice,pitch", [("lead", 69), ("bass", 45), ("drums", 38)])
+def test_note_starts_at_its_sample(voice, pitch):
+    renderer = _renderer()
+    # 120 BPM: beat 1.37 is sample 1.37 × 22050 = 30208.5 → 30208 (FluidSynth: next 64-block).
+    audio = renderer.render_bar(Bar((Note(voice, pitch, 1.37, 0.5, 100),), tempo_bpm=120.0))
+    expected = round(1.37 * 22050)
+    assert expected <= _onset(audio) < expected + FLUID_BLOCK
+    renderer.close()
+
+
+def test_bar_lengths_never_drift():
+    renderer = _renderer()
+    tempo = 87.0  # 4 beats = 121655.17… samples: the fraction must be carried, not dropped
+    total = sum(len(renderer.render_bar(Bar((), tempo_bpm=tempo))) for _ in range(500))
+    assert total == round(500 * 4 * 60.0 / tempo * RATE) == renderer.rendered_frames
+    renderer.close()
+
+
+def _two_bars_rendered(split: bool) -> np.ndarray:
+    notes = (Note("bass", 40, 1.0, 5.0, 110),  # rings over the bar line into bar 2
+             Note("lead", 76, 3.5, 0.5, 100),  # ends exactly on the bar line: its release rings on
+             Note("harmony", 64, 0.0, 8.0, 90), Note("drums", 36, 3.75, 0.25, 120))
+    renderer = _renderer()
+    if split:
+        later = tuple(dataclasses.replace(n, start=n.start - 4.0) for n in notes if n.start >= 4.0)
+        first = tuple(n for n in notes if n.start < 4.0)
+        audio = np.concatenate([renderer.render_bar(Bar(first, 120.0)), renderer.render_bar(Bar(later, 120.0))])
+    else:
+        audio = renderer.render_bar(Bar(notes, 120.0, beats=8.0))
+    renderer.close()
+    return audio
+
+
+def test_rendering_bar_by_bar_equals_rendering_at_once():
+    # Bar lines must be inaudible: no click, no cut tail, no restarted note.
+    whole, split = _two_bars_rendered(False), _two_bars_rendered(True)
+    assert whole.shape == split.shape
+    np.testing.assert_allclose(split, whole, atol=1e-6)
+    bar_line = 88200
+    assert _rms(split[bar_line:bar_line + 11025]) > 0.01  # the long notes still sound after it
+
+
+def test_swing_delays_the_offbeat_16th():
+    for swing in (0.5, 0.6):
+        renderer = _renderer(swing=swing)
+        audio = renderer.render_bar(Bar((Note("lead", 69, 0.25, 0.2, 100),), tempo_bpm=120.0))
+        expected = round(0.5 * swing * 22050)  # the 16th moves to swing × one 8th note
+        assert expected <= _onset(audio) < expected + FLUID_BLOCK, swing
+        renderer.close()
+
+
+def _bar_of_velocity_steps() -> Bar:
+    return Bar(tuple(Note("lead", 69, i / 4, 0.2, 90) for i in range(16)), tempo_bpm=120.0)
+
+
+def _peaks(audio: np.ndarray) -> np.ndarray:
+    step = 22050 // 4
+    return np.array([np.abs(audio[i * step:(i + 1) * step]).max() for i in range(16)])
+
+
+def test_velocity_humanisation_is_deterministic_per_seed():
+    def render(seed: int, amount: float) -> np.ndarray:
+        settings = dataclasses.replace(RenderSettings(), humanize_velocity=amount, swing=0.5)
+        renderer = BarRenderer(settings, seed=seed)
+        audio = renderer.render_bar(_bar_of_velocity_steps())
+        renderer.close()
+        return audio
+
+    np.testing.assert_array_equal(render(3, 0.2), render(3, 0.2))
+    assert not np.array_equal(render(3, 0.2), render(4, 0.2))
+    flat, varied = _peaks(render(3, 0.0)), _peaks(render(3, 0.2))
+    assert np.ptp(flat) / flat.max() < 0.02  # no humanisation: every hit the same
+    assert np.ptp(varied) / varied.max() > 0.05
+
+
+def test_pan_and_volume_per_voice():
+    note = (Note("lead", 69, 0.0, 2.0, 100),)
+    left = _renderer(lead=VoiceSettings("pulse50", -1.0, 0.8)).render_bar(Bar(note, 120.0))
+    assert _rms(left[:, 1]) < 0.05 * _rms(left[:, 0])
+    quiet = _renderer(lead=VoiceSettings("pulse50", 0.0, 0.3)).render_bar(Bar(note, 120.0))
+    loud = _renderer(lead=VoiceSettings("pulse50", 0.0, 0.9)).render_bar(Bar(note, 120.0))
+    assert _rms(quiet) < 0.5 * _rms(loud)
+
+
+def test_repeated_note_is_restruck_not_cut():
+    # Two back-to-back notes on one key: the second must sound for its whole length.
+    notes = (Note("lead", 69, 0.0, 1.0, 100), Note("lead", 69, 1.0, 2.0, 100))
+    audio = _renderer().render_bar(Bar(notes, 120.0))
+    assert _rms(audio[int(2.5 * 22050):int(2.9 * 22050)]) > 0.01
