@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Commands talk through their output and one-line errors; a long-running command sets its
+    # own `log_level` default (subparser.set_defaults) to keep an INFO log.
+    level = logging.DEBUG if args.verbose else getattr(args, "log_level", logging.WARNING)
+    logging.basicConfig(level=level,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

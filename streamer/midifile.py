@@ -63,10 +63,13 @@ def midi_to_bars(midi: pretty_midi.PrettyMIDI, track_id: str = "") -> list[Bar]:
                                        - _beat_position(downbeats[:1], beat_times)[0])) or 4.0
     voices = assign_voices(midi)
 
-    # Bar lines in beats: the file's downbeats, continued at the last bar length to the end.
+    # Bar lines in beats: the file's downbeats up to the end of the music, continued at the
+    # last bar length when the file's own downbeats stop short of it.
+    end_beat = float(_beat_position(np.array([end_time]), beat_times)[0]) - 1e-6
     bar_lines = list(_beat_position(np.asarray(downbeats, dtype=np.float64), beat_times)) or [0.0]
-    end_beat = float(_beat_position(np.array([end_time]), beat_times)[0])
-    while bar_lines[-1] <= end_beat:
+    while len(bar_lines) > 1 and bar_lines[-2] >= end_beat:
+        bar_lines.pop()
+    while bar_lines[-1] < end_beat:
         step = bar_lines[-1] - bar_lines[-2] if len(bar_lines) >= 2 else beats_per_bar
         bar_lines.append(bar_lines[-1] + max(step, 1.0))
     bar_lines = np.asarray(bar_lines)
