@@ -302,24 +302,27 @@ def estimate_key(chroma: np.ndarray) -> tuple[int, int]:
     return best
 
 
-_TEMPLATES = np.zeros((12, len(CHORD_QUALITIES), 12))
+_TEMPLATES = np.zeros((12, len(CHORD_QUALITIES), 12))  # (root, quality, pitch class)
+_COLOUR = np.zeros((12, len(CHORD_QUALITIES), 12))  # the template's 7th / 9th tones
 for _q, _quality in enumerate(CHORD_QUALITIES):
     for _root in range(12):
-        for _interval in CHORD_INTERVALS[_quality]:
+        for _position, _interval in enumerate(CHORD_INTERVALS[_quality]):
             _TEMPLATES[_root, _q, (_root + _interval) % 12] = 1.0
-# A small cost per tone beyond the triad: a colour tone must be heard to be named.
-_QUALITY_COST = np.array([0.0 if len(CHORD_INTERVALS[q]) == 3 else 0.04 * (len(CHORD_INTERVALS[q]) - 3)
-                          for q in CHORD_QUALITIES])
+            if _position >= 3:
+                _COLOUR[_root, _q, (_root + _interval) % 12] = 1.0
+_QUALITY_COST = np.array([0.05 * max(0, len(CHORD_INTERVALS[q]) - 3) for q in CHORD_QUALITIES])
 _QUALITY_COST[CHORD_QUALITIES.index("dim")] += 0.05
 _QUALITY_COST[CHORD_QUALITIES.index("sus4")] += 0.05
+_QUALITY_COST[CHORD_QUALITIES.index("m7b5")] += 0.03
 
 
 def estimate_chord(chroma: np.ndarray, bass_pc: int | None) -> tuple[int, int]:
     """(root, quality) best matching a bar's duration-weighted pitch-class weights `(12,)`.
 
     Score: weight inside the template minus half the weight outside it, minus a cost for each
-    template tone that is (almost) absent, a small cost for colour tones, and a bonus when the
-    bar's lowest note is the root. Returns (NO_CHORD_ROOT, 0) for an empty bar.
+    template tone that is (almost) absent — a colour tone (7th, 9th) must carry a real share of
+    the bar to be named — a small cost per colour tone, and a bonus when the bar's lowest note
+    is the root. Returns (NO_CHORD_ROOT, 0) for an empty bar.
     """
     total = float(chroma.sum())
     if total <= 0:
@@ -327,8 +330,9 @@ def estimate_chord(chroma: np.ndarray, bass_pc: int | None) -> tuple[int, int]:
     weights = chroma / total  # (12,)
     inside = np.einsum("rqp,p->rq", _TEMPLATES, weights)  # (12, Q)
     outside = 1.0 - inside
-    absent = np.einsum("rqp,p->rq", _TEMPLATES, (weights < 0.03).astype(float))  # (12, Q)
-    score = inside - 0.5 * outside - 0.12 * absent - _QUALITY_COST[None, :]
+    absent = np.einsum("rqp,p->rq", _TEMPLATES - _COLOUR, (weights < 0.04).astype(float))  # (12, Q)
+    weak_colour = np.einsum("rqp,p->rq", _COLOUR, (weights < 0.08).astype(float))  # (12, Q)
+    score = inside - 0.5 * outside - 0.12 * absent - 0.3 * weak_colour - _QUALITY_COST[None, :]
     if bass_pc is not None:
         score[bass_pc, :] += 0.1
     root, quality = np.unravel_index(int(np.argmax(score)), score.shape)
@@ -343,6 +347,9 @@ class _RawNote:
     pitch: int
     start: float  # in 16th steps from the first bar line
     end: float
+
+
+_CHORD_VOICE_WEIGHT = (0.5, 1.0, 1.5)  # melody passing tones say less about the chord than the bass
 
 
 def _notes_to_song_arrays(notes: list[_RawNote]) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[bool, ...]] | str:
@@ -398,7 +405,7 @@ def _notes_to_song_arrays(notes: list[_RawNote]) -> tuple[np.ndarray, np.ndarray
             bar_start = bar * STEPS_PER_BAR
             overlap = min(end, bar_start + STEPS_PER_BAR) - max(start, bar_start)
             if overlap > 0:
-                weight = overlap * (1.5 if start == bar_start or start % 4 == 0 else 1.0)
+                weight = overlap * (1.5 if start % 4 == 0 else 1.0) * _CHORD_VOICE_WEIGHT[voice]
                 chroma[bar, pitch % 12] += weight
                 lowest[bar] = min(lowest[bar], pitch)
     if not any(present[:DRUMS]):

@@ -1,0 +1,117 @@
+"""The `train` and `generate` subcommands, registered on the CLI's argparse subparsers.
+
+Torch is imported only when a command runs, so `chiplofi --help` stays quick. `render_wav`
+(midi_path, wav_path) is injected by the CLI, which keeps `models` free of `streamer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Callable
+
+from models.config import TrainConfig
+from models.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+RenderWav = Callable[[Path, Path], None]
+
+TRAIN_DESCRIPTION = """\
+Train the bar VAE, then the LSTM over its latents, on MIDI folders. Songs are moved to
+C major / A minor, split by song (by game for NES) into training and validation, and
+trained within a wall-clock budget with early stopping. The output directory receives
+vae.safetensors/.json, lstm.safetensors/.json (usable with `generate --checkpoint DIR`),
+loss_curves.png and resume/ (for --resume).
+
+More machines: torchrun --nproc_per_node=N -m models.train --out DIR [options]
+(data-parallel, gloo backend, CPU)."""
+
+GENERATE_DESCRIPTION = """\
+Compose whole tracks (2-4 minutes each, intro / A / B / A' / outro) until at least
+--minutes of music, and write one MIDI file per track (instruments lead, harmony, bass,
+drums; tempo and key in the file) plus index.json. The same seed and options give
+identical files."""
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of `chiplofi train` and `python -m models.train`."""
+    defaults = TrainConfig()
+    parser.add_argument("--data", nargs="+", metavar="DIR", default=None,
+                        help="MIDI folders to train on (default: ../shared/data/lofi, nes and lakh-lofi); "
+                             "a folder named 'nes...' is read by channel, others by register and role")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output directory for the checkpoints and loss_curves.png")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes,
+                        help="wall-clock budget for both models (default %(default)s; reading the data not counted)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help=f"epoch limit per model (default: VAE {defaults.max_epochs_vae}, "
+                             f"LSTM {defaults.max_epochs_lstm})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
+    parser.add_argument("--patience", type=int, default=defaults.patience, metavar="N",
+                        help="stop a model after N epochs without validation improvement (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
+                        help="torch threads per process (default %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of `chiplofi generate`."""
+    parser.add_argument("--minutes", type=float, default=10.0, help="at least this much music (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default %(default)s)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the MIDI files and index.json")
+    parser.add_argument("--wav", action="store_true", help="also render every track to a WAV file beside its MIDI")
+    parser.add_argument("--checkpoint", metavar="DIR", default=None,
+                        help="checkpoint directory (default: the shipped models/checkpoints)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="0.05 (safe) .. 3 (adventurous) (default %(default)s)")
+    parser.add_argument("--style", type=float, default=0.3, metavar="BLEND",
+                        help="style blend, 0 = lo-fi .. 1 = NES (default %(default)s)")
+    parser.add_argument("--energy", type=float, default=0.5, help="0 (sparse) .. 1 (busy) (default %(default)s)")
+    parser.add_argument("--key", default=None, help="fixed key, e.g. 'F minor' (default: chosen per track)")
+    parser.add_argument("--tempo", type=float, default=None, metavar="BPM",
+                        help="fixed tempo in BPM (default: chosen per track in 70..92)")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of `train`."""
+    from models.train import run_from_args
+
+    return run_from_args(args)
+
+
+def run_generate(args: argparse.Namespace, render_wav: RenderWav | None) -> int:
+    """Handler of `generate`."""
+    if args.wav and render_wav is None:
+        raise ModelError("--wav is not available: no renderer was given to the generate command")
+    from models.composer import Controls
+    from models.generate import write_tracks
+
+    controls = Controls(seed=args.seed, temperature=args.temperature, style_blend=args.style, key=args.key,
+                        tempo_bpm=args.tempo, energy=args.energy)
+    paths = write_tracks(args.checkpoint, args.minutes, args.seed, args.out, controls)
+    for path in paths:
+        if args.wav:
+            wav_path = path.with_suffix(".wav")
+            render_wav(path, wav_path)  # type: ignore[misc]
+            log.info("rendered %s", wav_path)
+    log.info("%d tracks in %s", len(paths), args.out)
+    return 0
+
+
+def add_model_commands(subparsers: argparse._SubParsersAction, render_wav: RenderWav | None) -> None:
+    """Register `train` and `generate`; each sets `func=handler(args) -> int`."""
+    train = subparsers.add_parser("train", help="train the music models (VAE + LSTM) on MIDI folders",
+                                  description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
+
+    generate = subparsers.add_parser("generate", help="compose tracks into MIDI files (and WAV with --wav)",
+                                     description=GENERATE_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generate_arguments(generate)
+    generate.set_defaults(func=lambda args: run_generate(args, render_wav))

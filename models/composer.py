@@ -1,0 +1,573 @@
+"""The composer: an endless stream of bars, organised into tracks of 2–4 minutes.
+
+Each track has a key and a tempo (70–92 BPM unless fixed), a form — intro, A, B, A′ (and for
+longer tracks B′, C, A″), outro — and per section a four-bar chord loop with lo-fi colour
+(diatonic 7ths and 9ths, more of them the more lo-fi the style blend). Chords and latents come
+from the LSTM; each bar is decoded by the VAE in one pass. Sections that return (A′, A″) replay
+their first phrase's latents and vary the rest, so phrases come back the way they do in songs.
+The last bar of every section ends with a drum fill and the next section opens with a crash.
+Consecutive tracks move to a related key and a nearby tempo, and each opens and closes quietly.
+
+Everything random is drawn from numpy Generators seeded by (seed, track number), so the same
+seed and controls give the same music; two tracks (or two seeds) are never the same.
+
+    composer = Composer.from_checkpoint("models/checkpoints", Controls(seed=7))
+    for bar in composer:          # ComposedBar, forever
+        ...
+
+Pitches are generated in C major / A minor (the models' key-normalised space) and moved to the
+track's key at the end. A `ComposedBar` is plain data; the streamer adapts it to its own types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from models import checkpoint as ckpt
+from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, FIRST_PITCH_TOKEN, HOLD, MAJOR, MINOR, NOTE_NAMES,
+                         PITCH_RANGES, REST, STEPS_PER_BAR, STYLES, VOICES, chord_name, key_name,
+                         token_to_pitch)
+from models.errors import ModelError
+from models.lstm import (N_CHORDS, BarLSTM, FastLSTM, FastState, chord_index, chord_parts, sample_from_logits,
+                         sample_latent_np)
+from models.vae import N_ACTIVITY, BarVAE, FastDecoder
+
+log = logging.getLogger(__name__)
+
+Note = tuple[str, int, int, int, int]  # (voice, pitch, start_step, length_steps, velocity)
+
+TEMPO_RANGE = (70.0, 92.0)
+TRACK_SECONDS = (120.0, 240.0)
+INTRO_BARS = OUTRO_BARS = 4
+SECTION_BARS = 8
+LOOP_BARS = 4
+
+# Diatonic chords of C major (A minor shares them): root → (triad, seventh, ninth or None).
+DIATONIC: dict[int, tuple[str, str, str | None]] = {
+    0: ("maj", "maj7", "maj9"),
+    2: ("min", "m7", "m9"),
+    4: ("min", "m7", None),
+    5: ("maj", "maj7", "maj9"),
+    7: ("maj", "7", "9"),
+    9: ("min", "m7", "m9"),
+    11: ("dim", "m7b5", None),
+}
+SCALE_PCS = frozenset((0, 2, 4, 5, 7, 9, 11))  # C major / A natural minor
+TONIC_ROOT = {MAJOR: 0, MINOR: 9}
+
+# Section energy before the energy control moves it; the activity level 0..3 follows from it.
+SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}
+BASE_VELOCITY = {"lead": 88, "harmony": 64, "bass": 92, "drums": 84}
+
+# Drum fills over the last steps of a section's last bar: (step, GM key).
+FILLS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((12, 38), (13, 38), (14, 38), (15, 38)),
+    ((8, 50), (10, 50), (12, 47), (13, 47), (14, 45), (15, 43)),
+    ((10, 38), (12, 38), (14, 45), (15, 43)),
+    ((12, 38), (14, 38), (15, 38), (15, 36)),
+    ((8, 38), (11, 38), (12, 47), (14, 45), (15, 41)),
+)
+CRASH = 49
+
+
+@dataclass(frozen=True)
+class ComposedBar:
+    """One bar of the stream: plain data, times in 16th steps from the bar's downbeat."""
+
+    track_id: str
+    bar_index: int  # within its track
+    section: str  # "intro", "A", "B", "A'", "B'", "C", "A''", "outro"
+    key: str  # e.g. "A minor"
+    tempo_bpm: float
+    chord: str  # e.g. "Dm9"
+    notes: tuple[Note, ...]  # (voice, pitch, start_step, length_steps, velocity); may ring past the bar
+    bars_in_track: int = 0
+    track_index: int = 0
+    steps: int = STEPS_PER_BAR
+
+
+@dataclass
+class Controls:
+    """What a listener (or the schedule) can change. Key and tempo apply from the next track."""
+
+    seed: int = 0
+    temperature: float = 1.0  # 0.1 (safe) .. 2 (adventurous)
+    style_blend: float = 0.3  # 0 = lo-fi .. 1 = NES
+    key: str | None = None  # e.g. "F minor"; None = chosen per track
+    tempo_bpm: float | None = None  # None = chosen per track in 70..92
+    energy: float = 0.5  # 0 (sparse) .. 1 (busy)
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.temperature <= 3.0:
+            raise ModelError(f"temperature must be within 0.05..3, not {self.temperature}")
+        if not 0.0 <= self.style_blend <= 1.0:
+            raise ModelError(f"style_blend must be within 0..1, not {self.style_blend}")
+        if not 0.0 <= self.energy <= 1.0:
+            raise ModelError(f"energy must be within 0..1, not {self.energy}")
+        if self.tempo_bpm is not None and not 40.0 <= self.tempo_bpm <= 200.0:
+            raise ModelError(f"tempo_bpm must be within 40..200, not {self.tempo_bpm}")
+        if self.key is not None:
+            parse_key(self.key)
+
+
+def parse_key(text: str) -> tuple[int, int]:
+    """(tonic, mode) of 'C major', 'F# minor', 'Bbm', 'A' ..."""
+    names = {name.lower(): i for i, name in enumerate(NOTE_NAMES)}
+    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0})
+    cleaned = text.strip().lower().replace("♯", "#").replace("♭", "b")
+    mode = MAJOR
+    for suffix, value in ((" minor", MINOR), (" major", MAJOR), ("min", MINOR), ("maj", MAJOR), ("m", MINOR)):
+        if cleaned.endswith(suffix):
+            cleaned, mode = cleaned[: -len(suffix)].strip(), value
+            break
+    if cleaned not in names:
+        raise ModelError(f"unknown key {text!r}: use e.g. 'C major', 'F# minor', 'Bbm'")
+    return names[cleaned], mode
+
+
+@dataclass
+class _Plan:
+    """One track's plan."""
+
+    index: int
+    track_id: str
+    tonic: int
+    mode: int
+    tempo: float
+    sections: list[tuple[str, int]]  # (label, bars)
+    rng: np.random.Generator
+
+    @property
+    def bars(self) -> int:
+        return sum(n for _, n in self.sections)
+
+    @property
+    def shift(self) -> int:
+        """Semitones from the normalised key (C major / A minor) to the track's key, -6..5."""
+        return ((self.tonic - TONIC_ROOT[self.mode] + 6) % 12) - 6
+
+    @property
+    def key(self) -> str:
+        return key_name(self.tonic, self.mode)
+
+
+@dataclass
+class _Material:
+    """What a section letter (A, B, C) is made of, kept for its returns."""
+
+    chords: list[int]  # joint chord indices of its loop, normalised key
+    latents: list[np.ndarray] = field(default_factory=list)  # first phrase's latents
+
+
+@dataclass
+class _RawBar:
+    """A decoded bar before notes are finalised (one bar of look-ahead joins held notes)."""
+
+    plan: _Plan
+    bar_index: int
+    section: str
+    chord: int
+    tokens: np.ndarray  # (16, 4) int64, normalised key
+    harmony_voicing: list[list[int]]  # per harmony onset: the chord tones sounding with it
+    velocities: np.ndarray  # (16, 4)
+    drum_notes: list[tuple[int, int, int]]  # (step, GM key, velocity)
+    last_in_track: bool
+
+
+class Composer:
+    """Endless iterator of `ComposedBar`s from a VAE and an LSTM."""
+
+    def __init__(self, vae: BarVAE, lstm: BarLSTM, controls: Controls | None = None, model_id: str = "") -> None:
+        if vae.config.latent_dim != lstm.config.latent_dim:
+            raise ModelError("VAE and LSTM latent sizes differ")
+        self.vae = vae.eval()
+        self.lstm = lstm.eval()
+        self._decoder = FastDecoder(self.vae)
+        self._fast_lstm = FastLSTM(self.lstm)
+        self._allowed = self._allowed_chords()
+        self.controls = controls or Controls()
+        self.model_id = model_id
+        self._track_index = 0
+        self._previous_plan: _Plan | None = None
+        self._pending: deque[_RawBar] = deque()
+        self._bars = self._bar_generator()
+        self.model_seconds = 0.0  # time spent in the networks (LSTM + VAE), for benchmarks
+        self.bars_made = 0
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path | None = None, controls: Controls | None = None) -> "Composer":
+        """A composer from a checkpoint directory (default: the shipped `models/checkpoints`)."""
+        vae, lstm, infos = ckpt.load_models(directory or ckpt.shipped_directory())
+        model_id = f"{infos['vae'].model_id}+{infos['lstm'].model_id}"
+        return cls(vae, lstm, controls, model_id)
+
+    def set_controls(self, **changes: object) -> None:
+        """Change controls; temperature, style and energy apply from the next bar."""
+        self.controls = dataclasses.replace(self.controls, **changes)
+
+    def __iter__(self) -> Iterator[ComposedBar]:
+        return self
+
+    def __next__(self) -> ComposedBar:
+        # One bar of look-ahead: a note held into the next bar is joined into one note.
+        while len(self._pending) < 2:
+            self._pending.append(next(self._bars))
+        current = self._pending.popleft()
+        following = None if current.last_in_track else self._pending[0]
+        self.bars_made += 1
+        return self._finalise(current, following)
+
+    # ----------------------------------------------------------------- planning
+
+    def _plan_track(self) -> _Plan:
+        index = self._track_index
+        self._track_index += 1
+        rng = np.random.default_rng([self.controls.seed & 0xFFFFFFFF, index, 0xC0FFEE])
+        previous = self._previous_plan
+        if self.controls.key is not None:
+            tonic, mode = parse_key(self.controls.key)
+        elif previous is None:
+            tonic, mode = int(rng.integers(0, 12)), int(rng.random() < 0.6)
+        else:
+            # A related key: same, relative, a fifth either way (same mode), or the parallel mode.
+            moves = [(0, previous.mode), (7, previous.mode), (5, previous.mode),
+                     (3 if previous.mode == MINOR else 9, 1 - previous.mode), (2, previous.mode), (10, previous.mode)]
+            step, mode = moves[int(rng.choice(len(moves), p=[0.1, 0.25, 0.25, 0.2, 0.1, 0.1]))]
+            tonic = (previous.tonic + step) % 12
+        if self.controls.tempo_bpm is not None:
+            tempo = float(self.controls.tempo_bpm)
+        elif previous is None:
+            tempo = float(rng.uniform(*TEMPO_RANGE))
+        else:
+            tempo = float(np.clip(previous.tempo + rng.uniform(-8.0, 8.0), *TEMPO_RANGE))
+        tempo = round(tempo, 1)
+        seconds = rng.uniform(*TRACK_SECONDS)
+        total_bars = seconds * tempo / 240.0
+        middle = max(3, int(round((total_bars - INTRO_BARS - OUTRO_BARS) / SECTION_BARS)))
+        forms = {3: ["A", "B", "A'"], 4: ["A", "B", "A'", "B'"], 5: ["A", "B", "A'", "C", "A''"],
+                 6: ["A", "B", "A'", "C", "B'", "A''"], 7: ["A", "A'", "B", "A'", "C", "B'", "A''"]}
+        form = forms[min(middle, 7)]
+        sections = [("intro", INTRO_BARS)] + [(label, SECTION_BARS) for label in form] + [("outro", OUTRO_BARS)]
+        plan = _Plan(index, f"s{self.controls.seed}-t{index:04d}", tonic, mode, tempo, sections, rng)
+        self._previous_plan = plan
+        log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
+                 " ".join(label for label, _ in sections))
+        return plan
+
+    # ----------------------------------------------------------------- style and chords
+
+    def _style_vector(self) -> np.ndarray:
+        """Style weights over STYLES: the lo-fi ↔ NES blend over a Lakh share for full arrangements."""
+        blend = self.controls.style_blend
+        lakh = 0.35
+        weights = {"lofi": (1 - blend) * (1 - lakh), "nes": blend * (1 - lakh), "lakh": lakh}
+        return np.array([weights[s] for s in STYLES], dtype=np.float32)
+
+    def _allowed_chords(self) -> np.ndarray:
+        allowed = np.zeros(N_CHORDS, dtype=bool)
+        for root, qualities in DIATONIC.items():
+            for quality in qualities:
+                if quality is not None:
+                    allowed[chord_index(root, CHORD_QUALITIES.index(quality))] = True
+        return allowed
+
+    def _colour(self, chord: int, rng: np.random.Generator) -> int:
+        """Give a sampled diatonic chord its lo-fi colour: more 7ths and 9ths the more lo-fi."""
+        root, quality = chord_parts(chord)
+        triad, seventh, ninth = DIATONIC[root]
+        lofi = 1.0 - self.controls.style_blend
+        draw = rng.random()
+        if ninth is not None and draw < 0.45 * lofi:
+            name = ninth
+        elif draw < 0.3 + 0.6 * lofi:
+            name = seventh
+        else:
+            name = CHORD_QUALITIES[quality] if CHORD_QUALITIES[quality] in (triad, seventh, ninth) else triad
+        return chord_index(root, CHORD_QUALITIES.index(name))
+
+    def _sample_chord(self, output: np.ndarray, rng: np.random.Generator, temperature: float,
+                      avoid: int | None = None) -> int:
+        logits = self._fast_lstm.chord_logits(output)
+        allowed = self._allowed.copy()
+        if avoid is not None:  # a loop that changes chord every bar
+            root_avoid = chord_parts(avoid)[0]
+            for quality in range(len(CHORD_QUALITIES)):
+                allowed[chord_index(root_avoid, quality)] = False
+        chord = sample_from_logits(logits, max(0.3, temperature), rng, allowed)
+        return self._colour(chord, rng)
+
+    def _draft_loop(self, state: FastState, previous: tuple[np.ndarray | None, int], mode: int,
+                    rng: np.random.Generator, start_on_tonic: bool) -> list[int]:
+        """A four-bar chord loop drafted from the LSTM (on a copy of its state)."""
+        state = state.clone()
+        style = self._style_vector()
+        latent, chord = previous
+        chords: list[int] = []
+        temperature = self.controls.temperature
+        for bar in range(LOOP_BARS):
+            state, output = self._fast_lstm.step(state, latent, chord, style, mode)
+            if bar == 0 and start_on_tonic:
+                tonic = TONIC_ROOT[mode]
+                next_chord = self._colour(chord_index(tonic, CHORD_QUALITIES.index(DIATONIC[tonic][0])), rng)
+            else:
+                next_chord = self._sample_chord(output, rng, temperature, avoid=chords[-1] if chords else None)
+            mu, logvar = self._fast_lstm.latent_distribution(output, next_chord)
+            latent, chord = sample_latent_np(mu, logvar, 0.5 * temperature, rng), next_chord
+            chords.append(next_chord)
+        return chords
+
+    # ----------------------------------------------------------------- bar generation
+
+    def _bar_generator(self) -> Iterator[_RawBar]:
+        while True:
+            plan = self._plan_track()
+            rng = plan.rng
+            state = self._fast_lstm.initial_state()
+            previous: tuple[np.ndarray | None, int] = (None, 0)  # None latent = song start
+            materials: dict[str, _Material] = {}
+            bar_index = 0
+            held_tokens = np.zeros(4, dtype=np.int64)  # last step of the previous bar (for holds)
+            for section_number, (label, n_bars) in enumerate(plan.sections):
+                letter = label.rstrip("'")
+                if label in ("intro", "outro"):
+                    letter = "A"
+                if letter not in materials:
+                    materials[letter] = _Material(self._draft_loop(state, previous, plan.mode, rng,
+                                                                   start_on_tonic=letter == "A"))
+                material = materials[letter]
+                is_return = label.endswith("'") or label == "outro"
+                for bar_in_section in range(n_bars):
+                    chord = material.chords[bar_in_section % LOOP_BARS]
+                    if label == "outro" and bar_in_section == n_bars - 1:
+                        tonic = TONIC_ROOT[plan.mode]
+                        chord = chord_index(tonic, CHORD_QUALITIES.index(DIATONIC[tonic][1]))
+                    started = time.perf_counter()
+                    state, output = self._fast_lstm.step(state, previous[0], previous[1], self._style_vector(),
+                                                         plan.mode)
+                    reuse = (is_return and label != "outro" and bar_in_section < LOOP_BARS
+                             and bar_in_section < len(material.latents))
+                    if reuse:
+                        latent = material.latents[bar_in_section]
+                    else:
+                        mu, logvar = self._fast_lstm.latent_distribution(output, chord)
+                        latent = sample_latent_np(mu, logvar, 0.6 * self.controls.temperature, rng)
+                    if label == letter and bar_in_section < LOOP_BARS:
+                        material.latents.append(latent)
+                    self.model_seconds += time.perf_counter() - started
+                    energy = self._energy(label, bar_in_section, n_bars)
+                    tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, held_tokens)
+                    last_of_section = bar_in_section == n_bars - 1
+                    last_in_track = last_of_section and section_number == len(plan.sections) - 1
+                    drum_notes = self._drums(tokens, velocities, rng, fill=last_of_section and not last_in_track,
+                                             crash=bar_in_section == 0 and label != "intro",
+                                             sparse=label in ("intro", "outro"))
+                    if last_in_track:
+                        tokens = self._final_bar(tokens)
+                    voicing = self._voice_harmony(tokens, chord)
+                    yield _RawBar(plan, bar_index, label, chord, tokens, voicing, velocities, drum_notes, last_in_track)
+                    held_tokens = tokens[-1].copy() if not last_in_track else np.zeros(4, dtype=np.int64)
+                    previous = (latent, chord)
+                    bar_index += 1
+
+    def _energy(self, label: str, bar_in_section: int, n_bars: int) -> float:
+        base = SECTION_ENERGY.get(label, 0.5)
+        if label == "outro":
+            base -= 0.05 * bar_in_section
+        if label == "intro":
+            base += 0.05 * bar_in_section
+        return float(np.clip(base + (self.controls.energy - 0.5) * 0.8, 0.0, 1.0))
+
+    def _decode(self, latent: np.ndarray, chord: int, mode: int, energy: float, rng: np.random.Generator,
+                held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (16, 4) and velocities (16, 4) of one bar, every voice sounding."""
+        root, quality = chord_parts(chord)
+        activity = int(np.clip(round(energy * (N_ACTIVITY - 1) + 0.25), 0, N_ACTIVITY - 1))
+        cond = self._decoder.condition(root, quality, mode, 0, self._style_vector(), activity)
+        temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
+        started = time.perf_counter()
+        logits = self._decoder.decode(latent, cond, activity)
+        self.model_seconds += time.perf_counter() - started
+        tokens = np.zeros((STEPS_PER_BAR, 4), dtype=np.int64)
+        for voice, voice_logits in enumerate(logits):
+            tokens[:, voice] = _sample_steps(voice_logits, temperature, rng)
+        tokens = self._clean(tokens, chord, held)
+        for voice in range(4):
+            if not self._sounds(tokens[:, voice], voice, held):
+                tokens[:, voice] = self._fallback(voice, chord, logits[voice], rng)
+        velocities = self._velocities(energy, rng)
+        return tokens, velocities
+
+    def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray) -> np.ndarray:
+        """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
+        root, quality = chord_parts(chord)
+        chord_pcs = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]} if root < 12 else set()
+        for voice in range(3):
+            column = tokens[:, voice]
+            sounding = held[voice] != REST
+            for step in range(STEPS_PER_BAR):
+                token = column[step]
+                if token == HOLD and not sounding:
+                    column[step] = REST
+                elif token >= FIRST_PITCH_TOKEN:
+                    pitch = token_to_pitch(voice, token)
+                    if pitch % 12 not in SCALE_PCS and pitch % 12 not in chord_pcs:
+                        low, high = PITCH_RANGES[VOICES[voice]]
+                        for move in (-1, 1, -2, 2):
+                            candidate = pitch + move
+                            if low <= candidate <= high and (candidate % 12 in chord_pcs or
+                                                             (candidate % 12 in SCALE_PCS and move in (-1, 1))):
+                                column[step] = FIRST_PITCH_TOKEN + candidate - low
+                                break
+                sounding = column[step] != REST
+        return tokens
+
+    @staticmethod
+    def _sounds(column: np.ndarray, voice: int, held: np.ndarray) -> bool:
+        if voice == 3:
+            return bool((column > 0).any())
+        return bool((column >= FIRST_PITCH_TOKEN).any() or (held[voice] != REST and column[0] == HOLD))
+
+    def _fallback(self, voice: int, chord: int, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A simple part for a voice the decoder left silent: its most likely onsets on the chord."""
+        root, quality = chord_parts(chord)
+        root = 0 if root >= 12 else root
+        column = np.zeros(STEPS_PER_BAR, dtype=np.int64)
+        if voice == 3:
+            column[[0, 8]] |= 1  # kick
+            column[[4, 12]] |= 2  # snare
+            column[::2] |= 4  # closed hat
+            return column
+        low, high = PITCH_RANGES[VOICES[voice]]
+        tones = [(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]]
+        # The chord tone the decoder liked best at the downbeat (pitch logits of step 0).
+        candidates = [p for p in range(low, high + 1) if p % 12 in tones]
+        scores = [logits[0, FIRST_PITCH_TOKEN + p - low] for p in candidates]
+        pitch = candidates[int(np.argmax(scores))]
+        if voice == 2:
+            pitch = min((p for p in range(low, high + 1) if p % 12 == root), key=lambda p: abs(p - 40))
+        length = 8 if voice != 0 else 4
+        for start in (0, 8):
+            column[start] = FIRST_PITCH_TOKEN + pitch - low
+            column[start + 1:start + length] = HOLD
+        return column
+
+    def _velocities(self, energy: float, rng: np.random.Generator) -> np.ndarray:
+        """Velocity per step and voice: louder with energy, accents on the beats."""
+        accent = np.array([1.0 if s % 4 == 0 else (0.93 if s % 2 == 0 else 0.86) for s in range(STEPS_PER_BAR)])
+        velocities = np.zeros((STEPS_PER_BAR, 4))
+        for voice, name in enumerate(VOICES):
+            velocities[:, voice] = BASE_VELOCITY[name] * (0.8 + 0.35 * energy) * accent
+        velocities *= rng.uniform(0.95, 1.05, size=velocities.shape)
+        return np.clip(np.round(velocities), 1, 127).astype(np.int64)
+
+    def _drums(self, tokens: np.ndarray, velocities: np.ndarray, rng: np.random.Generator, *, fill: bool,
+               crash: bool, sparse: bool) -> list[tuple[int, int, int]]:
+        from models.data import DRUM_CLASS_KEYS
+
+        notes = []
+        fill_pattern = FILLS[int(rng.integers(len(FILLS)))] if fill else ()
+        fill_from = min((step for step, _ in fill_pattern), default=STEPS_PER_BAR)
+        for step in range(min(fill_from, STEPS_PER_BAR)):
+            mask = int(tokens[step, 3])
+            for drum_class, key in enumerate(DRUM_CLASS_KEYS):
+                if mask & (1 << drum_class):
+                    if sparse and drum_class in (2, 3) and step % 4 != 0:
+                        continue  # intro/outro: hats only on the beats
+                    notes.append((step, key, int(velocities[step, 3])))
+        for step, key in fill_pattern:
+            notes.append((step, key, int(min(127, velocities[step, 3] * (0.85 + 0.2 * step / 15)))))
+        if crash:
+            notes.append((0, CRASH, int(velocities[0, 3])))
+        return notes
+
+    @staticmethod
+    def _final_bar(tokens: np.ndarray) -> np.ndarray:
+        """The track's last bar: pitched notes ring to the end instead of stopping short."""
+        tokens = tokens.copy()
+        for voice in range(3):
+            onsets = np.flatnonzero(tokens[:, voice] >= FIRST_PITCH_TOKEN)
+            if onsets.size:
+                last = onsets[-1]
+                tokens[last + 1:, voice] = HOLD
+        return tokens
+
+    def _voice_harmony(self, tokens: np.ndarray, chord: int) -> list[list[int]]:
+        """Chord tones under each harmony onset (lo-fi: 2–3 notes; NES: the bare line)."""
+        root, quality = chord_parts(chord)
+        if root >= 12:
+            return [[] for _ in np.flatnonzero(tokens[:, 1] >= FIRST_PITCH_TOKEN)]
+        tones = [(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]]
+        extra = int(round(2 * (1.0 - self.controls.style_blend)))
+        voicings = []
+        for step in np.flatnonzero(tokens[:, 1] >= FIRST_PITCH_TOKEN):
+            top = token_to_pitch(1, tokens[step, 1])
+            below: list[int] = []
+            pitch = top
+            # Walk down through chord tones, keeping at least a minor third between neighbours.
+            while len(below) < extra and pitch > top - 12:
+                pitch -= 1
+                if pitch % 12 in tones and (not below or below[-1] - pitch >= 3) and top - pitch >= 3:
+                    below.append(pitch)
+            voicings.append(below)
+        return voicings
+
+    # ----------------------------------------------------------------- notes
+
+    def _finalise(self, bar: _RawBar, following: _RawBar | None) -> ComposedBar:
+        shift = bar.plan.shift
+        notes: list[Note] = []
+        harmony_onset = 0
+        for voice in range(3):
+            column = bar.tokens[:, voice]
+            name = VOICES[voice]
+            for step in np.flatnonzero(column >= FIRST_PITCH_TOKEN):
+                end = step + 1
+                while end < STEPS_PER_BAR and column[end] == HOLD:
+                    end += 1
+                length = end - step
+                if end == STEPS_PER_BAR and following is not None:
+                    next_column = following.tokens[:, voice]
+                    k = 0
+                    while k < STEPS_PER_BAR and next_column[k] == HOLD:
+                        k += 1
+                    length += k
+                pitch = token_to_pitch(voice, column[step]) + shift
+                velocity = int(bar.velocities[step, voice])
+                notes.append((name, pitch, int(step), int(length), velocity))
+                if voice == 1:
+                    for extra_pitch in bar.harmony_voicing[harmony_onset]:
+                        notes.append((name, extra_pitch + shift, int(step), int(length), max(1, velocity - 8)))
+                    harmony_onset += 1
+        notes.extend(("drums", key, step, 1, velocity) for step, key, velocity in bar.drum_notes)
+        notes.sort(key=lambda n: (n[2], VOICES.index(n[0]), n[1]))
+        root, quality = chord_parts(bar.chord)
+        return ComposedBar(
+            track_id=bar.plan.track_id,
+            bar_index=bar.bar_index,
+            section=bar.section,
+            key=bar.plan.key,
+            tempo_bpm=bar.plan.tempo,
+            chord=chord_name((root + shift) % 12 if root < 12 else root, quality),
+            notes=tuple(notes),
+            bars_in_track=bar.plan.bars,
+            track_index=bar.plan.index,
+        )
+
+
+def _sample_steps(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """One token per step from logits (16, V) at `temperature` (vectorised inverse-CDF draw)."""
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    probs = np.exp(scaled)
+    probs /= probs.sum(axis=1, keepdims=True)
+    cumulative = np.cumsum(probs, axis=1)
+    draws = rng.random((logits.shape[0], 1))
+    return np.minimum((cumulative < draws).sum(axis=1), logits.shape[1] - 1)

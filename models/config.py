@@ -1,0 +1,70 @@
+"""Model and training settings: plain dataclasses, stored in checkpoints as `model_args`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Type, TypeVar
+
+from models.errors import CheckpointError
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Shape of the bar VAE (`models.vae.BarVAE`)."""
+
+    latent_dim: int = 32
+    embed_dim: int = 12  # per voice and step, in the encoder
+    hidden_dim: int = 512
+    drum_hidden_dim: int = 256
+    cond_dim: int = 40  # chord root, quality, key mode, key offset, style, activity together
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Shape of the bar-sequence LSTM (`models.lstm.BarLSTM`)."""
+
+    latent_dim: int = 32  # must equal the VAE's
+    hidden_dim: int = 256
+    num_layers: int = 1
+    chord_embed_dim: int = 16
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the models are trained (`models.train.train`)."""
+
+    seed: int = 0
+    minutes: float = 25.0  # wall-clock budget for both models together (data reading excluded)
+    vae_share: float = 0.7  # share of the budget spent on the VAE
+    max_epochs_vae: int = 60
+    max_epochs_lstm: int = 60
+    batch_size: int = 256
+    lstm_batch_size: int = 32
+    lstm_window: int = 64  # bars per training sequence
+    learning_rate: float = 2e-3
+    lstm_learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    beta_max: float = 0.5  # KL weight after annealing
+    beta_warmup_steps: int = 3000
+    free_bits: float = 0.15  # nats per latent dimension below which KL is not penalised
+    augment_probability: float = 0.5  # share of training bars moved by a random transposition
+    augment_semitones: int = 2  # ... of up to this many semitones either way
+    patience: int = 5  # epochs without validation improvement before stopping
+    validation_percent: float = 10.0
+    threads: int = 2
+
+
+def config_from_dict(cls: Type[ConfigT], values: dict[str, Any], source: str = "") -> ConfigT:
+    """Build a config dataclass from a dict; unknown or mistyped keys raise CheckpointError."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown model_args {unknown} for {cls.__name__}")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise CheckpointError(f"{source}: bad model_args for {cls.__name__}: {error}") from error

@@ -1,0 +1,645 @@
+"""Training: the bar VAE first, then the LSTM over the VAE's latents; budgets, resume, DDP.
+
+    python -m models.train --out runs/base --minutes 25            # or: chiplofi train ...
+    torchrun --nproc_per_node=4 -m models.train --out runs/big     # data-parallel (gloo, CPU)
+
+`train()` reads the MIDI folders (cached), normalises every song to C major / A minor, splits
+by song (by game for NES), and trains within a wall-clock budget (`minutes`) and/or epoch
+limits, keeping the best model by validation loss and stopping early after `patience` epochs
+without improvement. After every epoch it writes `resume/` (weights, optimiser, history) so
+an interrupted run continues with `resume=True`. The output directory ends with the two
+checkpoints (`vae.*`, `lstm.*`, see `models.checkpoint`) and `loss_curves.png`.
+
+Under torchrun (WORLD_SIZE > 1) each process trains on its share of every epoch's batches and
+gradients are averaged (DistributedDataParallel, gloo backend); rank 0 validates, saves and
+draws. `evaluate_vae` and `evaluate_lstm` give the held-out figures on any corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models import checkpoint as ckpt
+from models.config import LSTMConfig, TrainConfig, VAEConfig
+from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STYLES, Corpus, load_corpus,
+                         split_corpus)
+from models.errors import CheckpointError, DataError, ModelError
+from models.lstm import BarLSTM, chord_index, sequence_losses
+from models.vae import BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- corpus → tensors
+
+@dataclass
+class BarTensors:
+    """All bars of a (key-normalised) corpus as tensors."""
+
+    tokens: torch.Tensor  # (N, 16, 4) int64
+    voice_mask: torch.Tensor  # (N, 4) bool: voice known in this bar's song
+    root: torch.Tensor  # (N,) int64
+    quality: torch.Tensor  # (N,) int64
+    mode: torch.Tensor  # (N,) int64
+    style: torch.Tensor  # (N,) int64
+    song_starts: np.ndarray  # (n_songs + 1,)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def condition(self, index: torch.Tensor | slice, key_offset: torch.Tensor | None = None) -> BarCondition:
+        tokens = self.tokens[index]
+        offset = key_offset if key_offset is not None else torch.zeros(tokens.shape[0], dtype=torch.int64)
+        return BarCondition(
+            root=self.root[index], quality=self.quality[index], mode=self.mode[index], key_offset=offset,
+            style=F.one_hot(self.style[index], len(STYLES)).float(),
+            activity=activity_levels(tokens, self.voice_mask[index]),
+        )
+
+
+def bar_tensors(corpus: Corpus) -> BarTensors:
+    """Tensors of `corpus` after moving every song to C major / A minor."""
+    normalised = corpus.key_normalised()
+    song_of_bar = normalised.song_of_bar()
+    present = np.array([s.voices_present for s in normalised.songs], dtype=bool).reshape(-1, 4)
+    modes = np.array([s.key_mode for s in normalised.songs], dtype=np.int64)
+    styles = np.array([s.style for s in normalised.songs], dtype=np.int64)
+    return BarTensors(
+        tokens=torch.from_numpy(normalised.tokens.astype(np.int64)),
+        voice_mask=torch.from_numpy(present[song_of_bar]) if len(song_of_bar) else torch.zeros(0, 4, dtype=torch.bool),
+        root=torch.from_numpy(normalised.chords[:, 0].astype(np.int64)),
+        quality=torch.from_numpy(normalised.chords[:, 1].astype(np.int64)),
+        mode=torch.from_numpy(modes[song_of_bar]),
+        style=torch.from_numpy(styles[song_of_bar]),
+        song_starts=normalised.song_starts.copy(),
+    )
+
+
+def transpose_batch(tokens: torch.Tensor, root: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bars (B, 16, 4) and chord roots (B,) moved by `shift` (B,) semitones, onsets folded into range."""
+    tokens = tokens.clone()
+    pitched = tokens[..., :3]  # (B, 16, 3)
+    onset = pitched >= FIRST_PITCH_TOKEN
+    index = pitched - FIRST_PITCH_TOKEN + shift[:, None, None]
+    index = torch.where(index < 0, index + 12, index)
+    index = torch.where(index >= N_PITCHES, index - 12, index)
+    tokens[..., :3] = torch.where(onset, index + FIRST_PITCH_TOKEN, pitched)
+    root = torch.where(root == NO_CHORD_ROOT, root, (root + shift) % 12)
+    return tokens, root
+
+
+# --------------------------------------------------------------------------- distributed helpers
+
+class _Dist:
+    """Rank, world size and collective helpers; a single process when not under torchrun."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world > 1:
+            return nn.parallel.DistributedDataParallel(model)
+        return model
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's decision, shared by all ranks (time budget, early stop)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([1 if flag else 0])
+        torch.distributed.broadcast(value, 0)
+        return bool(value.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+# --------------------------------------------------------------------------- resume state
+
+def _save_resume(directory: Path, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 state: dict[str, Any]) -> None:
+    """Weights, optimiser tensors and the loop's state, without pickle (safetensors + JSON)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    scalars: dict[str, Any] = {}
+    for param_id, param_state in opt_state["state"].items():
+        for name, value in param_state.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"opt.{param_id}.{name}"] = value.detach().clone().contiguous()
+            else:
+                scalars[f"{param_id}.{name}"] = float(value.item() if torch.is_tensor(value) else value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tmp = directory / f"{stage}.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, directory / f"{stage}.safetensors")
+    payload = {"stage": stage, "state": state, "opt_scalars": scalars,
+               "opt_param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]]}
+    (directory / f"{stage}.json.tmp").write_text(json.dumps(payload))
+    os.replace(directory / f"{stage}.json.tmp", directory / f"{stage}.json")
+
+
+def _load_resume(directory: Path, stage: str, model: nn.Module,
+                 optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    weights, card = directory / f"{stage}.safetensors", directory / f"{stage}.json"
+    if not (weights.exists() and card.exists()):
+        return None
+    try:
+        payload = json.loads(card.read_text())
+        tensors = load_file(str(weights))
+    except Exception as error:  # noqa: BLE001 - any damage means "start this stage again"
+        raise CheckpointError(f"{weights}: cannot resume ({error})") from error
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{weights}: resume state does not fit the model ({error})") from error
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, param_id, name = key.split(".", 2)
+            opt_state.setdefault(int(param_id), {})[name] = value
+    for key, value in payload["opt_scalars"].items():
+        param_id, name = key.split(".", 1)
+        opt_state.setdefault(int(param_id), {})[name] = torch.tensor(value)
+    groups = optimizer.state_dict()["param_groups"]
+    for group, saved in zip(groups, payload["opt_param_groups"]):
+        group.update({k: v for k, v in saved.items() if k in group and k != "params"})
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    return payload["state"]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@torch.inference_mode()
+def evaluate_vae(vae: BarVAE, data: Corpus | BarTensors, batch_size: int = 1024) -> dict[str, float]:
+    """Held-out figures of the VAE: per-step reconstruction accuracy (decoding the posterior
+    mean; all voices, known voices only), per voice, cross-entropy per bar, KL, active units."""
+    tensors = bar_tensors(data) if isinstance(data, Corpus) else data
+    vae.eval()
+    total_ce = total_kl = 0.0
+    correct = np.zeros(4)
+    counted = np.zeros(4)
+    mus = []
+    for begin in range(0, len(tensors), batch_size):
+        index = slice(begin, begin + batch_size)
+        tokens, mask = tensors.tokens[index], tensors.voice_mask[index]
+        cond = tensors.condition(index)
+        logits, mu, logvar = vae(tokens, cond, mask, sample=False)
+        ce, _, _ = reconstruction_loss(logits, tokens, mask)
+        _, kl = kl_terms(mu, logvar, 0.0)
+        total_ce += float(ce) * tokens.shape[0]
+        total_kl += float(kl) * tokens.shape[0]
+        for voice, voice_logits in enumerate(logits):
+            known = mask[:, voice:voice + 1].expand(-1, tokens.shape[1])
+            right = (voice_logits.argmax(-1) == tokens[..., voice]) & known
+            correct[voice] += float(right.sum())
+            counted[voice] += float(known.sum())
+        mus.append(mu)
+    n = max(len(tensors), 1)
+    result = {
+        "accuracy": float(correct.sum() / max(counted.sum(), 1)),
+        "cross_entropy_per_bar": total_ce / n,
+        "kl_per_bar": total_kl / n,
+        "active_units": active_units(torch.cat(mus)) if mus else 0,
+        "bars": len(tensors),
+    }
+    for voice, name in enumerate(("lead", "harmony", "bass", "drums")):
+        result[f"accuracy_{name}"] = float(correct[voice] / counted[voice]) if counted[voice] else float("nan")
+    return result
+
+
+@torch.inference_mode()
+def encode_means(vae: BarVAE, tensors: BarTensors, batch_size: int = 2048) -> torch.Tensor:
+    """(N, L) posterior means of every bar."""
+    vae.eval()
+    parts = []
+    for begin in range(0, len(tensors), batch_size):
+        index = slice(begin, begin + batch_size)
+        mu, _ = vae.encode(tensors.tokens[index], tensors.condition(index), tensors.voice_mask[index])
+        parts.append(mu)
+    return torch.cat(parts) if parts else torch.zeros(0, vae.config.latent_dim)
+
+
+@dataclass
+class SongSequences:
+    """Per-song latent and chord sequences for the LSTM."""
+
+    latents: list[torch.Tensor]  # each (T_song, L)
+    chords: list[torch.Tensor]  # each (T_song,) joint chord index
+    style: torch.Tensor  # (n_songs, S) float
+    mode: torch.Tensor  # (n_songs,) int64
+
+
+def song_sequences(tensors: BarTensors, latents: torch.Tensor) -> SongSequences:
+    joint = chord_index(tensors.root, tensors.quality)
+    starts = tensors.song_starts
+    seqs_z, seqs_c, styles, modes = [], [], [], []
+    for i in range(len(starts) - 1):
+        a, b = int(starts[i]), int(starts[i + 1])
+        if b <= a:
+            continue
+        seqs_z.append(latents[a:b])
+        seqs_c.append(joint[a:b])
+        styles.append(int(tensors.style[a]))
+        modes.append(int(tensors.mode[a]))
+    return SongSequences(seqs_z, seqs_c, F.one_hot(torch.tensor(styles, dtype=torch.int64), len(STYLES)).float(),
+                         torch.tensor(modes, dtype=torch.int64))
+
+
+def _windows(seqs: SongSequences, window: int, offset_rng: np.random.Generator | None) -> list[tuple[int, int]]:
+    """(song, first target bar) of windows covering every song; random phase when training."""
+    result = []
+    for song, chords in enumerate(seqs.chords):
+        length = len(chords)
+        phase = int(offset_rng.integers(0, window)) if offset_rng is not None and length > window else 0
+        starts = [0] + list(range(phase if phase > 0 else window, length, window))
+        result.extend((song, s) for s in starts)
+    return result
+
+
+def _window_batch(seqs: SongSequences, items: Sequence[tuple[int, int]], window: int):
+    latent_dim = seqs.latents[0].shape[1]
+    batch = len(items)
+    latents = torch.zeros(batch, window + 1, latent_dim)
+    chords = torch.zeros(batch, window + 1, dtype=torch.int64)
+    lengths = torch.zeros(batch, dtype=torch.int64)
+    song_start = torch.zeros(batch, dtype=torch.bool)
+    for row, (song, first) in enumerate(items):
+        z, c = seqs.latents[song], seqs.chords[song]
+        end = min(first + window, len(c))
+        n = end - first
+        latents[row, 1:n + 1] = z[first:end]
+        chords[row, 1:n + 1] = c[first:end]
+        if first == 0:
+            song_start[row] = True
+        else:
+            latents[row, 0] = z[first - 1]
+            chords[row, 0] = c[first - 1]
+        lengths[row] = n
+    songs = torch.tensor([s for s, _ in items])
+    return latents, chords, seqs.style[songs], seqs.mode[songs], song_start, lengths
+
+
+@torch.inference_mode()
+def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequences, window: int = 64) -> dict[str, float]:
+    """Held-out NLL per bar (nats) of the LSTM: next chord, next latent (VAE posterior means)."""
+    if isinstance(data, Corpus):
+        if vae is None:
+            raise ModelError("evaluate_lstm needs the VAE to encode a corpus")
+        tensors = bar_tensors(data)
+        seqs = song_sequences(tensors, encode_means(vae, tensors))
+    else:
+        seqs = data
+    lstm.eval()
+    items = _windows(seqs, window, None)
+    chord_sum = latent_sum = bars = 0.0
+    for begin in range(0, len(items), 64):
+        latents, chords, style, mode, start, lengths = _window_batch(seqs, items[begin:begin + 64], window)
+        chord_nll, latent_nll, mask = sequence_losses(lstm, latents, chords, style, mode, start, lengths)
+        chord_sum += float((chord_nll * mask).sum())
+        latent_sum += float((latent_nll * mask).sum())
+        bars += float(mask.sum())
+    return {"chord_nll": chord_sum / max(bars, 1), "latent_nll": latent_sum / max(bars, 1), "bars": bars}
+
+
+def chord_bigram_nll(train: SongSequences, held_out: SongSequences, smoothing: float = 0.5) -> float:
+    """Held-out NLL per bar (nats) of a chord bigram Markov chain fitted on `train` (a baseline)."""
+    from models.lstm import N_CHORDS
+
+    counts = np.full((N_CHORDS + 1, N_CHORDS), smoothing)  # row N_CHORDS: song start
+    for chords in train.chords:
+        previous = N_CHORDS
+        for chord in chords.tolist():
+            counts[previous, chord] += 1
+            previous = chord
+    log_probs = np.log(counts / counts.sum(axis=1, keepdims=True))
+    total, bars = 0.0, 0
+    for chords in held_out.chords:
+        previous = N_CHORDS
+        for chord in chords.tolist():
+            total -= log_probs[previous, chord]
+            previous = chord
+            bars += 1
+    return total / max(bars, 1)
+
+
+# --------------------------------------------------------------------------- training loops
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    vae_metrics: dict[str, Any]
+    lstm_metrics: dict[str, Any]
+    seconds: float
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
+
+
+def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: TrainConfig, out_dir: Path,
+               deadline: float, dist: _Dist, resume: bool, progress: bool, data_hash: str) -> dict[str, Any]:
+    model = dist.wrap(vae)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    resume_dir = out_dir / "resume"
+    state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": [], "done": False}
+    if resume:
+        loaded = _load_resume(resume_dir, "vae", vae, optimizer)
+        if loaded is not None:
+            state = loaded
+            log.info("resuming VAE training at epoch %d", state["epoch"])
+    if state["done"]:
+        best, _ = ckpt.load_checkpoint(out_dir, "vae")
+        vae.load_state_dict(best.state_dict())
+        return ckpt.read_info(out_dir, "vae").metrics
+    n = len(train_t)
+    steps_per_epoch = max(1, n // (config.batch_size * dist.world))
+    generator = torch.Generator().manual_seed(config.seed)
+    best_metrics: dict[str, Any] = {}
+    while state["epoch"] < config.max_epochs_vae:
+        generator.manual_seed(config.seed * 1000 + state["epoch"])
+        order = torch.randperm(n, generator=generator)
+        model.train()
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        out_of_time = False
+        bar = _progress(steps_per_epoch, f"VAE epoch {state['epoch'] + 1}", progress and dist.main)
+        for batch_number in range(steps_per_epoch):
+            if dist.agree(time.monotonic() > deadline):
+                out_of_time = True
+                break
+            begin = (batch_number * dist.world + dist.rank) * config.batch_size
+            index = order[begin:begin + config.batch_size]
+            tokens, mask, root = train_t.tokens[index], train_t.voice_mask[index], train_t.root[index]
+            shift = torch.randint(-config.augment_semitones, config.augment_semitones + 1, (len(index),),
+                                  generator=generator)
+            shift = torch.where(torch.rand(len(index), generator=generator) < config.augment_probability,
+                                shift, torch.zeros_like(shift))
+            tokens, root = transpose_batch(tokens, root, shift)
+            cond = train_t.condition(index, key_offset=shift % 12)
+            cond.root = root
+            logits, mu, logvar = model(tokens, cond, mask)
+            recon, _, _ = reconstruction_loss(logits, tokens, mask)
+            kl_free, kl = kl_terms(mu, logvar, config.free_bits)
+            beta = config.beta_max * min(1.0, state["step"] / max(1, config.beta_warmup_steps))
+            loss = recon + beta * kl_free
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            state["step"] += 1
+            sums["loss"] += float(loss.detach())
+            sums["recon"] += float(recon)
+            sums["kl"] += float(kl)
+            bar.update()
+            bar.set_postfix(recon=f"{float(recon):.1f}", kl=f"{float(kl):.1f}", beta=f"{beta:.2f}")
+        bar.close()
+        done_batches = max(1, batch_number + (0 if out_of_time else 1))
+        if out_of_time and batch_number < steps_per_epoch // 4:
+            break  # too little of an epoch to be worth validating
+        state["epoch"] += 1
+        metrics = evaluate_vae(vae, val_t) if dist.main else {}
+        improved = False
+        if dist.main:
+            val_loss = metrics["cross_entropy_per_bar"] + config.beta_max * metrics["kl_per_bar"]
+            state["history"].append({"epoch": state["epoch"], "train_loss": sums["loss"] / done_batches,
+                                     "train_recon": sums["recon"] / done_batches,
+                                     "val_loss": val_loss, "val_recon": metrics["cross_entropy_per_bar"],
+                                     "val_accuracy": metrics["accuracy"], "active_units": metrics["active_units"]})
+            log.info("VAE epoch %d: train %.2f, val recon %.2f, KL %.2f, accuracy %.4f, active units %d/%d",
+                     state["epoch"], sums["loss"] / done_batches, metrics["cross_entropy_per_bar"],
+                     metrics["kl_per_bar"], metrics["accuracy"], metrics["active_units"], vae.config.latent_dim)
+            improved = val_loss < state["best"] - 1e-4
+            if improved:
+                state["best"], state["bad_epochs"] = val_loss, 0
+                best_metrics = {f"val_{k}": v for k, v in metrics.items()}
+                best_metrics.update(epoch=state["epoch"], train_bars=len(train_t))
+                ckpt.save_checkpoint(out_dir, "vae", vae, data_hash, best_metrics)
+            else:
+                state["bad_epochs"] += 1
+            _save_resume(resume_dir, "vae", vae, optimizer, state)
+        if dist.agree(out_of_time or state["bad_epochs"] >= config.patience):
+            break
+    dist.barrier()
+    if dist.main:
+        state["done"] = True
+        _save_resume(resume_dir, "vae", vae, optimizer, state)
+    best, info = ckpt.load_checkpoint(out_dir, "vae")
+    vae.load_state_dict(best.state_dict())
+    return info.metrics
+
+
+def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, config: TrainConfig, out_dir: Path,
+                deadline: float, dist: _Dist, resume: bool, progress: bool, data_hash: str,
+                extra_metrics: dict[str, Any]) -> dict[str, Any]:
+    model = dist.wrap(lstm)
+    optimizer = torch.optim.AdamW(lstm.parameters(), lr=config.lstm_learning_rate, weight_decay=config.weight_decay)
+    resume_dir = out_dir / "resume"
+    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "done": False}
+    if resume:
+        loaded = _load_resume(resume_dir, "lstm", lstm, optimizer)
+        if loaded is not None:
+            state = loaded
+            log.info("resuming LSTM training at epoch %d", state["epoch"])
+    if state["done"]:
+        return ckpt.read_info(out_dir, "lstm").metrics
+    latent_weight = 1.0 / lstm.config.latent_dim
+    best_metrics: dict[str, Any] = {}
+    while state["epoch"] < config.max_epochs_lstm:
+        rng = np.random.default_rng(config.seed * 1000 + state["epoch"])
+        items = _windows(train_s, config.lstm_window, rng)
+        order = rng.permutation(len(items))
+        steps = max(1, len(items) // (config.lstm_batch_size * dist.world))
+        model.train()
+        total = 0.0
+        out_of_time = False
+        bar = _progress(steps, f"LSTM epoch {state['epoch'] + 1}", progress and dist.main)
+        for batch_number in range(steps):
+            if dist.agree(time.monotonic() > deadline):
+                out_of_time = True
+                break
+            begin = (batch_number * dist.world + dist.rank) * config.lstm_batch_size
+            chosen = [items[i] for i in order[begin:begin + config.lstm_batch_size]]
+            latents, chords, style, mode, start, lengths = _window_batch(train_s, chosen, config.lstm_window)
+            # DDP wraps forward(); sequence_losses calls the module, so give it the wrapper.
+            chord_nll, latent_nll, mask = sequence_losses(model, latents, chords, style, mode, start, lengths)
+            loss = ((chord_nll + latent_weight * latent_nll) * mask).sum() / mask.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(lstm.parameters(), 1.0)
+            optimizer.step()
+            total += float(loss)
+            bar.update()
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.close()
+        done_batches = max(1, batch_number + (0 if out_of_time else 1))
+        if out_of_time and batch_number < steps // 4:
+            break
+        state["epoch"] += 1
+        if dist.main:
+            metrics = evaluate_lstm(lstm, None, val_s, config.lstm_window)
+            val_loss = metrics["chord_nll"] + latent_weight * metrics["latent_nll"]
+            state["history"].append({"epoch": state["epoch"], "train_loss": total / done_batches, "val_loss": val_loss,
+                                     "val_chord_nll": metrics["chord_nll"], "val_latent_nll": metrics["latent_nll"]})
+            log.info("LSTM epoch %d: train %.3f, val chord NLL %.3f, latent NLL %.2f", state["epoch"],
+                     total / done_batches, metrics["chord_nll"], metrics["latent_nll"])
+            if val_loss < state["best"] - 1e-4:
+                state["best"], state["bad_epochs"] = val_loss, 0
+                best_metrics = {"val_chord_nll": metrics["chord_nll"], "val_latent_nll": metrics["latent_nll"],
+                                "epoch": state["epoch"], **extra_metrics}
+                ckpt.save_checkpoint(out_dir, "lstm", lstm, data_hash, best_metrics)
+            else:
+                state["bad_epochs"] += 1
+            _save_resume(resume_dir, "lstm", lstm, optimizer, state)
+        if dist.agree(out_of_time or state["bad_epochs"] >= config.patience):
+            break
+    dist.barrier()
+    if dist.main:
+        state["done"] = True
+        _save_resume(resume_dir, "lstm", lstm, optimizer, state)
+    best, info = ckpt.load_checkpoint(out_dir, "lstm")
+    lstm.load_state_dict(best.state_dict())
+    return info.metrics
+
+
+def plot_losses(out_dir: Path) -> Path | None:
+    """Draw `loss_curves.png` from the histories in `out_dir/resume/`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histories = {}
+    for stage in ("vae", "lstm"):
+        card = out_dir / "resume" / f"{stage}.json"
+        if card.exists():
+            histories[stage] = json.loads(card.read_text())["state"]["history"]
+    if not histories:
+        return None
+    figure, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.6), squeeze=False)
+    for axis, (stage, history) in zip(axes[0], histories.items()):
+        epochs = [h["epoch"] for h in history]
+        axis.plot(epochs, [h["train_loss"] for h in history], label="train")
+        axis.plot(epochs, [h["val_loss"] for h in history], label="validation")
+        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar", "lstm": "LSTM: chord + latent NLL per bar"}[stage])
+        axis.set_xlabel("epoch")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = out_dir / "loss_curves.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
+          config: TrainConfig | None = None, vae_config: VAEConfig | None = None,
+          lstm_config: LSTMConfig | None = None, resume: bool = False, progress: bool = True,
+          corpus: Corpus | None = None) -> TrainResult:
+    """Train the VAE then the LSTM on `folders` (default: the shared data) into `out_dir`.
+
+    `config.minutes` bounds the wall-clock time of both stages (data reading excluded);
+    `max_epochs_*` bound the epochs. `corpus` skips reading folders (tests).
+    """
+    config = config or TrainConfig()
+    vae_config = vae_config or VAEConfig()
+    lstm_config = lstm_config or LSTMConfig(latent_dim=vae_config.latent_dim)
+    if lstm_config.latent_dim != vae_config.latent_dim:
+        raise ModelError("the LSTM's latent_dim must equal the VAE's")
+    out_dir = Path(out_dir)
+    dist = _Dist()
+    torch.manual_seed(config.seed)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    began = time.monotonic()
+
+    if corpus is None:
+        corpus = load_corpus(folders, progress=progress and dist.main)
+    train_corpus, val_corpus = split_corpus(corpus, config.validation_percent)
+    if train_corpus.n_bars == 0 or val_corpus.n_bars == 0:
+        raise DataError(f"need songs for both training and validation, got {train_corpus.n_songs} and "
+                        f"{val_corpus.n_songs} songs")
+    log.info("training on %d songs (%d bars), validating on %d songs (%d bars); skipped files: %s",
+             train_corpus.n_songs, train_corpus.n_bars, val_corpus.n_songs, val_corpus.n_bars, corpus.skipped)
+    train_t, val_t = bar_tensors(train_corpus), bar_tensors(val_corpus)
+    if dist.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(json.dumps({
+            "train": dataclasses.asdict(config), "vae": dataclasses.asdict(vae_config),
+            "lstm": dataclasses.asdict(lstm_config), "folders": [str(f) for f in (folders or [])],
+            "data_hash": corpus.data_hash, "skipped": corpus.skipped}, indent=2))
+
+    start = time.monotonic()
+    budget = config.minutes * 60.0
+    vae = BarVAE(vae_config)
+    vae_metrics = _train_vae(vae, train_t, val_t, config, out_dir, start + budget * config.vae_share,
+                             dist, resume, progress, corpus.data_hash)
+
+    train_s = song_sequences(train_t, encode_means(vae, train_t))
+    val_s = song_sequences(val_t, encode_means(vae, val_t))
+    vae_id = ckpt.read_info(out_dir, "vae").model_id
+    extra = {"vae_model_id": vae_id, "val_chord_bigram_nll": chord_bigram_nll(train_s, val_s)}
+    torch.manual_seed(config.seed + 1)
+    lstm = BarLSTM(lstm_config)
+    lstm_metrics = _train_lstm(lstm, train_s, val_s, config, out_dir, start + budget, dist, resume, progress,
+                               corpus.data_hash, extra)
+    if dist.main:
+        plot_losses(out_dir)
+    seconds = time.monotonic() - began
+    log.info("trained in %.1f min: VAE accuracy %.4f, LSTM chord NLL %.3f (bigram baseline %.3f)",
+             seconds / 60, vae_metrics.get("val_accuracy", float("nan")),
+             lstm_metrics.get("val_chord_nll", float("nan")), extra["val_chord_bigram_nll"])
+    return TrainResult(out_dir, vae_metrics, lstm_metrics, seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser of `python -m models.train` (the same options as `chiplofi train`)."""
+    from models.commands import TRAIN_DESCRIPTION, add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=TRAIN_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_train_arguments(parser)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    config = TrainConfig(seed=args.seed, minutes=args.minutes, patience=args.patience, threads=args.threads)
+    if args.epochs is not None:
+        config = dataclasses.replace(config, max_epochs_vae=args.epochs, max_epochs_lstm=args.epochs)
+    result = train(args.out, args.data, config=config, resume=args.resume, progress=not args.no_progress)
+    log.info("checkpoints in %s", result.out_dir)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_from_args(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
