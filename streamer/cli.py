@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from models.commands import add_model_commands  # torch-free: torch loads only when a command runs
 from streamer.errors import ChiplofiError, ConfigError
 
 log = logging.getLogger("chiplofi")
@@ -125,12 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path, default=SOUNDFONT_PATH, help=f"default: {SOUNDFONT_PATH}")
     build.set_defaults(func=_cmd_soundfont_build)
 
-    try:
-        from models.commands import add_model_commands
-    except ImportError as exc:  # models commands not installed in this build
-        log.debug("model commands unavailable: %s", exc)
-    else:
-        add_model_commands(commands, render_wav=_render_wav_for_models)
+    add_model_commands(commands, render_wav=_render_wav_for_models)
     return parser
 
 
