@@ -165,6 +165,7 @@ class _Material:
 
     chords: list[int]  # joint chord indices of its loop, normalised key
     latents: list[np.ndarray] = field(default_factory=list)  # first phrase's latents
+    tokens: list[np.ndarray] = field(default_factory=list)  # ... and its bars as first decoded
 
 
 @dataclass
@@ -359,11 +360,14 @@ class Composer:
                     else:
                         mu, logvar = self._fast_lstm.latent_distribution(output, chord)
                         latent = sample_latent_np(mu, logvar, 0.6 * self.controls.temperature, rng)
-                    if label == letter and bar_in_section < LOOP_BARS:
-                        material.latents.append(latent)
                     self.model_seconds += time.perf_counter() - started
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, held_tokens)
+                    if reuse:  # the phrase returns as it was first played (drums keep their variation)
+                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, held_tokens)[:, :3]
+                    elif label == letter and bar_in_section < LOOP_BARS:
+                        material.latents.append(latent)
+                        material.tokens.append(tokens.copy())
                     last_of_section = bar_in_section == n_bars - 1
                     last_in_track = last_of_section and section_number == len(plan.sections) - 1
                     drum_notes = self._drums(tokens, velocities, rng, fill=last_of_section and not last_in_track,
@@ -395,15 +399,30 @@ class Composer:
         started = time.perf_counter()
         logits = self._decoder.decode(latent, cond, activity)
         self.model_seconds += time.perf_counter() - started
-        tokens = np.zeros((STEPS_PER_BAR, 4), dtype=np.int64)
-        for voice, voice_logits in enumerate(logits):
-            tokens[:, voice] = _sample_steps(voice_logits, temperature, rng)
+        tokens = self._sample_tokens(logits, held, temperature, rng)
         tokens = self._clean(tokens, chord, held)
         for voice in range(4):
             if not self._sounds(tokens[:, voice], voice, held):
                 tokens[:, voice] = self._fallback(voice, chord, logits[voice], rng)
         velocities = self._velocities(energy, rng)
         return tokens, velocities
+
+    def _sample_tokens(self, logits: list[np.ndarray], held: np.ndarray, temperature: float,
+                       rng: np.random.Generator) -> np.ndarray:
+        """Tokens (16, 4) drawn step by step: the decoder's logits plus the transition from the
+        token drawn at the previous step (the three pitched voices together, then drums)."""
+        transitions = self._decoder.transitions
+        pitched_base = np.stack(logits[:3], axis=1)  # (16, 3, V)
+        tokens = np.zeros((STEPS_PER_BAR, 4), dtype=np.int64)
+        previous = held.astype(np.int64).copy()
+        draws = rng.random((STEPS_PER_BAR, 4))
+        for step in range(STEPS_PER_BAR):
+            step_logits = pitched_base[step] + np.stack([transitions[v][previous[v]] for v in range(3)])  # (3, V)
+            tokens[step, :3] = _draw(step_logits, temperature, draws[step, :3])
+            drum_logits = logits[3][step] + transitions[3][previous[3]]
+            tokens[step, 3] = _draw(drum_logits[None, :], temperature, draws[step, 3:])[0]
+            previous = tokens[step]
+        return tokens
 
     def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray) -> np.ndarray:
         """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
@@ -562,12 +581,11 @@ class Composer:
         )
 
 
-def _sample_steps(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
-    """One token per step from logits (16, V) at `temperature` (vectorised inverse-CDF draw)."""
+def _draw(logits: np.ndarray, temperature: float, uniforms: np.ndarray) -> np.ndarray:
+    """One index per row of logits (R, V) at `temperature`, by inverse CDF of `uniforms` (R,)."""
     scaled = logits.astype(np.float64) / temperature
     scaled -= scaled.max(axis=1, keepdims=True)
     probs = np.exp(scaled)
-    probs /= probs.sum(axis=1, keepdims=True)
     cumulative = np.cumsum(probs, axis=1)
-    draws = rng.random((logits.shape[0], 1))
-    return np.minimum((cumulative < draws).sum(axis=1), logits.shape[1] - 1)
+    cumulative /= cumulative[:, -1:]
+    return np.minimum((cumulative < uniforms[:, None]).sum(axis=1), logits.shape[1] - 1)

@@ -15,7 +15,7 @@ ConfigT = TypeVar("ConfigT")
 class VAEConfig:
     """Shape of the bar VAE (`models.vae.BarVAE`)."""
 
-    latent_dim: int = 32
+    latent_dim: int = 64
     embed_dim: int = 12  # per voice and step, in the encoder
     hidden_dim: int = 512
     drum_hidden_dim: int = 256
@@ -26,7 +26,7 @@ class VAEConfig:
 class LSTMConfig:
     """Shape of the bar-sequence LSTM (`models.lstm.BarLSTM`)."""
 
-    latent_dim: int = 32  # must equal the VAE's
+    latent_dim: int = 64  # must equal the VAE's
     hidden_dim: int = 256
     num_layers: int = 1
     chord_embed_dim: int = 16
@@ -48,9 +48,9 @@ class TrainConfig:
     learning_rate: float = 2e-3
     lstm_learning_rate: float = 2e-3
     weight_decay: float = 1e-5
-    beta_max: float = 0.5  # KL weight after annealing
-    beta_warmup_steps: int = 3000
-    free_bits: float = 0.15  # nats per latent dimension below which KL is not penalised
+    beta_max: float = 0.2  # KL weight after annealing
+    beta_warmup_steps: int = 2000
+    free_bits: float = 0.1  # nats per latent dimension below which KL is not penalised
     augment_probability: float = 0.5  # share of training bars moved by a random transposition
     augment_semitones: int = 2  # ... of up to this many semitones either way
     patience: int = 5  # epochs without validation improvement before stopping

@@ -50,7 +50,7 @@ from models.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the arrays or their meaning change: invalidates caches
+FORMAT_VERSION = 2  # bump when the arrays or their meaning change: invalidates caches
 
 VOICES: tuple[str, ...] = ("lead", "harmony", "bass", "drums")
 PITCHED_VOICES: tuple[str, ...] = ("lead", "harmony", "bass")
@@ -347,6 +347,7 @@ class _RawNote:
     pitch: int
     start: float  # in 16th steps from the first bar line
     end: float
+    in_line: bool = True  # False: counts for key and chords but is not part of the voice's line
 
 
 _CHORD_VOICE_WEIGHT = (0.5, 1.0, 1.5)  # melody passing tones say less about the chord than the bass
@@ -362,7 +363,7 @@ def _notes_to_song_arrays(notes: list[_RawNote]) -> tuple[np.ndarray, np.ndarray
         end = max(start + 1, int(round(note.end)))
         if start < 0:
             continue
-        quantised.append((note.voice, note.pitch, start, end))
+        quantised.append((note.voice, note.pitch, start, end, note.in_line))
     if not quantised:
         return "empty"
     first_bar = min(q[2] for q in quantised) // STEPS_PER_BAR
@@ -379,11 +380,11 @@ def _notes_to_song_arrays(notes: list[_RawNote]) -> tuple[np.ndarray, np.ndarray
 
     # Monophonic reduction: within a voice, notes in start order overwrite what sounded before;
     # of notes starting together the preferred one (top, or bottom for bass) is written last.
-    def priority(q: tuple[int, int, int, int]) -> tuple[int, int]:
-        voice, pitch, start, _ = q
+    def priority(q: tuple[int, int, int, int, bool]) -> tuple[int, int]:
+        voice, pitch, start, _, _ = q
         return (start, -pitch if voice == 2 else pitch)
 
-    for voice, pitch, start, end in sorted(quantised, key=priority):
+    for voice, pitch, start, end, in_line in sorted(quantised, key=priority):
         start -= offset
         end = min(end - offset, n_steps)
         if start >= n_steps:
@@ -394,12 +395,13 @@ def _notes_to_song_arrays(notes: list[_RawNote]) -> tuple[np.ndarray, np.ndarray
             if drum_class is not None:
                 tokens[start, DRUMS] |= 1 << drum_class
             continue
-        tokens[start, voice] = pitch_to_token(voice, pitch)
-        tokens[start + 1:end, voice] = HOLD
-        follow = end
-        while follow < n_steps and tokens[follow, voice] == HOLD:  # a cut-short note's tail
-            tokens[follow, voice] = REST
-            follow += 1
+        if in_line:
+            tokens[start, voice] = pitch_to_token(voice, pitch)
+            tokens[start + 1:end, voice] = HOLD
+            follow = end
+            while follow < n_steps and tokens[follow, voice] == HOLD:  # a cut-short note's tail
+                tokens[follow, voice] = REST
+                follow += 1
         # Harmony for key and chords: every pitched note, weighted by its length in each bar.
         for bar in range(start // STEPS_PER_BAR, (end - 1) // STEPS_PER_BAR + 1):
             bar_start = bar * STEPS_PER_BAR
@@ -505,6 +507,25 @@ def _nes_song(path: Path) -> tuple[list[_RawNote], float] | str:
 
 # --------------------------------------------------------------------------- multi-track files
 
+def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
+    """Harmony merges every accompanying part; its line follows one: per bar, the part that
+    sounds longest there. The other parts still count for key and chords (`in_line=False`)."""
+    harmony = [(note, part) for note, part in zip(raw, parts) if note.voice == 1]
+    if len({part for _, part in harmony}) < 2:
+        return
+    sounding: dict[tuple[int, int], float] = {}
+    for note, part in harmony:
+        bar = int(max(note.start, 0.0) // STEPS_PER_BAR)
+        sounding[(bar, part)] = sounding.get((bar, part), 0.0) + (note.end - note.start)
+    main: dict[int, tuple[float, int]] = {}
+    for (bar, part), length in sorted(sounding.items()):
+        if bar not in main or length > main[bar][0]:
+            main[bar] = (length, part)
+    for note, part in harmony:
+        bar = int(max(note.start, 0.0) // STEPS_PER_BAR)
+        note.in_line = main[bar][1] == part
+
+
 def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
     import pretty_midi
 
@@ -513,6 +534,7 @@ def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
     midi = pretty_midi.PrettyMIDI(str(path))
     if any((ts.numerator, ts.denominator) != (4, 4) for ts in midi.time_signature_changes):
         return "not_4_4"
+    part_of = {id(note): number for number, instrument in enumerate(midi.instruments) for note in instrument.notes}
     parts = assign_voices(midi)
     if not any(parts.values()):
         return "empty"
@@ -532,6 +554,7 @@ def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
     for voice_index, voice in enumerate(VOICES):
         for note in parts[voice]:
             raw.append(_RawNote(voice_index, int(note.pitch), step_of(note.start), step_of(note.end)))
+    _keep_main_harmony_part(raw, [part_of.get(id(n), -1) for voice in VOICES for n in parts[voice]])
     tempo_times, tempi = midi.get_tempo_changes()
     tempo = float(tempi[0]) if len(tempi) else 120.0
     return raw, tempo

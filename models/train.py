@@ -52,6 +52,7 @@ class BarTensors:
     """All bars of a (key-normalised) corpus as tensors."""
 
     tokens: torch.Tensor  # (N, 16, 4) int64
+    previous_last: torch.Tensor  # (N, 4) int64: last step of the previous bar (0 at a song's start)
     voice_mask: torch.Tensor  # (N, 4) bool: voice known in this bar's song
     root: torch.Tensor  # (N,) int64
     quality: torch.Tensor  # (N,) int64
@@ -61,6 +62,21 @@ class BarTensors:
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
+
+    def distinct_bars(self) -> torch.Tensor:
+        """Indices of the first occurrence of every distinct bar within each song (songs repeat
+        their choruses; the VAE learns as much from one copy, in less time)."""
+        keep = []
+        flat = torch.cat([self.tokens.flatten(1), self.previous_last, self.root[:, None], self.quality[:, None]], dim=1)
+        rows = flat.numpy()
+        for song in range(len(self.song_starts) - 1):
+            seen: set[bytes] = set()
+            for i in range(int(self.song_starts[song]), int(self.song_starts[song + 1])):
+                key = rows[i].tobytes()
+                if key not in seen:
+                    seen.add(key)
+                    keep.append(i)
+        return torch.tensor(keep, dtype=torch.int64)
 
     def condition(self, index: torch.Tensor | slice, key_offset: torch.Tensor | None = None) -> BarCondition:
         tokens = self.tokens[index]
@@ -79,8 +95,14 @@ def bar_tensors(corpus: Corpus) -> BarTensors:
     present = np.array([s.voices_present for s in normalised.songs], dtype=bool).reshape(-1, 4)
     modes = np.array([s.key_mode for s in normalised.songs], dtype=np.int64)
     styles = np.array([s.style for s in normalised.songs], dtype=np.int64)
+    tokens = normalised.tokens.astype(np.int64)
+    previous_last = np.zeros((len(tokens), 4), dtype=np.int64)
+    if len(tokens):
+        previous_last[1:] = tokens[:-1, -1, :]
+        previous_last[normalised.song_starts[:-1][np.diff(normalised.song_starts) > 0]] = 0
     return BarTensors(
-        tokens=torch.from_numpy(normalised.tokens.astype(np.int64)),
+        tokens=torch.from_numpy(tokens),
+        previous_last=torch.from_numpy(previous_last),
         voice_mask=torch.from_numpy(present[song_of_bar]) if len(song_of_bar) else torch.zeros(0, 4, dtype=torch.bool),
         root=torch.from_numpy(normalised.chords[:, 0].astype(np.int64)),
         quality=torch.from_numpy(normalised.chords[:, 1].astype(np.int64)),
@@ -91,9 +113,9 @@ def bar_tensors(corpus: Corpus) -> BarTensors:
 
 
 def transpose_batch(tokens: torch.Tensor, root: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bars (B, 16, 4) and chord roots (B,) moved by `shift` (B,) semitones, onsets folded into range."""
+    """Bars (B, T, 4) and chord roots (B,) moved by `shift` (B,) semitones, onsets folded into range."""
     tokens = tokens.clone()
-    pitched = tokens[..., :3]  # (B, 16, 3)
+    pitched = tokens[..., :3]  # (B, T, 3)
     onset = pitched >= FIRST_PITCH_TOKEN
     index = pitched - FIRST_PITCH_TOKEN + shift[:, None, None]
     index = torch.where(index < 0, index + 12, index)
@@ -161,6 +183,14 @@ def _save_resume(directory: Path, stage: str, model: nn.Module, optimizer: torch
     os.replace(directory / f"{stage}.json.tmp", directory / f"{stage}.json")
 
 
+def _resume_state(directory: Path, stage: str) -> dict[str, Any]:
+    """The loop state saved for `stage`, or {} when there is none or it does not parse."""
+    try:
+        return json.loads((directory / f"{stage}.json").read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def _load_resume(directory: Path, stage: str, model: nn.Module,
                  optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     weights, card = directory / f"{stage}.safetensors", directory / f"{stage}.json"
@@ -209,7 +239,7 @@ def evaluate_vae(vae: BarVAE, data: Corpus | BarTensors, batch_size: int = 1024)
         index = slice(begin, begin + batch_size)
         tokens, mask = tensors.tokens[index], tensors.voice_mask[index]
         cond = tensors.condition(index)
-        logits, mu, logvar = vae(tokens, cond, mask, sample=False)
+        logits, mu, logvar = vae(tokens, cond, mask, tensors.previous_last[index], sample=False)
         ce, _, _ = reconstruction_loss(logits, tokens, mask)
         _, kl = kl_terms(mu, logvar, 0.0)
         total_ce += float(ce) * tokens.shape[0]
@@ -379,13 +409,15 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
         best, _ = ckpt.load_checkpoint(out_dir, "vae")
         vae.load_state_dict(best.state_dict())
         return ckpt.read_info(out_dir, "vae").metrics
-    n = len(train_t)
+    distinct = train_t.distinct_bars()
+    n = len(distinct)
+    log.info("VAE: %d distinct training bars of %d", n, len(train_t))
     steps_per_epoch = max(1, n // (config.batch_size * dist.world))
     generator = torch.Generator().manual_seed(config.seed)
     best_metrics: dict[str, Any] = {}
     while state["epoch"] < config.max_epochs_vae:
         generator.manual_seed(config.seed * 1000 + state["epoch"])
-        order = torch.randperm(n, generator=generator)
+        order = distinct[torch.randperm(n, generator=generator)]
         model.train()
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
         out_of_time = False
@@ -397,14 +429,17 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
             begin = (batch_number * dist.world + dist.rank) * config.batch_size
             index = order[begin:begin + config.batch_size]
             tokens, mask, root = train_t.tokens[index], train_t.voice_mask[index], train_t.root[index]
+            previous_last = train_t.previous_last[index]
             shift = torch.randint(-config.augment_semitones, config.augment_semitones + 1, (len(index),),
                                   generator=generator)
             shift = torch.where(torch.rand(len(index), generator=generator) < config.augment_probability,
                                 shift, torch.zeros_like(shift))
             tokens, root = transpose_batch(tokens, root, shift)
+            previous_last, _ = transpose_batch(previous_last[:, None, :], root, shift)
+            previous_last = previous_last[:, 0]
             cond = train_t.condition(index, key_offset=shift % 12)
             cond.root = root
-            logits, mu, logvar = model(tokens, cond, mask)
+            logits, mu, logvar = model(tokens, cond, mask, previous_last)
             recon, _, _ = reconstruction_loss(logits, tokens, mask)
             kl_free, kl = kl_terms(mu, logvar, config.free_bits)
             beta = config.beta_max * min(1.0, state["step"] / max(1, config.beta_warmup_steps))
@@ -415,10 +450,10 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
             optimizer.step()
             state["step"] += 1
             sums["loss"] += float(loss.detach())
-            sums["recon"] += float(recon)
-            sums["kl"] += float(kl)
+            sums["recon"] += float(recon.detach())
+            sums["kl"] += float(kl.detach())
             bar.update()
-            bar.set_postfix(recon=f"{float(recon):.1f}", kl=f"{float(kl):.1f}", beta=f"{beta:.2f}")
+            bar.set_postfix(recon=f"{float(recon.detach()):.1f}", kl=f"{float(kl.detach()):.1f}", beta=f"{beta:.2f}")
         bar.close()
         done_batches = max(1, batch_number + (0 if out_of_time else 1))
         if out_of_time and batch_number < steps_per_epoch // 4:
@@ -461,8 +496,11 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
     model = dist.wrap(lstm)
     optimizer = torch.optim.AdamW(lstm.parameters(), lr=config.lstm_learning_rate, weight_decay=config.weight_decay)
     resume_dir = out_dir / "resume"
-    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "done": False}
-    if resume:
+    vae_id = extra_metrics.get("vae_model_id", "")
+    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "done": False, "vae_model_id": vae_id}
+    if resume and _resume_state(resume_dir, "lstm").get("vae_model_id") != vae_id:
+        log.info("the VAE changed since the LSTM was trained: training the LSTM from the start")
+    elif resume:
         loaded = _load_resume(resume_dir, "lstm", lstm, optimizer)
         if loaded is not None:
             state = loaded
@@ -494,9 +532,9 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
             loss.backward()
             nn.utils.clip_grad_norm_(lstm.parameters(), 1.0)
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
             bar.update()
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         bar.close()
         done_batches = max(1, batch_number + (0 if out_of_time else 1))
         if out_of_time and batch_number < steps // 4:

@@ -1,8 +1,12 @@
 """Bar VAE: one bar of four voices (16 steps) ↔ a latent vector, conditioned on chord and style.
 
 The encoder reads the bar's tokens (see `models.data` for the token format) and its condition;
-the decoder turns a latent plus condition into per-step, per-voice logits in one pass (no
-autoregression), so a whole bar decodes in a fraction of a millisecond.
+the decoder turns a latent plus condition into per-step, per-voice logits in one pass, plus a
+learned transition term per voice: logits[t] += T_voice[token[t - 1]] (the previous step's token;
+for step 0 the last token of the previous bar). Training feeds the true previous tokens (teacher
+forcing); generation samples the 16 steps in order, which costs one table lookup per step, so a
+whole bar still decodes in well under a millisecond. The transitions carry what a step-wise
+model does best (a note is held after its onset, rests follow rests, small melodic steps).
 
 Condition (`BarCondition`): chord root (0..11, 12 = none) and quality, key mode (major/minor),
 key offset (semitones the bar was moved from C major / A minor, 0 when generating), style
@@ -97,6 +101,8 @@ class BarVAE(nn.Module):
             nn.Linear(h, h), nn.GELU(),
             nn.Linear(h, STEPS_PER_BAR * N_PITCHED * PITCHED_VOCAB),
         )
+        # Transition logits per voice: row = previous step's token, column = this step's token.
+        self.transitions = nn.ParameterList(nn.Parameter(torch.zeros(v, v)) for v in VOCAB_SIZES)
         self.drum_activity = nn.Embedding(N_ACTIVITY, 8)
         d = config.drum_hidden_dim
         self.drum_decoder = nn.Sequential(
@@ -120,20 +126,39 @@ class BarVAE(nn.Module):
         mu, logvar = stats.chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def decode(self, z: torch.Tensor, cond: BarCondition) -> list[torch.Tensor]:
-        """Per-voice logits [(B, 16, V_voice) x 4] of latents `z` (B, L)."""
+    def decode(self, z: torch.Tensor, cond: BarCondition, previous: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per-voice logits [(B, 16, V_voice) x 4] of latents `z` (B, L).
+
+        `previous` (B, 16, 4): the token before each step (teacher forcing); None leaves out the
+        transition term (the composer adds it step by step while sampling).
+        """
         hidden = torch.cat([z, self.decoder_conditioner(cond)], dim=-1)  # (B, L + C)
         pitched = self.decoder(hidden).view(-1, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)  # (B, 16, 3, V)
         drums = self.drum_decoder(torch.cat([z, self.drum_activity(cond.activity)], dim=-1))
         drums = drums.view(-1, STEPS_PER_BAR, VOCAB_SIZES[3])  # (B, 16, Vd)
-        return [pitched[:, :, 0], pitched[:, :, 1], pitched[:, :, 2], drums]
+        logits = [pitched[:, :, 0], pitched[:, :, 1], pitched[:, :, 2], drums]
+        if previous is not None:
+            logits = [voice_logits + self.transitions[voice][previous[..., voice]]
+                      for voice, voice_logits in enumerate(logits)]
+        return logits
 
     def forward(self, tokens: torch.Tensor, cond: BarCondition, voice_mask: torch.Tensor | None = None,
+                previous_last: torch.Tensor | None = None,
                 sample: bool = True) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """(logits per voice, mu, logvar) of bars `tokens` (B, 16, 4)."""
+        """(teacher-forced logits per voice, mu, logvar) of bars `tokens` (B, 16, 4).
+
+        `previous_last` (B, 4): the last step's tokens of each bar's previous bar (0 = rest at a
+        song's start).
+        """
         mu, logvar = self.encode(tokens, cond, voice_mask)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        return self.decode(z, cond), mu, logvar
+        return self.decode(z, cond, previous_tokens(tokens, previous_last)), mu, logvar
+
+
+def previous_tokens(tokens: torch.Tensor, previous_last: torch.Tensor | None) -> torch.Tensor:
+    """(B, 16, 4): the token before each step; step 0 gets `previous_last` (B, 4) or rest."""
+    first = torch.zeros_like(tokens[:, :1]) if previous_last is None else previous_last[:, None, :]
+    return torch.cat([first, tokens[:, :-1]], dim=1)
 
 
 def reconstruction_loss(logits: list[torch.Tensor], tokens: torch.Tensor,
@@ -190,6 +215,7 @@ class FastDecoder:
         self.style = weights[prefix + "style.weight"]  # (part, S)
         self.activity = weights[prefix + "activity.weight"]
         self.layers = [(weights[f"decoder.{i}.weight"].T.copy(), weights[f"decoder.{i}.bias"]) for i in (0, 2, 4)]
+        self.transitions = [weights[f"transitions.{voice}"] for voice in range(N_VOICES)]
         self.drum_activity = weights["drum_activity.weight"]
         self.drum_layers = [(weights[f"drum_decoder.{i}.weight"].T.copy(), weights[f"drum_decoder.{i}.bias"])
                             for i in (0, 2, 4)]
@@ -201,7 +227,8 @@ class FastDecoder:
                                self.style @ style.astype(np.float32), self.activity[activity]])
 
     def decode(self, z: np.ndarray, cond: np.ndarray, activity: int) -> list[np.ndarray]:
-        """Per-voice logits [(16, V) x 4] of one latent z (L,) under condition vector `cond`."""
+        """Per-voice logits [(16, V) x 4] of one latent z (L,) under condition vector `cond`,
+        without the transition term (add `self.transitions[voice][previous_token]` per step)."""
         hidden = np.concatenate([z.astype(np.float32), cond])
         for number, (weight, bias) in enumerate(self.layers):
             hidden = hidden @ weight + bias

@@ -1,0 +1,140 @@
+"""Bar VAE and bar LSTM on tiny debug models: shapes, learning, numpy copies match torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.data import STEPS_PER_BAR, STYLES, VOCAB_SIZES
+from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
+from models.lstm import N_CHORDS, FastLSTM, chord_index, sample_from_logits, sequence_losses
+from models.train import bar_tensors, transpose_batch
+from models.vae import (BarCondition, FastDecoder, active_units, kl_terms, previous_tokens,
+                        reconstruction_loss)
+
+
+def condition(batch: int) -> BarCondition:
+    return BarCondition(root=torch.arange(batch) % 13, quality=torch.arange(batch) % 11,
+                        mode=torch.arange(batch) % 2, key_offset=torch.zeros(batch, dtype=torch.int64),
+                        style=F.one_hot(torch.arange(batch) % 3, len(STYLES)).float(),
+                        activity=torch.arange(batch) % 4)
+
+
+def test_vae_shapes():
+    vae, _ = debug_models()
+    tokens = bar_tensors(synthetic_corpus(n_songs=2, bars_per_song=3)).tokens  # (6, 16, 4)
+    cond = condition(6)
+    mu, logvar = vae.encode(tokens, cond, torch.ones(6, 4, dtype=torch.bool))
+    assert mu.shape == logvar.shape == (6, DEBUG_VAE.latent_dim)
+    logits = vae.decode(mu, cond)
+    assert [tuple(l.shape) for l in logits] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
+    logits_tf, _, _ = vae(tokens, cond, None, torch.zeros(6, 4, dtype=torch.int64), sample=False)
+    assert [tuple(l.shape) for l in logits_tf] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
+    previous = previous_tokens(tokens, None)
+    assert torch.equal(previous[:, 1:], tokens[:, :-1]) and (previous[:, 0] == 0).all()
+
+
+def test_a_few_vae_steps_lower_the_loss():
+    torch.manual_seed(0)
+    vae, _ = debug_models()
+    vae.train()
+    data = bar_tensors(synthetic_corpus())
+    optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    losses = []
+    for step in range(40):
+        index = torch.randint(0, len(data), (32,))
+        cond = data.condition(index)
+        logits, mu, logvar = vae(data.tokens[index], cond, data.voice_mask[index], data.previous_last[index])
+        recon, _, _ = reconstruction_loss(logits, data.tokens[index], data.voice_mask[index])
+        kl_free, _ = kl_terms(mu, logvar, 0.1)
+        loss = recon + 0.1 * kl_free
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_masked_voices_do_not_count():
+    vae, _ = debug_models()
+    data = bar_tensors(synthetic_corpus(n_songs=3, bars_per_song=2))
+    logits, _, _ = vae(data.tokens, data.condition(slice(None)), data.voice_mask, data.previous_last)
+    none_known = torch.zeros_like(data.voice_mask)
+    loss, correct, counted = reconstruction_loss(logits, data.tokens, none_known)
+    assert float(loss.detach()) == 0.0 and float(counted) == 0.0
+
+
+def test_active_units_and_free_bits():
+    mu = torch.zeros(100, 4)
+    mu[:, 0] = torch.linspace(-2, 2, 100)
+    assert active_units(mu) == 1
+    free, plain = kl_terms(torch.zeros(10, 4), torch.zeros(10, 4), free_bits=0.5)
+    assert float(plain) == 0.0 and float(free) == 2.0
+
+
+def test_transpose_batch_folds_into_range():
+    data = bar_tensors(synthetic_corpus(n_songs=1, bars_per_song=2))
+    shift = torch.tensor([2, -2])
+    moved, root = transpose_batch(data.tokens, data.root, shift)
+    onset = data.tokens[..., :3] >= 2
+    moved_by = (moved[..., :3] - data.tokens[..., :3]) % 12
+    assert (moved_by[0][onset[0]] == 2).all() and (moved_by[1][onset[1]] == 10).all()
+    assert ((root - data.root) % 12).tolist() == [2, 10]
+    assert (moved[..., :3] < VOCAB_SIZES[0]).all() and (moved >= 0).all()
+
+
+def test_fast_decoder_matches_torch():
+    vae, _ = debug_models(seed=3)
+    decoder = FastDecoder(vae)
+    z = torch.randn(1, DEBUG_VAE.latent_dim)
+    style = torch.tensor([[0.5, 0.3, 0.2]])
+    cond = BarCondition(torch.tensor([4]), torch.tensor([3]), torch.tensor([1]), torch.tensor([0]), style,
+                        torch.tensor([2]))
+    with torch.no_grad():
+        expected = [l[0].numpy() for l in vae.decode(z, cond)]
+    got = decoder.decode(z[0].numpy(), decoder.condition(4, 3, 1, 0, style[0].numpy(), 2), 2)
+    for a, b in zip(expected, got):
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_lstm_shapes_losses_and_fast_copy():
+    _, lstm = debug_models(seed=1)
+    batch, steps, latent = 3, 5, DEBUG_LSTM.latent_dim
+    latents = torch.randn(batch, steps + 1, latent)
+    chords = torch.randint(0, N_CHORDS, (batch, steps + 1))
+    style = F.one_hot(torch.tensor([0, 1, 2]), 3).float()
+    mode = torch.tensor([0, 1, 0])
+    chord_nll, latent_nll, mask = sequence_losses(lstm, latents, chords, style, mode, torch.tensor([True, False, True]),
+                                                  torch.tensor([5, 3, 1]))
+    assert chord_nll.shape == latent_nll.shape == mask.shape == (batch, steps)
+    assert mask.sum() == 9
+
+    # The numpy copy and torch's one-bar step agree, from a song start on.
+    fast = FastLSTM(lstm)
+    state_t, state_f = lstm.initial_state(), fast.initial_state()
+    z = torch.randn(latent)
+    chord = chord_index(9, 4)
+    for latent_in in (None, z, z * 0.5):
+        state_t, out_t = lstm.step(state_t, latent_in, chord, style[0], 1)
+        state_f, out_f = fast.step(state_f, None if latent_in is None else latent_in.numpy(), chord,
+                                   style[0].numpy(), 1)
+        np.testing.assert_allclose(out_t.numpy(), out_f, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lstm.chord_logits(out_t).numpy(), fast.chord_logits(out_f), rtol=1e-4, atol=1e-5)
+    mu_t, logvar_t = lstm.latent_distribution(out_t, chord)
+    mu_f, logvar_f = fast.latent_distribution(out_f, chord)
+    np.testing.assert_allclose(mu_t.numpy(), mu_f, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logvar_t.numpy(), logvar_f, rtol=1e-4, atol=1e-5)
+    assert state_t.started and state_t.clone().h is not state_t.h
+
+
+def test_sampling_with_temperature_and_mask():
+    rng = np.random.default_rng(0)
+    logits = np.array([0.0, 1.0, 5.0, 2.0])
+    assert sample_from_logits(logits, 0.0, rng) == 2
+    allowed = np.array([True, True, False, True])
+    draws = {sample_from_logits(logits, 1.0, rng, allowed) for _ in range(200)}
+    assert 2 not in draws and draws <= {0, 1, 3}
+    hot = [sample_from_logits(logits, 5.0, rng) for _ in range(300)]
+    assert len(set(hot)) == 4
