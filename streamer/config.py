@@ -78,15 +78,22 @@ class EffectsSettings:
     downsample_hz: float = setting(0.0, "sample-rate reduction target; 0 = off", min=0.0, max=48000.0)
     crackle_per_second: float = setting(4.0, "vinyl clicks per second", min=0.0, max=200.0)
     crackle_db: float = setting(-32.0, "peak level of the vinyl clicks", min=-90.0, max=-6.0)
-    surface_noise_db: float = setting(-54.0, "vinyl surface noise level (RMS)", min=-120.0, max=-20.0)
-    hiss_db: float = setting(-58.0, "tape hiss level (RMS)", min=-120.0, max=-20.0)
+    dust_per_second: float = setting(30.0, "faint dust ticks per second on the vinyl surface; 0 = off",
+                                     min=0.0, max=500.0)
+    surface_noise_db: float = setting(-54.0, "vinyl surface noise level (RMS); -120 = off", min=-120.0,
+                                      max=-20.0)
+    hiss_db: float = setting(-58.0, "tape hiss level (RMS); -120 = off", min=-120.0, max=-20.0)
     loudness_target_lufs: float = setting(-14.0, "integrated loudness target", min=-40.0, max=-6.0)
     loudness_window_s: float = setting(8.0, "time constant of the loudness follower", min=0.5,
                                        max=120.0)
+    loudness_gate_lufs: float = setting(-60.0, "below this momentary loudness the follower holds its "
+                                        "gain, so silence is not boosted", min=-90.0, max=-20.0)
     max_gain_db: float = setting(24.0, "largest boost the loudness follower applies", min=0.0,
                                  max=48.0)
     limiter_ceiling_dbfs: float = setting(-1.0, "soft limiter ceiling; the output never exceeds it",
                                           min=-24.0, max=-1.0)
+    limiter_knee_db: float = setting(6.0, "the limiter is linear up to this many dB below the ceiling",
+                                     min=0.5, max=20.0)
 
 
 @dataclass(frozen=True)
