@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from models.commands import add_model_commands  # torch-free: torch loads only when a command runs
+from models.evaluate import add_eval_command  # torch-free too
 from streamer.errors import ChiplofiError, ConfigError
 
 log = logging.getLogger("chiplofi")
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_cmd_soundfont_build)
 
     add_model_commands(commands, render_wav=_render_wav_for_models)
+    add_eval_command(commands)
     return parser
 
 
