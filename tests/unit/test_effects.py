@@ -128,6 +128,15 @@ def test_chain_is_block_size_independent_and_resettable(name, test_music):
     assert np.abs(split.astype(np.float64) - whole).max() <= 1e-6
 
 
+def test_random_draws_do_not_depend_on_how_they_are_requested():
+    whole = fx._Int16Stream(5).take(10_001)
+    stream = fx._Int16Stream(5)
+    parts = [stream.take(n) for n in (1, 1, 3, 0, 4, 5, 7, 1000, 1, 8979)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert abs(float(whole.astype(np.float64).mean())) < 1000.0  # centred
+    assert np.unique(whole).size > 5000  # and really spread over the 16-bit range
+
+
 def test_seed_changes_the_randomness_but_not_the_level(test_music):
     one = fx.EffectsChain.from_settings(EffectsSettings(), FS, seed=1).process(test_music)
     two = fx.EffectsChain.from_settings(EffectsSettings(), FS, seed=2).process(test_music)
@@ -251,7 +260,10 @@ def _band_power(x: np.ndarray, fs: int, lo: float, hi: float) -> float:
 def test_tone_filter_cuts_above_the_low_pass_and_below_the_high_pass():
     noise = np.random.default_rng(0).standard_normal((2, 4 * FS))
     out = fx.ToneFilter(FS, highpass_hz=200.0, lowpass_hz=2000.0, tilt_db=0.0).process(noise)
-    ratio_db = lambda lo, hi: 10 * math.log10(_band_power(out[0], FS, lo, hi) / _band_power(noise[0], FS, lo, hi))
+
+    def ratio_db(lo: float, hi: float) -> float:
+        return 10 * math.log10(_band_power(out[0], FS, lo, hi) / _band_power(noise[0], FS, lo, hi))
+
     assert ratio_db(4000.0, 20000.0) < -15.0  # 2nd order: ≥ 12 dB down an octave above the corner
     assert abs(ratio_db(600.0, 900.0)) < 1.0  # the middle passes
     assert ratio_db(20.0, 60.0) < -15.0  # rumble is removed
@@ -328,6 +340,14 @@ def test_downsample_holds_values_at_the_target_rate():
     # Every output value is an input value held for ten samples.
     np.testing.assert_array_equal(out[:, ::10], audio[:, ::10])
     np.testing.assert_array_equal(out[:, 9::10], audio[:, ::10])
+
+
+@pytest.mark.filterwarnings("error")  # an overflow warning means an unstable filter somewhere
+@pytest.mark.parametrize("fs", [8000, 22050, 96000])
+def test_chain_works_at_other_sample_rates(fs):
+    chain = fx.EffectsChain.from_settings(EffectsSettings(), fs, seed=0)
+    out = chain.process(music(3.0, fs=fs))
+    assert np.all(np.isfinite(out)) and 0.1 < np.abs(out).max() <= CEILING
 
 
 def test_chain_rejects_wrong_shapes():
