@@ -73,6 +73,45 @@ def _cmd_soundfont_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number, got {text!r}") from None
+    if not 0.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"speed must be from 0 (unpaced) to 1000, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return value
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from streamer.daemon import CliOverrides, run_stream
+
+    overrides = CliOverrides(outputs=tuple(args.output) if args.output else None, status_addr=args.status_addr,
+                             checkpoint=args.checkpoint, speed=args.speed, monitor=args.monitor)
+    return run_stream(args.config, overrides, duration=args.duration)
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    import os
+
+    from streamer.daemon import CliOverrides, describe_config, load_stream_config
+
+    config = load_stream_config(args.file, CliOverrides(), os.environ)
+    lines = describe_config(config, os.environ)
+    sys.stdout.write(f"{args.file}: ok\n" + "".join(f"  {line}\n" for line in lines))
+    return 0
+
+
 def _render_wav_for_models(midi_path: Path, wav_path: Path) -> None:
     """Injected into `generate --wav` so the models package never imports the streamer."""
     from streamer.config import Config
@@ -126,6 +165,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     build.add_argument("-o", "--output", type=Path, default=SOUNDFONT_PATH, help=f"default: {SOUNDFONT_PATH}")
     build.set_defaults(func=_cmd_soundfont_build)
+
+    stream = commands.add_parser(
+        "stream", help="run the 24/7 stream (RTMP with video, recordings, speakers, status page)",
+        description="Compose, render and stream without end: YouTube-ready RTMP(S) with a video track, "
+                    "local recordings, speakers, and a status page with a live player. With no outputs "
+                    "and no stream key it runs locally (recording + status page). SIGHUP reloads the "
+                    "checkpoint, SIGTERM stops within 5 s.")
+    stream.add_argument("--config", type=Path, help="TOML config (see `chiplofi config check`)")
+    stream.add_argument("--output", action="append", metavar="URL",
+                        help="rtmp:// or rtmps:// URL, a file (.wav, or .flv/.mkv/.mp4/.ts with video), "
+                             "'speakers' or 'null'; repeatable; replaces stream.outputs")
+    stream.add_argument("--status-addr", metavar="HOST:PORT", help="status server address (default 127.0.0.1:8080)")
+    stream.add_argument("--checkpoint", metavar="PATH", help="checkpoint directory, or 'rule-based'")
+    stream.add_argument("--speed", type=_speed, metavar="K", help="clock at K x real time; 0 = unpaced")
+    stream.add_argument("--monitor", action="store_true", help="also play on the speakers")
+    stream.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this many seconds of audio (tests, benchmarks)")
+    stream.set_defaults(func=_cmd_stream, log_level=logging.INFO)
+
+    config_cmd = commands.add_parser("config", help="check a config file",
+                                     description="Validate a TOML config (every key, plus environment "
+                                                 "overrides CHIPLOFI_<TABLE>__<KEY>) and say what it means.")
+    config_commands = config_cmd.add_subparsers(dest="config_command", metavar="ACTION")
+    config_commands.required = True
+    check = config_commands.add_parser("check", help="validate FILE; exit 2 naming the first bad key")
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.set_defaults(func=_cmd_config_check)
 
     add_model_commands(commands, render_wav=_render_wav_for_models)
     add_eval_command(commands)

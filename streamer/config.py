@@ -11,7 +11,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar, get_type_hints
+from typing import Any, Mapping, TypeVar, get_origin, get_type_hints
 
 from streamer.errors import ConfigError, InputFileError
 
@@ -96,6 +96,86 @@ class EffectsSettings:
                                      min=0.5, max=20.0)
 
 
+VIDEO_PRESETS = ("720p30", "480p15", "still")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The 24/7 stream: where it goes, the model, how far ahead it composes (`chiplofi stream`)."""
+
+    outputs: tuple[str, ...] = setting(
+        (), "where the stream goes: rtmp:// or rtmps:// URLs (the stream key is appended, or replaces "
+            "{key}), file paths (.wav = audio only; .flv/.mkv/.mp4/.ts = audio and video), 'speakers', "
+            "'null'. Empty = with a stream key: YouTube's primary ingest plus a local recording; "
+            "without: a local recording (and the status page's live player)")
+    key_file: str = setting("", "file holding the stream key (CHIPLOFI_STREAM_KEY takes precedence); "
+                                "never logged or shown")
+    checkpoint: str = setting("", "composer checkpoint directory; empty = the shipped one (or the "
+                                  "rule-based composer when none is shipped); 'rule-based' = no model")
+    seed: int = setting(0, "seed of the composer, humanisation and crackle", min=0, max=2**32 - 1)
+    buffer_seconds: float = setting(30.0, "seconds of composed bars kept ahead of playback", min=4.0,
+                                    max=600.0)
+    prefill_timeout_seconds: float = setting(
+        4.0, "longest wait for the buffer to fill before the outputs start anyway", min=0.5, max=300.0)
+    ready_seconds: float = setting(10.0, "/readyz needs at least this much buffered (≤ buffer_seconds)",
+                                   min=0.0, max=600.0)
+    speed: float = setting(1.0, "clock speed: K × real time; 0 = unpaced (tests and benchmarks)",
+                           min=0.0, max=1000.0)
+    monitor: bool = setting(False, "also play on the local speakers")
+    state_dir: str = setting("", "directory for recordings and runtime files; empty = "
+                                 "$STATE_DIRECTORY, else ./out/stream")
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """Behaviour of the outputs: buffering, ffmpeg supervision, local recordings."""
+
+    queue_seconds: float = setting(3.0, "audio each output may queue before the oldest is dropped",
+                                   min=0.5, max=60.0)
+    ffmpeg: str = setting("ffmpeg", "ffmpeg executable")
+    restart_initial_seconds: float = setting(1.0, "first wait before restarting a failed ffmpeg",
+                                             min=0.1, max=2.0)
+    restart_max_seconds: float = setting(30.0, "longest wait between ffmpeg restarts (doubling)",
+                                         min=1.0, max=600.0)
+    stall_seconds: float = setting(10.0, "ffmpeg making no progress this long is restarted",
+                                   min=2.0, max=300.0)
+    write_timeout_seconds: float = setting(5.0, "a write to ffmpeg blocked this long restarts it",
+                                           min=0.5, max=120.0)
+    target_retry_seconds: float = setting(2.0, "wait between reconnection attempts of one failed "
+                                               "RTMP target (the others keep streaming)",
+                                          min=0.5, max=120.0)
+    record_segment_minutes: float = setting(60.0, "length of each local recording file", min=1.0,
+                                            max=1440.0)
+    record_keep_mb: float = setting(2000.0, "local recordings kept, oldest deleted first", min=10.0,
+                                    max=10_000_000.0)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """The video track ffmpeg makes from the audio (waveform, background, now-playing text)."""
+
+    preset: str = setting("480p15", "size and frame rate: 720p30, 480p15 or still (720p at 5 fps)",
+                          choices=VIDEO_PRESETS)
+    video_kbps: int = setting(0, "video bitrate; 0 = the preset's", min=0, max=20000)
+    audio_kbps: int = setting(128, "AAC bitrate", min=64, max=320)
+    x264_preset: str = setting("veryfast", "x264 speed preset (faster = less CPU)", choices=X264_PRESETS)
+    background: str = setting("#1b1530", "background colour, #RRGGBB")
+    wave_colour: str = setting("#9be7ff", "waveform colour, #RRGGBB")
+    text_colour: str = setting("#f4e9d8", "now-playing text colour, #RRGGBB")
+    font: str = setting("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "font of the text")
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """The status HTTP server: /, /status, /metrics, /healthz, /readyz, /live.wav."""
+
+    enabled: bool = setting(True, "serve the status page at all")
+    addr: str = setting("127.0.0.1:8080", "HOST:PORT to listen on")
+    max_clients: int = setting(32, "concurrent connections; more get 503", min=1, max=1024)
+    max_listeners: int = setting(8, "concurrent live audio listeners", min=0, max=256)
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything chiplofi reads from its TOML file."""
@@ -104,12 +184,20 @@ class Config:
                                    metadata={"help": "FluidSynth rendering"})
     effects: EffectsSettings = field(default_factory=EffectsSettings,
                                      metadata={"help": "lo-fi effects"})
+    stream: StreamSettings = field(default_factory=StreamSettings,
+                                   metadata={"help": "the 24/7 stream"})
+    sinks: SinkSettings = field(default_factory=SinkSettings, metadata={"help": "stream outputs"})
+    video: VideoSettings = field(default_factory=VideoSettings, metadata={"help": "stream video"})
+    status: StatusSettings = field(default_factory=StatusSettings,
+                                   metadata={"help": "status HTTP server"})
 
 
 def _describe(meta: Mapping[str, Any], kind: type) -> str:
     if meta.get("choices"):
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     lo, hi = meta.get("min"), meta.get("max")
+    if get_origin(kind) is tuple:
+        return "a list of strings"
     name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
     if lo is not None and hi is not None:
         return f"{name} from {lo:g} to {hi:g}"
@@ -122,6 +210,9 @@ def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> A
         ok = isinstance(value, bool)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif get_origin(kind) is tuple:  # tuple[str, ...]: a TOML array of strings
+        ok = isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+        value = tuple(value) if ok else value
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
@@ -164,17 +255,63 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
     return cls(**values)
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Read and validate a TOML config file; None gives the defaults."""
-    if path is None:
-        return Config()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+ENV_PREFIX = "CHIPLOFI_"
+ENV_SEPARATOR = "__"  # CHIPLOFI_STREAM__BUFFER_SECONDS=40 → stream.buffer_seconds = 40
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Config overrides from `CHIPLOFI_<TABLE>__<KEY>` variables, as a nested table.
+
+    Values are read as TOML values (`40`, `true`, `["null"]`); anything else is a string.
+    Variables without the `__` separator (CHIPLOFI_STREAM_KEY, ...) are not config keys.
+    """
+    table: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        parts = [part.lower() for part in name[len(ENV_PREFIX):].split(ENV_SEPARATOR)]
+        if not all(parts):
+            raise ConfigError(f"{name}: expected CHIPLOFI_<TABLE>__<KEY>, e.g. CHIPLOFI_STREAM__SPEED")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = table
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(parts)} is not inside a table")
+            node = child
+        node[parts[-1]] = value
+    return table
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file; None gives the defaults.
+
+    With `environ`, `CHIPLOFI_<TABLE>__<KEY>` variables override the file (see `env_overrides`).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputFileError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if environ is not None:
+        data = _merge(data, env_overrides(environ))
     return settings_from_mapping(Config, data)

@@ -1,0 +1,223 @@
+"""Composers for the stream: the trained VAE + LSTM (`models.composer`), or a rule-based one.
+
+This is the only streamer module that imports torch or the models' torch parts, and it does so
+lazily, inside `load_composer`, so the rest of the streamer (and its tests) never pay for torch.
+
+A composer is anything with an `id` and `next_bar()` (`Composer`). Its id names what is loaded
+— the checkpoint's model ids for the trained models, or `rule-based-<hash>` for the rule-based
+composer — and is what /status reports as the checkpoint id.
+
+A checkpoint is a directory holding `vae.*` and `lstm.*` (see models/checkpoint.py); the word
+`rule-based` selects the rule-based composer, and so does an empty setting when no checkpoint
+is shipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from streamer.errors import CheckpointError, ModelError
+from streamer.fallback import NOTE_NAMES, RuleBasedParts
+from streamer.types import VOICES, Bar, Note
+
+log = logging.getLogger(__name__)
+
+RULE_BASED = "rule-based"
+RULE_TRACK_BARS = 48  # the rule-based composer changes key and tempo every this many bars
+STEPS_PER_BEAT = 4  # the models' 16-step grid in 4/4
+MIN_TEMPO, MAX_TEMPO = 30.0, 300.0
+MAX_NOTES_PER_BAR = 512
+
+
+@runtime_checkable
+class Composer(Protocol):
+    """An endless source of bars."""
+
+    @property
+    def id(self) -> str: ...
+
+    def next_bar(self) -> Bar: ...
+
+
+class RuleBasedComposer:
+    """Endless rule-based music (streamer.fallback), in tracks of `RULE_TRACK_BARS` bars.
+
+    Each track gets its own key and tempo from the seed, so the radio is not one loop.
+    """
+
+    def __init__(self, seed: int = 0, track_bars: int = RULE_TRACK_BARS) -> None:
+        self.seed = seed
+        self.track_bars = track_bars
+        self._rng = np.random.default_rng([seed, 0x5EED])
+        self._track = -1
+        self._parts: RuleBasedParts | None = None
+        self._bar_in_track = track_bars
+        digest = hashlib.sha256(f"{RULE_BASED}:{seed}:{track_bars}".encode()).hexdigest()[:10]
+        self._id = f"{RULE_BASED}-{digest}"
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def next_bar(self) -> Bar:
+        if self._parts is None or self._bar_in_track >= self.track_bars:
+            self._track += 1
+            tonic = int(self._rng.integers(0, 12))
+            tempo = round(float(self._rng.uniform(72.0, 90.0)), 1)
+            self._parts = RuleBasedParts(seed=int(self._rng.integers(0, 2**31)), tonic=tonic, tempo_bpm=tempo,
+                                         track_id=f"r{self.seed}-t{self._track:04d}")
+            self._bar_in_track = 0
+        self._bar_in_track += 1
+        return self._parts.next_bar()
+
+
+class FallbackBed:
+    """What plays while the composer cannot keep up: rule-based bars in the key and tempo last heard.
+
+    Labelled track "fallback" so /status shows it; it restarts its pattern when the key or
+    tempo it should follow changes.
+    """
+
+    TRACK_ID = "fallback"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._parts = RuleBasedParts(seed=seed, track_id=self.TRACK_ID)
+        self._follow: tuple[int, float] = (self._parts.tonic, self._parts.tempo_bpm)
+
+    def follow(self, bar: Bar) -> None:
+        """Match the key and tempo of `bar` (a bar the composer made)."""
+        tonic = _tonic_of(bar.key)
+        target = (self._follow[0] if tonic is None else tonic, bar.tempo_bpm)
+        if target != self._follow and MIN_TEMPO <= bar.tempo_bpm <= MAX_TEMPO:
+            self._follow = target
+            self._parts = RuleBasedParts(seed=self.seed, tonic=target[0], tempo_bpm=target[1],
+                                         track_id=self.TRACK_ID)
+
+    def next_bar(self) -> Bar:
+        return self._parts.next_bar()
+
+
+def _tonic_of(key: str) -> int | None:
+    """Pitch class of a key name such as 'F# minor' or 'Bb major' (None if unknown)."""
+    name = key.split(" ")[0] if key else ""
+    sharps = {"C#": 1, "D#": 3, "F#": 6, "G#": 8, "A#": 10}
+    if name in NOTE_NAMES:
+        return NOTE_NAMES.index(name)
+    return sharps.get(name)
+
+
+class ModelComposer:
+    """Adapts `models.composer.Composer` (ComposedBar, 16th-note steps) to the stream's `Bar`s."""
+
+    def __init__(self, composer: object, model_id: str) -> None:
+        self._composer = composer
+        self._id = model_id
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def next_bar(self) -> Bar:
+        composed = next(self._composer)  # type: ignore[call-overload]
+        steps = getattr(composed, "steps", 16) or 16
+        notes = tuple(Note(voice, int(pitch), start / STEPS_PER_BEAT, length / STEPS_PER_BEAT, int(velocity))
+                      for voice, pitch, start, length, velocity in composed.notes)
+        return Bar(notes=notes, tempo_bpm=float(composed.tempo_bpm), beats=steps / STEPS_PER_BEAT,
+                   track_id=composed.track_id, bar_index=composed.bar_index, section=composed.section,
+                   key=composed.key, chord=composed.chord)
+
+
+def check_bar(bar: Bar) -> Bar:
+    """Reject a bar the renderer must not get (a composer bug); raises ModelError."""
+    if not isinstance(bar, Bar):
+        raise ModelError(f"composer returned {type(bar).__name__}, not a Bar")
+    if not (math.isfinite(bar.tempo_bpm) and MIN_TEMPO <= bar.tempo_bpm <= MAX_TEMPO):
+        raise ModelError(f"bar tempo {bar.tempo_bpm!r} BPM outside {MIN_TEMPO:g}..{MAX_TEMPO:g}")
+    if not (math.isfinite(bar.beats) and 0 < bar.beats <= 16):
+        raise ModelError(f"bar length {bar.beats!r} beats outside 0..16")
+    if len(bar.notes) > MAX_NOTES_PER_BAR:
+        raise ModelError(f"bar has {len(bar.notes)} notes (more than {MAX_NOTES_PER_BAR})")
+    for note in bar.notes:
+        if note.voice not in VOICES:
+            raise ModelError(f"note of unknown voice {note.voice!r}")
+        if not (0 <= note.pitch <= 127 and 1 <= note.velocity <= 127):
+            raise ModelError(f"note pitch {note.pitch} / velocity {note.velocity} out of MIDI range")
+        if not (math.isfinite(note.start) and math.isfinite(note.duration)
+                and 0 <= note.start < bar.beats and 0 <= note.duration <= 64):
+            raise ModelError(f"note at {note.start!r} beats lasting {note.duration!r} is outside the bar")
+    return bar
+
+
+def _shipped_checkpoint() -> Path | None:
+    """The shipped checkpoint directory, if the models package and its weights are installed."""
+    try:
+        from models.checkpoint import paths, shipped_directory
+    except ImportError as exc:  # models (or torch) not installed
+        log.debug("models not importable: %s", exc)
+        return None
+    directory = shipped_directory()
+    weights, card = paths(directory, "vae")
+    return directory if weights.is_file() and card.is_file() else None
+
+
+def describe_checkpoint(setting: str) -> str:
+    """What `stream.checkpoint = setting` means, for logs and `config check`."""
+    if setting == RULE_BASED:
+        return "the rule-based composer"
+    if setting:
+        return f"checkpoint {setting}"
+    shipped = _shipped_checkpoint()
+    return f"the shipped checkpoint {shipped}" if shipped else "the rule-based composer (no checkpoint shipped)"
+
+
+def load_composer(setting: str, seed: int) -> Composer:
+    """Build the composer `stream.checkpoint = setting` names; raises CheckpointError / ModelError.
+
+    Loading never unpickles (models.checkpoint reads safetensors and JSON only).
+    """
+    if setting == RULE_BASED:
+        return RuleBasedComposer(seed)
+    directory = Path(setting) if setting else _shipped_checkpoint()
+    if directory is None:
+        log.warning("no checkpoint shipped; composing with the rule-based composer")
+        return RuleBasedComposer(seed)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory not found")
+    try:
+        import torch
+
+        from models.composer import Composer as TrainedComposer, Controls
+    except ImportError as exc:
+        raise CheckpointError(f"{directory}: the models package cannot be imported ({exc})") from exc
+    _configure_torch(torch)
+    try:
+        composer = TrainedComposer.from_checkpoint(directory, Controls(seed=seed))
+    except (CheckpointError, ModelError):
+        raise
+    except Exception as exc:  # any other failure while building the models is a bad checkpoint too
+        raise CheckpointError(f"{directory}: cannot load ({type(exc).__name__}: {exc})") from exc
+    return ModelComposer(composer, composer.model_id)
+
+
+_torch_configured = False
+
+
+def _configure_torch(torch: object) -> None:
+    """One intra-op and one inter-op thread: the stream must not compete with ffmpeg and
+    FluidSynth for the cores (the inter-op pool can only be sized before its first use)."""
+    global _torch_configured
+    if _torch_configured:
+        return
+    _torch_configured = True
+    torch.set_num_threads(1)  # type: ignore[attr-defined]
+    try:
+        torch.set_num_interop_threads(1)  # type: ignore[attr-defined]
+    except RuntimeError as exc:
+        log.debug("torch inter-op threads already fixed: %s", exc)

@@ -1,0 +1,815 @@
+"""`chiplofi stream`: the 24/7 daemon, and the only place where the pipeline is wired together.
+
+    composer thread ──► BarRing (≥ buffer_seconds ahead) ──► audio thread: render → effects →
+    sanitise → SampleClock (paces blocks) ──► every sink's own queue ──► ffmpeg / file / speakers /
+    null / the status page's live player
+
+- The composer thread keeps the ring `stream.buffer_seconds` ahead. A composer exception (or
+  a bar it must not play) is counted and retried with a growing wait; meanwhile the ring drains.
+- The audio thread renders a little ahead of the clock. When the ring has no bar in time, it
+  plays a bar of the fallback bed (rule-based, in the last key and tempo) — an underrun,
+  counted — so the stream is never silent. NaN/Inf samples are replaced and counted.
+- Sinks never block the clock (see streamer.sinks); the status server reads snapshots.
+- Signals only set flags (and log one line); the main thread acts on them: SIGHUP starts a
+  background reload (config, checkpoint, SoundFont, effects), validated by generating and
+  rendering a bar, swapped in on a bar boundary — a failure keeps what plays; SIGTERM/SIGINT
+  stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
+- systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy, STATUS= a summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.clock import SampleClock
+from streamer.composer import Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer
+from streamer.config import Config, load_config
+from streamer.errors import ChiplofiError, ConfigError
+from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
+from streamer.notify import Notifier, SystemdNotifier, status_line
+from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
+from streamer.sinks import Sink, SinkState
+from streamer.status import LiveAudioHub, StatusServer, parse_addr
+from streamer.types import Bar
+from streamer.video import NowPlayingFile, check_video_settings, now_playing_text
+from streamer.wavfile import to_pcm16
+
+log = logging.getLogger(__name__)
+
+BLOCK_FRAMES = 1024  # ≈ 23 ms at 44.1 kHz: the clock's step
+LEAD_SECONDS = 0.5  # rendered audio kept ahead of the clock
+MIN_LEAD_SECONDS = 0.12  # below this, a missing bar is an underrun: the fallback bed plays
+UNPACED_BAR_WAIT_SECONDS = 5.0  # unpaced, the composer sets the pace; wait this long before falling back
+RENDER_TAIL_SECONDS = 0.4  # release tails of the old renderer, mixed in on a SoundFont swap
+STOP_BUDGET_SECONDS = 4.0  # for the sinks; the whole stop stays under 5 s
+RECENT_BARS = 4
+UPCOMING_BARS = 4
+STATUS_LINE_SECONDS = 10.0
+KEY_ENV = "CHIPLOFI_STREAM_KEY"
+KEY_CREDENTIAL = "stream-key"  # systemd LoadCredential= name
+DEFAULT_STATE_DIR = Path("out/stream")
+YOUTUBE_PRIMARY = "rtmp://a.rtmp.youtube.com/live2"
+SPEAKERS, NULL = "speakers", "null"
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class CliOverrides:
+    """What `chiplofi stream` flags override in the config (None = keep the config's)."""
+
+    outputs: tuple[str, ...] | None = None
+    status_addr: str | None = None
+    checkpoint: str | None = None
+    speed: float | None = None
+    monitor: bool = False
+
+
+def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
+    stream = config.stream
+    if overrides.outputs is not None:
+        stream = dataclasses.replace(stream, outputs=tuple(overrides.outputs))
+    if overrides.checkpoint is not None:
+        stream = dataclasses.replace(stream, checkpoint=overrides.checkpoint)
+    if overrides.speed is not None:
+        stream = dataclasses.replace(stream, speed=overrides.speed)
+    if overrides.monitor:
+        stream = dataclasses.replace(stream, monitor=True)
+    status = config.status
+    if overrides.status_addr is not None:
+        status = dataclasses.replace(status, addr=overrides.status_addr)
+    return dataclasses.replace(config, stream=stream, status=status)
+
+
+def check_config(config: Config) -> None:
+    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError."""
+    stream = config.stream
+    if stream.ready_seconds > stream.buffer_seconds:
+        raise ConfigError(f"stream.ready_seconds: expected at most stream.buffer_seconds "
+                          f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
+    if config.status.enabled:
+        parse_addr(config.status.addr)
+    for spec in stream.outputs:
+        _classify_output(spec)
+    if any(_classify_output(spec) == "ffmpeg" for spec in stream.outputs) or not stream.outputs:
+        check_video_settings(config.video)
+
+
+def load_stream_config(path: str | Path | None, overrides: CliOverrides,
+                       environ: Mapping[str, str]) -> Config:
+    """The config `chiplofi stream` runs with: file, then environment, then flags; all checked."""
+    config = apply_overrides(load_config(path, environ), overrides)
+    check_config(config)
+    return config
+
+
+def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
+    """The stream key: $CHIPLOFI_STREAM_KEY, else `stream.key_file`, else a systemd credential."""
+    key = environ.get(KEY_ENV, "").strip()
+    if key:
+        return key
+    path = config.stream.key_file
+    if path:
+        try:
+            key = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"stream.key_file: cannot read {path} "
+                              f"({getattr(exc, 'strerror', None) or exc})") from exc
+        if not key:
+            raise ConfigError(f"stream.key_file: {path} is empty")
+        return key
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / KEY_CREDENTIAL).is_file():
+        return (Path(credentials) / KEY_CREDENTIAL).read_text(encoding="utf-8").strip()
+    return ""
+
+
+def state_directory(config: Config, environ: Mapping[str, str]) -> Path:
+    if config.stream.state_dir:
+        return Path(config.stream.state_dir)
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(systemd) if systemd else DEFAULT_STATE_DIR
+
+
+def _classify_output(spec: str) -> str:
+    lowered = spec.strip().lower()
+    if lowered in (SPEAKERS, NULL):
+        return lowered
+    if lowered.startswith(("rtmp://", "rtmps://")):
+        return "ffmpeg"
+    if "://" in lowered:
+        raise ConfigError(f"stream.outputs: {spec!r}: expected rtmp:// or rtmps:// URLs, file paths, "
+                          "'speakers' or 'null'")
+    if lowered.endswith(".wav"):
+        return "wav"
+    from streamer.sinks.ffmpeg import MUXERS
+
+    if Path(lowered).suffix not in MUXERS:
+        raise ConfigError(f"stream.outputs: {spec!r}: a file output must end in .wav (audio) or "
+                          f"{', '.join(MUXERS)} (audio and video)")
+    return "ffmpeg"
+
+
+@dataclass
+class OutputPlan:
+    ffmpeg_urls: list[str]  # rtmp(s) URLs (without the key) and video file paths
+    wav_files: list[Path]
+    speakers: bool
+    null: bool
+    record: bool  # segmented local recording in <state_dir>/recordings
+
+    def describe(self) -> str:
+        parts = [redact(u) for u in self.ffmpeg_urls] + [str(p) for p in self.wav_files]
+        parts += ["speakers"] * self.speakers + ["null"] * self.null + ["local recording"] * self.record
+        return ", ".join(parts)
+
+
+def plan_outputs(config: Config, key: str) -> OutputPlan:
+    """Which sinks to build. No outputs configured: local recording (+ YouTube when a key is set)."""
+    specs = list(config.stream.outputs)
+    plan = OutputPlan([], [], config.stream.monitor, False, False)
+    if not specs:
+        plan.record = True
+        if key:
+            plan.ffmpeg_urls.append(YOUTUBE_PRIMARY)
+        return plan
+    for spec in specs:
+        kind = _classify_output(spec)
+        if kind == SPEAKERS:
+            plan.speakers = True
+        elif kind == NULL:
+            plan.null = True
+        elif kind == "wav":
+            plan.wav_files.append(Path(spec))
+        else:
+            if "{key}" in spec and not key:
+                raise ConfigError(f"stream.outputs: {spec!r} needs a stream key: set {KEY_ENV} or "
+                                  "stream.key_file")
+            plan.ffmpeg_urls.append(spec)
+    return plan
+
+
+# ----------------------------------------------------------------------------- the daemon
+
+
+@dataclass
+class _Segment:
+    pcm: np.ndarray  # (frames, 2) float32
+    start_frame: int
+
+
+@dataclass
+class _Marker:
+    start_frame: int
+    entry: BarEntry
+    fallback: bool
+
+
+class Daemon:
+    """Build with a checked `Config`; `run()` blocks until stopped and returns the exit code."""
+
+    def __init__(self, config: Config, *, config_path: str | Path | None = None,
+                 overrides: CliOverrides = CliOverrides(), environ: Mapping[str, str] | None = None,
+                 duration: float | None = None, notifier: Notifier | None = None,
+                 composer_loader: Callable[[str, int], Composer] = load_composer,
+                 sinks: list[Sink] | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides
+        self.environ = dict(os.environ if environ is None else environ)
+        self.duration = duration
+        self.notifier: Notifier = notifier if notifier is not None else SystemdNotifier(self.environ)
+        self.composer_loader = composer_loader
+        self._given_sinks = sinks
+        self.key = read_stream_key(config, self.environ)
+        install_redaction([self.key] if self.key else [])
+        self.sample_rate = config.render.sample_rate
+        self.state_dir = state_directory(config, self.environ)
+        self.seed = config.stream.seed
+
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._signals: deque[int] = deque()
+        self.exit_code = 0
+        self.stop_reason = ""
+        self.started = time.monotonic()
+
+        self.ring = BarRing(config.stream.buffer_seconds)
+        self.clock = SampleClock(self.sample_rate, config.stream.speed)
+        self.sinks: list[Sink] = []
+        self.hub: LiveAudioHub | None = None
+        self.status_server: StatusServer | None = None
+        self.now_playing_file: NowPlayingFile | None = None
+
+        # composer side (composer thread)
+        self.composer: Composer | None = None
+        self.checkpoint_setting = config.stream.checkpoint
+        self.checkpoint_error = ""
+        self._next_composer: tuple[Composer, Bar] | None = None
+        self._composer_lock = threading.Lock()
+        self._composing_since: float | None = None
+        self._composer_failing = False
+        self._composer_log = RateLimitedLog(log, 30.0)
+
+        # render side (audio thread)
+        self.renderer: Any = None
+        self.effects: Any = None
+        self._next_render: tuple[Any, Any, Config] | None = None
+        self._fallback = FallbackBed(self.seed)
+        self._segments: deque[_Segment] = deque()
+        self._pending_frames = 0
+        self._produced_frames = 0
+        self._markers: deque[_Marker] = deque()
+        self._tail: np.ndarray | None = None
+        self._playing: _Marker | None = None
+        self._recent: deque[tuple[_Marker, int]] = deque(maxlen=RECENT_BARS)
+
+        # reload (SIGHUP)
+        self._reload_thread: threading.Thread | None = None
+        self._reload_again = False
+        self._load_attempts = 1
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_reload_error = ""
+        self.loaded_at = time.time()
+
+        # counters
+        self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
+                                       "bars_played", "bars_composed", "pcm_underruns", "render_errors"), 0)
+        self._effects_nonfinite_base = 0
+        self._threads: list[threading.Thread] = []
+        self._ready = False
+        self._last_status_line = 0.0
+        self._last_watchdog = 0.0
+
+    # ------------------------------------------------------------------ building
+
+    def _build_render(self, config: Config) -> tuple[Any, Any]:
+        from streamer.effects import EffectsChain
+        from streamer.render import BarRenderer
+
+        renderer = BarRenderer(config.render, seed=self.seed)
+        effects = EffectsChain.from_settings(config.effects, renderer.sample_rate, self.seed)
+        return renderer, effects
+
+    def _load_initial_composer(self) -> Composer:
+        """The configured composer, validated like a reload (its first bar goes into the ring);
+        if it cannot be used, the rule-based composer plays and /status says why."""
+        try:
+            composer = self.composer_loader(self.checkpoint_setting, self.seed)
+            first = check_bar(composer.next_bar())
+        except Exception as exc:
+            self.checkpoint_error = redact(str(exc))
+            log.error("cannot use the configured composer (%s); playing the rule-based composer instead",
+                      self.checkpoint_error)
+            composer = RuleBasedComposer(self.seed)
+            first = composer.next_bar()
+        self.ring.put(BarEntry(first, composer.id))
+        self.counters["bars_composed"] += 1
+        return composer
+
+    def _build_sinks(self) -> list[Sink]:
+        if self._given_sinks is not None:
+            return list(self._given_sinks)
+        from streamer.sinks.file import FileSink
+
+        config = self.config
+        plan = plan_outputs(config, self.key)
+        log.info("outputs: %s", plan.describe() or "none")
+        sinks: list[Sink] = []
+        recordings = self.state_dir / "recordings"
+        if plan.ffmpeg_urls or plan.record:
+            from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, recording_target
+
+            targets = []
+            for url in plan.ffmpeg_urls:
+                targets.append(network_target(url, self.key) if "://" in url else file_target(url))
+            if plan.record:
+                targets.append(recording_target(recordings, config.sinks.record_segment_minutes * 60))
+            self.now_playing_file = NowPlayingFile(self.state_dir / "nowplaying.txt")
+            sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
+                                    settings=config.sinks, text_path=self.now_playing_file.path,
+                                    secrets=[self.key], recordings_dir=recordings if plan.record else None))
+        for path in plan.wav_files:
+            sinks.append(FileSink(path, self.sample_rate, config.sinks.queue_seconds,
+                                  config.sinks.record_segment_minutes * 60))
+        if plan.speakers:
+            from streamer.sinks.speakers import SpeakersSink
+
+            sinks.append(SpeakersSink(self.sample_rate, min(config.sinks.queue_seconds, 1.0)))
+        if plan.null:
+            from streamer.sinks.null import NullSink
+
+            sinks.append(NullSink())
+        return sinks
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._start()
+            self._main_loop()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _start(self) -> None:
+        log.info("chiplofi stream starting: %s, seed %d, speed %s", self.sample_rate, self.seed,
+                 "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.renderer, self.effects = self._build_render(self.config)
+        self.sinks = self._build_sinks()
+        if self.config.status.enabled:
+            self.hub = LiveAudioHub(self.sample_rate, self.config.status.max_listeners)
+            self.sinks.append(self.hub)
+            host, port = parse_addr(self.config.status.addr)
+            try:
+                self.status_server = StatusServer((host, port), self, self.hub, self.config.status.max_clients)
+            except OSError as exc:
+                raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+            self.status_server.start()
+            host, port = self.status_server.address
+            log.info("status page at http://%s:%d/", host, port)
+        self.composer = self._load_initial_composer()
+        log.info("composer: %s", self.composer.id)
+        self._start_thread("composer", self._composer_loop)
+        started = time.monotonic()
+        target = self.config.stream.buffer_seconds
+        filled = self.ring.wait_for_seconds(target - 1e-6, self.config.stream.prefill_timeout_seconds)
+        log.info("buffer %s: %.1f s ahead after %.2f s", "prefilled" if filled else "partly filled",
+                 self.ring.ahead_seconds, time.monotonic() - started)
+        for sink in self.sinks:
+            sink.start()
+        self._start_thread("audio", self._audio_loop)
+        self._ready = True
+        self.notifier.notify("READY=1")
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception:  # a bug: stop with an error rather than play on half-dead
+                log.exception("%s thread failed; stopping", name)
+                self.exit_code = 1
+                self.request_stop(f"{name} thread failed")
+        return run
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ signals and main loop
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+        self._wake.set()
+        log.info("received %s", signal.Signals(signum).name)
+
+    def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            while self._signals:
+                signum = self._signals.popleft()
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    self.request_stop(signal.Signals(signum).name)
+                elif signum == signal.SIGHUP:
+                    self._start_reload()
+                elif signum == signal.SIGUSR1:
+                    log.info("thread stacks:\n%s", thread_stacks())
+            self._notify_systemd()
+
+    def _notify_systemd(self) -> None:
+        now = time.monotonic()
+        interval = getattr(self.notifier, "watchdog_seconds", 5.0)
+        if now - self._last_watchdog >= interval:
+            self._last_watchdog = now
+            healthy, _ = self.health()
+            if healthy and any(s.snapshot().healthy for s in self._output_sinks()):
+                self.notifier.notify("WATCHDOG=1")
+        if now - self._last_status_line >= STATUS_LINE_SECONDS:
+            self._last_status_line = now
+            self.notifier.notify(status_line(self.summary()))
+
+    def summary(self) -> str:
+        playing = self._playing
+        what = (f"{playing.entry.bar.track_id} {playing.entry.bar.key} {playing.entry.bar.tempo_bpm:.0f} BPM"
+                if playing else "starting")
+        outputs = [s.snapshot() for s in self._output_sinks()]
+        ok = sum(1 for s in outputs if s.healthy)
+        return (f"playing {what}; buffer {self.ring.ahead_seconds:.0f} s; outputs {ok}/{len(outputs)} ok; "
+                f"underruns {self.counters['underruns']}")
+
+    def _output_sinks(self) -> list[Sink]:
+        return [s for s in self.sinks if s is not self.hub] or list(self.sinks)
+
+    def _shutdown(self) -> None:
+        self.request_stop(self.stop_reason or "shutting down")
+        self.notifier.notify("STOPPING=1")
+        started = time.monotonic()
+        for thread in self._threads:
+            thread.join(0.5)  # the composer may be inside a slow model call: it is a daemon thread
+        stoppers = [threading.Thread(target=sink.stop, args=(STOP_BUDGET_SECONDS - 0.5,), daemon=True)
+                    for sink in self.sinks]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(max(0.1, STOP_BUDGET_SECONDS - (time.monotonic() - started)))
+        if self.status_server is not None:
+            self.status_server.stop()
+        if self.renderer is not None:
+            self.renderer.close()
+        log.info("stopped (%s) after %.1f s of audio, in %.2f s", self.stop_reason or "done",
+                 self.clock.position_seconds, time.monotonic() - started)
+
+    # ------------------------------------------------------------------ composer thread
+
+    def _composer_loop(self) -> None:
+        wait = 0.25
+        while not self._stop.is_set():
+            swap = self._take_next_composer()
+            if swap is not None:
+                composer, first_bar = swap
+                old = self.composer.id if self.composer else "none"
+                self.composer = composer
+                self.reloads += 1
+                self.loaded_at = time.time()
+                self.checkpoint_error = ""
+                log.info("composer swapped on a bar boundary: %s → %s", old, composer.id)
+                self.ring.put(BarEntry(first_bar, composer.id))
+                self.counters["bars_composed"] += 1
+            if not self.ring.wait_for_room(0.25):
+                continue
+            composer = self.composer
+            assert composer is not None
+            self._composing_since = time.monotonic()
+            try:
+                bar = check_bar(composer.next_bar())
+            except Exception as exc:  # the model failing must not end the stream: the bed covers
+                self._composer_failing = True
+                self.counters["composer_errors"] += 1
+                self._composer_log.warning("composer %s failed (%s: %s); retrying in %.1f s", composer.id,
+                                           type(exc).__name__, exc, wait)
+                self._stop.wait(wait)
+                wait = min(wait * 2, 5.0)
+                continue
+            finally:
+                self._composing_since = None
+            wait = 0.25
+            self._composer_failing = False
+            self.ring.put(BarEntry(bar, composer.id))
+            self.counters["bars_composed"] += 1
+
+    def _take_next_composer(self) -> tuple[Composer, Bar] | None:
+        with self._composer_lock:
+            swap, self._next_composer = self._next_composer, None
+            return swap
+
+    # ------------------------------------------------------------------ audio thread
+
+    def _audio_loop(self) -> None:
+        lead = int(LEAD_SECONDS * self.sample_rate)
+        min_lead = int(MIN_LEAD_SECONDS * self.sample_rate)
+        paced = self.clock.paced
+        submit_timeout = 0.0 if paced else 1.0
+        self.clock.start()
+        while not self._stop.is_set():
+            if self._pending_frames < lead:
+                if paced:
+                    timeout = min(0.05, max(0.0, (self._pending_frames - min_lead) / self.sample_rate))
+                else:  # unpaced, a working composer sets the pace; a failing one is not waited for
+                    timeout = 0.0 if self._composer_failing else UNPACED_BAR_WAIT_SECONDS
+                entry = self.ring.get(timeout)
+                if entry is not None:
+                    self._produce(entry, fallback=False)
+                    continue
+                if self._pending_frames < min_lead:
+                    self.counters["underruns"] += 1
+                    if self.counters["underruns"] == 1 or self.counters["underruns"] % 100 == 0:
+                        log.warning("buffer underrun (%d so far): playing the fallback bed",
+                                    self.counters["underruns"])
+                    self._produce(BarEntry(self._fallback.next_bar(), "fallback"), fallback=True)
+                    continue
+            block = self._take_block(BLOCK_FRAMES)
+            if not self.clock.wait_due(block.start_frame, self._stop):
+                break
+            for sink in self.sinks:
+                sink.submit(block, submit_timeout)
+            self.clock.advance(block.frames)
+            self._advance_now_playing(self.clock.frames)
+            if self.duration is not None and self.clock.position_seconds >= self.duration:
+                self.request_stop(f"{self.duration:g} s of audio played")
+
+    def _apply_render_swap(self) -> None:
+        with self._composer_lock:
+            swap, self._next_render = self._next_render, None
+        if swap is None:
+            return
+        renderer, effects, config = swap
+        old_renderer = self.renderer
+        self._tail = old_renderer.render_tail(RENDER_TAIL_SECONDS)
+        old_renderer.close()
+        self.renderer = renderer
+        if effects is not None:
+            self._effects_nonfinite_base += self.effects.nonfinite_samples
+            self.effects = effects
+        self.config = dataclasses.replace(self.config, render=config.render, effects=config.effects)
+        log.info("SoundFont / effects settings swapped on a bar boundary")
+
+    def _produce(self, entry: BarEntry, fallback: bool) -> None:
+        """Render one bar (and its effects) onto the end of the pending audio."""
+        self._apply_render_swap()
+        bar = entry.bar
+        try:
+            pcm = self.renderer.render_bar(bar)
+        except Exception as exc:  # a bar the renderer chokes on: count it, play the bed instead
+            self.counters["render_errors"] += 1
+            log.warning("cannot render bar %d of %s (%s); playing the fallback bed", bar.bar_index, bar.track_id, exc)
+            if fallback:
+                raise
+            entry, fallback = BarEntry(self._fallback.next_bar(), "fallback"), True
+            pcm = self.renderer.render_bar(entry.bar)
+        if not fallback:
+            self._fallback.follow(bar)
+        else:
+            self.counters["fallback_bars"] += 1
+        if self._tail is not None:
+            n = min(len(self._tail), len(pcm))
+            pcm[:n] += self._tail[:n]
+            self._tail = None
+        pcm = self.effects.process(pcm)
+        if not np.isfinite(pcm).all():
+            bad = ~np.isfinite(pcm)
+            self.counters["nonfinite_samples"] += int(bad.sum())
+            pcm = np.where(bad, 0.0, pcm).astype(np.float32)
+        pcm = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
+        self._markers.append(_Marker(self._produced_frames, entry, fallback))
+        self._segments.append(_Segment(pcm, self._produced_frames))
+        self._pending_frames += len(pcm)
+        self._produced_frames += len(pcm)
+
+    def _take_block(self, frames: int) -> AudioBlock:
+        start = self._produced_frames - self._pending_frames
+        parts = []
+        need = frames
+        while need > 0 and self._segments:
+            segment = self._segments[0]
+            offset = start + (frames - need) - segment.start_frame
+            piece = segment.pcm[offset:offset + need]
+            parts.append(piece)
+            need -= len(piece)
+            if offset + len(piece) >= len(segment.pcm):
+                self._segments.popleft()
+        if need > 0:  # the renderer fell behind (should not happen): pad, and count it
+            self.counters["pcm_underruns"] += 1
+            parts.append(np.zeros((need, 2), dtype=np.float32))
+        pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self._pending_frames = max(0, self._pending_frames - (frames - need))
+        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate)
+
+    def _advance_now_playing(self, played_frames: int) -> None:
+        changed = False
+        while self._markers and self._markers[0].start_frame < played_frames:
+            marker = self._markers.popleft()
+            if self._playing is not None:
+                self._recent.append((self._playing, self._playing.start_frame))
+            self._playing = marker
+            self.counters["bars_played"] += 1
+            changed = True
+        if changed and self.now_playing_file is not None and self._playing is not None:
+            bar = self._playing.entry.bar
+            self.now_playing_file.write(now_playing_text(bar.track_id, bar.key, bar.tempo_bpm, bar.section,
+                                                         bar.chord))
+
+    # ------------------------------------------------------------------ reload (SIGHUP)
+
+    def _start_reload(self) -> None:
+        if self._reload_thread is not None and self._reload_thread.is_alive():
+            self._reload_again = True
+            log.info("reload already running; another one follows it")
+            return
+        self._reload_thread = threading.Thread(target=self._reload_worker, name="reload", daemon=True)
+        self._reload_thread.start()
+
+    def _reload_worker(self) -> None:
+        while True:
+            self._reload_again = False
+            self._reload_once()
+            if not self._reload_again or self._stop.is_set():
+                return
+
+    def _reload_once(self) -> None:
+        current = self.composer.id if self.composer else "none"
+        try:
+            if self.config_path is not None:
+                config = load_stream_config(self.config_path, self.overrides, self.environ)
+            else:
+                config = self.config
+            setting = config.stream.checkpoint
+            log.info("reloading: %s", setting or "the default checkpoint")
+            # A new seed per load: the new composer's tracks get new ids (and new music).
+            composer = self.composer_loader(setting, (self.seed + self._load_attempts) % 2**32)
+            self._load_attempts += 1
+            first = check_bar(composer.next_bar())
+            render_swap = None
+            if config.render != self.config.render or config.effects != self.config.effects:
+                renderer, effects = self._build_render(config)
+                renderer.render_bar(first)  # proves the SoundFont plays
+                renderer.reset()
+                render_swap = (renderer, effects, config)
+            self._warn_restart_needed(config)
+        except Exception as exc:  # whatever is wrong with the new files, the old model plays on
+            self.reload_failures += 1
+            self.last_reload_error = redact(f"{type(exc).__name__}: {exc}")
+            log.warning("reload failed, keeping %s: %s", current, self.last_reload_error)
+            return
+        with self._composer_lock:
+            self._next_composer = (composer, first)
+            if render_swap is not None:
+                self._next_render = render_swap
+        self.checkpoint_setting = setting
+        self.last_reload_error = ""
+        log.info("reload validated: %s (swapping on the next bar boundary)", composer.id)
+
+    def _warn_restart_needed(self, config: Config) -> None:
+        changed = [name for name in ("stream", "sinks", "video", "status")
+                   if getattr(config, name) != getattr(self.config, name)
+                   and not (name == "stream" and dataclasses.replace(config.stream, checkpoint="")
+                            == dataclasses.replace(self.config.stream, checkpoint=""))]
+        if changed:
+            log.warning("changes to [%s] take effect after a restart", "], [".join(changed))
+
+    # ------------------------------------------------------------------ status (StatusProvider)
+
+    def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
+        bar = entry.bar
+        return {"track_id": bar.track_id, "bar": bar.bar_index, "beats": bar.beats, "tempo_bpm": bar.tempo_bpm,
+                "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
+                "playing": playing,
+                "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
+                           "velocity": n.velocity} for n in bar.notes]}
+
+    def recent_bars(self) -> list[dict[str, Any]]:
+        bars = [self._bar_dict(marker.entry) for marker, _ in list(self._recent)]
+        playing = self._playing
+        if playing is not None:
+            bars.append(self._bar_dict(playing.entry, playing=True))
+        upcoming = [m.entry for m in list(self._markers)[:UPCOMING_BARS]]
+        upcoming += self.ring.peek_all()[:max(0, UPCOMING_BARS - len(upcoming))]
+        bars += [self._bar_dict(entry) for entry in upcoming]
+        return bars
+
+    def status(self) -> dict[str, Any]:
+        playing = self._playing
+        now_playing: dict[str, Any] = {"track_id": "", "bar": 0, "section": "", "key": "", "chord": "",
+                                       "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
+        if playing is not None:
+            bar = playing.entry.bar
+            now_playing = {"track_id": bar.track_id, "bar": bar.bar_index, "section": bar.section, "key": bar.key,
+                           "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
+                           "fallback": playing.fallback}
+        pending = self._pending_frames / self.sample_rate
+        composing = self._composing_since
+        counters = dict(self.counters)
+        counters["nonfinite_samples"] += self._effects_nonfinite_base + int(
+            getattr(self.effects, "nonfinite_samples", 0) or 0)
+        return {
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "state": "stopping" if self._stop.is_set() else ("running" if self._ready else "starting"),
+            "sample_rate": self.sample_rate,
+            "now_playing": now_playing,
+            "buffer": {"ahead_seconds": round(self.ring.ahead_seconds + pending, 3),
+                       "target_seconds": self.ring.target_seconds, "bars": len(self.ring)},
+            "clock": {"position_seconds": round(self.clock.position_seconds, 3),
+                      "speed": self.clock.speed, "advancing": self._clock_advancing(),
+                      "lag_seconds": round(self.clock.lag_seconds(), 3), "resyncs": self.clock.resyncs},
+            "checkpoint": {"id": self.composer.id if self.composer else "", "setting": self.checkpoint_setting,
+                           "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+                           "reloads": self.reloads, "reload_failures": self.reload_failures,
+                           "last_reload_error": self.last_reload_error, "error": self.checkpoint_error,
+                           "reloading": bool(self._reload_thread and self._reload_thread.is_alive())},
+            "composer": {"busy_seconds": round(time.monotonic() - composing, 3) if composing else 0.0},
+            "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
+            "counters": counters,
+        }
+
+    def _clock_advancing(self) -> bool:
+        window = max(2.0, 4 * BLOCK_FRAMES / self.sample_rate / max(self.clock.speed, 1e-9)) if self.clock.paced \
+            else UNPACED_BAR_WAIT_SECONDS + 1.0
+        return self.clock.advancing(window)
+
+    def health(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "starting"
+        if self._stop.is_set():
+            return False, "stopping"
+        if not self._clock_advancing():
+            return False, "clock not advancing"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        healthy, reason = self.health()
+        if not healthy:
+            return False, reason
+        ahead = self.ring.ahead_seconds + self._pending_frames / self.sample_rate
+        if ahead < self.config.stream.ready_seconds:
+            return False, f"buffer {ahead:.1f} s ahead, below {self.config.stream.ready_seconds:g} s"
+        connected = [s.name for s in self._output_sinks() if s.snapshot().connected]
+        if not connected:
+            return False, "no output connected"
+        return True, "ready: " + ", ".join(redact(name) for name in connected)
+
+
+def run_stream(config_path: str | Path | None, overrides: CliOverrides, *, duration: float | None = None,
+               environ: Mapping[str, str] | None = None) -> int:
+    """`chiplofi stream`: load and check the config, then run until stopped."""
+    environ = dict(os.environ if environ is None else environ)
+    config = load_stream_config(config_path, overrides, environ)
+    daemon = Daemon(config, config_path=config_path, overrides=overrides, environ=environ, duration=duration)
+    return daemon.run()
+
+
+def describe_config(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """What `chiplofi config check` prints: the plan in a few lines (no secrets)."""
+    from streamer.composer import describe_checkpoint
+
+    key = read_stream_key(config, environ)
+    plan = plan_outputs(config, key)
+    lines = [f"composer: {describe_checkpoint(config.stream.checkpoint)}",
+             f"outputs: {redact(plan.describe(), [key]) or 'none'}",
+             f"stream key: {'set' if key else 'not set'}",
+             f"video: {config.video.preset}, audio {config.render.sample_rate} Hz AAC {config.video.audio_kbps} kbps",
+             f"buffer: {config.stream.buffer_seconds:g} s ahead; speed {config.stream.speed:g}",
+             f"status: {'http://' + config.status.addr + '/' if config.status.enabled else 'off'}",
+             f"state directory: {state_directory(config, environ)}"]
+    return lines
+
+
+__all__ = ["CliOverrides", "Daemon", "describe_config", "load_stream_config", "run_stream", "ChiplofiError"]

@@ -1,0 +1,479 @@
+"""The ffmpeg sink: one long-lived ffmpeg encoding audio + video to every target at once.
+
+PCM goes to ffmpeg's stdin from this sink's writer thread, in non-blocking writes with a
+timeout: a dead or stuck ffmpeg can fill the pipe, and a plain blocking write would then hang
+forever. A supervisor thread watches the process and restarts it, with doubling waits (the
+first ≤ 2 s), when it exits, when a write times out, or when it makes no progress; the music
+timeline does not wait (the clock keeps running and the queue drops the oldest audio).
+
+Several targets share one encoder through the `tee` muxer, each slave behind a `fifo` with
+`attempt_recovery`: a target that fails (an ingest server restarting, a full disk) is retried
+on its own every few seconds while the others carry on, and `drop_pkts_on_overflow` keeps a
+slow target from blocking the encoder. `onfail=ignore` keeps ffmpeg running when a slave
+gives up. Local recordings go through the `segment` muxer, so they are cut into timestamped
+files that a restart never overwrites.
+
+python-ffmpeg builds the command line (`FFmpeg().option/input/output`) and parses ffmpeg's
+progress lines (`Statistics.from_line`). Its `execute()` is not used: it feeds stdin with
+blocking writes from its own copy loop (no timeout, so a stalled ffmpeg would hang the feeder)
+and owns the process, while the supervisor here needs the handle to watch, signal and replace
+it, and a writer that gives up after a timeout.
+
+The stream key is part of ffmpeg's command line (RTMP has no other place for it); every line
+this module logs or reports is redacted (streamer.logs.redact).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ffmpeg import FFmpeg
+from ffmpeg.statistics import Statistics
+
+from streamer.config import SinkSettings, VideoSettings
+from streamer.logs import RateLimitedLog, redact
+from streamer.ringbuffer import AudioBlock
+from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
+from streamer.video import encoder_options, filter_graph
+
+log = logging.getLogger(__name__)
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_BYTES = 1 << 20  # ≈ 6 s of 44.1 kHz stereo s16: slack for ffmpeg's start-up
+MUXERS = {".flv": "flv", ".mkv": "matroska", ".mp4": "mp4", ".ts": "mpegts", ".mov": "mov"}
+NETWORK_SCHEMES = ("rtmp", "rtmps")
+RECORDING_PATTERN = "chiplofi-%Y%m%d-%H%M%S.mkv"
+FIFO_QUEUE_PACKETS = 1200  # ≈ 10–20 s of audio + video packets per target
+STOP_EOF_SECONDS = 2.5  # after EOF, time ffmpeg gets to finish its files before SIGTERM
+
+
+@dataclass
+class Target:
+    """One destination of the ffmpeg sink."""
+
+    url: str  # what ffmpeg opens; may hold the stream key: never log it, use `label`
+    label: str  # redacted, for logs and /status
+    muxer: str  # flv, matroska, mp4, mpegts, segment
+    options: dict[str, str] = field(default_factory=dict)  # extra tee slave options
+    state: str = "starting"  # starting | ok | failing
+    failures: int = 0
+    last_error: str = ""
+
+    @property
+    def network(self) -> bool:
+        return self.url.split(":", 1)[0].lower() in NETWORK_SCHEMES
+
+    def tee_slave(self) -> str:
+        options = {"f": self.muxer, **self.options, "onfail": "ignore"}
+        spec = ":".join(f"{key}={value}" for key, value in options.items())
+        return f"[{spec}]{_tee_escape(self.url)}"
+
+
+def _tee_escape(url: str) -> str:
+    for char in ("\\", "'", "|", "["):
+        url = url.replace(char, "\\" + char)
+    return url
+
+
+def with_stream_key(url: str, key: str) -> str:
+    """The ingest URL with the key: `{key}` replaced, or appended as the last path element."""
+    if "{key}" in url:
+        return url.replace("{key}", key)
+    if not key:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + key))
+
+
+def network_target(url: str, key: str) -> Target:
+    full = with_stream_key(url, key)
+    # A live FLV has no end to seek back to: don't try to write duration and size there.
+    return Target(full, redact(full, [key]), "flv", {"flvflags": "no_duration_filesize"})
+
+
+def file_target(path: str | Path) -> Target:
+    path = Path(path)
+    muxer = MUXERS.get(path.suffix.lower())
+    if muxer is None:
+        raise ValueError(f"{path}: unknown video file type (use {', '.join(MUXERS)}, or .wav for audio)")
+    return Target(str(path), str(path), muxer)
+
+
+def recording_target(directory: Path, segment_seconds: float) -> Target:
+    """Matroska files cut every `segment_seconds`, named by their start time."""
+    return Target(str(directory / RECORDING_PATTERN), str(directory / RECORDING_PATTERN), "segment",
+                  {"segment_format": "matroska", "segment_time": f"{segment_seconds:g}", "strftime": "1",
+                   "reset_timestamps": "1"})
+
+
+def prune_recordings(directory: Path, keep_bytes: float) -> int:
+    """Delete the oldest recordings until the rest fit in `keep_bytes`; returns files deleted."""
+    try:
+        files = sorted((p for p in directory.glob("chiplofi-*.mkv") if p.is_file()),
+                       key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return 0
+    sizes = [p.stat().st_size for p in files]
+    total = sum(sizes)
+    deleted = 0
+    for path, size in zip(files[:-1], sizes[:-1]):  # never the one being written
+        if total <= keep_bytes:
+            break
+        try:
+            path.unlink()
+            deleted += 1
+            total -= size
+            log.info("deleted old recording %s", path.name)
+        except OSError as exc:
+            log.warning("cannot delete old recording %s: %s", path, exc)
+            break
+    return deleted
+
+
+_LINE = re.compile(r"^(?:\[(?P<module>\w+) @ (?P<addr>0x[0-9a-f]+)\] )?\[(?P<level>\w+)\] (?P<text>.*)$")
+
+
+class FfmpegSink(QueuedSink):
+    """Supervised ffmpeg process: audio in through a pipe, audio + video out to `targets`."""
+
+    kind = "ffmpeg"
+
+    def __init__(self, targets: list[Target], *, sample_rate: int, video: VideoSettings,
+                 settings: SinkSettings, text_path: Path, secrets: list[str] | None = None,
+                 recordings_dir: Path | None = None, name: str = "ffmpeg") -> None:
+        super().__init__(name, sample_rate, settings.queue_seconds)
+        if not targets:
+            raise ValueError("the ffmpeg sink needs at least one target")
+        self.targets = targets
+        self.video = video
+        self.settings = settings
+        self.text_path = text_path
+        self.secrets = [s for s in (secrets or []) if s]
+        self.recordings_dir = recordings_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc_lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._incarnation_over = threading.Event()
+        self._write_error = ""
+        self._last_write_ok = 0.0
+        self._progress_seconds = 0.0  # output time ffmpeg reported
+        self._progress_changed = 0.0  # monotonic time it last moved
+        self._started_at = 0.0
+        self._stderr_tail: list[str] = []
+        self._fifo_targets: dict[str, Target] = {}
+        self._ffmpeg_log = RateLimitedLog(log, interval=60.0)
+        self.exit_codes: list[int] = []
+        self.restart_reasons: list[str] = []
+        self.pid: int | None = None
+        self.clean_exit: bool | None = None
+
+    # ----------------------------------------------------------------- command line
+
+    def arguments(self) -> list[str]:
+        ff = (FFmpeg(executable=self.settings.ffmpeg)
+              .option("hide_banner")
+              .option("loglevel", "level+info")
+              .option("stats")
+              .option("stats_period", "0.5")
+              .option("filter_complex", filter_graph(self.video, self.text_path))
+              .input("pipe:0", {"f": "s16le", "ar": self.sample_rate, "ac": 2, "ch_layout": "stereo",
+                                "thread_queue_size": 1024}))
+        options: dict[str, object] = {"map": ["[vout]", "[aout]"]}
+        options.update(encoder_options(self.video, self.sample_rate))
+        recovery = max(0.5, self.settings.target_retry_seconds)
+        options.update({
+            "f": "tee", "use_fifo": "1",
+            "fifo_options": (f"attempt_recovery=1:recover_any_error=1:recovery_wait_time={recovery:g}:"
+                             f"drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size={FIFO_QUEUE_PACKETS}"),
+        })
+        ff.output("|".join(target.tee_slave() for target in self.targets), options)  # type: ignore[arg-type]
+        return ff.arguments
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        for target in self.targets:
+            if target.muxer == "segment" or not target.network:
+                Path(target.url).parent.mkdir(parents=True, exist_ok=True)
+        self._supervisor = threading.Thread(target=self._supervise_guarded, name=f"sink-{self.name}",
+                                            daemon=True)
+        self._supervisor.start()
+
+    def _supervise_guarded(self) -> None:
+        try:
+            self._supervise()
+        except Exception as exc:  # a bug here must not end the stream; it is reported
+            self.state = SinkState.FAILED
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("ffmpeg supervisor failed")
+
+    def _accepting(self) -> bool:
+        return self.state == SinkState.RUNNING
+
+    def _supervise(self) -> None:
+        backoff = BackoffDelays(self.settings.restart_initial_seconds, self.settings.restart_max_seconds)
+        last_prune = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            reason = self._run_once()
+            if reason is None:  # stopped on request
+                return
+            ran_for = time.monotonic() - started
+            self.restarts += 1
+            self.restart_reasons.append(reason)
+            del self.restart_reasons[:-20]
+            delay = backoff.next(ran_for)
+            self.state = SinkState.RESTARTING
+            self.last_error = reason
+            log.warning("ffmpeg %s after %.1f s; restarting in %.1f s (restart %d)", reason, ran_for, delay,
+                        self.restarts)
+            if self._stop.wait(delay):
+                return
+            if self.recordings_dir is not None and time.monotonic() - last_prune > 60:
+                last_prune = time.monotonic()
+                prune_recordings(self.recordings_dir, self.settings.record_keep_mb * 1e6)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        args = self.arguments()
+        log.debug("starting %s", redact(" ".join(args), self.secrets))
+        return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                bufsize=0, process_group=0)  # own group: a terminal's Ctrl-C is ours to handle
+
+    def _run_once(self) -> str | None:
+        """Run one ffmpeg until it fails (→ reason) or the sink is stopped (→ None)."""
+        self.state = SinkState.STARTING
+        self._write_error = ""
+        self._incarnation_over.clear()
+        try:
+            proc = self._spawn()
+        except OSError as exc:
+            return f"could not start ({self.settings.ffmpeg}: {exc.strerror or exc})"
+        with self._proc_lock:
+            self._proc = proc
+        self.pid = proc.pid
+        now = time.monotonic()
+        self._started_at = self._progress_changed = self._last_write_ok = now
+        self._progress_seconds = 0.0
+        self._fifo_targets.clear()
+        for target in self.targets:
+            target.state = "starting"
+        reader = threading.Thread(target=self._read_stderr, args=(proc,), name=f"{self.name}-stderr", daemon=True)
+        writer = threading.Thread(target=self._write_loop, args=(proc,), name=f"{self.name}-writer", daemon=True)
+        reader.start()
+        writer.start()
+        log.info("ffmpeg started (pid %d) → %s", proc.pid, ", ".join(t.label for t in self.targets))
+        self.state = SinkState.RUNNING
+        reason = None
+        while reason is None:
+            if self._stop.wait(0.2):
+                self._finish(proc, writer, reader)
+                return None
+            reason = self._check(proc)
+        self._incarnation_over.set()
+        self._kill(proc)
+        writer.join(2.0)
+        reader.join(2.0)
+        return reason
+
+    def _check(self, proc: subprocess.Popen[bytes]) -> str | None:
+        code = proc.poll()
+        if code is not None:
+            self.exit_codes.append(code)
+            tail = " | ".join(self._stderr_tail[-3:])
+            return f"exited with code {code}" + (f" ({tail})" if tail else "")
+        if self._write_error:
+            return self._write_error
+        now = time.monotonic()
+        stall = self.settings.stall_seconds
+        fed_recently = now - self._last_write_ok < stall
+        if fed_recently and now - self._progress_changed > stall and now - self._started_at > stall:
+            return f"made no progress for {stall:g} s"
+        return None
+
+    def _finish(self, proc: subprocess.Popen[bytes], writer: threading.Thread, reader: threading.Thread) -> None:
+        """Stop cleanly: the writer sends what is queued and closes stdin; ffmpeg ends its files."""
+        writer.join(1.0)
+        self._incarnation_over.set()
+        writer.join(0.5)
+        self._close_stdin(proc)
+        try:
+            code = proc.wait(STOP_EOF_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("ffmpeg did not end %.1f s after its input; terminating", STOP_EOF_SECONDS)
+            code = self._kill(proc)
+        reader.join(1.0)
+        self.exit_codes.append(code)
+        self.clean_exit = code == 0
+        log.info("ffmpeg ended (exit code %d)", code)
+
+    def _close_stdin(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> int:
+        self._close_stdin(proc)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # ffmpeg finishes its files on SIGTERM
+            try:
+                return proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return proc.wait()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
+            if self._supervisor.is_alive():
+                log.warning("ffmpeg sink did not stop within %.1f s; killing ffmpeg", timeout)
+                with self._proc_lock:
+                    if self._proc is not None and self._proc.poll() is None:
+                        self._proc.kill()
+        self.state = SinkState.STOPPED
+
+    # ----------------------------------------------------------------- writer
+
+    def _write_loop(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None
+        fd = proc.stdin.fileno()
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError as exc:  # not Linux, or above /proc/sys/fs/pipe-max-size
+            log.debug("pipe size unchanged: %s", exc)
+        os.set_blocking(fd, False)
+        timeout = self.settings.write_timeout_seconds
+        while True:
+            block = self.queue.get(timeout=0.1)
+            if block is None:
+                if self._incarnation_over.is_set() or (self._stop.is_set() and not self.queue.frames):
+                    return
+                continue
+            error = self._write_all(fd, block, timeout)
+            if error:
+                self._write_error = error
+                return
+
+    def _write_all(self, fd: int, block: AudioBlock, timeout: float) -> str:
+        view = memoryview(block.pcm16)
+        deadline = time.monotonic() + timeout
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"stopped reading its input (write blocked {timeout:g} s)"
+            try:
+                _, writable, _ = select.select([], [fd], [], min(remaining, 0.5))
+                if not writable:
+                    continue
+                written = os.write(fd, view)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.EBADF):
+                    return "closed its input"
+                return f"input write failed ({exc.strerror or exc})"
+            view = view[written:]
+            self.bytes_written += written
+        self.frames_written += block.frames
+        self._last_write_ok = time.monotonic()
+        return ""
+
+    # ----------------------------------------------------------------- stderr
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        pending = b""
+        while True:
+            try:
+                chunk = proc.stderr.read(4096)
+            except (OSError, ValueError):
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = re.split(rb"[\r\n]+", pending)
+            for raw in lines:
+                if raw:
+                    self._on_line(redact(raw.decode("utf-8", "replace"), self.secrets), raw)
+        if pending:
+            self._on_line(redact(pending.decode("utf-8", "replace"), self.secrets), pending)
+
+    def _on_line(self, line: str, raw: bytes) -> None:
+        match = _LINE.match(line)
+        level, text, addr = (match["level"], match["text"], match["addr"]) if match else ("info", line, None)
+        if "time=" in text and "bitrate=" in text:
+            stats = Statistics.from_line(text)
+            if stats is not None:
+                seconds = stats.time.total_seconds()
+                if seconds > self._progress_seconds:
+                    self._progress_seconds = seconds
+                    self._progress_changed = time.monotonic()
+                    for target in self.targets:
+                        if target.state == "starting":
+                            target.state = "ok"
+                return
+        if match and match["module"] == "fifo" and addr:
+            self._on_fifo_line(addr, text, raw)
+        if level in ("error", "fatal", "panic", "warning"):
+            self._stderr_tail.append(text)
+            del self._stderr_tail[:-10]
+            self._ffmpeg_log.warning("ffmpeg: %s", line)
+        else:
+            log.debug("ffmpeg: %s", line)
+
+    def _on_fifo_line(self, addr: str, text: str, raw: bytes) -> None:
+        target = self._fifo_targets.get(addr)
+        if target is None:
+            raw_text = raw.decode("utf-8", "replace")
+            for candidate in self.targets:
+                if candidate.url in raw_text:
+                    target = self._fifo_targets[addr] = candidate
+                    break
+        if target is None:
+            return
+        if text.startswith("Recovery successful"):
+            target.state = "ok"
+            log.info("ffmpeg target %s recovered", target.label)
+        elif text.startswith("Error") or "failed" in text:
+            if target.state != "failing":
+                target.failures += 1
+            target.state = "failing"
+            target.last_error = text
+
+    # ----------------------------------------------------------------- status
+
+    def connected(self) -> bool:
+        fresh = time.monotonic() - self._progress_changed < self.settings.stall_seconds
+        return (self.state == SinkState.RUNNING and fresh and self._progress_seconds > 0
+                and any(t.state == "ok" for t in self.targets))
+
+    def snapshot(self) -> SinkSnapshot:
+        connected = self.connected()
+        return SinkSnapshot(
+            name=self.name, kind=self.kind, state=self.state,
+            healthy=self.state in (SinkState.RUNNING, SinkState.STARTING) and (
+                connected or time.monotonic() - self._started_at < self.settings.stall_seconds),
+            connected=connected, restarts=self.restarts, bytes_written=self.bytes_written,
+            frames_written=self.frames_written, frames_dropped=self.queue.stats.frames_dropped,
+            queued_seconds=self.queue.frames / self.sample_rate, last_error=self.last_error,
+            detail={
+                "pid": self.pid,
+                "encoded_seconds": round(self._progress_seconds, 2),
+                "targets": [{"target": t.label, "state": t.state, "failures": t.failures,
+                             "last_error": t.last_error} for t in self.targets],
+                "restart_reasons": list(self.restart_reasons[-5:]),
+            })

@@ -1,0 +1,153 @@
+"""The video track: made by ffmpeg from the audio itself, plus now-playing text.
+
+The filter graph draws the audio's waveform (`showwaves`) over a flat background and writes the
+now-playing text from a small file that `drawtext` re-reads every frame (`reload=1`), so the
+daemon changes the text by replacing the file (atomically, see `NowPlayingFile`).
+
+Every video frame comes from `showwaves`, which emits frames at the preset's rate from the
+audio samples it receives: the audio drives the video timeline, so when the audio pauses the
+video pauses with it and the two can never drift apart. (A looped still image, `-loop 1`,
+would run ahead of a paced audio input and never end on its own.)
+
+YouTube's ingest wants H.264 yuv420p with a keyframe every 2 s and a steady bitrate, and AAC
+stereo at 44.1 or 48 kHz around 128 kbps: `encoder_options` gives exactly that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamer.config import VideoSettings
+from streamer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoPreset:
+    width: int
+    height: int
+    fps: int
+    video_kbps: int
+
+    @property
+    def gop(self) -> int:
+        """Frames between keyframes: 2 s."""
+        return 2 * self.fps
+
+
+PRESETS: dict[str, VideoPreset] = {
+    "720p30": VideoPreset(1280, 720, 30, 2500),
+    "480p15": VideoPreset(854, 480, 15, 1000),
+    "still": VideoPreset(1280, 720, 5, 800),  # the picture barely moves: low rate, low CPU
+}
+
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def check_video_settings(settings: VideoSettings) -> None:
+    """Checks the generic validator cannot make (formats, files); raises ConfigError naming the key."""
+    for key in ("background", "wave_colour", "text_colour"):
+        value = getattr(settings, key)
+        if not _HEX_COLOUR.match(value):
+            raise ConfigError(f"video.{key}: expected a colour as #RRGGBB, got {value!r}")
+    if not Path(settings.font).is_file():
+        raise ConfigError(f"video.font: expected a font file, {settings.font!r} does not exist "
+                          "(Debian: fonts-dejavu-core)")
+
+
+def preset_of(settings: VideoSettings) -> VideoPreset:
+    preset = PRESETS[settings.preset]
+    if settings.video_kbps:
+        preset = VideoPreset(preset.width, preset.height, preset.fps, settings.video_kbps)
+    return preset
+
+
+def escape_filter_value(text: str) -> str:
+    """Escape a value (a path) for a filter option inside a filter graph (ffmpeg-filters,
+    "Notes on filtergraph escaping"): first for the option (`\\ ' :`), then for the graph
+    (`\\ ' [ ] , ;`)."""
+    value = text
+    for char in ("\\", "'", ":"):
+        value = value.replace(char, "\\" + char)
+    for char in ("\\", "'", "[", "]", ",", ";"):
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def _colour(hex_colour: str) -> str:
+    return "0x" + hex_colour.lstrip("#")
+
+
+def filter_graph(settings: VideoSettings, text_path: Path) -> str:
+    """The graph from input 0's audio to `[vout]` (video) and `[aout]` (audio to encode)."""
+    preset = preset_of(settings)
+    w, h, fps = preset.width, preset.height, preset.fps
+    wave_h = (h // 3) // 2 * 2
+    wave_y = (h - wave_h - h // 8) // 2 * 2
+    font_size = max(12, h // 20)
+    margin = max(8, h // 16)
+    drawtext = ":".join([
+        f"drawtext=fontfile={escape_filter_value(settings.font)}",
+        f"textfile={escape_filter_value(str(text_path))}",
+        "reload=1", "expansion=none",
+        f"fontcolor={_colour(settings.text_colour)}", f"fontsize={font_size}",
+        f"line_spacing={font_size // 2}", f"x={margin}", f"y={margin}",
+    ])
+    return ";".join([
+        "[0:a]asplit=2[aout][avis]",
+        f"[avis]showwaves=s={w}x{wave_h}:mode=cline:rate={fps}:colors={_colour(settings.wave_colour)},"
+        "format=yuva420p[wave]",
+        f"color=c={_colour(settings.background)}:s={w}x{h}:r={fps},format=yuv420p[bg]",
+        f"[bg][wave]overlay=x=0:y={wave_y}:shortest=1:format=yuv420,{drawtext},format=yuv420p[vout]",
+    ])
+
+
+def encoder_options(settings: VideoSettings, sample_rate: int) -> dict[str, str | None]:
+    """Output options: H.264 yuv420p, keyframe every 2 s, steady (CBR-like) bitrate; AAC stereo."""
+    preset = preset_of(settings)
+    kbps = preset.video_kbps
+    return {
+        "c:v": "libx264", "preset": settings.x264_preset, "pix_fmt": "yuv420p", "r": str(preset.fps),
+        "g": str(preset.gop), "keyint_min": str(preset.gop), "sc_threshold": "0",
+        "b:v": f"{kbps}k", "minrate": f"{kbps}k", "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k",
+        "x264-params": "nal-hrd=cbr:force-cfr=1",
+        "c:a": "aac", "b:a": f"{settings.audio_kbps}k", "ar": str(sample_rate), "ac": "2",
+        # Every tee target gets its codec headers out of band (FLV, MP4, MKV need them).
+        "flags:v": "+global_header", "flags:a": "+global_header",
+    }
+
+
+class NowPlayingFile:
+    """The text `drawtext` shows; replaced atomically, and only when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._text: str | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.write("chiplofi · 8-bit lo-fi radio\nstarting…")
+
+    def write(self, text: str) -> None:
+        if text == self._text:
+            return
+        handle, temp = tempfile.mkstemp(prefix=".nowplaying.", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.replace(temp, self.path)
+            self._text = text
+        except OSError as exc:
+            log.warning("now-playing text not updated: %s", exc)
+            Path(temp).unlink(missing_ok=True)
+
+
+def now_playing_text(track_id: str, key: str, tempo_bpm: float, section: str, chord: str) -> str:
+    """What the video shows: title line, then track id, key and tempo."""
+    details = " · ".join(part for part in (key, f"{tempo_bpm:.0f} BPM" if tempo_bpm else "", chord) if part)
+    where = f"track {track_id}" + (f" · {section}" if section else "")
+    return f"chiplofi · 8-bit lo-fi radio\n{where}\n{details}"

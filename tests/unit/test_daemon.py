@@ -1,0 +1,312 @@
+"""The daemon's wiring: config and outputs, and the pipeline with stand-in composers and sinks
+(real FluidSynth and effects, unpaced, so each run takes about a second)."""
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from streamer.composer import RuleBasedComposer
+from streamer.config import Config, StreamSettings, load_config
+from streamer.daemon import (CliOverrides, Daemon, YOUTUBE_PRIMARY, apply_overrides, check_config,
+                             load_stream_config, plan_outputs, read_stream_key, state_directory)
+from streamer.errors import CheckpointError, ConfigError
+from streamer.ringbuffer import AudioBlock
+from streamer.sinks import SinkSnapshot
+from streamer.types import Bar
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_env_overrides_and_flags(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[stream]\nbuffer_seconds = 20\noutputs = ["null"]\n[video]\npreset = "still"\n')
+    env = {"CHIPLOFI_STREAM__BUFFER_SECONDS": "40", "CHIPLOFI_VIDEO__AUDIO_KBPS": "160",
+           "CHIPLOFI_STREAM_KEY": "not-a-config-key"}
+    config = load_stream_config(path, CliOverrides(speed=0.0, outputs=("a.wav",)), env)
+    assert config.stream.buffer_seconds == 40.0 and config.video.audio_kbps == 160
+    assert config.video.preset == "still" and config.stream.speed == 0.0 and config.stream.outputs == ("a.wav",)
+
+
+@pytest.mark.parametrize("env,key", [
+    ({"CHIPLOFI_STREAM__BUFFER_SECONDS": "1"}, "stream.buffer_seconds"),
+    ({"CHIPLOFI_STREAM__SPEEED": "1"}, "stream.speeed"),
+    ({"CHIPLOFI_VIDEO__PRESET": "4k"}, "video.preset"),
+    ({"CHIPLOFI_STREAM__OUTPUTS": "3"}, "stream.outputs"),
+])
+def test_bad_env_overrides_name_the_key(env, key):
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        load_stream_config(None, CliOverrides(), env)
+
+
+@pytest.mark.parametrize("table,key", [
+    ({"stream": {"ready_seconds": 50, "buffer_seconds": 30}}, "stream.ready_seconds"),
+    ({"status": {"addr": "localhost"}}, "status.addr"),
+    ({"stream": {"outputs": ["http://x/y"]}}, "stream.outputs"),
+    ({"stream": {"outputs": ["out.mp3"]}}, "stream.outputs"),
+    ({"video": {"background": "blue"}}, "video.background"),
+    ({"video": {"font": "/no/such/font.ttf"}}, "video.font"),
+])
+def test_cross_checks_name_the_key(tmp_path, table, key):
+    path = tmp_path / "c.toml"
+    lines = []
+    for section, values in table.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        load_stream_config(path, CliOverrides(), {})
+
+
+def test_stream_key_sources(tmp_path):
+    config = Config()
+    assert read_stream_key(config, {}) == ""
+    assert read_stream_key(config, {"CHIPLOFI_STREAM_KEY": " abc-123 \n"}) == "abc-123"
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    with_file = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(key_file)))
+    assert read_stream_key(with_file, {}) == "from-file"
+    assert read_stream_key(with_file, {"CHIPLOFI_STREAM_KEY": "env-wins"}) == "env-wins"
+    key_file.write_text("")
+    with pytest.raises(ConfigError, match="^stream.key_file:"):
+        read_stream_key(with_file, {})
+    missing = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(tmp_path / "no")))
+    with pytest.raises(ConfigError, match="^stream.key_file:"):
+        read_stream_key(missing, {})
+    (tmp_path / "stream-key").write_text("credential\n")
+    assert read_stream_key(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "credential"
+
+
+def test_output_plans():
+    config = Config()
+    local = plan_outputs(config, "")
+    assert local.record and not local.ffmpeg_urls and not local.speakers
+    youtube = plan_outputs(config, "k")
+    assert youtube.record and youtube.ffmpeg_urls == [YOUTUBE_PRIMARY]
+    mixed = apply_overrides(config, CliOverrides(outputs=("rtmp://h/app", "x.wav", "y.mkv", "speakers", "null")))
+    plan = plan_outputs(mixed, "")
+    assert plan.ffmpeg_urls == ["rtmp://h/app", "y.mkv"] and [p.name for p in plan.wav_files] == ["x.wav"]
+    assert plan.speakers and plan.null and not plan.record
+    needs_key = apply_overrides(config, CliOverrides(outputs=("rtmp://h/app/{key}",)))
+    with pytest.raises(ConfigError, match="stream key"):
+        plan_outputs(needs_key, "")
+
+
+def test_state_directory(tmp_path):
+    assert state_directory(Config(), {"STATE_DIRECTORY": f"{tmp_path}:/other"}) == tmp_path
+    explicit = dataclasses.replace(Config(), stream=StreamSettings(state_dir=str(tmp_path / "s")))
+    assert state_directory(explicit, {"STATE_DIRECTORY": "/x"}) == tmp_path / "s"
+
+
+def test_default_config_checks_out():
+    check_config(load_config(None))
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+class RecordingSink:
+    """Keeps every block (a test double for the sink Protocol)."""
+
+    kind = "test"
+
+    def __init__(self, name="rec"):
+        self.name = name
+        self.blocks: list[AudioBlock] = []
+
+    def start(self):
+        pass
+
+    def submit(self, block, timeout=0.0):
+        self.blocks.append(block)
+        return True
+
+    def stop(self, timeout):
+        pass
+
+    def snapshot(self):
+        return SinkSnapshot(self.name, self.kind, "running", True, True,
+                            frames_written=sum(b.frames for b in self.blocks))
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate([b.pcm for b in self.blocks])
+
+
+class FlakyComposer:
+    """Rule-based bars, but raises (or returns a broken bar) on the bars listed."""
+
+    def __init__(self, raise_on=(), bad_on=(), ident="flaky-1", seed=0):
+        self.inner = RuleBasedComposer(seed)
+        self.raise_on, self.bad_on = set(raise_on), set(bad_on)
+        self.calls = 0
+        self._id = ident
+
+    @property
+    def id(self):
+        return self._id
+
+    def next_bar(self):
+        self.calls += 1
+        if self.calls in self.raise_on:
+            raise RuntimeError("model blew up")
+        bar = self.inner.next_bar()
+        if self.calls in self.bad_on:
+            return dataclasses.replace(bar, tempo_bpm=float("nan"))
+        return bar
+
+
+def _config(tmp_path, **stream) -> Config:
+    base = Config()
+    values = dict(speed=0.0, buffer_seconds=8.0, prefill_timeout_seconds=2.0, ready_seconds=0.0,
+                  state_dir=str(tmp_path))
+    settings = dataclasses.replace(base.stream, **{**values, **stream})
+    status = dataclasses.replace(base.status, enabled=False)
+    return dataclasses.replace(base, stream=settings, status=status)
+
+
+def _run(daemon: Daemon, timeout: float = 60.0) -> int:
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()))
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "daemon did not stop"
+    return result["code"]
+
+
+def test_unpaced_run_plays_exactly_the_duration_without_underruns(tmp_path):
+    sink = RecordingSink()
+    daemon = Daemon(_config(tmp_path), environ={}, duration=20.0, sinks=[sink],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+    assert _run(daemon) == 0
+    frames = sum(b.frames for b in sink.blocks)
+    assert abs(frames - 20.0 * 44100) <= 1024
+    starts = [b.start_frame for b in sink.blocks]
+    assert starts == sorted(starts) and all(b - a == 1024 for a, b in zip(starts, starts[1:]))
+    audio = sink.audio()
+    assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0 and np.abs(audio).max() > 0.05
+    status = daemon.status()
+    assert status["counters"]["underruns"] == 0 and status["counters"]["fallback_bars"] == 0
+    assert status["counters"]["bars_played"] > 5 and status["checkpoint"]["id"].startswith("rule-based-")
+
+
+def test_a_failing_composer_is_covered_by_the_fallback_bed_and_counted(tmp_path):
+    sink = RecordingSink()
+    composer = FlakyComposer(raise_on=range(3, 10_000), bad_on=(2,))  # one bad bar, then only failures
+    daemon = Daemon(_config(tmp_path), environ={}, duration=15.0, sinks=[sink],
+                    composer_loader=lambda setting, seed: composer)
+    assert _run(daemon) == 0
+    counters = daemon.status()["counters"]
+    assert counters["composer_errors"] >= 2 and counters["underruns"] > 0 and counters["fallback_bars"] > 0
+    audio = sink.audio()
+    assert abs(len(audio) - 15.0 * 44100) <= 1024  # never short: the bed filled in
+    # Never silent: every second has sound.
+    seconds = audio[: len(audio) // 44100 * 44100].reshape(-1, 44100, 2)
+    assert (np.sqrt((seconds ** 2).mean(axis=(1, 2))) > 1e-3).all()
+
+
+def test_nan_audio_is_replaced_and_counted(tmp_path):
+    sink = RecordingSink()
+    daemon = Daemon(_config(tmp_path), environ={}, duration=5.0, sinks=[sink],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+    original_build = daemon._build_render
+
+    def build_with_nan(config):
+        renderer, effects = original_build(config)
+        inner = effects.process
+
+        class NanEffects:
+            nonfinite_samples = 0
+
+            def process(self, block):
+                out = inner(block).copy()
+                out[::97] = np.nan
+                out[5] = np.inf
+                return out
+        return renderer, NanEffects()
+    daemon._build_render = build_with_nan
+    assert _run(daemon) == 0
+    audio = sink.audio()
+    assert np.isfinite(audio).all()
+    assert daemon.status()["counters"]["nonfinite_samples"] > 1000
+
+
+def test_a_checkpoint_that_cannot_load_at_start_falls_back_to_rule_based(tmp_path):
+    def loader(setting, seed):
+        raise CheckpointError("/x/vae.safetensors: truncated")
+    daemon = Daemon(_config(tmp_path), environ={}, duration=2.0, sinks=[RecordingSink()], composer_loader=loader)
+    assert _run(daemon) == 0
+    checkpoint = daemon.status()["checkpoint"]
+    assert checkpoint["id"].startswith("rule-based-") and "truncated" in checkpoint["error"]
+
+
+def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
+    sink = RecordingSink()
+    loads = {"n": 0}
+
+    def loader(setting, seed):
+        loads["n"] += 1
+        if loads["n"] == 3:
+            raise CheckpointError("corrupt checkpoint")
+        return FlakyComposer(ident=f"model-{loads['n']}", seed=seed)
+
+    config = _config(tmp_path, speed=8.0)
+    daemon = Daemon(config, environ={}, duration=60.0, sinks=[sink], composer_loader=loader)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
+        daemon._start_reload()
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-2")
+        daemon._start_reload()
+        assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
+        status = daemon.status()
+        assert status["checkpoint"]["id"] == "model-2" and "corrupt" in status["checkpoint"]["last_reload_error"]
+        assert status["checkpoint"]["reloads"] == 1
+        # The new model's bars reach playback once the buffer ahead of them has played.
+        assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "model-2", 30)
+    finally:
+        daemon.request_stop("test over")
+        thread.join(10)
+    assert not thread.is_alive()
+    starts = [b.start_frame for b in sink.blocks]
+    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # no gap across the swap
+
+
+def _until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_stop_request_ends_a_paced_run_quickly(tmp_path):
+    daemon = Daemon(_config(tmp_path, speed=1.0), environ={}, sinks=[RecordingSink()],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    assert _until(lambda: daemon.status()["clock"]["position_seconds"] > 0.5)
+    health, _ = daemon.health()
+    assert health
+    started = time.monotonic()
+    daemon.request_stop("test")
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 2.0
+
+
+def test_bad_bars_from_the_composer_are_rejected():
+    from streamer.composer import check_bar
+    from streamer.errors import ModelError
+    from streamer.types import Note
+
+    good = Bar((Note("lead", 60, 0.0, 1.0, 90),), 80.0)
+    assert check_bar(good) is good
+    for bad in (dataclasses.replace(good, tempo_bpm=float("nan")), dataclasses.replace(good, beats=0.0),
+                Bar((Note("kazoo", 60, 0.0, 1.0, 90),), 80.0), Bar((Note("lead", 200, 0.0, 1.0, 90),), 80.0),
+                Bar((Note("lead", 60, 9.0, 1.0, 90),), 80.0), Bar((Note("lead", 60, 0.0, float("inf"), 90),), 80.0)):
+        with pytest.raises(ModelError):
+            check_bar(bad)

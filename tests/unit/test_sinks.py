@@ -1,0 +1,276 @@
+"""Sinks: null, WAV file, speakers without a sound card, and ffmpeg supervision (with a stand-in
+ffmpeg script, so these run in a second; the real ffmpeg is in tests/integration)."""
+
+import dataclasses
+import logging
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.config import SinkSettings, VideoSettings
+from streamer.ringbuffer import AudioBlock
+from streamer.sinks import BackoffDelays, SinkState
+from streamer.sinks.ffmpeg import (FfmpegSink, file_target, network_target, prune_recordings, recording_target,
+                                   with_stream_key)
+from streamer.sinks.file import FileSink
+from streamer.sinks.null import NullSink
+from streamer.sinks.speakers import SpeakersSink
+from streamer.wavfile import to_pcm16
+
+RATE = 44100
+
+
+def _blocks(count: int, frames: int = 1024, seed: int = 0) -> list[AudioBlock]:
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for i in range(count):
+        pcm = (rng.uniform(-0.5, 0.5, (frames, 2))).astype(np.float32)
+        blocks.append(AudioBlock(pcm, to_pcm16(pcm), i * frames, RATE))
+    return blocks
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_null_sink_counts_everything():
+    sink = NullSink()
+    sink.start()
+    for block in _blocks(3):
+        assert sink.submit(block)
+    snap = sink.snapshot()
+    assert snap.healthy and snap.connected and snap.frames_written == 3072 and snap.bytes_written == 3072 * 4
+    sink.stop(1)
+    assert sink.snapshot().state == SinkState.STOPPED
+
+
+def test_file_sink_writes_the_same_samples_in_segments(tmp_path):
+    path = tmp_path / "rec" / "out.wav"
+    sink = FileSink(path, RATE, queue_seconds=10, segment_seconds=2048 / RATE)
+    blocks = _blocks(5)
+    sink.start()
+    for block in blocks:
+        assert sink.submit(block)
+    sink.stop(5)
+    files = [path, path.with_name("out-001.wav"), path.with_name("out-002.wav")]
+    assert [f.exists() for f in files] == [True, True, True]
+    data = b""
+    for f in files:
+        with wave.open(str(f)) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (RATE, 2, 2)
+            data += w.readframes(w.getnframes())
+    assert data == b"".join(b.pcm16 for b in blocks)
+    assert sink.snapshot().frames_written == 5 * 1024
+
+
+def test_file_sink_failure_stays_in_that_sink(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    sink = FileSink(blocker / "out.wav", RATE)
+    sink.start()
+    assert _wait(lambda: sink.snapshot().state == SinkState.FAILED)
+    assert not sink.submit(_blocks(1)[0]) or sink.snapshot().state == SinkState.FAILED
+    sink.stop(1)
+
+
+def test_speakers_without_a_device_warn_once_and_discard(caplog):
+    sink = SpeakersSink(RATE, retry_seconds=0.05, device=987654)  # a device that cannot exist
+    with caplog.at_level(logging.WARNING, logger="streamer.sinks.speakers"):
+        sink.start()
+        assert _wait(lambda: sink.snapshot().state == SinkState.UNAVAILABLE)
+        time.sleep(0.2)  # a few retries
+        for block in _blocks(10):
+            assert sink.submit(block)  # never blocks, never counts as a drop
+    sink.stop(2)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "retrying" in warnings[0].getMessage()
+    snap = sink.snapshot()
+    assert snap.frames_dropped == 0 and not snap.healthy
+
+
+SPEAKERS_SCRIPT = """
+import time, numpy as np
+from streamer.ringbuffer import AudioBlock
+from streamer.sinks.speakers import SpeakersSink
+sink = SpeakersSink(44100)
+sink.start()
+pcm = np.zeros((1024, 2), np.float32)
+deadline = time.monotonic() + 10
+while sink.snapshot().state not in ("running", "unavailable") and time.monotonic() < deadline:
+    time.sleep(0.02)
+for i in range(5):
+    sink.submit(AudioBlock(pcm, bytes(4096), i * 1024, 44100))
+while sink.snapshot().frames_written < 5 * 1024 and time.monotonic() < deadline:
+    time.sleep(0.02)
+sink.stop(2)
+print(sink.snapshot().state, sink.snapshot().frames_written)
+"""
+
+
+def test_speakers_play_on_a_null_alsa_device(tmp_path):
+    # PortAudio reads the ALSA configuration once per process: run in a fresh one.
+    conf = tmp_path / "asound.conf"
+    conf.write_text("pcm.!default { type null }\n")
+    env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
+    result = subprocess.run([sys.executable, "-c", SPEAKERS_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["stopped", str(5 * 1024)]
+
+
+def test_backoff_first_wait_is_short_then_doubles_and_resets():
+    backoff = BackoffDelays(1.0, 8.0, healthy_after=60)
+    assert [backoff.next(0.1) for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert backoff.next(120.0) == 1.0
+
+
+def test_stream_key_goes_into_the_url_and_never_into_the_label():
+    assert with_stream_key("rtmp://a.rtmp.youtube.com/live2", "abcd-1234") == "rtmp://a.rtmp.youtube.com/live2/abcd-1234"
+    assert with_stream_key("rtmp://b.rtmp.youtube.com/live2?backup=1", "k3y") == \
+        "rtmp://b.rtmp.youtube.com/live2/k3y?backup=1"
+    assert with_stream_key("rtmps://x/app/{key}/y", "k3y") == "rtmps://x/app/k3y/y"
+    assert with_stream_key("rtmp://x/app/name", "") == "rtmp://x/app/name"
+    target = network_target("rtmp://a.rtmp.youtube.com/live2", "secret-key-99")
+    assert "secret-key-99" in target.url and "secret-key-99" not in target.label
+    assert target.tee_slave().startswith("[f=flv:") and "onfail=ignore" in target.tee_slave()
+
+
+def test_file_targets_and_recordings(tmp_path):
+    assert file_target(tmp_path / "a.mkv").muxer == "matroska"
+    assert file_target(tmp_path / "a.flv").muxer == "flv"
+    with pytest.raises(ValueError):
+        file_target(tmp_path / "a.xyz")
+    rec = recording_target(tmp_path, 3600)
+    assert rec.muxer == "segment" and rec.options["strftime"] == "1" and "%Y" in rec.url
+
+
+def test_prune_recordings_deletes_oldest_first_but_never_the_newest(tmp_path):
+    for i in range(4):
+        f = tmp_path / f"chiplofi-2024010{i}-000000.mkv"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (1000 + i, 1000 + i))
+    assert prune_recordings(tmp_path, 2500) == 2
+    assert sorted(p.name[-19:-11] for p in tmp_path.iterdir()) == ["20240102", "20240103"]
+    assert prune_recordings(tmp_path, 0) == 1  # the newest (being written) stays
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+# ----------------------------------------------------------------------------- ffmpeg supervision
+
+FAKE_FFMPEG = r'''#!{python}
+import os, sys, time
+mode = {mode!r}
+log = open({log!r}, "a")
+log.write("start %f %s\n" % (time.time(), " ".join(sys.argv[1:]).count("onfail=ignore")))
+log.flush()
+if mode == "exit":
+    sys.stderr.write("[error] something went wrong\n")
+    sys.exit(3)
+if mode == "stuck":
+    time.sleep(60)
+total = 0
+while True:
+    data = sys.stdin.buffer.read(4096)
+    if not data:
+        break
+    total += len(data)
+    if mode == "ok":
+        seconds = total / (44100 * 4)
+        sys.stderr.write("[info] frame=1 fps=0 q=0 size=1kB time=00:00:%05.2f bitrate=1kbits/s speed=1x\r" % seconds)
+        sys.stderr.flush()
+log.write("eof %d\n" % total)
+sys.exit(0)
+'''
+
+
+def _fake_sink(tmp_path: Path, mode: str, **settings) -> tuple[FfmpegSink, Path]:
+    log_path = tmp_path / f"{mode}.log"
+    script = tmp_path / f"ffmpeg-{mode}"
+    script.write_text(FAKE_FFMPEG.format(python=sys.executable, mode=mode, log=str(log_path)))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    sink_settings = dataclasses.replace(SinkSettings(), ffmpeg=str(script), restart_initial_seconds=0.2,
+                                        **settings)
+    targets = [network_target("rtmp://127.0.0.1:1/live", "topsecret"), file_target(tmp_path / "out.mkv")]
+    sink = FfmpegSink(targets, sample_rate=RATE, video=VideoSettings(), settings=sink_settings,
+                      text_path=tmp_path / "np.txt", secrets=["topsecret"])
+    return sink, log_path
+
+
+def test_ffmpeg_command_line_has_youtube_settings_and_one_tee_slave_per_target(tmp_path):
+    sink, _ = _fake_sink(tmp_path, "ok")
+    args = sink.arguments()
+    joined = " ".join(args)
+    option = lambda name: args[args.index(name) + 1]  # noqa: E731
+    assert option("-f") == "s16le" and option("-c:v") == "libx264" and option("-pix_fmt") == "yuv420p"
+    assert option("-g") == option("-keyint_min") == str(2 * int(option("-r")))
+    assert option("-sc_threshold") == "0" and option("-c:a") == "aac" and option("-b:a") == "128k"
+    assert option("-b:v") == option("-maxrate") == option("-minrate")
+    assert "tee" in args and joined.count("onfail=ignore") == 2 and "attempt_recovery=1" in joined
+    assert "rtmp://127.0.0.1:1/live/topsecret" in args[-1]
+    assert "reload=1" in option("-filter_complex") and "showwaves" in option("-filter_complex")
+
+
+def test_ffmpeg_that_exits_is_restarted_quickly_and_the_key_is_not_logged(tmp_path, caplog):
+    sink, log_path = _fake_sink(tmp_path, "exit")
+    with caplog.at_level(logging.DEBUG):
+        sink.start()
+        assert _wait(lambda: sink.restarts >= 3, 15)
+        sink.stop(3)
+    starts = [float(line.split()[1]) for line in log_path.read_text().splitlines() if line.startswith("start")]
+    assert starts[1] - starts[0] <= 2.0  # first retry ≤ 2 s
+    assert starts[2] - starts[1] > starts[1] - starts[0]  # then backing off
+    assert "exited with code 3" in sink.snapshot().last_error
+    assert "topsecret" not in caplog.text and "something went wrong" in caplog.text
+
+
+def test_ffmpeg_that_stops_reading_is_restarted_after_the_write_timeout(tmp_path):
+    sink, log_path = _fake_sink(tmp_path, "stuck", write_timeout_seconds=0.5, queue_seconds=60)
+    sink.start()
+    assert _wait(lambda: sink.snapshot().state == SinkState.RUNNING)
+    for block in _blocks(400):  # ≈ 1.6 MB: more than the pipe holds
+        sink.submit(block)
+    assert _wait(lambda: sink.restarts >= 1, 20)
+    assert "stopped reading its input" in sink.restart_reasons[0]
+    sink.stop(3)
+
+
+def test_ffmpeg_without_progress_is_restarted(tmp_path):
+    sink, _ = _fake_sink(tmp_path, "silent", stall_seconds=2.0)
+    sink.start()
+    deadline = time.monotonic() + 20
+    while sink.restarts == 0 and time.monotonic() < deadline:
+        for block in _blocks(10):
+            sink.submit(block)
+        time.sleep(0.1)
+    assert sink.restarts >= 1 and "no progress" in sink.restart_reasons[0]
+    sink.stop(3)
+
+
+def test_ffmpeg_gets_every_byte_and_ends_cleanly_on_stop(tmp_path):
+    sink, log_path = _fake_sink(tmp_path, "ok")
+    sink.start()
+    blocks = _blocks(50)
+    for block in blocks:
+        assert sink.submit(block)
+    assert _wait(lambda: sink.snapshot().connected)
+    started = time.monotonic()
+    sink.stop(4)
+    assert time.monotonic() - started < 4
+    assert sink.clean_exit and sink.restarts == 0
+    assert re.search(r"^eof (\d+)$", log_path.read_text(), re.M).group(1) == str(sum(len(b.pcm16) for b in blocks))
+    snap = sink.snapshot()
+    assert snap.bytes_written == sum(len(b.pcm16) for b in blocks)
+    assert [t["target"] for t in snap.detail["targets"]][0] == "rtmp://127.0.0.1:1/live/<redacted>"

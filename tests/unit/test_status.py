@@ -1,0 +1,233 @@
+"""Status HTTP server: endpoints, /status and /metrics agree, 404/405, malformed and
+excess clients never take it down, live audio stream."""
+
+import http.client
+import json
+import socket
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer.errors import ConfigError
+from streamer.ringbuffer import AudioBlock
+from streamer.sinks import SinkSnapshot
+from streamer.status import LiveAudioHub, StatusServer, parse_addr
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.healthy = True
+        self.position = 12.5
+        self.bytes = 1000
+
+    def status(self):
+        return {
+            "uptime_seconds": 3.0, "state": "running", "sample_rate": 44100,
+            "now_playing": {"track_id": "s0-t0001", "bar": 3, "section": "A", "key": "C major", "chord": "Cmaj7",
+                            "tempo_bpm": 80.0, "composer_id": "ck-1", "fallback": False},
+            "buffer": {"ahead_seconds": 31.0, "target_seconds": 30.0, "bars": 10},
+            "clock": {"position_seconds": self.position, "speed": 1.0, "advancing": True, "lag_seconds": 0.0,
+                      "resyncs": 0},
+            "checkpoint": {"id": "ck-1", "reloads": 2, "reload_failures": 1},
+            "sinks": [vars(SinkSnapshot("ffmpeg", "ffmpeg", "running", True, True, restarts=4,
+                                        bytes_written=self.bytes, frames_dropped=7))],
+            "counters": {"underruns": 5, "fallback_bars": 6, "composer_errors": 1, "nonfinite_samples": 9,
+                         "bars_played": 11, "bars_composed": 20, "pcm_underruns": 0},
+        }
+
+    def recent_bars(self):
+        return [{"track_id": "s0-t0001", "bar": 3, "notes": []}]
+
+    def health(self):
+        return (True, "ok") if self.healthy else (False, "clock not advancing")
+
+    def readiness(self):
+        return False, "no output connected"
+
+
+@pytest.fixture
+def server():
+    provider = FakeProvider()
+    hub = LiveAudioHub(44100, max_listeners=2)
+    hub.start()
+    srv = StatusServer(("127.0.0.1", 0), provider, hub, max_clients=8)
+    srv.start()
+    yield srv, provider, hub
+    hub.stop(1)
+    srv.stop()
+
+
+def _get(srv, path, method="GET"):
+    conn = http.client.HTTPConnection(*srv.address, timeout=5)
+    conn.request(method, path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, response.getheader("Content-Type"), body
+
+
+def test_endpoints(server):
+    srv, provider, _ = server
+    status, ctype, body = _get(srv, "/status")
+    assert status == 200 and ctype == "application/json" and json.loads(body)["checkpoint"]["id"] == "ck-1"
+    assert _get(srv, "/healthz")[0] == 200
+    provider.healthy = False
+    assert _get(srv, "/healthz")[0] == 503
+    status, _, body = _get(srv, "/readyz")
+    assert status == 503 and b"no output" in body
+    status, ctype, body = _get(srv, "/")
+    assert status == 200 and ctype.startswith("text/html") and b"/live.wav" in body and b"<canvas" in body
+    assert json.loads(_get(srv, "/bars?x=1")[2])[0]["bar"] == 3
+    assert _get(srv, "/status", "HEAD")[:2] == (200, "application/json")
+
+
+@pytest.mark.parametrize("path", ["/nope", "/status/", "/../etc/passwd", "/%00", "/metrics/x", "/live.wav/x"])
+def test_unknown_paths_are_404(server, path):
+    assert _get(server[0], path)[0] == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO", "TRACE"])
+def test_other_methods_are_405(server, method):
+    assert _get(server[0], "/status", method)[0] == 405
+
+
+def test_metrics_agree_with_status(server):
+    srv, provider, _ = server
+    status, ctype, body = _get(srv, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    snap = provider.status()
+    assert samples[("chiplofi_audio_seconds_total", ())] == snap["clock"]["position_seconds"]
+    assert samples[("chiplofi_underruns_total", ())] == 5
+    assert samples[("chiplofi_nonfinite_samples_total", ())] == 9
+    assert samples[("chiplofi_reloads_total", (("result", "failed"),))] == 1
+    assert samples[("chiplofi_checkpoint_info", (("id", "ck-1"),))] == 1
+    labels = (("kind", "ffmpeg"), ("sink", "ffmpeg"))
+    assert samples[("chiplofi_sink_restarts_total", labels)] == 4
+    assert samples[("chiplofi_sink_bytes_total", labels)] == 1000
+    assert samples[("chiplofi_sink_dropped_frames_total", labels)] == 7
+
+
+def _raw(srv, data: bytes) -> bytes:
+    with socket.create_connection(srv.address, timeout=5) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server already answered and closed
+            pass
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _is_client_error(reply: bytes, code: bytes = b"4") -> bool:
+    """An HTTP/1.x status line with a 4xx code, or (for an HTTP/0.9-style request line, which
+    gets no status line) the stdlib's error page with that code; or nothing at all."""
+    if reply.startswith(b"HTTP/1."):
+        return reply[9:9 + len(code)] == code
+    return reply == b"" or b"Error code: " + code in reply
+
+
+@pytest.mark.parametrize("request_bytes,expected", [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GET\r\n\r\n", b"400"),
+    (b"GET /status HTTP/9.9\r\n\r\n", b"505"),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", b"414"),
+    (b"GET /status HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", b"431"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)), b"4"),  # a TLS hello
+])
+def test_malformed_requests_get_an_error_and_the_server_lives(server, request_bytes, expected):
+    srv = server[0]
+    reply = _raw(srv, request_bytes)
+    assert _is_client_error(reply, expected) or (expected == b"505" and b" 505 " in reply[:20])
+    assert _get(srv, "/healthz")[0] == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600))
+def test_random_bytes_never_take_the_server_down(server, data):
+    srv = server[0]
+    reply = _raw(srv, data + b"\r\n\r\n")
+    assert _is_client_error(reply) or reply.startswith(b"HTTP/1.0 505") or reply.startswith(b"HTTP/1.1 505")
+    assert _get(srv, "/healthz")[0] == 200
+
+
+def test_too_many_idle_connections_get_503_and_the_server_recovers(server):
+    srv = server[0]
+    idle = [socket.create_connection(srv.address, timeout=5) for _ in range(8)]  # hold every slot
+    try:
+        time.sleep(0.2)
+        assert b" 503 " in _raw(srv, b"GET /status HTTP/1.0\r\n\r\n")[:20]
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if _get(srv, "/healthz")[0] == 200:
+                break
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.05)
+    assert _get(srv, "/healthz")[0] == 200
+
+
+def test_live_wav_streams_the_current_audio(server):
+    srv, _, hub = server
+    conn = http.client.HTTPConnection(*srv.address, timeout=5)
+    conn.request("GET", "/live.wav")
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type") == "audio/wav"
+    header = response.read(44)
+    assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt "
+    assert struct.unpack("<HHI", header[20:28]) == (1, 2, 44100)
+    assert hub.listeners == 1
+    pcm = np.full((1024, 2), 0.25, dtype=np.float32)
+    payload = (np.round(pcm * 32767).astype("<i2")).tobytes()
+    feeder = threading.Thread(target=lambda: [hub.submit(AudioBlock(pcm, payload, i * 1024, 44100))
+                                              for i in range(3)])
+    feeder.start()
+    data = response.read(len(payload) * 3)
+    feeder.join()
+    assert data == payload * 3
+    response.close()
+    conn.close()
+    deadline = time.monotonic() + 5
+    while hub.listeners and time.monotonic() < deadline:
+        hub.submit(AudioBlock(pcm, payload, 0, 44100))  # the handler notices the closed socket on write
+        time.sleep(0.05)
+    assert hub.listeners == 0
+
+
+def test_listener_limit(server):
+    srv, _, hub = server
+    conns = []
+    for _ in range(2):
+        conn = http.client.HTTPConnection(*srv.address, timeout=5)
+        conn.request("GET", "/live.wav")
+        assert conn.getresponse().status == 200
+        conns.append(conn)
+    assert _get(srv, "/live.wav")[0] == 503
+    for conn in conns:
+        conn.close()
+
+
+def test_parse_addr():
+    assert parse_addr("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_addr("[::1]:0") == ("::1", 0)
+    for bad in ("8080", "host:", ":80", "host:99999", "host:x"):
+        with pytest.raises(ConfigError, match="status.addr"):
+            parse_addr(bad)
