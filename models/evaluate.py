@@ -322,14 +322,14 @@ def goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             random["voice_presence"][voice])
     minutes = generated["minutes"]
     repeats = generated["repeats_across_tracks"]
-    add("repeated_4bar_spans", "repeated_4bar_spans", f"4-bar spans repeated across tracks ({minutes:.0f} min)",
-        repeats["repeated"], None, f"of {repeats['spans']} spans")
+    add("repeated_4bar_spans", "repeated_4bar_spans",
+        f"4-bar spans repeated across tracks ({minutes:.0f} min, {repeats['spans']} spans)", repeats["repeated"])
     copies = generated.get("copied_from_training")
     real_copies = real.get("copied_from_training")
-    add("copied_2bar_spans", "copied_2bar_spans", "2-bar spans copied from training data",
-        None if copies is None else copies["copied"],
-        None if real_copies is None else real_copies["copied"],
-        "" if copies is None else f"real held-out (of {real_copies['spans']}); gen. of {copies['spans']}")
+    add("copied_2bar_spans", "copied_2bar_spans",
+        "2-bar spans copied from training data" + ("" if copies is None else f" ({copies['spans']} spans)"),
+        None if copies is None else copies["copied"], None if real_copies is None else real_copies["copied"],
+        "" if real_copies is None else f"real held-out ({real_copies['spans']} spans)")
     return rows
 
 
