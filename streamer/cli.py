@@ -17,6 +17,8 @@ from streamer.errors import ChiplofiError, ConfigError
 
 log = logging.getLogger("chiplofi")
 
+CONFIG_EXAMPLE_HEADER = ("# chiplofi configuration: every key with its default and what it accepts.\n"
+                         "# Regenerate with `chiplofi config example`.\n\n")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -112,6 +114,13 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_example(args: argparse.Namespace) -> int:
+    from streamer.config import example_toml
+
+    sys.stdout.write(CONFIG_EXAMPLE_HEADER + example_toml())
+    return 0
+
+
 def _render_wav_for_models(midi_path: Path, wav_path: Path) -> None:
     """Injected into `generate --wav` so the models package never imports the streamer."""
     from streamer.config import Config
@@ -184,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds of audio (tests, benchmarks)")
     stream.set_defaults(func=_cmd_stream, log_level=logging.INFO)
 
-    config_cmd = commands.add_parser("config", help="check a config file",
+    config_cmd = commands.add_parser("config", help="check a config file or print an example",
                                      description="Validate a TOML config (every key, plus environment "
                                                  "overrides CHIPLOFI_<TABLE>__<KEY>) and say what it means.")
     config_commands = config_cmd.add_subparsers(dest="config_command", metavar="ACTION")
@@ -192,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate FILE; exit 2 naming the first bad key")
     check.add_argument("file", type=Path, metavar="FILE")
     check.set_defaults(func=_cmd_config_check)
+    example = config_commands.add_parser("example", help="print every key with its default and meaning",
+                                         description="Print a complete, commented TOML config: every "
+                                                     "key, its default and what it accepts.")
+    example.set_defaults(func=_cmd_config_example)
 
     add_model_commands(commands, render_wav=_render_wav_for_models)
     add_eval_command(commands)

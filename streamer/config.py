@@ -8,6 +8,7 @@ adding a field; every error names the full key (`effects.hiss_db`) and what is a
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,10 @@ class Config:
                                    metadata={"help": "status HTTP server"})
 
 
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _describe(meta: Mapping[str, Any], kind: type) -> str:
     if meta.get("choices"):
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
@@ -200,7 +205,7 @@ def _describe(meta: Mapping[str, Any], kind: type) -> str:
         return "a list of strings"
     name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
     if lo is not None and hi is not None:
-        return f"{name} from {lo:g} to {hi:g}"
+        return f"{name} from {_number(lo)} to {_number(hi)}"
     return name
 
 
@@ -315,3 +320,38 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     if environ is not None:
         data = _merge(data, env_overrides(environ))
     return settings_from_mapping(Config, data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def example_toml(settings: Any = None, prefix: str = "") -> str:
+    """A TOML file documenting every key of `settings` (default: `Config()`) with its value, help
+    and accepted values.
+
+    `deploy/config.example.toml` is this text (a test keeps them equal), so the example can
+    never fall behind the settings.
+    """
+    settings = Config() if settings is None else settings
+    hints = get_type_hints(type(settings))
+    scalars, tables = [], []
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            tables.append((f, value))
+            continue
+        comment = textwrap.wrap(f"{f.metadata['help']} ({_describe(f.metadata, hints[f.name])})", 98)
+        scalars.append("".join(f"# {line}\n" for line in comment) + f"{f.name} = {_toml_value(value)}\n")
+    parts = []
+    if prefix:
+        parts.append(f"[{prefix.rstrip('.')}]\n" + "\n".join(scalars))
+    for f, value in tables:
+        parts.append(f"# {f.metadata['help']}\n" + example_toml(value, f"{prefix}{f.name}."))
+    return "\n".join(parts)

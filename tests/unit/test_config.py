@@ -1,11 +1,16 @@
 """Config loading: defaults, overrides, and errors that name the key and what is accepted."""
 
 import dataclasses
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 from typing import get_type_hints
 
 import pytest
 
-from streamer.config import Config, RenderSettings, load_config, settings_from_mapping
+from streamer.cli import CONFIG_EXAMPLE_HEADER
+from streamer.config import Config, RenderSettings, example_toml, load_config, settings_from_mapping
 from streamer.errors import ConfigError, InputFileError
 
 
@@ -66,3 +71,14 @@ def test_file_errors_name_the_file(tmp_path):
     broken.write_text("[render\nswing = ")
     with pytest.raises(ConfigError, match="broken.toml"):
         load_config(broken)
+
+
+def test_shipped_example_documents_every_key_with_its_default():
+    shipped = (Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml").read_text()
+    assert shipped == CONFIG_EXAMPLE_HEADER + example_toml(), "regenerate: chiplofi config example"
+    assert settings_from_mapping(Config, tomllib.loads(shipped)) == Config()
+    for key in dict(_all_fields(Config)):
+        assert f"\n{key.rsplit('.', 1)[-1]} = " in shipped or f"[{key}]" in shipped, key
+    printed = subprocess.run([sys.executable, "-m", "streamer.cli", "config", "example"],
+                             capture_output=True, text=True, check=True).stdout
+    assert printed == shipped
