@@ -53,7 +53,8 @@ LEAD_SECONDS = 0.5  # rendered audio kept ahead of the clock
 MIN_LEAD_SECONDS = 0.12  # below this, a missing bar is an underrun: the fallback bed plays
 UNPACED_BAR_WAIT_SECONDS = 5.0  # unpaced, the composer sets the pace; wait this long before falling back
 RENDER_TAIL_SECONDS = 0.4  # release tails of the old renderer, mixed in on a SoundFont swap
-STOP_BUDGET_SECONDS = 4.0  # for the sinks; the whole stop stays under 5 s
+STOP_BUDGET_SECONDS = 4.0  # for the sinks on a signal; the whole stop stays under 5 s
+DRAIN_BUDGET_SECONDS = 60.0  # for the sinks when --duration ends the run: every file is finished
 RECENT_BARS = 4
 UPCOMING_BARS = 4
 STATUS_LINE_SECONDS = 10.0
@@ -292,6 +293,7 @@ class Daemon:
         self._effects_nonfinite_base = 0
         self._threads: list[threading.Thread] = []
         self._ready = False
+        self._duration_reached = False
         self._last_status_line = 0.0
         self._last_watchdog = 0.0
 
@@ -342,7 +344,8 @@ class Daemon:
             self.now_playing_file = NowPlayingFile(self.state_dir / "nowplaying.txt")
             sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
                                     settings=config.sinks, text_path=self.now_playing_file.path,
-                                    secrets=[self.key], recordings_dir=recordings if plan.record else None))
+                                    secrets=[self.key], recordings_dir=recordings if plan.record else None,
+                                    live=self.clock.paced))
         for path in plan.wav_files:
             sinks.append(FileSink(path, self.sample_rate, config.sinks.queue_seconds,
                                   config.sinks.record_segment_minutes * 60))
@@ -370,9 +373,17 @@ class Daemon:
     def _start(self) -> None:
         log.info("chiplofi stream starting: %s, seed %d, speed %s", self.sample_rate, self.seed,
                  "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.renderer, self.effects = self._build_render(self.config)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"stream.state_dir: cannot create {self.state_dir} ({exc.strerror or exc})") from exc
         self.sinks = self._build_sinks()
+        # ffmpeg takes a while to start: let it, while the renderer and composer load. No audio
+        # goes out before the buffer is prefilled (and ffmpeg starts with what is playing then).
+        ffmpeg_sinks = [sink for sink in self.sinks if sink.kind == "ffmpeg"]
+        for sink in ffmpeg_sinks:
+            sink.start()
+        self.renderer, self.effects = self._build_render(self.config)
         if self.config.status.enabled:
             self.hub = LiveAudioHub(self.sample_rate, self.config.status.max_listeners)
             self.sinks.append(self.hub)
@@ -393,7 +404,8 @@ class Daemon:
         log.info("buffer %s: %.1f s ahead after %.2f s", "prefilled" if filled else "partly filled",
                  self.ring.ahead_seconds, time.monotonic() - started)
         for sink in self.sinks:
-            sink.start()
+            if sink not in ffmpeg_sinks:
+                sink.start()
         self._start_thread("audio", self._audio_loop)
         self._ready = True
         self.notifier.notify("READY=1")
@@ -476,12 +488,12 @@ class Daemon:
         started = time.monotonic()
         for thread in self._threads:
             thread.join(0.5)  # the composer may be inside a slow model call: it is a daemon thread
-        stoppers = [threading.Thread(target=sink.stop, args=(STOP_BUDGET_SECONDS - 0.5,), daemon=True)
-                    for sink in self.sinks]
+        budget = DRAIN_BUDGET_SECONDS if self._duration_reached else STOP_BUDGET_SECONDS
+        stoppers = [threading.Thread(target=sink.stop, args=(budget - 0.5,), daemon=True) for sink in self.sinks]
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
-            stopper.join(max(0.1, STOP_BUDGET_SECONDS - (time.monotonic() - started)))
+            stopper.join(max(0.1, budget - (time.monotonic() - started)))
         if self.status_server is not None:
             self.status_server.stop()
         if self.renderer is not None:
@@ -565,6 +577,7 @@ class Daemon:
             self.clock.advance(block.frames)
             self._advance_now_playing(self.clock.frames)
             if self.duration is not None and self.clock.position_seconds >= self.duration:
+                self._duration_reached = True
                 self.request_stop(f"{self.duration:g} s of audio played")
 
     def _apply_render_swap(self) -> None:

@@ -188,6 +188,20 @@ class BlockQueue:
             self._cond.notify_all()
             return block
 
+    def trim_to(self, max_frames: int) -> int:
+        """Drop the oldest blocks until at most `max_frames` are queued (counted); returns frames dropped."""
+        dropped = 0
+        with self._cond:
+            while self._frames > max_frames and self._blocks:
+                old = self._blocks.popleft()
+                self._frames -= old.frames
+                dropped += old.frames
+            if dropped:
+                self.stats.frames_dropped += dropped
+                self.stats.drops += 1
+                self._cond.notify_all()
+        return dropped
+
     def clear(self) -> int:
         """Drop everything queued (counted as dropped); returns the frames dropped."""
         with self._cond:

@@ -113,7 +113,10 @@ def encoder_options(settings: VideoSettings, sample_rate: int) -> dict[str, str 
     preset = preset_of(settings)
     kbps = preset.video_kbps
     return {
-        "c:v": "libx264", "preset": settings.x264_preset, "pix_fmt": "yuv420p", "r": str(preset.fps),
+        # zerolatency: no B-frames or look-ahead, so the first frames leave within a frame time
+        # (and it costs ~20 % less CPU); the picture is mostly still, so quality does not suffer.
+        "c:v": "libx264", "preset": settings.x264_preset, "tune": "zerolatency", "pix_fmt": "yuv420p",
+        "r": str(preset.fps),
         "g": str(preset.gop), "keyint_min": str(preset.gop), "sc_threshold": "0",
         "b:v": f"{kbps}k", "minrate": f"{kbps}k", "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k",
         "x264-params": "nal-hrd=cbr:force-cfr=1",

@@ -51,7 +51,8 @@ from streamer.video import encoder_options, filter_graph
 log = logging.getLogger(__name__)
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-PIPE_BYTES = 1 << 20  # ≈ 6 s of 44.1 kHz stereo s16: slack for ffmpeg's start-up
+PIPE_BYTES = 1 << 15  # ≈ 0.19 s of 44.1 kHz stereo s16: little audio can hide in the pipe
+START_BACKLOG_SECONDS = 0.3  # while ffmpeg starts, older queued audio is dropped: it starts live
 MUXERS = {".flv": "flv", ".mkv": "matroska", ".mp4": "mp4", ".ts": "mpegts", ".mov": "mov"}
 NETWORK_SCHEMES = ("rtmp", "rtmps")
 RECORDING_PATTERN = "chiplofi-%Y%m%d-%H%M%S.mkv"
@@ -75,10 +76,18 @@ class Target:
     def network(self) -> bool:
         return self.url.split(":", 1)[0].lower() in NETWORK_SCHEMES
 
-    def tee_slave(self) -> str:
+    def url_for_run(self, run: int) -> str:
+        """A plain file target is not overwritten by a restart: run 2 writes NAME-1.EXT, and so on.
+        (Network targets reconnect; segmented recordings are named by time.)"""
+        if run <= 1 or self.network or self.muxer == "segment":
+            return self.url
+        path = Path(self.url)
+        return str(path.with_name(f"{path.stem}-{run - 1}{path.suffix}"))
+
+    def tee_slave(self, run: int = 1) -> str:
         options = {"f": self.muxer, **self.options, "onfail": "ignore"}
         spec = ":".join(f"{key}={value}" for key, value in options.items())
-        return f"[{spec}]{_tee_escape(self.url)}"
+        return f"[{spec}]{_tee_escape(self.url_for_run(run))}"
 
 
 def _tee_escape(url: str) -> str:
@@ -152,7 +161,7 @@ class FfmpegSink(QueuedSink):
 
     def __init__(self, targets: list[Target], *, sample_rate: int, video: VideoSettings,
                  settings: SinkSettings, text_path: Path, secrets: list[str] | None = None,
-                 recordings_dir: Path | None = None, name: str = "ffmpeg") -> None:
+                 recordings_dir: Path | None = None, live: bool = True, name: str = "ffmpeg") -> None:
         super().__init__(name, sample_rate, settings.queue_seconds)
         if not targets:
             raise ValueError("the ffmpeg sink needs at least one target")
@@ -162,6 +171,7 @@ class FfmpegSink(QueuedSink):
         self.text_path = text_path
         self.secrets = [s for s in (secrets or []) if s]
         self.recordings_dir = recordings_dir
+        self.live = live  # paced: start each ffmpeg with current audio (unpaced: keep every sample)
         self._proc: subprocess.Popen[bytes] | None = None
         self._proc_lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
@@ -178,6 +188,8 @@ class FfmpegSink(QueuedSink):
         self.restart_reasons: list[str] = []
         self.pid: int | None = None
         self.clean_exit: bool | None = None
+        self.runs = 0  # ffmpeg processes started so far
+        self._stop_timeout = STOP_EOF_SECONDS + 1.5
 
     # ----------------------------------------------------------------- command line
 
@@ -188,8 +200,12 @@ class FfmpegSink(QueuedSink):
               .option("stats")
               .option("stats_period", "0.5")
               .option("filter_complex", filter_graph(self.video, self.text_path))
+              # Raw PCM needs no probing: without these ffmpeg reads ~1 s of input before starting.
               .input("pipe:0", {"f": "s16le", "ar": self.sample_rate, "ac": 2, "ch_layout": "stereo",
-                                "thread_queue_size": 1024}))
+                                # Live, a deep queue absorbs hiccups; unpaced, a shallow one makes
+                                # ffmpeg push back instead of hoarding audio it has not encoded.
+                                "thread_queue_size": 1024 if self.live else 8,
+                                "probesize": 32, "analyzeduration": 0}))
         options: dict[str, object] = {"map": ["[vout]", "[aout]"]}
         options.update(encoder_options(self.video, self.sample_rate))
         recovery = max(0.5, self.settings.target_retry_seconds)
@@ -198,7 +214,7 @@ class FfmpegSink(QueuedSink):
             "fifo_options": (f"attempt_recovery=1:recover_any_error=1:recovery_wait_time={recovery:g}:"
                              f"drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size={FIFO_QUEUE_PACKETS}"),
         })
-        ff.output("|".join(target.tee_slave() for target in self.targets), options)  # type: ignore[arg-type]
+        ff.output("|".join(target.tee_slave(self.runs) for target in self.targets), options)  # type: ignore[arg-type]
         return ff.arguments
 
     # ----------------------------------------------------------------- lifecycle
@@ -256,6 +272,7 @@ class FfmpegSink(QueuedSink):
         self.state = SinkState.STARTING
         self._write_error = ""
         self._incarnation_over.clear()
+        self.runs += 1
         try:
             proc = self._spawn()
         except OSError as exc:
@@ -308,10 +325,11 @@ class FfmpegSink(QueuedSink):
         self._incarnation_over.set()
         writer.join(0.5)
         self._close_stdin(proc)
+        grace = max(STOP_EOF_SECONDS, self._stop_timeout - 1.5)
         try:
-            code = proc.wait(STOP_EOF_SECONDS)
+            code = proc.wait(grace)
         except subprocess.TimeoutExpired:
-            log.warning("ffmpeg did not end %.1f s after its input; terminating", STOP_EOF_SECONDS)
+            log.warning("ffmpeg did not end %.1f s after its input; terminating", grace)
             code = self._kill(proc)
         reader.join(1.0)
         self.exit_codes.append(code)
@@ -336,6 +354,7 @@ class FfmpegSink(QueuedSink):
         return proc.wait()
 
     def stop(self, timeout: float) -> None:
+        self._stop_timeout = timeout
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout)
@@ -368,6 +387,10 @@ class FfmpegSink(QueuedSink):
                 self._write_error = error
                 return
 
+    def _starting(self) -> bool:
+        """Live (paced) stream, and this ffmpeg has not reported progress yet."""
+        return self.live and self._progress_seconds == 0.0
+
     def _write_all(self, fd: int, block: AudioBlock, timeout: float) -> str:
         view = memoryview(block.pcm16)
         deadline = time.monotonic() + timeout
@@ -376,8 +399,12 @@ class FfmpegSink(QueuedSink):
             if remaining <= 0:
                 return f"stopped reading its input (write blocked {timeout:g} s)"
             try:
-                _, writable, _ = select.select([], [fd], [], min(remaining, 0.5))
+                _, writable, _ = select.select([], [fd], [], min(remaining, 0.05 if self._starting() else 0.5))
                 if not writable:
+                    if self._starting():
+                        # ffmpeg is not reading yet: keep only the newest audio, so that it starts
+                        # with what is playing now instead of bursting a backlog to the receiver.
+                        self.queue.trim_to(int(START_BACKLOG_SECONDS * self.sample_rate))
                     continue
                 written = os.write(fd, view)
             except BlockingIOError:
@@ -428,6 +455,8 @@ class FfmpegSink(QueuedSink):
                 return
         if match and match["module"] == "fifo" and addr:
             self._on_fifo_line(addr, text, raw)
+        if not self.live and "queue blocking" in text:
+            level = "info"  # unpaced, ffmpeg pushing back is the point
         if level in ("error", "fatal", "panic", "warning"):
             self._stderr_tail.append(text)
             del self._stderr_tail[:-10]

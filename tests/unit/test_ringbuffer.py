@@ -85,3 +85,12 @@ def test_invalid_sizes_are_rejected():
         BarRing(0)
     with pytest.raises(ValueError):
         BlockQueue(0)
+
+
+def test_block_queue_trim_keeps_the_newest():
+    queue = BlockQueue(max_frames=1000)
+    for start in range(5):
+        queue.put(_block(100, start))
+    assert queue.trim_to(250) == 300
+    assert [queue.get(0).start_frame for _ in range(2)] == [3, 4]
+    assert queue.stats.frames_dropped == 300
