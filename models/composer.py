@@ -38,7 +38,7 @@ from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, FIRST_PITCH_TOKEN, HO
 from models.errors import ModelError
 from models.lstm import (N_CHORDS, BarLSTM, FastLSTM, FastState, chord_index, chord_parts, sample_from_logits,
                          sample_latent_np)
-from models.vae import N_ACTIVITY, BarVAE, FastDecoder
+from models.vae import CONTEXT_OFFSETS, N_ACTIVITY, TAIL_STEPS, BarVAE, FastDecoder
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class Composer:
             previous: tuple[np.ndarray | None, int] = (None, 0)  # None latent = song start
             materials: dict[str, _Material] = {}
             bar_index = 0
-            held_tokens = np.zeros(4, dtype=np.int64)  # last step of the previous bar (for holds)
+            tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)  # the previous bar's last steps
             for section_number, (label, n_bars) in enumerate(plan.sections):
                 letter = label.rstrip("'")
                 if label in ("intro", "outro"):
@@ -362,9 +362,9 @@ class Composer:
                         latent = sample_latent_np(mu, logvar, 0.6 * self.controls.temperature, rng)
                     self.model_seconds += time.perf_counter() - started
                     energy = self._energy(label, bar_in_section, n_bars)
-                    tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, held_tokens)
+                    tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, tail)
                     if reuse:  # the phrase returns as it was first played (drums keep their variation)
-                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, held_tokens)[:, :3]
+                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1])[:, :3]
                     elif label == letter and bar_in_section < LOOP_BARS:
                         material.latents.append(latent)
                         material.tokens.append(tokens.copy())
@@ -377,7 +377,7 @@ class Composer:
                         tokens = self._final_bar(tokens)
                     voicing = self._voice_harmony(tokens, chord)
                     yield _RawBar(plan, bar_index, label, chord, tokens, voicing, velocities, drum_notes, last_in_track)
-                    held_tokens = tokens[-1].copy() if not last_in_track else np.zeros(4, dtype=np.int64)
+                    tail = tokens[-TAIL_STEPS:].copy() if not last_in_track else np.zeros((TAIL_STEPS, 4), dtype=np.int64)
                     previous = (latent, chord)
                     bar_index += 1
 
@@ -390,39 +390,51 @@ class Composer:
         return float(np.clip(base + (self.controls.energy - 0.5) * 0.8, 0.0, 1.0))
 
     def _decode(self, latent: np.ndarray, chord: int, mode: int, energy: float, rng: np.random.Generator,
-                held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (16, 4) and velocities (16, 4) of one bar, every voice sounding."""
+                tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (16, 4) and velocities (16, 4) of one bar, every voice sounding.
+
+        `tail` (TAIL_STEPS, 4): the previous bar's last steps (rests at a track's start).
+        """
         root, quality = chord_parts(chord)
         activity = int(np.clip(round(energy * (N_ACTIVITY - 1) + 0.25), 0, N_ACTIVITY - 1))
         cond = self._decoder.condition(root, quality, mode, 0, self._style_vector(), activity)
         temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
-        started = time.perf_counter()
-        logits = self._decoder.decode(latent, cond, activity)
-        self.model_seconds += time.perf_counter() - started
-        tokens = self._sample_tokens(logits, held, temperature, rng)
+        tokens, base = self._sample_tokens(latent, cond, activity, root, tail, temperature, rng)
+        held = tail[-1]
         tokens = self._clean(tokens, chord, held)
         for voice in range(4):
             if not self._sounds(tokens[:, voice], voice, held):
-                tokens[:, voice] = self._fallback(voice, chord, logits[voice], rng)
+                tokens[:, voice] = self._fallback(voice, chord, base[:, voice] if voice < 3 else None, rng)
         velocities = self._velocities(energy, rng)
         return tokens, velocities
 
-    def _sample_tokens(self, logits: list[np.ndarray], held: np.ndarray, temperature: float,
-                       rng: np.random.Generator) -> np.ndarray:
-        """Tokens (16, 4) drawn step by step: the decoder's logits plus the transition from the
-        token drawn at the previous step (the three pitched voices together, then drums)."""
-        transitions = self._decoder.transitions
-        pitched_base = np.stack(logits[:3], axis=1)  # (16, 3, V)
-        tokens = np.zeros((STEPS_PER_BAR, 4), dtype=np.int64)
-        previous = held.astype(np.int64).copy()
+    def _sample_tokens(self, latent: np.ndarray, cond: np.ndarray, activity: int, root: int, tail: np.ndarray,
+                       temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens (16, 4), pitched base logits (16, 3, V)): steps drawn in order, each from the
+        decoder's logits given the tokens drawn before it (the pitched voices together, then drums)."""
+        started = time.perf_counter()
+        bar = self._decoder.bar(latent, cond, activity, root)
+        network_seconds = time.perf_counter() - started
+        sequence = np.zeros((TAIL_STEPS + STEPS_PER_BAR, 4), dtype=np.int64)  # tail, then this bar
+        sequence[:TAIL_STEPS] = tail
+        offsets = np.array(CONTEXT_OFFSETS)
         draws = rng.random((STEPS_PER_BAR, 4))
+        last_pitch = np.full(3, -1, dtype=np.int64)  # each pitched voice's last onset (pitch index)
+        for position in range(TAIL_STEPS):
+            onsets = tail[position, :3] >= FIRST_PITCH_TOKEN
+            last_pitch[onsets] = tail[position, :3][onsets] - FIRST_PITCH_TOKEN
         for step in range(STEPS_PER_BAR):
-            step_logits = pitched_base[step] + np.stack([transitions[v][previous[v]] for v in range(3)])  # (3, V)
-            tokens[step, :3] = _draw(step_logits, temperature, draws[step, :3])
-            drum_logits = logits[3][step] + transitions[3][previous[3]]
-            tokens[step, 3] = _draw(drum_logits[None, :], temperature, draws[step, 3:])[0]
-            previous = tokens[step]
-        return tokens
+            started = time.perf_counter()
+            pitched_logits, drum_logits = self._decoder.step_logits(bar, step, sequence[TAIL_STEPS + step - offsets],
+                                                                    last_pitch)
+            network_seconds += time.perf_counter() - started
+            drawn = _draw(pitched_logits, temperature, draws[step, :3])
+            sequence[TAIL_STEPS + step, :3] = drawn
+            sequence[TAIL_STEPS + step, 3] = _draw(drum_logits[None, :], temperature, draws[step, 3:])[0]
+            onsets = drawn >= FIRST_PITCH_TOKEN
+            last_pitch[onsets] = drawn[onsets] - FIRST_PITCH_TOKEN
+        self.model_seconds += network_seconds
+        return sequence[TAIL_STEPS:].copy(), bar["base"]
 
     def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray) -> np.ndarray:
         """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
@@ -454,7 +466,7 @@ class Composer:
             return bool((column > 0).any())
         return bool((column >= FIRST_PITCH_TOKEN).any() or (held[voice] != REST and column[0] == HOLD))
 
-    def _fallback(self, voice: int, chord: int, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _fallback(self, voice: int, chord: int, logits: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         """A simple part for a voice the decoder left silent: its most likely onsets on the chord."""
         root, quality = chord_parts(chord)
         root = 0 if root >= 12 else root

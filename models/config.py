@@ -20,6 +20,10 @@ class VAEConfig:
     hidden_dim: int = 512
     drum_hidden_dim: int = 256
     cond_dim: int = 40  # chord root, quality, key mode, key offset, style, activity together
+    context_dim: int = 96  # bar → step part of the decoder
+    context_embed_dim: int = 8  # per earlier token read by the step part
+    step_hidden_dim: int = 256
+    base_rank: int = 128  # rank of the bar part's base logits
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class LSTMConfig:
     hidden_dim: int = 256
     num_layers: int = 1
     chord_embed_dim: int = 16
-    dropout: float = 0.1
+    dropout: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,11 @@ class TrainConfig:
     learning_rate: float = 2e-3
     lstm_learning_rate: float = 2e-3
     weight_decay: float = 1e-5
-    beta_max: float = 0.2  # KL weight after annealing
+    beta_max: float = 0.02  # KL weight after annealing
     beta_warmup_steps: int = 2000
     free_bits: float = 0.1  # nats per latent dimension below which KL is not penalised
-    augment_probability: float = 0.5  # share of training bars moved by a random transposition
-    augment_semitones: int = 2  # ... of up to this many semitones either way
+    augment_probability: float = 0.8  # share of training bars moved by a random transposition
+    augment_semitones: int = 5  # ... of up to this many semitones either way
     patience: int = 5  # epochs without validation improvement before stopping
     validation_percent: float = 10.0
     threads: int = 2

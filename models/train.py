@@ -40,7 +40,8 @@ from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STYLES, Co
                          split_corpus)
 from models.errors import CheckpointError, DataError, ModelError
 from models.lstm import BarLSTM, chord_index, sequence_losses
-from models.vae import BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
+from models.vae import (TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms,
+                        reconstruction_loss)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class BarTensors:
     """All bars of a (key-normalised) corpus as tensors."""
 
     tokens: torch.Tensor  # (N, 16, 4) int64
-    previous_last: torch.Tensor  # (N, 4) int64: last step of the previous bar (0 at a song's start)
+    previous_tail: torch.Tensor  # (N, TAIL_STEPS, 4) int64: last steps of the previous bar (rests at a song's start)
     voice_mask: torch.Tensor  # (N, 4) bool: voice known in this bar's song
     root: torch.Tensor  # (N,) int64
     quality: torch.Tensor  # (N,) int64
@@ -67,7 +68,8 @@ class BarTensors:
         """Indices of the first occurrence of every distinct bar within each song (songs repeat
         their choruses; the VAE learns as much from one copy, in less time)."""
         keep = []
-        flat = torch.cat([self.tokens.flatten(1), self.previous_last, self.root[:, None], self.quality[:, None]], dim=1)
+        flat = torch.cat([self.tokens.flatten(1), self.previous_tail.flatten(1), self.root[:, None],
+                          self.quality[:, None]], dim=1)
         rows = flat.numpy()
         for song in range(len(self.song_starts) - 1):
             seen: set[bytes] = set()
@@ -96,13 +98,13 @@ def bar_tensors(corpus: Corpus) -> BarTensors:
     modes = np.array([s.key_mode for s in normalised.songs], dtype=np.int64)
     styles = np.array([s.style for s in normalised.songs], dtype=np.int64)
     tokens = normalised.tokens.astype(np.int64)
-    previous_last = np.zeros((len(tokens), 4), dtype=np.int64)
+    previous_tail = np.zeros((len(tokens), TAIL_STEPS, 4), dtype=np.int64)
     if len(tokens):
-        previous_last[1:] = tokens[:-1, -1, :]
-        previous_last[normalised.song_starts[:-1][np.diff(normalised.song_starts) > 0]] = 0
+        previous_tail[1:] = tokens[:-1, -TAIL_STEPS:, :]
+        previous_tail[normalised.song_starts[:-1][np.diff(normalised.song_starts) > 0]] = 0
     return BarTensors(
         tokens=torch.from_numpy(tokens),
-        previous_last=torch.from_numpy(previous_last),
+        previous_tail=torch.from_numpy(previous_tail),
         voice_mask=torch.from_numpy(present[song_of_bar]) if len(song_of_bar) else torch.zeros(0, 4, dtype=torch.bool),
         root=torch.from_numpy(normalised.chords[:, 0].astype(np.int64)),
         quality=torch.from_numpy(normalised.chords[:, 1].astype(np.int64)),
@@ -239,7 +241,7 @@ def evaluate_vae(vae: BarVAE, data: Corpus | BarTensors, batch_size: int = 1024)
         index = slice(begin, begin + batch_size)
         tokens, mask = tensors.tokens[index], tensors.voice_mask[index]
         cond = tensors.condition(index)
-        logits, mu, logvar = vae(tokens, cond, mask, tensors.previous_last[index], sample=False)
+        logits, mu, logvar = vae(tokens, cond, mask, tensors.previous_tail[index], sample=False)
         ce, _, _ = reconstruction_loss(logits, tokens, mask)
         _, kl = kl_terms(mu, logvar, 0.0)
         total_ce += float(ce) * tokens.shape[0]
@@ -429,17 +431,16 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
             begin = (batch_number * dist.world + dist.rank) * config.batch_size
             index = order[begin:begin + config.batch_size]
             tokens, mask, root = train_t.tokens[index], train_t.voice_mask[index], train_t.root[index]
-            previous_last = train_t.previous_last[index]
+            previous_tail = train_t.previous_tail[index]
             shift = torch.randint(-config.augment_semitones, config.augment_semitones + 1, (len(index),),
                                   generator=generator)
             shift = torch.where(torch.rand(len(index), generator=generator) < config.augment_probability,
                                 shift, torch.zeros_like(shift))
             tokens, root = transpose_batch(tokens, root, shift)
-            previous_last, _ = transpose_batch(previous_last[:, None, :], root, shift)
-            previous_last = previous_last[:, 0]
+            previous_tail, _ = transpose_batch(previous_tail, root, shift)
             cond = train_t.condition(index, key_offset=shift % 12)
             cond.root = root
-            logits, mu, logvar = model(tokens, cond, mask, previous_last)
+            logits, mu, logvar = model(tokens, cond, mask, previous_tail)
             recon, _, _ = reconstruction_loss(logits, tokens, mask)
             kl_free, kl = kl_terms(mu, logvar, config.free_bits)
             beta = config.beta_max * min(1.0, state["step"] / max(1, config.beta_warmup_steps))
@@ -463,12 +464,14 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
         improved = False
         if dist.main:
             val_loss = metrics["cross_entropy_per_bar"] + config.beta_max * metrics["kl_per_bar"]
-            state["history"].append({"epoch": state["epoch"], "train_loss": sums["loss"] / done_batches,
+            # Both curves as recon + beta_max * KL (training itself anneals beta and uses free bits).
+            train_loss = (sums["recon"] + config.beta_max * sums["kl"]) / done_batches
+            state["history"].append({"epoch": state["epoch"], "train_loss": train_loss,
                                      "train_recon": sums["recon"] / done_batches,
                                      "val_loss": val_loss, "val_recon": metrics["cross_entropy_per_bar"],
                                      "val_accuracy": metrics["accuracy"], "active_units": metrics["active_units"]})
             log.info("VAE epoch %d: train %.2f, val recon %.2f, KL %.2f, accuracy %.4f, active units %d/%d",
-                     state["epoch"], sums["loss"] / done_batches, metrics["cross_entropy_per_bar"],
+                     state["epoch"], train_loss, metrics["cross_entropy_per_bar"],
                      metrics["kl_per_bar"], metrics["accuracy"], metrics["active_units"], vae.config.latent_dim)
             improved = val_loss < state["best"] - 1e-4
             if improved:

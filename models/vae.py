@@ -1,22 +1,31 @@
 """Bar VAE: one bar of four voices (16 steps) ↔ a latent vector, conditioned on chord and style.
 
-The encoder reads the bar's tokens (see `models.data` for the token format) and its condition;
-the decoder turns a latent plus condition into per-step, per-voice logits in one pass, plus a
-learned transition term per voice: logits[t] += T_voice[token[t - 1]] (the previous step's token;
-for step 0 the last token of the previous bar). Training feeds the true previous tokens (teacher
-forcing); generation samples the 16 steps in order, which costs one table lookup per step, so a
-whole bar still decodes in well under a millisecond. The transitions carry what a step-wise
-model does best (a note is held after its onset, rests follow rests, small melodic steps).
+Encoder: an MLP over the bar's embedded tokens (see `models.data` for the token format) and its
+condition → (mu, logvar).
+
+Decoder, in two parts that add up to each step's logits:
+- a bar part: an MLP from (latent, condition) to base logits for all 16 steps at once, plus a
+  context vector for the step part;
+- a step part: a small MLP shared by all steps that reads the tokens 1, 2, 3, 4, 8, 12 and 16
+  steps back (all voices; before the bar's start, the previous bar's steps — so "as one beat,
+  half a bar or one bar ago" is as easy to say as "held"), the step's position and the
+  context vector. Besides logits it scores pitches relative to what they are heard against:
+  an interval from the voice's last pitch (-12..12 semitones, wider together) and a pitch
+  class relative to the bar's chord root — melody moves by steps and lands on chord tones in
+  every key, which absolute pitch logits would have to learn once per pitch. Training feeds the true earlier tokens (teacher forcing);
+  generation samples the 16 steps in order. Because the step MLP's first layer is linear in
+  one-hot tokens, `FastDecoder` folds it into lookup tables: a step costs a few table rows, one
+  small matrix product and a draw, so a whole bar decodes in well under a millisecond.
 
 Condition (`BarCondition`): chord root (0..11, 12 = none) and quality, key mode (major/minor),
 key offset (semitones the bar was moved from C major / A minor, 0 when generating), style
 weights over `STYLES` (one-hot in training; any blend when generating) and an activity level
 0..3 (how many steps carry an onset; the composer's energy control).
 
-Drums are decoded by a separate head that sees the latent and the activity but not the
-style: only Lakh songs have drums, so drums learned there are used for every style blend.
-Voices absent from a whole song (drums in the lo-fi loops, ...) are unknown, not silent:
-the encoder reads them as an "unknown" token and the loss ignores them.
+Drums are decoded by separate parts that see the latent and the activity but not the style or
+chord: only Lakh songs have drums, so drums learned there serve every style blend. Voices
+absent from a whole song (drums in the lo-fi loops, ...) are unknown, not silent: the encoder
+reads them as an "unknown" token and the loss ignores them.
 """
 
 from __future__ import annotations
@@ -30,12 +39,36 @@ from scipy.special import erf as _erf
 from torch import nn
 
 from models.config import VAEConfig
-from models.data import (CHORD_QUALITIES, FIRST_PITCH_TOKEN, N_VOICES, NO_CHORD_ROOT, STEPS_PER_BAR,
-                         STYLES, VOCAB_SIZES)
+from models.data import (CHORD_QUALITIES, FIRST_PITCH_TOKEN, N_VOICES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES,
+                         VOCAB_SIZES)
 
 N_ACTIVITY = 4
 PITCHED_VOCAB = VOCAB_SIZES[0]
+DRUM_VOCAB = VOCAB_SIZES[3]
 N_PITCHED = 3
+CONTEXT_OFFSETS = (1, 2, 3, 4, 8, 12, 16)  # the step part reads the tokens this many steps back
+TAIL_STEPS = max(CONTEXT_OFFSETS)  # steps of the previous bar the first steps can see
+STEP_EMBED = 8
+MAX_INTERVAL = 12  # intervals from the voice's last pitch scored one by one; wider ones share a score
+N_INTERVALS = 2 * MAX_INTERVAL + 2
+N_PITCHES = PITCHED_VOCAB - FIRST_PITCH_TOKEN
+
+
+def _interval_buckets() -> np.ndarray:
+    """(36, 36) bucket of the interval from last pitch index (row) to candidate pitch index (column)."""
+    delta = np.arange(N_PITCHES)[None, :] - np.arange(N_PITCHES)[:, None]
+    return np.where(np.abs(delta) <= MAX_INTERVAL, delta + MAX_INTERVAL, N_INTERVALS - 1)
+
+
+def _pitch_classes() -> np.ndarray:
+    """(3, 36) pitch class of every pitch index of each pitched voice."""
+    from models.data import PITCH_RANGES, VOICES
+
+    return np.stack([(PITCH_RANGES[VOICES[v]][0] + np.arange(N_PITCHES)) % 12 for v in range(N_PITCHED)])
+
+
+INTERVAL_BUCKETS = _interval_buckets()
+PITCH_CLASSES = _pitch_classes()
 
 
 @dataclass
@@ -57,6 +90,20 @@ def activity_levels(tokens: torch.Tensor, voice_mask: torch.Tensor | None = None
         onsets = onsets & voice_mask[:, None, :N_PITCHED]
     busy_steps = onsets.any(dim=-1).sum(dim=-1)  # (B,)
     return torch.clamp(busy_steps // 4, max=N_ACTIVITY - 1)
+
+
+def context_tokens(tokens: torch.Tensor, previous_tail: torch.Tensor | None) -> torch.Tensor:
+    """(B, 16, K, 4): for each step, the tokens `CONTEXT_OFFSETS` steps back.
+
+    `previous_tail` (B, TAIL_STEPS, 4) holds the previous bar's last steps (None: rests, as at a
+    song's start).
+    """
+    if previous_tail is None:
+        previous_tail = torch.zeros(tokens.shape[0], TAIL_STEPS, tokens.shape[2], dtype=tokens.dtype)
+    sequence = torch.cat([previous_tail, tokens], dim=1)  # (B, TAIL + 16, 4)
+    steps = torch.arange(STEPS_PER_BAR)
+    index = torch.stack([TAIL_STEPS + steps - k for k in CONTEXT_OFFSETS], dim=1)  # (16, K)
+    return sequence[:, index]  # (B, 16, K, 4)
 
 
 class Conditioner(nn.Module):
@@ -81,13 +128,14 @@ class Conditioner(nn.Module):
 
 
 class BarVAE(nn.Module):
-    """Encoder MLP over the embedded bar, decoder MLP to all steps' logits at once."""
+    """Encoder MLP; decoder = bar MLP (all steps at once) + step MLP over earlier tokens."""
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        e, h = config.embed_dim, config.hidden_dim
-        # One embedding per voice; the extra last index is "unknown voice".
+        e, h, d = config.embed_dim, config.hidden_dim, config.drum_hidden_dim
+        ctx, ar = config.context_dim, config.step_hidden_dim
+        # Encoder: one embedding per voice; the extra last index is "unknown voice".
         self.embeddings = nn.ModuleList(nn.Embedding(v + 1, e) for v in VOCAB_SIZES)
         self.encoder_conditioner = Conditioner(config.cond_dim)
         self.encoder = nn.Sequential(
@@ -95,21 +143,35 @@ class BarVAE(nn.Module):
             nn.Linear(h, h), nn.GELU(),
             nn.Linear(h, 2 * config.latent_dim),
         )
+        # Pitched voices: bar part and step part.
         self.decoder_conditioner = Conditioner(config.cond_dim)
         self.decoder = nn.Sequential(
             nn.Linear(config.latent_dim + config.cond_dim, h), nn.GELU(),
             nn.Linear(h, h), nn.GELU(),
-            nn.Linear(h, STEPS_PER_BAR * N_PITCHED * PITCHED_VOCAB),
         )
-        # Transition logits per voice: row = previous step's token, column = this step's token.
-        self.transitions = nn.ParameterList(nn.Parameter(torch.zeros(v, v)) for v in VOCAB_SIZES)
+        # Low-rank base logits: all 16 steps from a small code (cheaper to run per bar).
+        self.base_head = nn.Sequential(nn.Linear(h, config.base_rank),
+                                       nn.Linear(config.base_rank, STEPS_PER_BAR * N_PITCHED * PITCHED_VOCAB))
+        self.context_head = nn.Linear(h, ctx)
+        self.step_embedding = nn.Embedding(STEPS_PER_BAR, STEP_EMBED)
+        self.context_embeddings = nn.ModuleList(nn.Embedding(v, config.context_embed_dim) for v in VOCAB_SIZES)
+        n_context = len(CONTEXT_OFFSETS) * N_VOICES * config.context_embed_dim
+        self.step_hidden = nn.Linear(n_context + STEP_EMBED + ctx, ar)
+        self.step_head = nn.Linear(ar, N_PITCHED * PITCHED_VOCAB)
+        self.interval_head = nn.Linear(ar, N_PITCHED * N_INTERVALS)
+        self.chord_tone_head = nn.Linear(ar, N_PITCHED * 12)
+        self.register_buffer("interval_buckets", torch.from_numpy(INTERVAL_BUCKETS), persistent=False)
+        self.register_buffer("pitch_classes", torch.from_numpy(PITCH_CLASSES), persistent=False)
+        # Drums: the same two parts, without style or chord, reading earlier drum tokens only.
         self.drum_activity = nn.Embedding(N_ACTIVITY, 8)
-        d = config.drum_hidden_dim
         self.drum_decoder = nn.Sequential(
             nn.Linear(config.latent_dim + 8, d), nn.GELU(),
             nn.Linear(d, d), nn.GELU(),
-            nn.Linear(d, STEPS_PER_BAR * VOCAB_SIZES[3]),
         )
+        self.drum_base_head = nn.Linear(d, STEPS_PER_BAR * DRUM_VOCAB)
+        self.drum_context_head = nn.Linear(d, ctx)
+        self.drum_step_hidden = nn.Linear(len(CONTEXT_OFFSETS) * config.context_embed_dim + STEP_EMBED + ctx, ar)
+        self.drum_step_head = nn.Linear(ar, DRUM_VOCAB)
 
     def encode(self, tokens: torch.Tensor, cond: BarCondition,
                voice_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,39 +188,70 @@ class BarVAE(nn.Module):
         mu, logvar = stats.chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def decode(self, z: torch.Tensor, cond: BarCondition, previous: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Per-voice logits [(B, 16, V_voice) x 4] of latents `z` (B, L).
+    def bar_part(self, z: torch.Tensor, cond: BarCondition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pitched base logits (B, 16, 3, V), pitched context (B, ctx), drum base logits (B, 16, Vd),
+        drum context (B, ctx)) of latents `z` (B, L)."""
+        hidden = self.decoder(torch.cat([z, self.decoder_conditioner(cond)], dim=-1))  # (B, H)
+        base = self.base_head(hidden).view(-1, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)
+        drum_hidden = self.drum_decoder(torch.cat([z, self.drum_activity(cond.activity)], dim=-1))  # (B, Hd)
+        drum_base = self.drum_base_head(drum_hidden).view(-1, STEPS_PER_BAR, DRUM_VOCAB)
+        return base, self.context_head(hidden), drum_base, self.drum_context_head(drum_hidden)
 
-        `previous` (B, 16, 4): the token before each step (teacher forcing); None leaves out the
-        transition term (the composer adds it step by step while sampling).
+    def decode(self, z: torch.Tensor, cond: BarCondition, tokens: torch.Tensor,
+               previous_tail: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Teacher-forced per-voice logits [(B, 16, V_voice) x 4] of latents `z` (B, L).
+
+        Step t's logits see the given `tokens` (B, 16, 4) before t only (and `previous_tail`).
         """
-        hidden = torch.cat([z, self.decoder_conditioner(cond)], dim=-1)  # (B, L + C)
-        pitched = self.decoder(hidden).view(-1, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)  # (B, 16, 3, V)
-        drums = self.drum_decoder(torch.cat([z, self.drum_activity(cond.activity)], dim=-1))
-        drums = drums.view(-1, STEPS_PER_BAR, VOCAB_SIZES[3])  # (B, 16, Vd)
-        logits = [pitched[:, :, 0], pitched[:, :, 1], pitched[:, :, 2], drums]
-        if previous is not None:
-            logits = [voice_logits + self.transitions[voice][previous[..., voice]]
-                      for voice, voice_logits in enumerate(logits)]
-        return logits
+        base, context, drum_base, drum_context = self.bar_part(z, cond)
+        batch = z.shape[0]
+        earlier = context_tokens(tokens, previous_tail)  # (B, 16, K, 4)
+        embedded = torch.stack([self.context_embeddings[v](earlier[..., v]) for v in range(N_VOICES)], dim=3)
+        # embedded: (B, 16, K, 4, E)
+        steps = self.step_embedding.weight[None].expand(batch, -1, -1)  # (B, 16, STEP_EMBED)
+        pitched_in = torch.cat([embedded.flatten(2), steps, context[:, None].expand(-1, STEPS_PER_BAR, -1)], dim=-1)
+        hidden = F.gelu(self.step_hidden(pitched_in), approximate="tanh")  # (B, 16, A)
+        pitched = self.step_head(hidden).view(batch, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)
+        relative = self._relative_scores(hidden, tokens, previous_tail, cond.root)  # (B, 16, 3, 36)
+        pitched = base + pitched + F.pad(relative, (FIRST_PITCH_TOKEN, 0))
+        drum_in = torch.cat([embedded[:, :, :, 3].flatten(2), steps,
+                             drum_context[:, None].expand(-1, STEPS_PER_BAR, -1)], dim=-1)
+        drums = drum_base + self.drum_step_head(F.gelu(self.drum_step_hidden(drum_in), approximate="tanh"))
+        return [pitched[:, :, 0], pitched[:, :, 1], pitched[:, :, 2], drums]
+
+    def _relative_scores(self, hidden: torch.Tensor, tokens: torch.Tensor, previous_tail: torch.Tensor | None,
+                         root: torch.Tensor) -> torch.Tensor:
+        """(B, 16, 3, 36) pitch scores from intervals to each voice's last pitch and from pitch
+        classes relative to the chord root, weighted by the step part's `hidden` (B, 16, A)."""
+        batch = hidden.shape[0]
+        if previous_tail is None:
+            previous_tail = torch.zeros(batch, TAIL_STEPS, tokens.shape[2], dtype=tokens.dtype)
+        sequence = torch.cat([previous_tail, tokens], dim=1)[..., :N_PITCHED]  # (B, T, 3)
+        positions = torch.arange(sequence.shape[1])[None, :, None].expand_as(sequence)
+        onset_at = torch.where(sequence >= FIRST_PITCH_TOKEN, positions, torch.full_like(positions, -1))
+        last_at = torch.cummax(onset_at, dim=1).values[:, TAIL_STEPS - 1:-1]  # (B, 16, 3): before each step
+        last_pitch = torch.gather(sequence, 1, last_at.clamp(min=0)) - FIRST_PITCH_TOKEN  # (B, 16, 3)
+        known = (last_at >= 0).unsqueeze(-1).float()
+        intervals = self.interval_head(hidden).view(batch, STEPS_PER_BAR, N_PITCHED, N_INTERVALS)
+        buckets = self.interval_buckets[last_pitch.clamp(min=0)]  # (B, 16, 3, 36)
+        scores = torch.gather(intervals, 3, buckets) * known
+        tones = self.chord_tone_head(hidden).view(batch, STEPS_PER_BAR, N_PITCHED, 12)
+        relative_class = (self.pitch_classes[None] - root[:, None, None]) % 12  # (B, 3, 36)
+        tone_scores = torch.gather(tones, 3, relative_class[:, None].expand(-1, STEPS_PER_BAR, -1, -1))
+        has_chord = (root != NO_CHORD_ROOT).float()[:, None, None, None]
+        return scores + tone_scores * has_chord
 
     def forward(self, tokens: torch.Tensor, cond: BarCondition, voice_mask: torch.Tensor | None = None,
-                previous_last: torch.Tensor | None = None,
+                previous_tail: torch.Tensor | None = None,
                 sample: bool = True) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(teacher-forced logits per voice, mu, logvar) of bars `tokens` (B, 16, 4).
 
-        `previous_last` (B, 4): the last step's tokens of each bar's previous bar (0 = rest at a
+        `previous_tail` (B, TAIL_STEPS, 4): the last steps of each bar's previous bar (rests at a
         song's start).
         """
         mu, logvar = self.encode(tokens, cond, voice_mask)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        return self.decode(z, cond, previous_tokens(tokens, previous_last)), mu, logvar
-
-
-def previous_tokens(tokens: torch.Tensor, previous_last: torch.Tensor | None) -> torch.Tensor:
-    """(B, 16, 4): the token before each step; step 0 gets `previous_last` (B, 4) or rest."""
-    first = torch.zeros_like(tokens[:, :1]) if previous_last is None else previous_last[:, None, :]
-    return torch.cat([first, tokens[:, :-1]], dim=1)
+        return self.decode(z, cond, tokens, previous_tail), mu, logvar
 
 
 def reconstruction_loss(logits: list[torch.Tensor], tokens: torch.Tensor,
@@ -189,6 +282,8 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     return int((mu.var(dim=0) > threshold).sum())
 
 
+# --------------------------------------------------------------------------- numpy inference
+
 _SQRT_HALF = 0.7071067811865476  # a Python float keeps float32 arrays float32
 
 
@@ -196,29 +291,83 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x * _SQRT_HALF))
 
 
-class FastDecoder:
-    """A numpy copy of `BarVAE.decode` for one bar at a time (no torch dispatch per layer).
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (as torch's approximate="tanh"), used by the step part."""
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
-    Generation decodes single bars, where torch's per-operation overhead dominates; this does
-    the same arithmetic (float32) in a few numpy calls, well under a millisecond per bar.
+
+class FastDecoder:
+    """A numpy copy of `BarVAE`'s decoder for generating one bar at a time.
+
+    Generation decodes single bars step by step, where torch's per-operation overhead would
+    dominate. The step MLPs' first layers are linear in one-hot tokens, so they are folded into
+    per-(offset, voice) tables: a step sums a dozen table rows, applies GELU and one product.
+    Usage: `bar = decoder.bar(z, cond, activity)`, then for each step
+    `decoder.step_logits(bar, t, earlier)` with `earlier` (K, 4) the tokens `CONTEXT_OFFSETS` back.
     """
 
     def __init__(self, vae: BarVAE) -> None:
-        weights = {name: tensor.detach().cpu().numpy().astype(np.float32).copy()
-                   for name, tensor in vae.state_dict().items()}
+        w = {name: tensor.detach().cpu().numpy().astype(np.float32).copy() for name, tensor in vae.state_dict().items()}
         self.latent_dim = vae.config.latent_dim
         prefix = "decoder_conditioner."
-        self.root = weights[prefix + "root.weight"]
-        self.quality = weights[prefix + "quality.weight"]
-        self.mode = weights[prefix + "mode.weight"]
-        self.key_offset = weights[prefix + "key_offset.weight"]
-        self.style = weights[prefix + "style.weight"]  # (part, S)
-        self.activity = weights[prefix + "activity.weight"]
-        self.layers = [(weights[f"decoder.{i}.weight"].T.copy(), weights[f"decoder.{i}.bias"]) for i in (0, 2, 4)]
-        self.transitions = [weights[f"transitions.{voice}"] for voice in range(N_VOICES)]
-        self.drum_activity = weights["drum_activity.weight"]
-        self.drum_layers = [(weights[f"drum_decoder.{i}.weight"].T.copy(), weights[f"drum_decoder.{i}.bias"])
-                            for i in (0, 2, 4)]
+        self.root, self.quality = w[prefix + "root.weight"], w[prefix + "quality.weight"]
+        self.mode, self.key_offset = w[prefix + "mode.weight"], w[prefix + "key_offset.weight"]
+        self.style, self.activity = w[prefix + "style.weight"], w[prefix + "activity.weight"]
+
+        def linear(name: str) -> tuple[np.ndarray, np.ndarray]:
+            return w[f"{name}.weight"].T.copy(), w[f"{name}.bias"]
+
+        self.trunk = [linear("decoder.0"), linear("decoder.2")]
+        base_1, base_2 = linear("base_head.0"), linear("base_head.1")
+        # The two linear layers of the low-rank head folded into one per-bar product chain.
+        self.base_head = (base_1, base_2)
+        self.context_head = linear("context_head")
+        self.drum_activity = w["drum_activity.weight"]
+        self.drum_trunk = [linear("drum_decoder.0"), linear("drum_decoder.2")]
+        self.drum_base_head, self.drum_context_head = linear("drum_base_head"), linear("drum_context_head")
+
+        # Fold the step MLPs' first layers into one table: a row per (offset, voice, token), its
+        # columns the pitched hidden units then the drum hidden units (drum rows: voice 3 only).
+        e = vae.config.context_embed_dim
+        k = len(CONTEXT_OFFSETS)
+        hidden_w, step_bias = linear("step_hidden")  # (n_context + STEP + ctx, A)
+        drum_w, drum_step_bias = linear("drum_step_hidden")
+        a = hidden_w.shape[1]
+        self.hidden_size = a
+        n_context = k * N_VOICES * e
+        rows, starts = [], np.zeros((k, N_VOICES), dtype=np.int64)
+        count = 0
+        for offset in range(k):
+            for voice in range(N_VOICES):
+                embedding = w[f"context_embeddings.{voice}.weight"]  # (V, E)
+                block = hidden_w[(offset * N_VOICES + voice) * e:(offset * N_VOICES + voice + 1) * e]
+                drum_part = (embedding @ drum_w[offset * e:(offset + 1) * e] if voice == N_VOICES - 1
+                             else np.zeros((embedding.shape[0], a), np.float32))
+                rows.append(np.concatenate([embedding @ block, drum_part], axis=1))
+                starts[offset, voice] = count
+                count += embedding.shape[0]
+        self.token_table = np.concatenate(rows).astype(np.float32)  # (rows, 2A)
+        self.table_starts = starts  # (K, 4)
+        steps = w["step_embedding.weight"]  # (16, STEP_EMBED)
+        self.step_rows = np.concatenate([steps @ hidden_w[n_context:n_context + STEP_EMBED],
+                                         steps @ drum_w[k * e:k * e + STEP_EMBED]], axis=1)  # (16, 2A)
+        self.context_weight = hidden_w[n_context + STEP_EMBED:]  # (ctx, A)
+        self.drum_context_weight = drum_w[k * e + STEP_EMBED:]
+        self.step_biases = np.concatenate([step_bias, drum_step_bias])
+        # All output layers as one block-diagonal product: (2A, 3V + Vd + 3 * intervals + 3 * 12).
+        pitched_w, pitched_b = linear("step_head")
+        drum_w_out, drum_b_out = linear("drum_step_head")
+        interval_w, interval_b = linear("interval_head")
+        tone_w, tone_b = linear("chord_tone_head")
+        widths = [pitched_w.shape[1], drum_w_out.shape[1], interval_w.shape[1], tone_w.shape[1]]
+        self.head_splits = np.cumsum(widths)[:-1]
+        head = np.zeros((2 * a, sum(widths)), np.float32)
+        head[:a, :widths[0]] = pitched_w
+        head[a:, widths[0]:widths[0] + widths[1]] = drum_w_out
+        head[:a, widths[0] + widths[1]:widths[0] + widths[1] + widths[2]] = interval_w
+        head[:a, widths[0] + widths[1] + widths[2]:] = tone_w
+        self.head_weight = head
+        self.head_bias = np.concatenate([pitched_b, drum_b_out, interval_b, tone_b])
 
     def condition(self, root: int, quality: int, mode: int, key_offset: int, style: np.ndarray,
                   activity: int) -> np.ndarray:
@@ -226,18 +375,38 @@ class FastDecoder:
         return np.concatenate([self.root[root], self.quality[quality], self.mode[mode], self.key_offset[key_offset],
                                self.style @ style.astype(np.float32), self.activity[activity]])
 
-    def decode(self, z: np.ndarray, cond: np.ndarray, activity: int) -> list[np.ndarray]:
-        """Per-voice logits [(16, V) x 4] of one latent z (L,) under condition vector `cond`,
-        without the transition term (add `self.transitions[voice][previous_token]` per step)."""
+    def bar(self, z: np.ndarray, cond: np.ndarray, activity: int, root: int) -> dict[str, np.ndarray]:
+        """The per-bar part: base logits, each step's first-layer input before tokens, and the
+        pitch classes relative to the chord `root` (as given in `cond`)."""
         hidden = np.concatenate([z.astype(np.float32), cond])
-        for number, (weight, bias) in enumerate(self.layers):
-            hidden = hidden @ weight + bias
-            if number < 2:
-                hidden = _gelu(hidden)
-        pitched = hidden.reshape(STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)  # (16, 3, V)
-        drums = np.concatenate([z.astype(np.float32), self.drum_activity[activity]])
-        for number, (weight, bias) in enumerate(self.drum_layers):
-            drums = drums @ weight + bias
-            if number < 2:
-                drums = _gelu(drums)
-        return [pitched[:, 0], pitched[:, 1], pitched[:, 2], drums.reshape(STEPS_PER_BAR, VOCAB_SIZES[3])]
+        for weight, bias in self.trunk:
+            hidden = _gelu(hidden @ weight + bias)
+        drum_hidden = np.concatenate([z.astype(np.float32), self.drum_activity[activity]])
+        for weight, bias in self.drum_trunk:
+            drum_hidden = _gelu(drum_hidden @ weight + bias)
+        context = hidden @ self.context_head[0] + self.context_head[1]
+        drum_context = drum_hidden @ self.drum_context_head[0] + self.drum_context_head[1]
+        pre = np.concatenate([context @ self.context_weight, drum_context @ self.drum_context_weight])
+        return {
+            "base": ((hidden @ self.base_head[0][0] + self.base_head[0][1]) @ self.base_head[1][0]
+                     + self.base_head[1][1]).reshape(STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB),
+            "drum_base": (drum_hidden @ self.drum_base_head[0] + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
+            "pre": self.step_rows + (pre + self.step_biases),  # (16, 2A): hidden inputs before tokens
+            "relative_class": (PITCH_CLASSES - root) % 12 if root != NO_CHORD_ROOT else None,  # (3, 36)
+        }
+
+    def step_logits(self, bar: dict[str, np.ndarray], step: int, earlier: np.ndarray,
+                    last_pitch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pitched logits (3, V), drum logits (Vd,)) of `step` given `earlier` (K, 4) tokens and
+        each pitched voice's last pitch index `last_pitch` (3,) (-1: none yet)."""
+        hidden = bar["pre"][step] + self.token_table[(self.table_starts + earlier).ravel()].sum(axis=0)  # (2A,)
+        out = _gelu_tanh(hidden) @ self.head_weight + self.head_bias
+        pitched_out, drums, intervals, tones = np.split(out, self.head_splits)
+        pitched = bar["base"][step] + pitched_out.reshape(N_PITCHED, PITCHED_VOCAB)
+        voices = np.arange(N_PITCHED)[:, None]
+        relative = intervals.reshape(N_PITCHED, N_INTERVALS)[voices, INTERVAL_BUCKETS[np.maximum(last_pitch, 0)]]
+        relative *= (last_pitch >= 0)[:, None]
+        if bar["relative_class"] is not None:
+            relative += tones.reshape(N_PITCHED, 12)[voices, bar["relative_class"]]
+        pitched[:, FIRST_PITCH_TOKEN:] += relative
+        return pitched, bar["drum_base"][step] + drums

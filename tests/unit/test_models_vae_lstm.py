@@ -10,8 +10,8 @@ from models.data import STEPS_PER_BAR, STYLES, VOCAB_SIZES
 from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
 from models.lstm import N_CHORDS, FastLSTM, chord_index, sample_from_logits, sequence_losses
 from models.train import bar_tensors, transpose_batch
-from models.vae import (BarCondition, FastDecoder, active_units, kl_terms, previous_tokens,
-                        reconstruction_loss)
+from models.vae import (CONTEXT_OFFSETS, TAIL_STEPS, BarCondition, FastDecoder, active_units, context_tokens,
+                        kl_terms, reconstruction_loss)
 
 
 def condition(batch: int) -> BarCondition:
@@ -27,12 +27,32 @@ def test_vae_shapes():
     cond = condition(6)
     mu, logvar = vae.encode(tokens, cond, torch.ones(6, 4, dtype=torch.bool))
     assert mu.shape == logvar.shape == (6, DEBUG_VAE.latent_dim)
-    logits = vae.decode(mu, cond)
+    logits = vae.decode(mu, cond, tokens)
     assert [tuple(l.shape) for l in logits] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
-    logits_tf, _, _ = vae(tokens, cond, None, torch.zeros(6, 4, dtype=torch.int64), sample=False)
+    logits_tf, _, _ = vae(tokens, cond, None, torch.zeros(6, TAIL_STEPS, 4, dtype=torch.int64), sample=False)
     assert [tuple(l.shape) for l in logits_tf] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
-    previous = previous_tokens(tokens, None)
-    assert torch.equal(previous[:, 1:], tokens[:, :-1]) and (previous[:, 0] == 0).all()
+    earlier = context_tokens(tokens, None)  # (B, 16, K, 4)
+    assert earlier.shape == (6, STEPS_PER_BAR, len(CONTEXT_OFFSETS), 4)
+    for index, offset in enumerate(CONTEXT_OFFSETS):
+        if offset <= 5:
+            assert torch.equal(earlier[:, 5, index], tokens[:, 5 - offset])
+        else:
+            assert (earlier[:, 5, index] == 0).all()  # before the bar: the (empty) previous bar
+    assert (earlier[:, 0] == 0).all()
+
+
+def test_step_logits_do_not_see_the_future():
+    vae, _ = debug_models(seed=4)
+    data = bar_tensors(synthetic_corpus(n_songs=1, bars_per_song=2))
+    cond = data.condition(slice(0, 1))
+    z = torch.randn(1, DEBUG_VAE.latent_dim)
+    changed = data.tokens[:1].clone()
+    changed[:, 9:] = 0
+    with torch.no_grad():
+        a = vae.decode(z, cond, data.tokens[:1])
+        b = vae.decode(z, cond, changed)
+    for voice in range(4):
+        assert torch.allclose(a[voice][:, :10], b[voice][:, :10])  # step 9 sees steps 5, 7, 8 only
 
 
 def test_a_few_vae_steps_lower_the_loss():
@@ -45,7 +65,7 @@ def test_a_few_vae_steps_lower_the_loss():
     for step in range(40):
         index = torch.randint(0, len(data), (32,))
         cond = data.condition(index)
-        logits, mu, logvar = vae(data.tokens[index], cond, data.voice_mask[index], data.previous_last[index])
+        logits, mu, logvar = vae(data.tokens[index], cond, data.voice_mask[index], data.previous_tail[index])
         recon, _, _ = reconstruction_loss(logits, data.tokens[index], data.voice_mask[index])
         kl_free, _ = kl_terms(mu, logvar, 0.1)
         loss = recon + 0.1 * kl_free
@@ -59,7 +79,7 @@ def test_a_few_vae_steps_lower_the_loss():
 def test_masked_voices_do_not_count():
     vae, _ = debug_models()
     data = bar_tensors(synthetic_corpus(n_songs=3, bars_per_song=2))
-    logits, _, _ = vae(data.tokens, data.condition(slice(None)), data.voice_mask, data.previous_last)
+    logits, _, _ = vae(data.tokens, data.condition(slice(None)), data.voice_mask, data.previous_tail)
     none_known = torch.zeros_like(data.voice_mask)
     loss, correct, counted = reconstruction_loss(logits, data.tokens, none_known)
     assert float(loss.detach()) == 0.0 and float(counted) == 0.0
@@ -91,12 +111,24 @@ def test_fast_decoder_matches_torch():
     style = torch.tensor([[0.5, 0.3, 0.2]])
     cond = BarCondition(torch.tensor([4]), torch.tensor([3]), torch.tensor([1]), torch.tensor([0]), style,
                         torch.tensor([2]))
+    tokens = bar_tensors(synthetic_corpus(n_songs=1, bars_per_song=2)).tokens[1:2]  # (1, 16, 4)
+    tail = torch.randint(0, 30, (1, TAIL_STEPS, 4))  # (1, TAIL_STEPS, 4)
     with torch.no_grad():
-        expected = [l[0].numpy() for l in vae.decode(z, cond)]
-    got = decoder.decode(z[0].numpy(), decoder.condition(4, 3, 1, 0, style[0].numpy(), 2), 2)
-    for a, b in zip(expected, got):
-        assert b.dtype == np.float32
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        expected = [l[0].numpy() for l in vae.decode(z, cond, tokens, tail)]
+    bar = decoder.bar(z[0].numpy(), decoder.condition(4, 3, 1, 0, style[0].numpy(), 2), 2, root=4)
+    sequence = torch.cat([tail[0], tokens[0]]).numpy()
+    for step in range(STEPS_PER_BAR):
+        earlier = sequence[TAIL_STEPS + step - np.array(CONTEXT_OFFSETS)]
+        last_pitch = np.full(3, -1)
+        for voice in range(3):
+            onsets = np.flatnonzero(sequence[:TAIL_STEPS + step, voice] >= 2)
+            if onsets.size:
+                last_pitch[voice] = sequence[onsets[-1], voice] - 2
+        pitched, drums = decoder.step_logits(bar, step, earlier, last_pitch)
+        assert pitched.dtype == np.float32 and drums.dtype == np.float32
+        for voice in range(3):
+            np.testing.assert_allclose(expected[voice][step], pitched[voice], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(expected[3][step], drums, rtol=1e-4, atol=1e-4)
 
 
 def test_lstm_shapes_losses_and_fast_copy():
