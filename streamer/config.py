@@ -124,6 +124,8 @@ class StreamSettings:
     speed: float = setting(1.0, "clock speed: K × real time; 0 = unpaced (tests and benchmarks)",
                            min=0.0, max=1000.0)
     monitor: bool = setting(False, "also play on the local speakers")
+    fast_start: bool = setting(True, "open with a few seconds of the rule-based composer while the model "
+                                     "loads, so that audio starts at once")
     state_dir: str = setting("", "directory for recordings and runtime files; empty = "
                                  "$STATE_DIRECTORY, else ./out/stream")
 

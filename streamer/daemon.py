@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from streamer.clock import SampleClock
-from streamer.composer import Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer
+from streamer.composer import RULE_BASED, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer
 from streamer.config import Config, load_config
 from streamer.errors import ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
@@ -55,6 +55,8 @@ UNPACED_BAR_WAIT_SECONDS = 5.0  # unpaced, the composer sets the pace; wait this
 RENDER_TAIL_SECONDS = 0.4  # release tails of the old renderer, mixed in on a SoundFont swap
 STOP_BUDGET_SECONDS = 4.0  # for the sinks on a signal; the whole stop stays under 5 s
 DRAIN_BUDGET_SECONDS = 60.0  # for the sinks when --duration ends the run: every file is finished
+INTRO_SECONDS = 4.0  # fast start: rule-based bars buffered while the model loads
+STUCK_COMPOSER_SECONDS = 5.0  # a composer call this long blocks a pending swap: a new thread takes over
 RECENT_BARS = 4
 UPCOMING_BARS = 4
 STATUS_LINE_SECONDS = 10.0
@@ -259,7 +261,8 @@ class Daemon:
         self.composer: Composer | None = None
         self.checkpoint_setting = config.stream.checkpoint
         self.checkpoint_error = ""
-        self._next_composer: tuple[Composer, Bar] | None = None
+        self._next_composer: tuple[Composer, Bar, bool] | None = None  # (composer, first bar, a reload?)
+        self._composer_generation = 0
         self._composer_lock = threading.Lock()
         self._composing_since: float | None = None
         self._composer_failing = False
@@ -322,6 +325,27 @@ class Daemon:
         self.ring.put(BarEntry(first, composer.id))
         self.counters["bars_composed"] += 1
         return composer
+
+    def _load_in_background(self) -> None:
+        """Fast start: load the configured composer, then hand it over like a reload does."""
+        try:
+            composer = self.composer_loader(self.checkpoint_setting, self.seed)
+            first = check_bar(composer.next_bar())
+        except Exception as exc:
+            self.checkpoint_error = redact(str(exc))
+            log.error("cannot use the configured composer (%s); the rule-based composer plays on",
+                      self.checkpoint_error)
+            self.ring.target_seconds = self.config.stream.buffer_seconds
+            return
+        log.info("composer loaded: %s (playing from the next bar boundary)", composer.id)
+        with self._composer_lock:
+            if self._next_composer is None:  # a SIGHUP reload that finished first wins
+                self._next_composer = (composer, first, False)
+
+    def _start_composer_thread(self) -> None:
+        self._composer_generation += 1
+        generation = self._composer_generation
+        self._start_thread("composer", lambda: self._composer_loop(generation))
 
     def _build_sinks(self) -> list[Sink]:
         if self._given_sinks is not None:
@@ -395,11 +419,18 @@ class Daemon:
             self.status_server.start()
             host, port = self.status_server.address
             log.info("status page at http://%s:%d/", host, port)
-        self.composer = self._load_initial_composer()
-        log.info("composer: %s", self.composer.id)
-        self._start_thread("composer", self._composer_loop)
+        if self.config.stream.fast_start and self.clock.paced and self.checkpoint_setting != RULE_BASED:
+            # Loading a model (torch) takes seconds: open with a short rule-based intro meanwhile.
+            self.composer = RuleBasedComposer(self.seed)
+            self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
+            threading.Thread(target=self._load_in_background, name="loader", daemon=True).start()
+            log.info("opening with %s while the configured composer loads", self.composer.id)
+        else:
+            self.composer = self._load_initial_composer()
+            log.info("composer: %s", self.composer.id)
+        self._start_composer_thread()
         started = time.monotonic()
-        target = self.config.stream.buffer_seconds
+        target = self.ring.target_seconds
         filled = self.ring.wait_for_seconds(target - 1e-6, self.config.stream.prefill_timeout_seconds)
         log.info("buffer %s: %.1f s ahead after %.2f s", "prefilled" if filled else "partly filled",
                  self.ring.ahead_seconds, time.monotonic() - started)
@@ -456,6 +487,7 @@ class Daemon:
                     self._start_reload()
                 elif signum == signal.SIGUSR1:
                     log.info("thread stacks:\n%s", thread_stacks())
+            self._check_stuck_composer()
             self._notify_systemd()
 
     def _notify_systemd(self) -> None:
@@ -464,7 +496,9 @@ class Daemon:
         if now - self._last_watchdog >= interval:
             self._last_watchdog = now
             healthy, _ = self.health()
-            if healthy and any(s.snapshot().healthy for s in self._output_sinks()):
+            composing = self._composing_since
+            stalled = composing is not None and now - composing > self.config.stream.buffer_seconds
+            if healthy and not stalled and any(s.snapshot().healthy for s in self._output_sinks()):
                 self.notifier.notify("WATCHDOG=1")
         if now - self._last_status_line >= STATUS_LINE_SECONDS:
             self._last_status_line = now
@@ -503,17 +537,18 @@ class Daemon:
 
     # ------------------------------------------------------------------ composer thread
 
-    def _composer_loop(self) -> None:
+    def _composer_loop(self, generation: int) -> None:
         wait = 0.25
-        while not self._stop.is_set():
+        while not self._stop.is_set() and generation == self._composer_generation:
             swap = self._take_next_composer()
             if swap is not None:
-                composer, first_bar = swap
+                composer, first_bar, is_reload = swap
                 old = self.composer.id if self.composer else "none"
                 self.composer = composer
-                self.reloads += 1
+                self.reloads += int(is_reload)
                 self.loaded_at = time.time()
                 self.checkpoint_error = ""
+                self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
                 log.info("composer swapped on a bar boundary: %s → %s", old, composer.id)
                 self.ring.put(BarEntry(first_bar, composer.id))
                 self.counters["bars_composed"] += 1
@@ -533,13 +568,28 @@ class Daemon:
                 wait = min(wait * 2, 5.0)
                 continue
             finally:
-                self._composing_since = None
+                if generation == self._composer_generation:
+                    self._composing_since = None
+            if generation != self._composer_generation:
+                log.info("a composer call that was given up on returned; its bar is dropped")
+                return
             wait = 0.25
             self._composer_failing = False
             self.ring.put(BarEntry(bar, composer.id))
             self.counters["bars_composed"] += 1
 
-    def _take_next_composer(self) -> tuple[Composer, Bar] | None:
+    def _check_stuck_composer(self) -> None:
+        """A swap waits on a composer call that does not return: give up on that thread."""
+        since = self._composing_since
+        if self._next_composer is None or since is None or self._stop.is_set():
+            return
+        if time.monotonic() - since > STUCK_COMPOSER_SECONDS:
+            log.warning("composer %s has been busy %.0f s; a new composer thread takes over",
+                        self.composer.id if self.composer else "?", time.monotonic() - since)
+            self._composing_since = None
+            self._start_composer_thread()
+
+    def _take_next_composer(self) -> tuple[Composer, Bar, bool] | None:
         with self._composer_lock:
             swap, self._next_composer = self._next_composer, None
             return swap
@@ -704,7 +754,7 @@ class Daemon:
             log.warning("reload failed, keeping %s: %s", current, self.last_reload_error)
             return
         with self._composer_lock:
-            self._next_composer = (composer, first)
+            self._next_composer = (composer, first, True)
             if render_swap is not None:
                 self._next_render = render_swap
         self.checkpoint_setting = setting

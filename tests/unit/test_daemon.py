@@ -310,3 +310,100 @@ def test_bad_bars_from_the_composer_are_rejected():
                 Bar((Note("lead", 60, 9.0, 1.0, 90),), 80.0), Bar((Note("lead", 60, 0.0, float("inf"), 90),), 80.0)):
         with pytest.raises(ModelError):
             check_bar(bad)
+
+
+class HangingComposer(FlakyComposer):
+    """Hangs (until released) in the call after `hang_after` bars."""
+
+    def __init__(self, hang_after, **kwargs):
+        super().__init__(**kwargs)
+        self.hang_after = hang_after
+        self.release = threading.Event()
+
+    def next_bar(self):
+        if self.calls == self.hang_after:
+            self.calls += 1
+            self.release.wait(60)
+        return super().next_bar()
+
+
+def test_fast_start_opens_with_the_intro_then_the_model_takes_over(tmp_path):
+    loaded = threading.Event()
+
+    def slow_loader(setting, seed):
+        time.sleep(1.0)  # a model loading
+        loaded.set()
+        return FlakyComposer(ident="the-model", seed=seed)
+
+    sink = RecordingSink()
+    daemon = Daemon(_config(tmp_path, speed=10.0, buffer_seconds=20.0), environ={}, sinks=[sink],
+                    composer_loader=slow_loader)
+    thread = threading.Thread(target=daemon.run)
+    started = time.monotonic()
+    thread.start()
+    try:
+        assert _until(lambda: sink.blocks, 5)
+        assert not loaded.is_set() and time.monotonic() - started < 1.0  # audio before the model
+        assert daemon.status()["checkpoint"]["id"].startswith("rule-based-")
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "the-model", 10)
+        assert daemon.status()["checkpoint"]["reloads"] == 0  # not a reload
+        assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "the-model", 10)
+        assert _until(lambda: daemon.status()["buffer"]["ahead_seconds"] >= 19.0, 10)  # full buffer again
+    finally:
+        daemon.request_stop("test over")
+        thread.join(10)
+    assert daemon.status()["counters"]["underruns"] == 0
+
+
+def test_a_hung_composer_is_replaced_by_a_reload(tmp_path):
+    hung = HangingComposer(hang_after=6, ident="hung")
+    loaders = iter([hung, FlakyComposer(ident="fresh")])
+    daemon = Daemon(_config(tmp_path, speed=20.0, fast_start=False), environ={}, sinks=[RecordingSink()],
+                    composer_loader=lambda setting, seed: next(loaders))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        assert _until(lambda: daemon.status()["composer"]["busy_seconds"] > 0.5, 10)
+        daemon._start_reload()
+        # After STUCK_COMPOSER_SECONDS a new composer thread swaps the fresh model in.
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "fresh", 15)
+        assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "fresh", 15)
+        hung.release.set()
+        time.sleep(0.3)
+        assert daemon.status()["checkpoint"]["id"] == "fresh"
+    finally:
+        hung.release.set()
+        daemon.request_stop("test over")
+        thread.join(10)
+    assert daemon.status()["counters"]["underruns"] > 0  # the bed covered the hang
+
+
+def test_systemd_notifications(tmp_path, monkeypatch):
+    import socket as socketlib
+
+    path = str(tmp_path / "notify.sock")
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(0.2)
+    messages: list[str] = []
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}  # watchdog every 0.2 s
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # sdnotify reads the process environment
+    daemon = Daemon(_config(tmp_path, speed=4.0), environ=env, sinks=[RecordingSink()],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    deadline = time.monotonic() + 6
+    try:
+        while time.monotonic() < deadline:
+            try:
+                messages.append(server.recv(4096).decode())
+            except TimeoutError:
+                pass
+    finally:
+        daemon.request_stop("test over")
+        thread.join(10)
+        server.close()
+    assert messages[0] == "READY=1"
+    assert messages.count("WATCHDOG=1") >= 10
+    assert any(m.startswith("STATUS=playing ") for m in messages)
