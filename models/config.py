@@ -15,14 +15,16 @@ ConfigT = TypeVar("ConfigT")
 class VAEConfig:
     """Shape of the bar VAE (`models.vae.BarVAE`)."""
 
-    latent_dim: int = 64
+    latent_dim: int = 128
     embed_dim: int = 12  # per voice and step, in the encoder
     hidden_dim: int = 512
     drum_hidden_dim: int = 256
     cond_dim: int = 40  # chord root, quality, key mode, key offset, style, activity together
-    context_dim: int = 96  # bar → step part of the decoder
+    encoder_hidden_dim: int = 160  # per direction of the encoder's GRU
+    context_dim: int = 32  # per step: bar part → step part of the decoder
     context_embed_dim: int = 8  # per earlier token read by the step part
     step_hidden_dim: int = 256
+    drum_step_hidden_dim: int = 64
     base_rank: int = 128  # rank of the bar part's base logits
 
 
@@ -30,7 +32,7 @@ class VAEConfig:
 class LSTMConfig:
     """Shape of the bar-sequence LSTM (`models.lstm.BarLSTM`)."""
 
-    latent_dim: int = 64  # must equal the VAE's
+    latent_dim: int = 128  # must equal the VAE's
     hidden_dim: int = 256
     num_layers: int = 1
     chord_embed_dim: int = 16

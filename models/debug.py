@@ -14,8 +14,9 @@ from models.data import (FIRST_PITCH_TOKEN, HOLD, MINOR, NO_CHORD_ROOT, STEPS_PE
 from models.lstm import BarLSTM
 from models.vae import BarVAE
 
-DEBUG_VAE = VAEConfig(latent_dim=8, embed_dim=4, hidden_dim=64, drum_hidden_dim=32, cond_dim=20, context_dim=16,
-                      context_embed_dim=4, step_hidden_dim=32, base_rank=16)
+DEBUG_VAE = VAEConfig(latent_dim=8, embed_dim=4, hidden_dim=64, drum_hidden_dim=32, cond_dim=20, context_dim=8,
+                      encoder_hidden_dim=8, context_embed_dim=4, step_hidden_dim=32, drum_step_hidden_dim=16,
+                      base_rank=16)
 DEBUG_LSTM = LSTMConfig(latent_dim=8, hidden_dim=32, chord_embed_dim=8, dropout=0.0)
 DEBUG_TRAIN = TrainConfig(minutes=0.5, max_epochs_vae=3, max_epochs_lstm=3, batch_size=32, lstm_batch_size=4,
                           lstm_window=8, beta_warmup_steps=20, patience=2, threads=1, validation_percent=30.0)

@@ -1,11 +1,12 @@
 """Bar VAE: one bar of four voices (16 steps) ↔ a latent vector, conditioned on chord and style.
 
-Encoder: an MLP over the bar's embedded tokens (see `models.data` for the token format) and its
-condition → (mu, logvar).
+Encoder: a bidirectional GRU over the bar's steps (the four voices' embedded tokens, see
+`models.data` for the token format), its final states and mean output with the condition
+through an MLP → (mu, logvar).
 
 Decoder, in two parts that add up to each step's logits:
 - a bar part: an MLP from (latent, condition) to base logits for all 16 steps at once, plus a
-  context vector for the step part;
+  context vector per step for the step part;
 - a step part: a small MLP shared by all steps that reads the tokens 1, 2, 3, 4, 8, 12 and 16
   steps back (all voices; before the bar's start, the previous bar's steps — so "as one beat,
   half a bar or one bar ago" is as easy to say as "held"), the step's position and the
@@ -138,9 +139,11 @@ class BarVAE(nn.Module):
         # Encoder: one embedding per voice; the extra last index is "unknown voice".
         self.embeddings = nn.ModuleList(nn.Embedding(v + 1, e) for v in VOCAB_SIZES)
         self.encoder_conditioner = Conditioner(config.cond_dim)
+        # A bidirectional GRU over the steps shares its weights across time: a figure is read
+        # the same wherever it falls in the bar.
+        self.encoder_rnn = nn.GRU(N_VOICES * e, config.encoder_hidden_dim, batch_first=True, bidirectional=True)
         self.encoder = nn.Sequential(
-            nn.Linear(STEPS_PER_BAR * N_VOICES * e + config.cond_dim, h), nn.GELU(),
-            nn.Linear(h, h), nn.GELU(),
+            nn.Linear(4 * config.encoder_hidden_dim + config.cond_dim, h), nn.GELU(),
             nn.Linear(h, 2 * config.latent_dim),
         )
         # Pitched voices: bar part and step part.
@@ -152,7 +155,7 @@ class BarVAE(nn.Module):
         # Low-rank base logits: all 16 steps from a small code (cheaper to run per bar).
         self.base_head = nn.Sequential(nn.Linear(h, config.base_rank),
                                        nn.Linear(config.base_rank, STEPS_PER_BAR * N_PITCHED * PITCHED_VOCAB))
-        self.context_head = nn.Linear(h, ctx)
+        self.context_head = nn.Linear(h, STEPS_PER_BAR * ctx)  # a context vector per step
         self.step_embedding = nn.Embedding(STEPS_PER_BAR, STEP_EMBED)
         self.context_embeddings = nn.ModuleList(nn.Embedding(v, config.context_embed_dim) for v in VOCAB_SIZES)
         n_context = len(CONTEXT_OFFSETS) * N_VOICES * config.context_embed_dim
@@ -169,9 +172,10 @@ class BarVAE(nn.Module):
             nn.Linear(d, d), nn.GELU(),
         )
         self.drum_base_head = nn.Linear(d, STEPS_PER_BAR * DRUM_VOCAB)
-        self.drum_context_head = nn.Linear(d, ctx)
-        self.drum_step_hidden = nn.Linear(len(CONTEXT_OFFSETS) * config.context_embed_dim + STEP_EMBED + ctx, ar)
-        self.drum_step_head = nn.Linear(ar, DRUM_VOCAB)
+        self.drum_context_head = nn.Linear(d, STEPS_PER_BAR * ctx)
+        drum_ar = config.drum_step_hidden_dim
+        self.drum_step_hidden = nn.Linear(len(CONTEXT_OFFSETS) * config.context_embed_dim + STEP_EMBED + ctx, drum_ar)
+        self.drum_step_head = nn.Linear(drum_ar, DRUM_VOCAB)
 
     def encode(self, tokens: torch.Tensor, cond: BarCondition,
                voice_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,19 +187,22 @@ class BarVAE(nn.Module):
                 unknown = torch.full_like(column, VOCAB_SIZES[voice])
                 column = torch.where(voice_mask[:, voice:voice + 1], column, unknown)
             embedded.append(embedding(column))  # (B, 16, E)
-        flat = torch.cat(embedded, dim=-1).flatten(1)  # (B, 16 * 4 * E)
-        stats = self.encoder(torch.cat([flat, self.encoder_conditioner(cond)], dim=-1))  # (B, 2L)
+        steps, last = self.encoder_rnn(torch.cat(embedded, dim=-1))  # (B, 16, 2He), (2, B, He)
+        summary = torch.cat([last.transpose(0, 1).flatten(1), steps.mean(dim=1)], dim=-1)  # (B, 4He)
+        stats = self.encoder(torch.cat([summary, self.encoder_conditioner(cond)], dim=-1))  # (B, 2L)
         mu, logvar = stats.chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
     def bar_part(self, z: torch.Tensor, cond: BarCondition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pitched base logits (B, 16, 3, V), pitched context (B, ctx), drum base logits (B, 16, Vd),
-        drum context (B, ctx)) of latents `z` (B, L)."""
+        """(pitched base logits (B, 16, 3, V), pitched context (B, 16, ctx), drum base logits
+        (B, 16, Vd), drum context (B, 16, ctx)) of latents `z` (B, L)."""
         hidden = self.decoder(torch.cat([z, self.decoder_conditioner(cond)], dim=-1))  # (B, H)
         base = self.base_head(hidden).view(-1, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)
         drum_hidden = self.drum_decoder(torch.cat([z, self.drum_activity(cond.activity)], dim=-1))  # (B, Hd)
         drum_base = self.drum_base_head(drum_hidden).view(-1, STEPS_PER_BAR, DRUM_VOCAB)
-        return base, self.context_head(hidden), drum_base, self.drum_context_head(drum_hidden)
+        context = self.context_head(hidden).view(-1, STEPS_PER_BAR, self.config.context_dim)
+        drum_context = self.drum_context_head(drum_hidden).view(-1, STEPS_PER_BAR, self.config.context_dim)
+        return base, context, drum_base, drum_context
 
     def decode(self, z: torch.Tensor, cond: BarCondition, tokens: torch.Tensor,
                previous_tail: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -209,14 +216,13 @@ class BarVAE(nn.Module):
         embedded = torch.stack([self.context_embeddings[v](earlier[..., v]) for v in range(N_VOICES)], dim=3)
         # embedded: (B, 16, K, 4, E)
         steps = self.step_embedding.weight[None].expand(batch, -1, -1)  # (B, 16, STEP_EMBED)
-        pitched_in = torch.cat([embedded.flatten(2), steps, context[:, None].expand(-1, STEPS_PER_BAR, -1)], dim=-1)
-        hidden = F.gelu(self.step_hidden(pitched_in), approximate="tanh")  # (B, 16, A)
+        pitched_in = torch.cat([embedded.flatten(2), steps, context], dim=-1)
+        hidden = F.relu(self.step_hidden(pitched_in))  # (B, 16, A)
         pitched = self.step_head(hidden).view(batch, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)
         relative = self._relative_scores(hidden, tokens, previous_tail, cond.root)  # (B, 16, 3, 36)
         pitched = base + pitched + F.pad(relative, (FIRST_PITCH_TOKEN, 0))
-        drum_in = torch.cat([embedded[:, :, :, 3].flatten(2), steps,
-                             drum_context[:, None].expand(-1, STEPS_PER_BAR, -1)], dim=-1)
-        drums = drum_base + self.drum_step_head(F.gelu(self.drum_step_hidden(drum_in), approximate="tanh"))
+        drum_in = torch.cat([embedded[:, :, :, 3].flatten(2), steps, drum_context], dim=-1)
+        drums = drum_base + self.drum_step_head(F.relu(self.drum_step_hidden(drum_in)))
         return [pitched[:, :, 0], pitched[:, :, 1], pitched[:, :, 2], drums]
 
     def _relative_scores(self, hidden: torch.Tensor, tokens: torch.Tensor, previous_tail: torch.Tensor | None,
@@ -291,11 +297,6 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x * _SQRT_HALF))
 
 
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """GELU, tanh approximation (as torch's approximate="tanh"), used by the step part."""
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-
-
 class FastDecoder:
     """A numpy copy of `BarVAE`'s decoder for generating one bar at a time.
 
@@ -331,9 +332,8 @@ class FastDecoder:
         e = vae.config.context_embed_dim
         k = len(CONTEXT_OFFSETS)
         hidden_w, step_bias = linear("step_hidden")  # (n_context + STEP + ctx, A)
-        drum_w, drum_step_bias = linear("drum_step_hidden")
-        a = hidden_w.shape[1]
-        self.hidden_size = a
+        drum_w, drum_step_bias = linear("drum_step_hidden")  # (k E + STEP + ctx, Ad)
+        a, ad = hidden_w.shape[1], drum_w.shape[1]
         n_context = k * N_VOICES * e
         rows, starts = [], np.zeros((k, N_VOICES), dtype=np.int64)
         count = 0
@@ -342,32 +342,45 @@ class FastDecoder:
                 embedding = w[f"context_embeddings.{voice}.weight"]  # (V, E)
                 block = hidden_w[(offset * N_VOICES + voice) * e:(offset * N_VOICES + voice + 1) * e]
                 drum_part = (embedding @ drum_w[offset * e:(offset + 1) * e] if voice == N_VOICES - 1
-                             else np.zeros((embedding.shape[0], a), np.float32))
+                             else np.zeros((embedding.shape[0], ad), np.float32))
                 rows.append(np.concatenate([embedding @ block, drum_part], axis=1))
                 starts[offset, voice] = count
                 count += embedding.shape[0]
-        self.token_table = np.concatenate(rows).astype(np.float32)  # (rows, 2A)
+        self.token_table = np.concatenate(rows).astype(np.float32)  # (rows, A + Ad)
         self.table_starts = starts  # (K, 4)
         steps = w["step_embedding.weight"]  # (16, STEP_EMBED)
         self.step_rows = np.concatenate([steps @ hidden_w[n_context:n_context + STEP_EMBED],
-                                         steps @ drum_w[k * e:k * e + STEP_EMBED]], axis=1)  # (16, 2A)
+                                         steps @ drum_w[k * e:k * e + STEP_EMBED]], axis=1)  # (16, A + Ad)
         self.context_weight = hidden_w[n_context + STEP_EMBED:]  # (ctx, A)
         self.drum_context_weight = drum_w[k * e + STEP_EMBED:]
         self.step_biases = np.concatenate([step_bias, drum_step_bias])
-        # All output layers as one block-diagonal product: (2A, 3V + Vd + 3 * intervals + 3 * 12).
+        # All output layers as one block-diagonal product. Columns: pitched logits (3V), drum
+        # logits (Vd), interval scores (3 x (N_INTERVALS + 1), the last always 0 for "no last
+        # pitch yet"), chord-tone scores (3 x 12).
         pitched_w, pitched_b = linear("step_head")
         drum_w_out, drum_b_out = linear("drum_step_head")
         interval_w, interval_b = linear("interval_head")
         tone_w, tone_b = linear("chord_tone_head")
-        widths = [pitched_w.shape[1], drum_w_out.shape[1], interval_w.shape[1], tone_w.shape[1]]
-        self.head_splits = np.cumsum(widths)[:-1]
-        head = np.zeros((2 * a, sum(widths)), np.float32)
-        head[:a, :widths[0]] = pitched_w
-        head[a:, widths[0]:widths[0] + widths[1]] = drum_w_out
-        head[:a, widths[0] + widths[1]:widths[0] + widths[1] + widths[2]] = interval_w
-        head[:a, widths[0] + widths[1] + widths[2]:] = tone_w
+        padded = N_INTERVALS + 1
+        interval_w = np.concatenate([interval_w.reshape(a, N_PITCHED, N_INTERVALS),
+                                     np.zeros((a, N_PITCHED, 1), np.float32)], axis=2).reshape(a, -1)
+        interval_b = np.concatenate([interval_b.reshape(N_PITCHED, N_INTERVALS),
+                                     np.zeros((N_PITCHED, 1), np.float32)], axis=1).ravel()
+        n_pitched, n_drums, n_intervals = N_PITCHED * PITCHED_VOCAB, DRUM_VOCAB, N_PITCHED * padded
+        head = np.zeros((a + ad, n_pitched + n_drums + n_intervals + N_PITCHED * 12), np.float32)
+        head[:a, :n_pitched] = pitched_w
+        head[a:, n_pitched:n_pitched + n_drums] = drum_w_out
+        head[:a, n_pitched + n_drums:n_pitched + n_drums + n_intervals] = interval_w
+        head[:a, n_pitched + n_drums + n_intervals:] = tone_w
         self.head_weight = head
-        self.head_bias = np.concatenate([pitched_b, drum_b_out, interval_b, tone_b])
+        self.head_bias = np.concatenate([pitched_b, drum_b_out, interval_b, tone_b]).astype(np.float32)
+        self.n_pitched, self.drum_end = n_pitched, n_pitched + n_drums
+        # Where each voice's interval scores sit in the output, for each last pitch (-1 → the 0 column).
+        buckets = np.concatenate([INTERVAL_BUCKETS, np.full((1, N_PITCHES), N_INTERVALS)])  # (37, 36)
+        self.interval_index = (self.drum_end + np.arange(N_PITCHED)[:, None, None] * padded
+                               + buckets[None])  # (3, 37, 36): [voice, last pitch (+1), pitch]
+        self.tone_start = self.drum_end + n_intervals
+        self.voices = np.arange(N_PITCHED)
 
     def condition(self, root: int, quality: int, mode: int, key_offset: int, style: np.ndarray,
                   activity: int) -> np.ndarray:
@@ -384,29 +397,28 @@ class FastDecoder:
         drum_hidden = np.concatenate([z.astype(np.float32), self.drum_activity[activity]])
         for weight, bias in self.drum_trunk:
             drum_hidden = _gelu(drum_hidden @ weight + bias)
-        context = hidden @ self.context_head[0] + self.context_head[1]
-        drum_context = drum_hidden @ self.drum_context_head[0] + self.drum_context_head[1]
-        pre = np.concatenate([context @ self.context_weight, drum_context @ self.drum_context_weight])
+        context = (hidden @ self.context_head[0] + self.context_head[1]).reshape(STEPS_PER_BAR, -1)
+        drum_context = (drum_hidden @ self.drum_context_head[0] + self.drum_context_head[1]).reshape(STEPS_PER_BAR, -1)
+        pre = np.concatenate([context @ self.context_weight, drum_context @ self.drum_context_weight], axis=1)
         return {
             "base": ((hidden @ self.base_head[0][0] + self.base_head[0][1]) @ self.base_head[1][0]
                      + self.base_head[1][1]).reshape(STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB),
             "drum_base": (drum_hidden @ self.drum_base_head[0] + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
             "pre": self.step_rows + (pre + self.step_biases),  # (16, 2A): hidden inputs before tokens
-            "relative_class": (PITCH_CLASSES - root) % 12 if root != NO_CHORD_ROOT else None,  # (3, 36)
+            # Output columns of each pitch's chord-tone score (none without a chord).
+            "tone_index": (self.tone_start + self.voices[:, None] * 12 + (PITCH_CLASSES - root) % 12
+                           if root != NO_CHORD_ROOT else None),  # (3, 36)
         }
 
     def step_logits(self, bar: dict[str, np.ndarray], step: int, earlier: np.ndarray,
                     last_pitch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pitched logits (3, V), drum logits (Vd,)) of `step` given `earlier` (K, 4) tokens and
         each pitched voice's last pitch index `last_pitch` (3,) (-1: none yet)."""
-        hidden = bar["pre"][step] + self.token_table[(self.table_starts + earlier).ravel()].sum(axis=0)  # (2A,)
-        out = _gelu_tanh(hidden) @ self.head_weight + self.head_bias
-        pitched_out, drums, intervals, tones = np.split(out, self.head_splits)
-        pitched = bar["base"][step] + pitched_out.reshape(N_PITCHED, PITCHED_VOCAB)
-        voices = np.arange(N_PITCHED)[:, None]
-        relative = intervals.reshape(N_PITCHED, N_INTERVALS)[voices, INTERVAL_BUCKETS[np.maximum(last_pitch, 0)]]
-        relative *= (last_pitch >= 0)[:, None]
-        if bar["relative_class"] is not None:
-            relative += tones.reshape(N_PITCHED, 12)[voices, bar["relative_class"]]
+        hidden = bar["pre"][step] + self.token_table[(self.table_starts + earlier).ravel()].sum(axis=0)
+        out = np.maximum(hidden, 0.0) @ self.head_weight + self.head_bias  # (columns,)
+        pitched = bar["base"][step] + out[:self.n_pitched].reshape(N_PITCHED, PITCHED_VOCAB)
+        relative = out[self.interval_index[self.voices, last_pitch]]  # last -1 picks row 36: zeros
+        if bar["tone_index"] is not None:
+            relative += out[bar["tone_index"]]
         pitched[:, FIRST_PITCH_TOKEN:] += relative
-        return pitched, bar["drum_base"][step] + drums
+        return pitched, bar["drum_base"][step] + out[self.n_pitched:self.drum_end]
