@@ -109,8 +109,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    import os
-
     from streamer.daemon import CliOverrides, describe_config, load_stream_config
 
     config = load_stream_config(args.file, CliOverrides(), os.environ)
