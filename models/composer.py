@@ -38,7 +38,7 @@ from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, FIRST_PITCH_TOKEN, HO
 from models.errors import ModelError
 from models.lstm import (N_CHORDS, BarLSTM, FastLSTM, FastState, chord_index, chord_parts, sample_from_logits,
                          sample_latent_np)
-from models.vae import CONTEXT_OFFSETS, N_ACTIVITY, TAIL_STEPS, BarVAE, FastDecoder
+from models.vae import CONTEXT_OFFSETS, DRUM_VOCAB, N_ACTIVITY, PITCHED_VOCAB, TAIL_STEPS, BarVAE, FastDecoder
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Composer:
         self._previous_plan: _Plan | None = None
         self._pending: deque[_RawBar] = deque()
         self._bars = self._bar_generator()
-        self.model_seconds = 0.0  # time spent in the networks (LSTM + VAE), for benchmarks
+        self.model_seconds = 0.0  # CPU time of this thread in the networks (LSTM + VAE), for benchmarks
         self.bars_made = 0
 
     @classmethod
@@ -335,7 +335,7 @@ class Composer:
             previous: tuple[np.ndarray | None, int] = (None, 0)  # None latent = song start
             materials: dict[str, _Material] = {}
             bar_index = 0
-            tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)  # the previous bar's last steps
+            tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)  # the track's last steps so far (rests before)
             for section_number, (label, n_bars) in enumerate(plan.sections):
                 letter = label.rstrip("'")
                 if label in ("intro", "outro"):
@@ -350,7 +350,7 @@ class Composer:
                     if label == "outro" and bar_in_section == n_bars - 1:
                         tonic = TONIC_ROOT[plan.mode]
                         chord = chord_index(tonic, CHORD_QUALITIES.index(DIATONIC[tonic][1]))
-                    started = time.perf_counter()
+                    started = time.thread_time()
                     state, output = self._fast_lstm.step(state, previous[0], previous[1], self._style_vector(),
                                                          plan.mode)
                     reuse = (is_return and label != "outro" and bar_in_section < LOOP_BARS
@@ -360,7 +360,7 @@ class Composer:
                     else:
                         mu, logvar = self._fast_lstm.latent_distribution(output, chord)
                         latent = sample_latent_np(mu, logvar, 0.6 * self.controls.temperature, rng)
-                    self.model_seconds += time.perf_counter() - started
+                    self.model_seconds += time.thread_time() - started
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, tail)
                     if reuse:  # the phrase returns as it was first played (drums keep their variation)
@@ -377,7 +377,7 @@ class Composer:
                         tokens = self._final_bar(tokens)
                     voicing = self._voice_harmony(tokens, chord)
                     yield _RawBar(plan, bar_index, label, chord, tokens, voicing, velocities, drum_notes, last_in_track)
-                    tail = tokens[-TAIL_STEPS:].copy() if not last_in_track else np.zeros((TAIL_STEPS, 4), dtype=np.int64)
+                    tail = np.concatenate([tail, tokens])[-TAIL_STEPS:]
                     previous = (latent, chord)
                     bar_index += 1
 
@@ -393,7 +393,7 @@ class Composer:
                 tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (16, 4) and velocities (16, 4) of one bar, every voice sounding.
 
-        `tail` (TAIL_STEPS, 4): the previous bar's last steps (rests at a track's start).
+        `tail` (TAIL_STEPS, 4): the track's steps before this bar (rests before its start).
         """
         root, quality = chord_parts(chord)
         activity = int(np.clip(round(energy * (N_ACTIVITY - 1) + 0.25), 0, N_ACTIVITY - 1))
@@ -412,9 +412,9 @@ class Composer:
                        temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(tokens (16, 4), pitched base logits (16, 3, V)): steps drawn in order, each from the
         decoder's logits given the tokens drawn before it (the pitched voices together, then drums)."""
-        started = time.perf_counter()
+        started = time.thread_time()
         bar = self._decoder.bar(latent, cond, activity, root)
-        network_seconds = time.perf_counter() - started
+        network_seconds = time.thread_time() - started
         sequence = np.zeros((TAIL_STEPS + STEPS_PER_BAR, 4), dtype=np.int64)  # tail, then this bar
         sequence[:TAIL_STEPS] = tail
         offsets = np.array(CONTEXT_OFFSETS)
@@ -423,16 +423,18 @@ class Composer:
         for position in range(TAIL_STEPS):
             onsets = tail[position, :3] >= FIRST_PITCH_TOKEN
             last_pitch[onsets] = tail[position, :3][onsets] - FIRST_PITCH_TOKEN
+        step_logits = np.full((4, PITCHED_VOCAB), -np.inf)  # drums use their first DRUM_VOCAB columns
         for step in range(STEPS_PER_BAR):
-            started = time.perf_counter()
+            started = time.thread_time()
             pitched_logits, drum_logits = self._decoder.step_logits(bar, step, sequence[TAIL_STEPS + step - offsets],
                                                                     last_pitch)
-            network_seconds += time.perf_counter() - started
-            drawn = _draw(pitched_logits, temperature, draws[step, :3])
-            sequence[TAIL_STEPS + step, :3] = drawn
-            sequence[TAIL_STEPS + step, 3] = _draw(drum_logits[None, :], temperature, draws[step, 3:])[0]
-            onsets = drawn >= FIRST_PITCH_TOKEN
-            last_pitch[onsets] = drawn[onsets] - FIRST_PITCH_TOKEN
+            network_seconds += time.thread_time() - started
+            step_logits[:3] = pitched_logits
+            step_logits[3, :DRUM_VOCAB] = drum_logits
+            drawn = _draw(step_logits, temperature, draws[step])  # the four voices at once
+            sequence[TAIL_STEPS + step] = drawn
+            onsets = drawn[:3] >= FIRST_PITCH_TOKEN
+            last_pitch[onsets] = drawn[:3][onsets] - FIRST_PITCH_TOKEN
         self.model_seconds += network_seconds
         return sequence[TAIL_STEPS:].copy(), bar["base"]
 
@@ -595,9 +597,8 @@ class Composer:
 
 def _draw(logits: np.ndarray, temperature: float, uniforms: np.ndarray) -> np.ndarray:
     """One index per row of logits (R, V) at `temperature`, by inverse CDF of `uniforms` (R,)."""
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    probs = np.exp(scaled)
+    scaled = logits / temperature
+    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))  # -inf logits: probability 0
     cumulative = np.cumsum(probs, axis=1)
     cumulative /= cumulative[:, -1:]
     return np.minimum((cumulative < uniforms[:, None]).sum(axis=1), logits.shape[1] - 1)

@@ -15,24 +15,24 @@ ConfigT = TypeVar("ConfigT")
 class VAEConfig:
     """Shape of the bar VAE (`models.vae.BarVAE`)."""
 
-    latent_dim: int = 128
+    latent_dim: int = 64
     embed_dim: int = 12  # per voice and step, in the encoder
-    hidden_dim: int = 512
-    drum_hidden_dim: int = 256
+    hidden_dim: int = 384
+    drum_hidden_dim: int = 128
     cond_dim: int = 40  # chord root, quality, key mode, key offset, style, activity together
     encoder_hidden_dim: int = 160  # per direction of the encoder's GRU
     context_dim: int = 32  # per step: bar part → step part of the decoder
     context_embed_dim: int = 8  # per earlier token read by the step part
-    step_hidden_dim: int = 256
+    step_hidden_dim: int = 192
     drum_step_hidden_dim: int = 64
-    base_rank: int = 128  # rank of the bar part's base logits
+    base_rank: int = 64  # rank of the bar part's base logits
 
 
 @dataclass(frozen=True)
 class LSTMConfig:
     """Shape of the bar-sequence LSTM (`models.lstm.BarLSTM`)."""
 
-    latent_dim: int = 128  # must equal the VAE's
+    latent_dim: int = 64  # must equal the VAE's
     hidden_dim: int = 256
     num_layers: int = 1
     chord_embed_dim: int = 16

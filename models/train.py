@@ -36,7 +36,7 @@ from torch import nn
 
 from models import checkpoint as ckpt
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STYLES, Corpus, load_corpus,
+from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES, Corpus, load_corpus,
                          split_corpus)
 from models.errors import CheckpointError, DataError, ModelError
 from models.lstm import BarLSTM, chord_index, sequence_losses
@@ -53,7 +53,7 @@ class BarTensors:
     """All bars of a (key-normalised) corpus as tensors."""
 
     tokens: torch.Tensor  # (N, 16, 4) int64
-    previous_tail: torch.Tensor  # (N, TAIL_STEPS, 4) int64: last steps of the previous bar (rests at a song's start)
+    previous_tail: torch.Tensor  # (N, TAIL_STEPS, 4) int16: the steps before each bar in its song (rests before)
     voice_mask: torch.Tensor  # (N, 4) bool: voice known in this bar's song
     root: torch.Tensor  # (N,) int64
     quality: torch.Tensor  # (N,) int64
@@ -68,7 +68,7 @@ class BarTensors:
         """Indices of the first occurrence of every distinct bar within each song (songs repeat
         their choruses; the VAE learns as much from one copy, in less time)."""
         keep = []
-        flat = torch.cat([self.tokens.flatten(1), self.previous_tail.flatten(1), self.root[:, None],
+        flat = torch.cat([self.tokens.flatten(1), self.previous_tail.flatten(1).long(), self.root[:, None],
                           self.quality[:, None]], dim=1)
         rows = flat.numpy()
         for song in range(len(self.song_starts) - 1):
@@ -98,10 +98,13 @@ def bar_tensors(corpus: Corpus) -> BarTensors:
     modes = np.array([s.key_mode for s in normalised.songs], dtype=np.int64)
     styles = np.array([s.style for s in normalised.songs], dtype=np.int64)
     tokens = normalised.tokens.astype(np.int64)
-    previous_tail = np.zeros((len(tokens), TAIL_STEPS, 4), dtype=np.int64)
-    if len(tokens):
-        previous_tail[1:] = tokens[:-1, -TAIL_STEPS:, :]
-        previous_tail[normalised.song_starts[:-1][np.diff(normalised.song_starts) > 0]] = 0
+    previous_tail = np.zeros((len(tokens), TAIL_STEPS, 4), dtype=np.int16)
+    for song in range(normalised.n_songs):
+        part = normalised.song_slice(song)
+        steps = tokens[part].reshape(-1, 4)  # the song's steps in order
+        padded = np.concatenate([np.zeros((TAIL_STEPS, 4), dtype=np.int64), steps])
+        for bar in range(part.stop - part.start):
+            previous_tail[part.start + bar] = padded[bar * STEPS_PER_BAR:bar * STEPS_PER_BAR + TAIL_STEPS]
     return BarTensors(
         tokens=torch.from_numpy(tokens),
         previous_tail=torch.from_numpy(previous_tail),
@@ -241,7 +244,7 @@ def evaluate_vae(vae: BarVAE, data: Corpus | BarTensors, batch_size: int = 1024)
         index = slice(begin, begin + batch_size)
         tokens, mask = tensors.tokens[index], tensors.voice_mask[index]
         cond = tensors.condition(index)
-        logits, mu, logvar = vae(tokens, cond, mask, tensors.previous_tail[index], sample=False)
+        logits, mu, logvar = vae(tokens, cond, mask, tensors.previous_tail[index].long(), sample=False)
         ce, _, _ = reconstruction_loss(logits, tokens, mask)
         _, kl = kl_terms(mu, logvar, 0.0)
         total_ce += float(ce) * tokens.shape[0]
@@ -431,7 +434,7 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
             begin = (batch_number * dist.world + dist.rank) * config.batch_size
             index = order[begin:begin + config.batch_size]
             tokens, mask, root = train_t.tokens[index], train_t.voice_mask[index], train_t.root[index]
-            previous_tail = train_t.previous_tail[index]
+            previous_tail = train_t.previous_tail[index].long()
             shift = torch.randint(-config.augment_semitones, config.augment_semitones + 1, (len(index),),
                                   generator=generator)
             shift = torch.where(torch.rand(len(index), generator=generator) < config.augment_probability,
@@ -473,9 +476,10 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
             log.info("VAE epoch %d: train %.2f, val recon %.2f, KL %.2f, accuracy %.4f, active units %d/%d",
                      state["epoch"], train_loss, metrics["cross_entropy_per_bar"],
                      metrics["kl_per_bar"], metrics["accuracy"], metrics["active_units"], vae.config.latent_dim)
-            improved = val_loss < state["best"] - 1e-4
+            # The figure that matters is held-out accuracy: keep and stop by it.
+            improved = -metrics["accuracy"] < state["best"] - 1e-4
             if improved:
-                state["best"], state["bad_epochs"] = val_loss, 0
+                state["best"], state["bad_epochs"] = -metrics["accuracy"], 0
                 best_metrics = {f"val_{k}": v for k, v in metrics.items()}
                 best_metrics.update(epoch=state["epoch"], train_bars=len(train_t))
                 ckpt.save_checkpoint(out_dir, "vae", vae, data_hash, best_metrics)

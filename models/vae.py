@@ -7,10 +7,10 @@ through an MLP → (mu, logvar).
 Decoder, in two parts that add up to each step's logits:
 - a bar part: an MLP from (latent, condition) to base logits for all 16 steps at once, plus a
   context vector per step for the step part;
-- a step part: a small MLP shared by all steps that reads the tokens 1, 2, 3, 4, 8, 12 and 16
-  steps back (all voices; before the bar's start, the previous bar's steps — so "as one beat,
-  half a bar or one bar ago" is as easy to say as "held"), the step's position and the
-  context vector. Besides logits it scores pitches relative to what they are heard against:
+- a step part: a small MLP shared by all steps that reads the tokens 1, 2, 3, 4, 8, 12, 16, 32
+  and 64 steps back (all voices; before the bar's start, the previous bars' steps — so "as one
+  beat, half a bar, one, two or four bars ago" is as easy to say as "held"), the step's
+  position and its context vector. Besides logits it scores pitches relative to what they are heard against:
   an interval from the voice's last pitch (-12..12 semitones, wider together) and a pitch
   class relative to the bar's chord root — melody moves by steps and lands on chord tones in
   every key, which absolute pitch logits would have to learn once per pitch. Training feeds the true earlier tokens (teacher forcing);
@@ -47,8 +47,8 @@ N_ACTIVITY = 4
 PITCHED_VOCAB = VOCAB_SIZES[0]
 DRUM_VOCAB = VOCAB_SIZES[3]
 N_PITCHED = 3
-CONTEXT_OFFSETS = (1, 2, 3, 4, 8, 12, 16)  # the step part reads the tokens this many steps back
-TAIL_STEPS = max(CONTEXT_OFFSETS)  # steps of the previous bar the first steps can see
+CONTEXT_OFFSETS = (1, 2, 3, 4, 8, 12, 16, 32, 64)  # the step part reads the tokens this many steps back
+TAIL_STEPS = max(CONTEXT_OFFSETS)  # steps of the previous bars the step part can see (4 bars)
 STEP_EMBED = 8
 MAX_INTERVAL = 12  # intervals from the voice's last pitch scored one by one; wider ones share a score
 N_INTERVALS = 2 * MAX_INTERVAL + 2
@@ -96,12 +96,12 @@ def activity_levels(tokens: torch.Tensor, voice_mask: torch.Tensor | None = None
 def context_tokens(tokens: torch.Tensor, previous_tail: torch.Tensor | None) -> torch.Tensor:
     """(B, 16, K, 4): for each step, the tokens `CONTEXT_OFFSETS` steps back.
 
-    `previous_tail` (B, TAIL_STEPS, 4) holds the previous bar's last steps (None: rests, as at a
+    `previous_tail` (B, TAIL_STEPS, 4) holds the steps before the bar (None: rests, as at a
     song's start).
     """
     if previous_tail is None:
         previous_tail = torch.zeros(tokens.shape[0], TAIL_STEPS, tokens.shape[2], dtype=tokens.dtype)
-    sequence = torch.cat([previous_tail, tokens], dim=1)  # (B, TAIL + 16, 4)
+    sequence = torch.cat([previous_tail.to(tokens.dtype), tokens], dim=1)  # (B, TAIL + 16, 4)
     steps = torch.arange(STEPS_PER_BAR)
     index = torch.stack([TAIL_STEPS + steps - k for k in CONTEXT_OFFSETS], dim=1)  # (16, K)
     return sequence[:, index]  # (B, 16, K, 4)
@@ -232,7 +232,7 @@ class BarVAE(nn.Module):
         batch = hidden.shape[0]
         if previous_tail is None:
             previous_tail = torch.zeros(batch, TAIL_STEPS, tokens.shape[2], dtype=tokens.dtype)
-        sequence = torch.cat([previous_tail, tokens], dim=1)[..., :N_PITCHED]  # (B, T, 3)
+        sequence = torch.cat([previous_tail.to(tokens.dtype), tokens], dim=1)[..., :N_PITCHED]  # (B, T, 3)
         positions = torch.arange(sequence.shape[1])[None, :, None].expand_as(sequence)
         onset_at = torch.where(sequence >= FIRST_PITCH_TOKEN, positions, torch.full_like(positions, -1))
         last_at = torch.cummax(onset_at, dim=1).values[:, TAIL_STEPS - 1:-1]  # (B, 16, 3): before each step
@@ -252,7 +252,7 @@ class BarVAE(nn.Module):
                 sample: bool = True) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(teacher-forced logits per voice, mu, logvar) of bars `tokens` (B, 16, 4).
 
-        `previous_tail` (B, TAIL_STEPS, 4): the last steps of each bar's previous bar (rests at a
+        `previous_tail` (B, TAIL_STEPS, 4): the steps before each bar in its song (rests before a
         song's start).
         """
         mu, logvar = self.encode(tokens, cond, voice_mask)
