@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
 
+# The stream, locally: status page and live player at http://127.0.0.1:8080/, recordings under
+# out/stream/recordings. With CHIPLOFI_STREAM_KEY set it also goes to YouTube's primary ingest.
 run: setup
-	$(VENV)/bin/chiplofi demo
+	$(VENV)/bin/chiplofi stream $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
 	$(PY) -m pytest -q

@@ -15,6 +15,7 @@ is shipped.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import math
 from pathlib import Path
@@ -155,16 +156,23 @@ def check_bar(bar: Bar) -> Bar:
     return bar
 
 
-def _shipped_checkpoint() -> Path | None:
-    """The shipped checkpoint directory, if the models package and its weights are installed."""
-    try:
-        from models.checkpoint import paths, shipped_directory
-    except ImportError as exc:  # models (or torch) not installed
-        log.debug("models not importable: %s", exc)
+def shipped_checkpoint() -> Path | None:
+    """The shipped checkpoint directory (models/checkpoints), if its files are there.
+
+    Found without importing models.checkpoint, which imports torch: deciding that there is
+    nothing to load must not cost torch's start-up time and memory.
+    """
+    spec = importlib.util.find_spec("models")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    directory = shipped_directory()
-    weights, card = paths(directory, "vae")
-    return directory if weights.is_file() and card.is_file() else None
+    directory = Path(list(spec.submodule_search_locations)[0]) / "checkpoints"
+    needed = [directory / f"{kind}.{ext}" for kind in ("vae", "lstm") for ext in ("safetensors", "json")]
+    return directory if all(path.is_file() for path in needed) else None
+
+
+def uses_model(setting: str) -> bool:
+    """Does `stream.checkpoint = setting` mean loading a trained model (and torch)?"""
+    return setting != RULE_BASED and (bool(setting) or shipped_checkpoint() is not None)
 
 
 def describe_checkpoint(setting: str) -> str:
@@ -173,7 +181,7 @@ def describe_checkpoint(setting: str) -> str:
         return "the rule-based composer"
     if setting:
         return f"checkpoint {setting}"
-    shipped = _shipped_checkpoint()
+    shipped = shipped_checkpoint()
     return f"the shipped checkpoint {shipped}" if shipped else "the rule-based composer (no checkpoint shipped)"
 
 
@@ -184,7 +192,7 @@ def load_composer(setting: str, seed: int) -> Composer:
     """
     if setting == RULE_BASED:
         return RuleBasedComposer(seed)
-    directory = Path(setting) if setting else _shipped_checkpoint()
+    directory = Path(setting) if setting else shipped_checkpoint()
     if directory is None:
         log.warning("no checkpoint shipped; composing with the rule-based composer")
         return RuleBasedComposer(seed)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from streamer.clock import SampleClock
-from streamer.composer import RULE_BASED, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer
+from streamer.composer import Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer, uses_model
 from streamer.config import Config, load_config
 from streamer.errors import ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
@@ -206,6 +206,10 @@ def plan_outputs(config: Config, key: str) -> OutputPlan:
 
 
 # ----------------------------------------------------------------------------- the daemon
+
+
+class _StopDuringStart(Exception):
+    pass
 
 
 @dataclass
@@ -390,12 +394,20 @@ class Daemon:
         try:
             self._start()
             self._main_loop()
+        except _StopDuringStart:
+            pass
         finally:
             self._shutdown()
         return self.exit_code
 
+    def _abort_if_stopping(self) -> None:
+        """SIGTERM/SIGINT while starting: stop now rather than after the start-up."""
+        if any(signum in (signal.SIGTERM, signal.SIGINT) for signum in list(self._signals)):
+            self.request_stop("signal during start-up")
+            raise _StopDuringStart
+
     def _start(self) -> None:
-        log.info("chiplofi stream starting: %s, seed %d, speed %s", self.sample_rate, self.seed,
+        log.info("chiplofi stream starting: %d Hz, seed %d, speed %s", self.sample_rate, self.seed,
                  "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -407,6 +419,7 @@ class Daemon:
         ffmpeg_sinks = [sink for sink in self.sinks if sink.kind == "ffmpeg"]
         for sink in ffmpeg_sinks:
             sink.start()
+        self._abort_if_stopping()
         self.renderer, self.effects = self._build_render(self.config)
         if self.config.status.enabled:
             self.hub = LiveAudioHub(self.sample_rate, self.config.status.max_listeners)
@@ -419,7 +432,8 @@ class Daemon:
             self.status_server.start()
             host, port = self.status_server.address
             log.info("status page at http://%s:%d/", host, port)
-        if self.config.stream.fast_start and self.clock.paced and self.checkpoint_setting != RULE_BASED:
+        self._abort_if_stopping()
+        if self.config.stream.fast_start and self.clock.paced and uses_model(self.checkpoint_setting):
             # Loading a model (torch) takes seconds: open with a short rule-based intro meanwhile.
             self.composer = RuleBasedComposer(self.seed)
             self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
@@ -429,6 +443,7 @@ class Daemon:
             self.composer = self._load_initial_composer()
             log.info("composer: %s", self.composer.id)
         self._start_composer_thread()
+        self._abort_if_stopping()
         started = time.monotonic()
         target = self.ring.target_seconds
         filled = self.ring.wait_for_seconds(target - 1e-6, self.config.stream.prefill_timeout_seconds)

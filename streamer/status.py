@@ -19,7 +19,6 @@ import json
 import logging
 import struct
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -405,12 +404,3 @@ class StatusServer:
         self._server.server_close()
         self._thread.join(timeout)
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll `predicate` until it holds or `timeout` passes (helper for tests and start-up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

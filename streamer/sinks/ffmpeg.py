@@ -189,6 +189,7 @@ class FfmpegSink(QueuedSink):
         self.pid: int | None = None
         self.clean_exit: bool | None = None
         self.runs = 0  # ffmpeg processes started so far
+        self._run_bytes = 0  # written to the current one
         self._stop_timeout = STOP_EOF_SECONDS + 1.5
 
     # ----------------------------------------------------------------- command line
@@ -283,6 +284,7 @@ class FfmpegSink(QueuedSink):
         now = time.monotonic()
         self._started_at = self._progress_changed = self._last_write_ok = now
         self._progress_seconds = 0.0
+        self._run_bytes = 0
         self._fifo_targets.clear()
         for target in self.targets:
             target.state = "starting"
@@ -325,7 +327,8 @@ class FfmpegSink(QueuedSink):
         self._incarnation_over.set()
         writer.join(0.5)
         self._close_stdin(proc)
-        grace = max(STOP_EOF_SECONDS, self._stop_timeout - 1.5)
+        # Nothing written: there is nothing to finish (ffmpeg may still be starting up).
+        grace = max(STOP_EOF_SECONDS, self._stop_timeout - 1.5) if self._run_bytes else 0.5
         try:
             code = proc.wait(grace)
         except subprocess.TimeoutExpired:
@@ -415,6 +418,7 @@ class FfmpegSink(QueuedSink):
                 return f"input write failed ({exc.strerror or exc})"
             view = view[written:]
             self.bytes_written += written
+            self._run_bytes += written
         self.frames_written += block.frames
         self._last_write_ok = time.monotonic()
         return ""

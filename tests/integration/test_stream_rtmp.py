@@ -100,6 +100,16 @@ def start_receiver(url: str, out: Path, log: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
 
 
+def stop_receiver(receiver: subprocess.Popen) -> None:
+    """SIGINT lets ffmpeg finish its file; one that waits on a silent stream gets killed."""
+    receiver.send_signal(signal.SIGINT)
+    try:
+        receiver.wait(10)
+    except subprocess.TimeoutExpired:
+        receiver.kill()
+        receiver.wait()
+
+
 def probe_packets(path: Path) -> dict[str, list[tuple[float, bool, int]]]:
     """(pts seconds, keyframe, byte position) of every packet, by codec."""
     result = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
@@ -198,7 +208,7 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(nginx, tmp_pa
         first_data = time.monotonic()
         status = lambda: json.loads(get(status_port, "/status")[1])  # noqa: E731
         assert wait_for(lambda: get(status_port, "/readyz")[0] == 200, 15)
-        assert status()["checkpoint"]["id"] == first_id
+        assert status()["checkpoint"]["id"] == first_id, daemon_log.read_text()
 
         # SIGHUP with a new checkpoint in place: the id changes.
         time.sleep(10)
@@ -252,11 +262,7 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(nginx, tmp_pa
             daemon.kill()
             daemon.wait()
         time.sleep(1.0)
-        receiver.send_signal(signal.SIGINT)
-        try:
-            receiver.wait(10)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
+        stop_receiver(receiver)
     log_text = daemon_log.read_text()
     assert code == 0, log_text
     assert stop_seconds < 5.0
@@ -287,3 +293,45 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(nginx, tmp_pa
     wall = stopped - live_from
     assert abs(duration - wall) <= 1.0, (duration, wall)
     assert duration >= STREAM_SECONDS - 1.0
+
+
+@needs_tools
+def test_a_failing_target_does_not_drop_the_others(nginx, tmp_path):
+    dead_port = free_port()  # nothing listens there: a backup ingest that is down
+    status_port = free_port()
+    local = tmp_path / "local.mkv"
+    recording = tmp_path / "received.flv"
+    receiver = start_receiver(f"rtmp://127.0.0.1:{nginx.port}/live/{STREAM_KEY}", recording, tmp_path / "receiver.log")
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
+         "--output", f"rtmp://127.0.0.1:{dead_port}/live", "--output", f"rtmp://127.0.0.1:{nginx.port}/live",
+         "--output", str(local), "--status-addr", f"127.0.0.1:{status_port}"],
+        cwd=ROOT, env={**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    try:
+        def targets():
+            sink = json.loads(get(status_port, "/status")[1])["sinks"][0]
+            return [t["state"] for t in sink["detail"]["targets"]]
+        assert wait_for(lambda: recording.exists() and recording.stat().st_size > 100_000, 30), log.read_text()
+        assert wait_for(lambda: targets() == ["failing", "ok", "ok"], 15), targets()
+        time.sleep(6)
+        sink = json.loads(get(status_port, "/status")[1])["sinks"][0]
+        assert sink["restarts"] == 0 and sink["connected"]
+        assert sink["detail"]["targets"][0]["failures"] >= 1
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        time.sleep(0.5)
+        stop_receiver(receiver)
+    text = log.read_text()
+    assert STREAM_KEY not in text and "Connection refused" in text
+    for path in (recording, local):
+        packets = probe_packets(path)
+        assert set(packets) == {"h264", "aac"}
+        audio = [pts for pts, _, _ in packets["aac"]]
+        assert audio[-1] - audio[0] > 8.0
+        assert max(b - a for a, b in zip(audio, audio[1:])) <= 0.050

@@ -336,7 +336,7 @@ def test_fast_start_opens_with_the_intro_then_the_model_takes_over(tmp_path):
         return FlakyComposer(ident="the-model", seed=seed)
 
     sink = RecordingSink()
-    daemon = Daemon(_config(tmp_path, speed=10.0, buffer_seconds=20.0), environ={}, sinks=[sink],
+    daemon = Daemon(_config(tmp_path, speed=10.0, buffer_seconds=20.0, checkpoint="a-model"), environ={}, sinks=[sink],
                     composer_loader=slow_loader)
     thread = threading.Thread(target=daemon.run)
     started = time.monotonic()
@@ -407,3 +407,50 @@ def test_systemd_notifications(tmp_path, monkeypatch):
     assert messages[0] == "READY=1"
     assert messages.count("WATCHDOG=1") >= 10
     assert any(m.startswith("STATUS=playing ") for m in messages)
+
+
+def test_sigterm_during_start_up_stops_at_once(tmp_path):
+    import signal as signals
+
+    sink = RecordingSink()
+    daemon = Daemon(_config(tmp_path, speed=1.0), environ={}, sinks=[sink],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+    daemon._signals.append(signals.SIGTERM)  # as if it arrived while starting
+    started = time.monotonic()
+    assert _run(daemon, 10) == 0
+    assert time.monotonic() - started < 3.0 and not sink.blocks
+
+
+def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
+    config_path = tmp_path / "stream.toml"
+    base = f'[stream]\nspeed = 8.0\nbuffer_seconds = 8.0\nready_seconds = 0\nstate_dir = "{tmp_path}"\n' \
+           '[status]\nenabled = false\n'
+    config_path.write_text(base + "[effects]\nhiss_db = -60\n")
+    config = load_stream_config(config_path, CliOverrides(), {})
+    sink = RecordingSink()
+    daemon = Daemon(config, config_path=config_path, environ={}, sinks=[sink],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        assert _until(lambda: len(sink.blocks) > 20)
+        config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.4\n")
+        daemon._start_reload()
+        assert _until(lambda: daemon.config.effects.hiss_db == -50.0 and daemon.config.render.gain == 0.4)
+        config_path.write_text(base + '[render]\nsoundfont = "/no/such.sf2"\n')
+        daemon._start_reload()
+        assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
+        assert "such.sf2" in daemon.status()["checkpoint"]["last_reload_error"]
+        assert daemon.config.render.soundfont == ""  # the old SoundFont plays on
+        config_path.write_text(base + "[effects]\nhiss_db = 0\n")  # not accepted
+        daemon._start_reload()
+        assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 2)
+        assert "effects.hiss_db" in daemon.status()["checkpoint"]["last_reload_error"]
+        blocks_then = len(sink.blocks)
+        assert _until(lambda: len(sink.blocks) > blocks_then + 20)
+    finally:
+        daemon.request_stop("test over")
+        thread.join(10)
+    starts = [b.start_frame for b in sink.blocks]
+    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))
+    assert np.isfinite(sink.audio()).all()

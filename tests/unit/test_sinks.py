@@ -182,6 +182,9 @@ if mode == "exit":
     sys.exit(3)
 if mode == "stuck":
     time.sleep(60)
+if mode == "slowstart":
+    time.sleep(1.5)  # loading, probing ...
+    mode = "ok"
 total = 0
 while True:
     data = sys.stdin.buffer.read(4096)
@@ -197,7 +200,7 @@ sys.exit(0)
 '''
 
 
-def _fake_sink(tmp_path: Path, mode: str, **settings) -> tuple[FfmpegSink, Path]:
+def _fake_sink(tmp_path: Path, mode: str, live: bool = True, **settings) -> tuple[FfmpegSink, Path]:
     log_path = tmp_path / f"{mode}.log"
     script = tmp_path / f"ffmpeg-{mode}"
     script.write_text(FAKE_FFMPEG.format(python=sys.executable, mode=mode, log=str(log_path)))
@@ -206,7 +209,7 @@ def _fake_sink(tmp_path: Path, mode: str, **settings) -> tuple[FfmpegSink, Path]
                                         **settings)
     targets = [network_target("rtmp://127.0.0.1:1/live", "topsecret"), file_target(tmp_path / "out.mkv")]
     sink = FfmpegSink(targets, sample_rate=RATE, video=VideoSettings(), settings=sink_settings,
-                      text_path=tmp_path / "np.txt", secrets=["topsecret"])
+                      text_path=tmp_path / "np.txt", secrets=["topsecret"], live=live)
     return sink, log_path
 
 
@@ -261,7 +264,7 @@ def test_ffmpeg_without_progress_is_restarted(tmp_path):
 
 
 def test_ffmpeg_gets_every_byte_and_ends_cleanly_on_stop(tmp_path):
-    sink, log_path = _fake_sink(tmp_path, "ok")
+    sink, log_path = _fake_sink(tmp_path, "ok", live=False)  # unpaced: nothing may be dropped
     sink.start()
     blocks = _blocks(50)
     for block in blocks:
@@ -275,3 +278,19 @@ def test_ffmpeg_gets_every_byte_and_ends_cleanly_on_stop(tmp_path):
     snap = sink.snapshot()
     assert snap.bytes_written == sum(len(b.pcm16) for b in blocks)
     assert [t["target"] for t in snap.detail["targets"]][0] == "rtmp://127.0.0.1:1/live/<redacted>"
+
+
+def test_live_ffmpeg_starts_with_current_audio_not_a_backlog(tmp_path):
+    sink, log_path = _fake_sink(tmp_path, "slowstart", queue_seconds=10)
+    sink.start()
+    blocks = _blocks(130)  # ≈ 3 s of audio arrives while ffmpeg is still starting
+    assert _wait(lambda: sink.snapshot().state == SinkState.RUNNING)
+    for block in blocks:
+        sink.submit(block)
+    assert _wait(lambda: sink.snapshot().connected, 10)
+    sink.stop(4)
+    received = int(re.search(r"^eof (\d+)$", log_path.read_text(), re.M).group(1))
+    total = sum(len(b.pcm16) for b in blocks)
+    # What it got: the pipe's worth plus the newest 0.3 s; the rest was dropped (and counted).
+    assert received <= (1 << 15) + 0.3 * RATE * 4 + 2 * 4096 + 65536
+    assert sink.snapshot().frames_dropped * 4 == total - received

@@ -1,0 +1,65 @@
+"""streamer.composer: the rule-based composer, the adapter over models.composer, checkpoints."""
+
+import pytest
+
+from streamer.composer import (RULE_BASED, FallbackBed, ModelComposer, RuleBasedComposer, check_bar, load_composer,
+                               uses_model)
+from streamer.errors import CheckpointError
+from streamer.types import Bar
+
+
+def test_rule_based_composer_changes_track_key_and_tempo():
+    composer = load_composer(RULE_BASED, seed=3)
+    assert isinstance(composer, RuleBasedComposer) and composer.id.startswith("rule-based-")
+    bars = [check_bar(composer.next_bar()) for _ in range(3 * composer.track_bars)]
+    tracks = [bar.track_id for bar in bars]
+    assert len(set(tracks)) == 3 and tracks[0] == "r3-t0000"
+    assert len({(bar.key, bar.tempo_bpm) for bar in bars}) >= 2
+    assert load_composer(RULE_BASED, seed=3).id == composer.id  # the id names what is loaded
+    assert load_composer(RULE_BASED, seed=4).id != composer.id
+
+
+def test_fallback_bed_follows_the_key_and_tempo():
+    bed = FallbackBed(seed=1)
+    bed.follow(Bar((), 84.0, key="F# minor"))
+    bar = bed.next_bar()
+    assert bar.tempo_bpm == 84.0 and bar.key.startswith("Gb") and bar.track_id == "fallback"
+
+
+def test_uses_model():
+    assert not uses_model(RULE_BASED)
+    assert uses_model("/some/checkpoint")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from models.debug import write_debug_checkpoint
+
+    return write_debug_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=0)
+
+
+def test_model_composer_bars(checkpoint):
+    composer = load_composer(str(checkpoint), seed=2)
+    assert isinstance(composer, ModelComposer)
+    from models.checkpoint import read_info
+
+    assert composer.id == f"{read_info(checkpoint, 'vae').model_id}+{read_info(checkpoint, 'lstm').model_id}"
+    bars = [check_bar(composer.next_bar()) for _ in range(8)]
+    assert [bar.bar_index for bar in bars] == list(range(8))
+    assert all(bar.beats == 4.0 and 40 <= bar.tempo_bpm <= 200 and bar.key and bar.section for bar in bars)
+    notes = [note for bar in bars for note in bar.notes]
+    assert notes and all(0 <= note.start < 4.0 and note.duration > 0 for note in notes)
+    assert {note.voice for note in notes} <= {"lead", "harmony", "bass", "drums"}
+
+
+def test_bad_checkpoints_raise_checkpoint_error(checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_composer(str(tmp_path / "missing"), seed=0)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in checkpoint.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    weights = broken / "lstm.safetensors"
+    weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
+    with pytest.raises(CheckpointError, match="lstm.safetensors"):
+        load_composer(str(broken), seed=0)
