@@ -300,6 +300,7 @@ class Daemon:
         self._effects_nonfinite_base = 0
         self._threads: list[threading.Thread] = []
         self._ready = False
+        self._intro = False  # fast start: the rule-based intro plays while the model loads
         self._duration_reached = False
         self._last_status_line = 0.0
         self._last_watchdog = 0.0
@@ -340,6 +341,7 @@ class Daemon:
             log.error("cannot use the configured composer (%s); the rule-based composer plays on",
                       self.checkpoint_error)
             self.ring.target_seconds = self.config.stream.buffer_seconds
+            self._intro = False
             return
         log.info("composer loaded: %s (playing from the next bar boundary)", composer.id)
         with self._composer_lock:
@@ -436,6 +438,7 @@ class Daemon:
         if self.config.stream.fast_start and self.clock.paced and uses_model(self.checkpoint_setting):
             # Loading a model (torch) takes seconds: open with a short rule-based intro meanwhile.
             self.composer = RuleBasedComposer(self.seed)
+            self._intro = True
             self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
             threading.Thread(target=self._load_in_background, name="loader", daemon=True).start()
             log.info("opening with %s while the configured composer loads", self.composer.id)
@@ -564,6 +567,7 @@ class Daemon:
                 self.loaded_at = time.time()
                 self.checkpoint_error = ""
                 self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
+                self._intro = False
                 log.info("composer swapped on a bar boundary: %s → %s", old, composer.id)
                 self.ring.put(BarEntry(first_bar, composer.id))
                 self.counters["bars_composed"] += 1
@@ -856,6 +860,8 @@ class Daemon:
         healthy, reason = self.health()
         if not healthy:
             return False, reason
+        if self._intro:
+            return False, "the configured composer is still loading"
         ahead = self.ring.ahead_seconds + self._pending_frames / self.sample_rate
         if ahead < self.config.stream.ready_seconds:
             return False, f"buffer {ahead:.1f} s ahead, below {self.config.stream.ready_seconds:g} s"

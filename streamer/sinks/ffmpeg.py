@@ -70,6 +70,7 @@ class Target:
     options: dict[str, str] = field(default_factory=dict)  # extra tee slave options
     state: str = "starting"  # starting | ok | failing
     failures: int = 0
+    overflows: int = 0  # times its queue filled and packets were dropped (a slow peer)
     last_error: str = ""
 
     @property
@@ -189,6 +190,7 @@ class FfmpegSink(QueuedSink):
         self.pid: int | None = None
         self.clean_exit: bool | None = None
         self.runs = 0  # ffmpeg processes started so far
+        self.overflows = 0
         self._run_bytes = 0  # written to the current one
         self._stop_timeout = STOP_EOF_SECONDS + 1.5
 
@@ -310,6 +312,7 @@ class FfmpegSink(QueuedSink):
         code = proc.poll()
         if code is not None:
             self.exit_codes.append(code)
+            del self.exit_codes[:-20]
             tail = " | ".join(self._stderr_tail[-3:])
             return f"exited with code {code}" + (f" ({tail})" if tail else "")
         if self._write_error:
@@ -469,6 +472,8 @@ class FfmpegSink(QueuedSink):
             log.debug("ffmpeg: %s", line)
 
     def _on_fifo_line(self, addr: str, text: str, raw: bytes) -> None:
+        if "queue full" in text:
+            self.overflows += 1  # a target's queue filled up: packets were dropped for it
         target = self._fifo_targets.get(addr)
         if target is None:
             raw_text = raw.decode("utf-8", "replace")
@@ -478,7 +483,9 @@ class FfmpegSink(QueuedSink):
                     break
         if target is None:
             return
-        if text.startswith("Recovery successful"):
+        if "queue full" in text:
+            target.overflows += 1
+        elif text.startswith("Recovery successful"):
             target.state = "ok"
             log.info("ffmpeg target %s recovered", target.label)
         elif text.startswith("Error") or "failed" in text:
@@ -506,7 +513,8 @@ class FfmpegSink(QueuedSink):
             detail={
                 "pid": self.pid,
                 "encoded_seconds": round(self._progress_seconds, 2),
+                "target_overflows": self.overflows,
                 "targets": [{"target": t.label, "state": t.state, "failures": t.failures,
-                             "last_error": t.last_error} for t in self.targets],
+                             "overflows": t.overflows, "last_error": t.last_error} for t in self.targets],
                 "restart_reasons": list(self.restart_reasons[-5:]),
             })

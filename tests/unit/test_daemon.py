@@ -345,7 +345,9 @@ def test_fast_start_opens_with_the_intro_then_the_model_takes_over(tmp_path):
         assert _until(lambda: sink.blocks, 5)
         assert not loaded.is_set() and time.monotonic() - started < 1.0  # audio before the model
         assert daemon.status()["checkpoint"]["id"].startswith("rule-based-")
+        assert daemon.readiness() == (False, "the configured composer is still loading")
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "the-model", 10)
+        assert _until(lambda: daemon.readiness()[0], 5)
         assert daemon.status()["checkpoint"]["reloads"] == 0  # not a reload
         assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "the-model", 10)
         assert _until(lambda: daemon.status()["buffer"]["ahead_seconds"] >= 19.0, 10)  # full buffer again
