@@ -26,6 +26,7 @@ class VAEConfig:
     step_hidden_dim: int = 192
     drum_step_hidden_dim: int = 64
     base_rank: int = 64  # rank of the bar part's base logits
+    dropout: float = 0.1  # in the decoder, while training
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TrainConfig:
     lstm_window: int = 64  # bars per training sequence
     learning_rate: float = 2e-3
     lstm_learning_rate: float = 2e-3
+    lstm_latent_weight: float = 0.1  # latent NLL (nats, summed over dimensions) against chord NLL
     weight_decay: float = 1e-5
     beta_max: float = 0.02  # KL weight after annealing
     beta_warmup_steps: int = 2000

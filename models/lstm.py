@@ -66,6 +66,9 @@ class BarLSTM(nn.Module):
             nn.Linear(config.hidden_dim + config.chord_embed_dim, config.hidden_dim), nn.GELU(),
             nn.Linear(config.hidden_dim, 2 * config.latent_dim),
         )
+        # A linear path from the bar just fed to the next bar's latent (bars resemble their
+        # neighbours; the recurrent state need not carry that linearly).
+        self.latent_skip = nn.Linear(config.latent_dim, 2 * config.latent_dim, bias=False)
 
     def _inputs(self, latents: torch.Tensor, chords: torch.Tensor, style: torch.Tensor,
                 mode: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -94,6 +97,7 @@ class BarLSTM(nn.Module):
         hidden = self.dropout(hidden)
         chord_logits = self.chord_head(hidden)  # (B, T, N_CHORDS)
         stats = self.latent_head(torch.cat([hidden, self.chord_embedding(next_chords)], dim=-1))  # (B, T, 2L)
+        stats = stats + self.latent_skip(latents)
         mu, logvar = stats.chunk(2, dim=-1)
         return chord_logits, mu, logvar.clamp(-8.0, 4.0)
 
@@ -108,8 +112,8 @@ class BarLSTM(nn.Module):
              mode: int) -> tuple[LSTMState, torch.Tensor]:
         """Feed one bar (latent (L,), joint chord index) or, with `latent=None`, a song start.
 
-        Returns the new state and its output (H,), from which `chord_logits` and
-        `latent_distribution` give the next bar.
+        Returns the new state and its output (H + L,: the LSTM's output and the latent fed), from
+        which `chord_logits` and `latent_distribution` give the next bar.
         """
         is_start = latent is None
         z = torch.zeros(1, 1, self.config.latent_dim) if is_start else latent.view(1, 1, -1)
@@ -117,18 +121,19 @@ class BarLSTM(nn.Module):
         start_t = torch.tensor([[is_start]])
         x = self._inputs(z, chord_t, style.view(1, -1).float(), torch.tensor([mode]), start_t)  # (1, 1, D)
         output, (h, c) = self.lstm(x, (state.h, state.c))
-        return LSTMState(h, c, started=True), output[0, 0]
+        return LSTMState(h, c, started=True), torch.cat([output[0, 0], z.view(-1)])
 
     @torch.inference_mode()
     def chord_logits(self, output: torch.Tensor) -> torch.Tensor:
-        """(N_CHORDS,) logits of the next bar's chord from a step output (H,)."""
-        return self.chord_head(output)
+        """(N_CHORDS,) logits of the next bar's chord from a step output (H + L,)."""
+        return self.chord_head(output[:self.config.hidden_dim])
 
     @torch.inference_mode()
     def latent_distribution(self, output: torch.Tensor, chord: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each (L,), of the next bar's latent given its chord."""
         embedded = self.chord_embedding(torch.tensor(chord))
-        mu, logvar = self.latent_head(torch.cat([output, embedded])).chunk(2)
+        hidden, latent = output[:self.config.hidden_dim], output[self.config.hidden_dim:]
+        mu, logvar = (self.latent_head(torch.cat([hidden, embedded])) + self.latent_skip(latent)).chunk(2)
         return mu, logvar.clamp(-8.0, 4.0)
 
 
@@ -216,6 +221,7 @@ class FastLSTM:
                                weights[f"lstm.bias_ih_l{layer}"] + weights[f"lstm.bias_hh_l{layer}"]))
         self.chord_head = (weights["chord_head.weight"].T.copy(), weights["chord_head.bias"])
         self.latent_head = [(weights[f"latent_head.{i}.weight"].T.copy(), weights[f"latent_head.{i}.bias"]) for i in (0, 2)]
+        self.latent_skip = weights["latent_skip.weight"].T.copy()  # (L, 2L)
 
     def initial_state(self) -> FastState:
         shape = (self.config.num_layers, self.config.hidden_dim)
@@ -237,17 +243,18 @@ class FastLSTM:
             c_all[layer] = f * state.c[layer] + i * g
             h_all[layer] = o * np.tanh(c_all[layer])
             x = h_all[layer]
-        return FastState(h_all, c_all), x
+        return FastState(h_all, c_all), np.concatenate([x, z])
 
     def chord_logits(self, output: np.ndarray) -> np.ndarray:
         weight, bias = self.chord_head
-        return output @ weight + bias
+        return output[:self.config.hidden_dim] @ weight + bias
 
     def latent_distribution(self, output: np.ndarray, chord: int) -> tuple[np.ndarray, np.ndarray]:
         (w1, b1), (w2, b2) = self.latent_head
-        hidden = np.concatenate([output, self.chord_embedding[chord]]) @ w1 + b1
+        size = self.config.hidden_dim
+        hidden = np.concatenate([output[:size], self.chord_embedding[chord]]) @ w1 + b1
         hidden = 0.5 * hidden * (1.0 + self._erf(hidden * 0.7071067811865476))
-        mu, logvar = np.split(hidden @ w2 + b2, 2)
+        mu, logvar = np.split(hidden @ w2 + b2 + output[size:] @ self.latent_skip, 2)
         return mu, np.clip(logvar, -8.0, 4.0)
 
 

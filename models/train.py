@@ -485,6 +485,10 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
                 ckpt.save_checkpoint(out_dir, "vae", vae, data_hash, best_metrics)
             else:
                 state["bad_epochs"] += 1
+        if dist.agree(dist.main and not improved):
+            for group in optimizer.param_groups:  # a plateau: smaller steps (on every rank)
+                group["lr"] = max(group["lr"] * 0.5, 1e-5)
+        if dist.main:
             _save_resume(resume_dir, "vae", vae, optimizer, state)
         if dist.agree(out_of_time or state["bad_epochs"] >= config.patience):
             break
@@ -514,7 +518,7 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
             log.info("resuming LSTM training at epoch %d", state["epoch"])
     if state["done"]:
         return ckpt.read_info(out_dir, "lstm").metrics
-    latent_weight = 1.0 / lstm.config.latent_dim
+    latent_weight = config.lstm_latent_weight
     best_metrics: dict[str, Any] = {}
     while state["epoch"] < config.max_epochs_lstm:
         rng = np.random.default_rng(config.seed * 1000 + state["epoch"])

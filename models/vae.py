@@ -197,6 +197,7 @@ class BarVAE(nn.Module):
         """(pitched base logits (B, 16, 3, V), pitched context (B, 16, ctx), drum base logits
         (B, 16, Vd), drum context (B, 16, ctx)) of latents `z` (B, L)."""
         hidden = self.decoder(torch.cat([z, self.decoder_conditioner(cond)], dim=-1))  # (B, H)
+        hidden = F.dropout(hidden, self.config.dropout, self.training)
         base = self.base_head(hidden).view(-1, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)
         drum_hidden = self.drum_decoder(torch.cat([z, self.drum_activity(cond.activity)], dim=-1))  # (B, Hd)
         drum_base = self.drum_base_head(drum_hidden).view(-1, STEPS_PER_BAR, DRUM_VOCAB)
@@ -217,7 +218,7 @@ class BarVAE(nn.Module):
         # embedded: (B, 16, K, 4, E)
         steps = self.step_embedding.weight[None].expand(batch, -1, -1)  # (B, 16, STEP_EMBED)
         pitched_in = torch.cat([embedded.flatten(2), steps, context], dim=-1)
-        hidden = F.relu(self.step_hidden(pitched_in))  # (B, 16, A)
+        hidden = F.dropout(F.relu(self.step_hidden(pitched_in)), self.config.dropout, self.training)  # (B, 16, A)
         pitched = self.step_head(hidden).view(batch, STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB)
         relative = self._relative_scores(hidden, tokens, previous_tail, cond.root)  # (B, 16, 3, 36)
         pitched = base + pitched + F.pad(relative, (FIRST_PITCH_TOKEN, 0))
