@@ -11,7 +11,7 @@ process start to the first AAC frame out of an ffmpeg receiver reading the strea
 so the receiver's own start-up counts against it), and the daemon's steady RSS (VmRSS of the
 Python process, and with its ffmpeg).
 Goals (issue 4): CPU ratio ≤ 1.25; start → first audio ≤ 5 s; steady RSS ≤ 400 MB.
-Run: .venv/bin/python bench/bench_daemon.py [--seconds 60] [--preset 480p15] [--checkpoint DIR|rule-based]
+Run: .venv/bin/python bench/bench_daemon.py [--seconds 60] [--preset 480p15] [--checkpoint DIR|rule-based|debug]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,7 +151,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="streaming time of each row (default 60)")
     parser.add_argument("--preset", default="480p15", choices=("720p30", "480p15", "still"))
-    parser.add_argument("--checkpoint", default="", help="default: the configured one (shipped or rule-based)")
+    parser.add_argument("--checkpoint", default="",
+                        help="a checkpoint directory, 'rule-based', or 'debug' (tiny random models from "
+                             "models.debug); default: the configured one (shipped, else rule-based)")
     args = parser.parse_args()
     if not (shutil.which("nginx") and shutil.which("ffmpeg")):
         print("needs nginx (with the rtmp module) and ffmpeg", file=sys.stderr)
@@ -161,6 +164,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp_name:
         tmp = Path(tmp_name)
         env = {**os.environ, "CHIPLOFI_VIDEO__PRESET": args.preset, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / "state")}
+        if args.checkpoint == "debug":
+            from models.debug import write_debug_checkpoint
+
+            args.checkpoint = str(write_debug_checkpoint(tmp / "debug-checkpoint"))
         checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
         # Pre-render the audio the bare ffmpeg streams: the daemon's own output, unpaced.
         wav = tmp / "pre.wav"
@@ -176,9 +183,10 @@ def main() -> int:
             bare = subprocess.Popen(bare_ffmpeg_args(config, wav, text, f"rtmp://127.0.0.1:{port}/live/bare"),
                                     stdout=subprocess.DEVNULL, stderr=open(tmp / "bare.log", "wb"))
             started = time.monotonic()
+            status_port = free_port()
             daemon = subprocess.Popen([python, "-m", "streamer.cli", "stream", "--output",
                                        f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
-                                       f"127.0.0.1:{free_port()}", *checkpoint],
+                                       f"127.0.0.1:{status_port}", *checkpoint],
                                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "daemon.log", "wb"))
             time.sleep(WARMUP_SECONDS)
             cpu0 = {"bare": cpu_seconds(bare.pid), "daemon": cpu_seconds(daemon.pid)}
@@ -191,6 +199,8 @@ def main() -> int:
             cpu1 = {"bare": cpu_seconds(bare.pid), "daemon": cpu_seconds(daemon.pid)}
             window = time.monotonic() - window_start
             daemon_alive = daemon.poll() is None and bare.poll() is None
+            with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=5) as response:
+                status = json.loads(response.read())
             daemon.send_signal(signal.SIGTERM)
             stop_started = time.monotonic()
             daemon_code = daemon.wait(15)
@@ -208,7 +218,8 @@ def main() -> int:
     cpu = {name: 100.0 * (cpu1[name] - cpu0[name]) / window for name in cpu0}
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
-        "preset": args.preset, "checkpoint": args.checkpoint or "default", "window_seconds": round(window, 1),
+        "preset": args.preset, "composer": status["checkpoint"]["id"], "window_seconds": round(window, 1),
+        "underruns": status["counters"]["underruns"], "sink_restarts": status["sinks"][0]["restarts"],
         "cpu_percent_of_one_core": {k: round(v, 1) for k, v in cpu.items()},
         "cpu_ratio": round(cpu["daemon"] / cpu["bare"], 3),
         "start_to_first_audio_seconds": round(first_audio, 2),
@@ -225,7 +236,7 @@ def main() -> int:
           f"{result['rss_mb']['with_ffmpeg_max']:.0f} MB (goal ≤ {GOAL_RSS_MB:g} MB)")
     print(f"SIGTERM: exit code {daemon_code} after {stop_seconds:.2f} s")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_daemon.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "daemon.json").write_text(json.dumps(result, indent=2) + "\n")
     ok = (result["cpu_ratio"] <= GOAL_RATIO and first_audio <= GOAL_FIRST_AUDIO
           and result["rss_mb"]["daemon_max"] <= GOAL_RSS_MB and daemon_code == 0)
     return 0 if ok else 2
