@@ -12,7 +12,6 @@ from models import data as D
 from models.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +145,6 @@ def test_split_is_by_group_never_by_bar():
     assert train.n_bars + validation.n_bars == corpus.n_bars
 
 
-@needs_shared
 def test_real_nes_and_lofi_files():
     nes = D.parse_file(SHARED / "nes" / "Super Mario Bros" / "1.mid", "nes/smb/1.mid", "nes/smb", D.STYLES.index("nes"))
     assert not isinstance(nes, str)
