@@ -181,6 +181,10 @@ def load_models(directory: str | Path) -> tuple[nn.Module, nn.Module, dict[str, 
     if vae.config.latent_dim != lstm.config.latent_dim:
         raise CheckpointError(f"{directory}: VAE latent size {vae.config.latent_dim} does not match "
                               f"the LSTM's {lstm.config.latent_dim}")
+    trained_on = lstm_info.metrics.get("vae_model_id")
+    if trained_on and trained_on != vae_info.model_id:
+        raise CheckpointError(f"{directory}: the LSTM was trained on the latents of {trained_on}, "
+                              f"not of this VAE ({vae_info.model_id})")
     return vae, lstm, {"vae": vae_info, "lstm": lstm_info}
 
 

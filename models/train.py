@@ -641,7 +641,8 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "train_config.json").write_text(json.dumps({
             "train": dataclasses.asdict(config), "vae": dataclasses.asdict(vae_config),
-            "lstm": dataclasses.asdict(lstm_config), "folders": [str(f) for f in (folders or [])],
+            "lstm": dataclasses.asdict(lstm_config),
+            "folders": [str(f) for f in (folders or [])],  # [] = the shared default folders
             "data_hash": corpus.data_hash, "skipped": corpus.skipped}, indent=2))
 
     start = time.monotonic()

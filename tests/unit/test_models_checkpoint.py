@@ -125,3 +125,20 @@ def test_models_that_do_not_belong_together(tmp_path):
     ckpt.save_checkpoint(tmp_path, "vae", other)
     with pytest.raises(CheckpointError, match="latent size"):
         ckpt.load_models(tmp_path)
+    ckpt.save_checkpoint(tmp_path, "vae", debug_models(seed=5)[0])  # same shape, other weights
+    with pytest.raises(CheckpointError, match="trained on the latents"):
+        ckpt.load_models(tmp_path)
+
+
+def test_shipped_checkpoint_loads_and_composes():
+    directory = ckpt.shipped_directory()
+    if not (directory / "vae.json").exists():
+        pytest.skip("no shipped checkpoint")
+    from models.composer import Composer, Controls
+
+    vae, lstm, cards = ckpt.load_models(directory)
+    assert cards["lstm"].metrics["vae_model_id"] == cards["vae"].model_id
+    assert sum(p.stat().st_size for p in directory.iterdir()) <= 20 * 1024 * 1024
+    composer = Composer(vae, lstm, Controls(seed=0))
+    bars = [next(composer) for _ in range(6)]
+    assert all({n[0] for n in bar.notes} == {"lead", "harmony", "bass", "drums"} for bar in bars)
