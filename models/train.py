@@ -596,7 +596,7 @@ def plot_losses(out_dir: Path) -> Path | None:
         epochs = [h["epoch"] for h in history]
         axis.plot(epochs, [h["train_loss"] for h in history], label="train")
         axis.plot(epochs, [h["val_loss"] for h in history], label="validation")
-        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar", "lstm": "LSTM: chord + latent NLL per bar"}[stage])
+        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar", "lstm": "LSTM: chord NLL + 0.1 × latent NLL per bar"}[stage])
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)
