@@ -47,12 +47,12 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from models.errors import DataError
+from models.voices import VOICES, assign_voices
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # bump when the arrays or their meaning change: invalidates caches
 
-VOICES: tuple[str, ...] = ("lead", "harmony", "bass", "drums")
 PITCHED_VOICES: tuple[str, ...] = ("lead", "harmony", "bass")
 STEPS_PER_BAR = 16
 STEPS_PER_BEAT = 4
@@ -529,7 +529,6 @@ def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
 def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
     import pretty_midi
 
-    from models.voices import assign_voices
 
     midi = pretty_midi.PrettyMIDI(str(path))
     if any((ts.numerator, ts.denominator) != (4, 4) for ts in midi.time_signature_changes):
