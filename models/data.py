@@ -529,7 +529,6 @@ def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
 def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
     import pretty_midi
 
-
     midi = pretty_midi.PrettyMIDI(str(path))
     if any((ts.numerator, ts.denominator) != (4, 4) for ts in midi.time_signature_changes):
         return "not_4_4"
