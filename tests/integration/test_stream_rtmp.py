@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from waiting import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,22 +39,6 @@ def real_tools_present():
     # `make setup` installs them; their absence is a failure, never a skip.
     missing = [tool for tool in ("nginx", "ffmpeg", "ffprobe") if not shutil.which(tool)]
     assert not missing and RTMP_MODULE.exists(), f"missing {missing or RTMP_MODULE}: run make setup"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 class Nginx:

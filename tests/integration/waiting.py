@@ -1,0 +1,27 @@
+"""Helpers shared by the stream integration tests: a free loopback port, polling with a deadline."""
+
+import socket
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    """The first truthy value of `predicate()` within `timeout` seconds, else None.
+
+    OSError counts as "not yet": servers under test refuse connections while starting.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    return None
