@@ -527,7 +527,7 @@ def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
 
 
 def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
-    import pretty_midi
+    from models.midi_lib import pretty_midi
 
     midi = pretty_midi.PrettyMIDI(str(path))
     if any((ts.numerator, ts.denominator) != (4, 4) for ts in midi.time_signature_changes):

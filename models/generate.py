@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-import pretty_midi
+from models.midi_lib import pretty_midi
 
 from models.composer import ComposedBar, Composer, Controls, parse_key
 from models.data import MINOR, STEPS_PER_BEAT, VOICES

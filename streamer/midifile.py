@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pretty_midi
+from models.midi_lib import pretty_midi
 
 from models.voices import assign_voices
 from streamer.errors import InputFileError

@@ -22,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-import fluidsynth
 import soundfonts
+from models.midi_lib import fluidsynth
 from streamer.config import RenderSettings, VoiceSettings
 from streamer.errors import RenderError, SoundFontError
 from streamer.types import VOICES, Bar
 
 log = logging.getLogger(__name__)
+
+if fluidsynth is None:
+    raise ImportError("pyfluidsynth could not load libfluidsynth; install it (Debian: apt-get install libfluidsynth3)")
 
 # MIDI channel of each voice; drums on the General MIDI percussion channel.
 VOICE_CHANNELS: dict[str, int] = {"lead": 0, "harmony": 1, "bass": 2, "drums": 9}

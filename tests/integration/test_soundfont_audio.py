@@ -10,7 +10,7 @@ import ctypes
 import struct
 from pathlib import Path
 
-import fluidsynth
+from models.midi_lib import fluidsynth
 import numpy as np
 import pytest
 
