@@ -34,7 +34,7 @@ import numpy as np
 from models import checkpoint as ckpt
 from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, FIRST_PITCH_TOKEN, HOLD, MAJOR, MINOR, NOTE_NAMES,
                          PITCH_RANGES, REST, STEPS_PER_BAR, STYLES, VOICES, chord_name, key_name,
-                         token_to_pitch)
+                         parse_key, token_to_pitch)
 from models.errors import ModelError
 from models.lstm import (N_CHORDS, BarLSTM, FastLSTM, FastState, chord_index, chord_parts, sample_from_logits,
                          sample_latent_np)
@@ -116,21 +116,6 @@ class Controls:
             raise ModelError(f"tempo_bpm must be within 40..200, not {self.tempo_bpm}")
         if self.key is not None:
             parse_key(self.key)
-
-
-def parse_key(text: str) -> tuple[int, int]:
-    """(tonic, mode) of 'C major', 'F# minor', 'Bbm', 'A' ..."""
-    names = {name.lower(): i for i, name in enumerate(NOTE_NAMES)}
-    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0})
-    cleaned = text.strip().lower().replace("♯", "#").replace("♭", "b")
-    mode = MAJOR
-    for suffix, value in ((" minor", MINOR), (" major", MAJOR), ("min", MINOR), ("maj", MAJOR), ("m", MINOR)):
-        if cleaned.endswith(suffix):
-            cleaned, mode = cleaned[: -len(suffix)].strip(), value
-            break
-    if cleaned not in names:
-        raise ModelError(f"unknown key {text!r}: use e.g. 'C major', 'F# minor', 'Bbm'")
-    return names[cleaned], mode
 
 
 @dataclass

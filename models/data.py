@@ -46,7 +46,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from models.errors import DataError
+from models.errors import DataError, ModelError
 from models.voices import VOICES, assign_voices
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,21 @@ def chord_name(root: int, quality: int) -> str:
 def key_name(tonic: int, mode: int) -> str:
     """'C major', 'A minor'."""
     return f"{NOTE_NAMES[tonic % 12]} {'minor' if mode == MINOR else 'major'}"
+
+
+def parse_key(text: str) -> tuple[int, int]:
+    """(tonic, mode) of 'C major', 'F# minor', 'Bbm', 'A' ..."""
+    names = {name.lower(): i for i, name in enumerate(NOTE_NAMES)}
+    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0})
+    cleaned = text.strip().lower().replace("♯", "#").replace("♭", "b")
+    mode = MAJOR
+    for suffix, value in ((" minor", MINOR), (" major", MAJOR), ("min", MINOR), ("maj", MAJOR), ("m", MINOR)):
+        if cleaned.endswith(suffix):
+            cleaned, mode = cleaned[: -len(suffix)].strip(), value
+            break
+    if cleaned not in names:
+        raise ModelError(f"unknown key {text!r}: use e.g. 'C major', 'F# minor', 'Bbm'")
+    return names[cleaned], mode
 
 
 # --------------------------------------------------------------------------- tokens

@@ -15,41 +15,21 @@ from pathlib import Path
 
 from models.midi_lib import pretty_midi
 
-from models.composer import ComposedBar, Composer, Controls, parse_key
-from models.data import MINOR, STEPS_PER_BEAT, VOICES
+from models.composer import ComposedBar, Composer, Controls
+from models.data import STEPS_PER_BEAT
 from models.errors import ModelError
+from models.midi_write import voices_to_midi
 
 log = logging.getLogger(__name__)
-
-# General MIDI programs for players without chiplofi's SoundFont (square lead, e-piano,
-# synth bass); the names are what chiplofi's renderer goes by.
-PROGRAMS = {"lead": 80, "harmony": 4, "bass": 38, "drums": 0}
 
 
 def track_to_midi(bars: list[ComposedBar]) -> pretty_midi.PrettyMIDI:
     """One track's bars as a PrettyMIDI with the four named instruments, tempo, metre and key."""
     if not bars:
         raise ModelError("a track needs at least one bar")
-    tempo = float(bars[0].tempo_bpm)
-    seconds_per_step = 60.0 / tempo / STEPS_PER_BEAT
-    midi = pretty_midi.PrettyMIDI(initial_tempo=tempo, resolution=480)
-    midi.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
-    tonic, mode = parse_key(bars[0].key)
-    midi.key_signature_changes.append(pretty_midi.KeySignature(tonic + (12 if mode == MINOR else 0), 0.0))
-    instruments = {voice: pretty_midi.Instrument(PROGRAMS[voice], is_drum=voice == "drums", name=voice)
-                   for voice in VOICES}
-    for bar in bars:
-        origin = bar.bar_index * bar.steps
-        for voice, pitch, start, length, velocity in bar.notes:
-            begin = (origin + start) * seconds_per_step
-            end = (origin + start + max(1, length)) * seconds_per_step
-            if voice == "drums":
-                end = begin + 0.5 * seconds_per_step
-            instruments[voice].notes.append(pretty_midi.Note(int(velocity), int(pitch), begin, end))
-    for voice in VOICES:
-        instruments[voice].notes.sort(key=lambda n: (n.start, n.pitch))
-        midi.instruments.append(instruments[voice])
-    return midi
+    notes = [(voice, pitch, bar.bar_index * bar.steps + start, length, velocity)
+             for bar in bars for voice, pitch, start, length, velocity in bar.notes]
+    return voices_to_midi(notes, bars[0].tempo_bpm, bars[0].key)
 
 
 def write_tracks(checkpoint_dir: str | Path | None, minutes: float, seed: int, out_dir: str | Path,
