@@ -11,7 +11,7 @@ TORCH_PIN := torch==2.13.0
 APT_PACKAGES := libfluidsynth3 fluidsynth libportaudio2 ffmpeg fonts-dejavu-core nginx libnginx-mod-rtmp
 STAMP := $(VENV)/.chiplofi-installed
 
-.PHONY: setup apt venv run test bench soundfont clean
+.PHONY: setup apt venv run test bench soak soundfont clean
 
 setup: apt $(STAMP)
 
@@ -43,8 +43,15 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Every benchmark but the soak (hours; `make soak`).
 bench: setup
-	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in $(filter-out bench/bench_soak.py,$(wildcard bench/bench_*.py)); do \
+	  echo "== $$script"; $(PY) $$script || exit 1; done
+
+# Accelerated soak: 24 h of audio through the whole pipeline to a video file, unpaced (about 2.5 h
+# on 2 cores, ~10 GB of temporary disk); writes bench/results/soak.json. HOURS=N for a shorter run.
+soak: setup
+	$(PY) bench/bench_soak.py --hours $(or $(HOURS),24)
 
 soundfont: setup
 	$(VENV)/bin/chiplofi soundfont build
