@@ -125,6 +125,10 @@ class ModelComposer:
     def id(self) -> str:
         return self._id
 
+    @property
+    def seed(self) -> int:
+        return int(self._composer.controls.seed)  # type: ignore[attr-defined]
+
     def next_bar(self) -> Bar:
         composed = next(self._composer)  # type: ignore[call-overload]
         steps = getattr(composed, "steps", 16) or 16

@@ -126,7 +126,7 @@ class StreamSettings:
     monitor: bool = setting(False, "also play on the local speakers")
     fast_start: bool = setting(True, "open with a few seconds of the rule-based composer while the model "
                                      "loads, so that audio starts at once")
-    state_dir: str = setting("", "directory for recordings and runtime files; empty = "
+    state_dir: str = setting("", "directory for recordings, the track archive and runtime files; empty = "
                                  "$STATE_DIRECTORY, else ./out/stream")
 
 
@@ -180,6 +180,17 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """The track archive: every track that played, as MIDI + JSON in <state_dir>/tracks (/tracks)."""
+
+    enabled: bool = setting(True, "keep the tracks that played")
+    keep_tracks: int = setting(1000, "tracks kept; beyond, the oldest are deleted first", min=1,
+                               max=1_000_000)
+    keep_mb: float = setting(100.0, "megabytes kept; beyond, the oldest tracks are deleted first (the "
+                                    "newest is always kept)", min=0.1, max=1_000_000.0)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything chiplofi reads from its TOML file."""
 
@@ -193,6 +204,8 @@ class Config:
     video: VideoSettings = field(default_factory=VideoSettings, metadata={"help": "stream video"})
     status: StatusSettings = field(default_factory=StatusSettings,
                                    metadata={"help": "status HTTP server"})
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings,
+                                     metadata={"help": "track archive"})
 
 
 def _number(value: float) -> str:

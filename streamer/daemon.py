@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
 from streamer.composer import Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer, uses_model
 from streamer.config import Config, load_config
@@ -260,6 +261,8 @@ class Daemon:
         self.hub: LiveAudioHub | None = None
         self.status_server: StatusServer | None = None
         self.now_playing_file: NowPlayingFile | None = None
+        self.archive: TrackArchive | None = None
+        self.track_recorder: TrackRecorder | None = None  # audio thread: collects what plays into tracks
 
         # composer side (composer thread)
         self.composer: Composer | None = None
@@ -327,7 +330,7 @@ class Daemon:
                       self.checkpoint_error)
             composer = RuleBasedComposer(self.seed)
             first = composer.next_bar()
-        self.ring.put(BarEntry(first, composer.id))
+        self.ring.put(self._entry(first, composer))
         self.counters["bars_composed"] += 1
         return composer
 
@@ -415,6 +418,12 @@ class Daemon:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"stream.state_dir: cannot create {self.state_dir} ({exc.strerror or exc})") from exc
+        if self.config.archive.enabled:
+            archive = self.config.archive
+            self.archive = TrackArchive(self.state_dir / "tracks", archive.keep_tracks,
+                                        int(archive.keep_mb * 1_000_000))
+            self.archive.start()
+            self.track_recorder = TrackRecorder(self.archive)
         self.sinks = self._build_sinks()
         # ffmpeg takes a while to start: let it, while the renderer and composer load. No audio
         # goes out before the buffer is prefilled (and ffmpeg starts with what is playing then).
@@ -428,7 +437,8 @@ class Daemon:
             self.sinks.append(self.hub)
             host, port = parse_addr(self.config.status.addr)
             try:
-                self.status_server = StatusServer((host, port), self, self.hub, self.config.status.max_clients)
+                self.status_server = StatusServer((host, port), self, self.hub, self.config.status.max_clients,
+                                                  archive=self.archive)
             except OSError as exc:
                 raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
             self.status_server.start()
@@ -511,16 +521,23 @@ class Daemon:
     def _notify_systemd(self) -> None:
         now = time.monotonic()
         interval = getattr(self.notifier, "watchdog_seconds", 5.0)
-        if now - self._last_watchdog >= interval:
+        # Pinging at half the timeout, one skipped ping already lets systemd restart us: an unhealthy
+        # moment (an ffmpeg restarting) only delays the ping, which is tried again on every loop.
+        if now - self._last_watchdog >= interval and self._watchdog_ok(now):
             self._last_watchdog = now
-            healthy, _ = self.health()
-            composing = self._composing_since
-            stalled = composing is not None and now - composing > self.config.stream.buffer_seconds
-            if healthy and not stalled and any(s.snapshot().healthy for s in self._output_sinks()):
-                self.notifier.notify("WATCHDOG=1")
+            self.notifier.notify("WATCHDOG=1")
         if now - self._last_status_line >= STATUS_LINE_SECONDS:
             self._last_status_line = now
             self.notifier.notify(status_line(self.summary()))
+
+    def _watchdog_ok(self, now: float) -> bool:
+        """Healthy, no composer call outlasting the buffer, and at least one output working."""
+        healthy, _ = self.health()
+        composing = self._composing_since
+        # The buffer drains at the clock's speed (unpaced, it is counted as if in real time).
+        buffer_lasts = self.config.stream.buffer_seconds / (self.clock.speed if self.clock.paced else 1.0)
+        stalled = composing is not None and now - composing > buffer_lasts
+        return healthy and not stalled and any(s.snapshot().healthy for s in self._output_sinks())
 
     def summary(self) -> str:
         playing = self._playing
@@ -542,6 +559,10 @@ class Daemon:
             thread.join(0.5)  # the composer may be inside a slow model call: it is a daemon thread
         budget = DRAIN_BUDGET_SECONDS if self._duration_reached else STOP_BUDGET_SECONDS
         stoppers = [threading.Thread(target=sink.stop, args=(budget - 0.5,), daemon=True) for sink in self.sinks]
+        if self.archive is not None:
+            if self.track_recorder is not None:
+                self.track_recorder.finish()  # the track playing when the stream stopped
+            stoppers.append(threading.Thread(target=self.archive.stop, args=(budget - 0.5,), daemon=True))
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
@@ -569,7 +590,7 @@ class Daemon:
                 self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
                 self._intro = False
                 log.info("composer swapped on a bar boundary: %s → %s", old, composer.id)
-                self.ring.put(BarEntry(first_bar, composer.id))
+                self.ring.put(self._entry(first_bar, composer))
                 self.counters["bars_composed"] += 1
             if not self.ring.wait_for_room(0.25):
                 continue
@@ -594,8 +615,11 @@ class Daemon:
                 return
             wait = 0.25
             self._composer_failing = False
-            self.ring.put(BarEntry(bar, composer.id))
+            self.ring.put(self._entry(bar, composer))
             self.counters["bars_composed"] += 1
+
+    def _entry(self, bar: Bar, composer: Composer) -> BarEntry:
+        return BarEntry(bar, composer.id, getattr(composer, "seed", self.seed))
 
     def _check_stuck_composer(self) -> None:
         """A swap waits on a composer call that does not return: give up on that thread."""
@@ -724,6 +748,8 @@ class Daemon:
                 self._recent.append((self._playing, self._playing.start_frame))
             self._playing = marker
             self.counters["bars_played"] += 1
+            if self.track_recorder is not None:
+                self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)
             changed = True
         if changed and self.now_playing_file is not None and self._playing is not None:
             bar = self._playing.entry.bar
@@ -781,7 +807,7 @@ class Daemon:
         log.info("reload validated: %s (swapping on the next bar boundary)", composer.id)
 
     def _warn_restart_needed(self, config: Config) -> None:
-        changed = [name for name in ("stream", "sinks", "video", "status")
+        changed = [name for name in ("stream", "sinks", "video", "status", "archive")
                    if getattr(config, name) != getattr(self.config, name)
                    and not (name == "stream" and dataclasses.replace(config.stream, checkpoint="")
                             == dataclasses.replace(self.config.stream, checkpoint=""))]
@@ -820,6 +846,7 @@ class Daemon:
         pending = self._pending_frames / self.sample_rate
         composing = self._composing_since
         counters = dict(self.counters)
+        counters["archive_errors"] = self.archive.errors if self.archive is not None else 0
         counters["nonfinite_samples"] += self._effects_nonfinite_base + int(
             getattr(self.effects, "nonfinite_samples", 0) or 0)
         return {
@@ -839,6 +866,7 @@ class Daemon:
                            "reloading": bool(self._reload_thread and self._reload_thread.is_alive())},
             "composer": {"busy_seconds": round(time.monotonic() - composing, 3) if composing else 0.0},
             "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
+            "archive": self.archive.snapshot() if self.archive is not None else {"enabled": False},
             "counters": counters,
         }
 

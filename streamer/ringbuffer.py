@@ -22,10 +22,11 @@ from streamer.types import Bar
 
 @dataclass(frozen=True, slots=True)
 class BarEntry:
-    """A bar plus the id of the composer (checkpoint) that made it."""
+    """A bar plus the id and seed of the composer (checkpoint) that made it."""
 
     bar: Bar
     composer_id: str
+    seed: int = 0  # the composer's seed: the track archive records it
 
 
 class BarRing:

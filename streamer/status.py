@@ -7,6 +7,8 @@
     /healthz    200 while the daemon is alive and its clock advances, else 503
     /readyz     200 while the buffer is ahead by the threshold and an output is connected
     /live.wav   the stream's audio as it plays (16-bit WAV of unbounded length)
+    /tracks     JSON: the archived tracks, newest first (`?limit=N`, default 20)
+    /tracks/<id>.mid, /tracks/<id>.json   one archived track (ids as streamer.archive writes them)
 
 /status and /metrics are built from the same snapshot function, so they always agree. Unknown
 paths get 404, other methods 405; each connection has a socket timeout and the number of
@@ -19,12 +21,14 @@ import json
 import logging
 import struct
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -38,6 +42,7 @@ from streamer.sinks import SinkSnapshot, SinkState
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 10.0
+TRACKS_DEFAULT, TRACKS_MAX = 20, 500  # /tracks?limit=
 LISTENER_QUEUE_SECONDS = 2.0
 
 
@@ -49,6 +54,14 @@ class StatusProvider(Protocol):
     def health(self) -> tuple[bool, str]: ...
 
     def readiness(self) -> tuple[bool, str]: ...
+
+
+class TrackSource(Protocol):
+    """The track archive as the server reads it (streamer.archive.TrackArchive)."""
+
+    def recent(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def file_for(self, name: str) -> Path | None: ...
 
 
 def parse_addr(text: str, key: str = "status.addr") -> tuple[str, int]:
@@ -202,7 +215,8 @@ def status_metrics(status: dict[str, Any]) -> Iterator[Any]:
                      ("nonfinite_samples", "NaN/Inf samples replaced"),
                      ("bars_played", "Bars played"),
                      ("bars_composed", "Bars composed"),
-                     ("pcm_underruns", "Audio blocks the renderer did not deliver in time")):
+                     ("pcm_underruns", "Audio blocks the renderer did not deliver in time"),
+                     ("archive_errors", "Tracks the archive could not write (or dropped)")):
         yield counter(f"chiplofi_{key}", doc, counters[key])
     reloads = CounterMetricFamily("chiplofi_reloads", "Checkpoint reloads (SIGHUP) by result", labels=["result"])
     reloads.add_metric(["ok"], checkpoint["reloads"])
@@ -245,6 +259,7 @@ class _Context:
     provider: StatusProvider
     registry: CollectorRegistry
     hub: LiveAudioHub | None
+    archive: TrackSource | None
     page: bytes
     stopping: threading.Event
 
@@ -294,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, (json.dumps(value, indent=1) + "\n").encode(), "application/json", head)
 
     def _dispatch(self, head: bool) -> None:
-        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        path, _, query = self.path.split("#", 1)[0].partition("?")
         context = self.context
         try:
             if path == "/":
@@ -310,6 +325,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain; charset=utf-8", head)
             elif path == "/live.wav" and context.hub is not None:
                 self._live(head)
+            elif path == "/tracks" and context.archive is not None:
+                self._tracks(context.archive, query, head)
+            elif path.startswith("/tracks/") and context.archive is not None:
+                self._track_file(context.archive, path[len("/tracks/"):], head)
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
@@ -317,6 +336,36 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a bug in one request must not take the server down
             log.exception("status request %s failed", path)
             self.close_connection = True
+
+    def _tracks(self, archive: TrackSource, query: str, head: bool) -> None:
+        values = urllib.parse.parse_qs(query, keep_blank_values=True).get("limit", [str(TRACKS_DEFAULT)])
+        if not (values[-1].isdigit() and 1 <= int(values[-1]) <= TRACKS_MAX):
+            self._send(400, f"limit: expected a whole number from 1 to {TRACKS_MAX}\n".encode(),
+                       "text/plain; charset=utf-8", head)
+            return
+        self._json(archive.recent(int(values[-1])), head)
+
+    def _track_file(self, archive: TrackSource, name: str, head: bool) -> None:
+        # `name` is the raw path: nothing is decoded, and the archive takes only its own file names.
+        path = archive.file_for(name)
+        try:
+            body = path.read_bytes() if path is not None else None
+        except OSError:  # deleted by the archive's bound since it was found
+            body = None
+        if body is None:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
+            return
+        if name.endswith(".json"):
+            self._send(200, body, "application/json", head)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/midi")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Disposition", f'attachment; filename="chiplofi-{name}"')
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
 
     def _live(self, head: bool) -> None:
         hub = self.context.hub
@@ -380,11 +429,11 @@ class StatusServer:
     """Runs the HTTP server in its own thread."""
 
     def __init__(self, addr: tuple[str, int], provider: StatusProvider, hub: LiveAudioHub | None = None,
-                 max_clients: int = 32) -> None:
+                 max_clients: int = 32, archive: TrackSource | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatusCollector(provider))  # type: ignore[arg-type]
         self._stopping = threading.Event()
-        context = _Context(provider, self.registry, hub, _page(), self._stopping)
+        context = _Context(provider, self.registry, hub, archive, _page(), self._stopping)
         handler = type("StatusHandler", (_Handler,), {"context": context})
         self._server = _Server(addr, handler, max_clients)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
