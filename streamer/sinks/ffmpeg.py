@@ -2,8 +2,9 @@
 
 PCM goes to ffmpeg's stdin from this sink's writer thread, in non-blocking writes with a
 timeout: a dead or stuck ffmpeg can fill the pipe, and a plain blocking write would then hang
-forever. A supervisor thread watches the process and restarts it, with doubling waits (the
-first ≤ 2 s), when it exits, when a write times out, or when it makes no progress; the music
+forever. A supervisor thread watches the process and restarts it when it exits, when a write
+times out, or when it makes no progress: after the shortest wait (≤ 2 s) if the run had been on
+air, with doubling waits while runs keep failing before they encode anything; the music
 timeline does not wait (the clock keeps running and the queue drops the oldest audio).
 
 Several targets share one encoder through the `tee` muxer, each slave behind a `fifo` with
@@ -19,8 +20,10 @@ blocking writes from its own copy loop (no timeout, so a stalled ffmpeg would ha
 and owns the process, while the supervisor here needs the handle to watch, signal and replace
 it, and a writer that gives up after a timeout.
 
-The stream key is part of ffmpeg's command line (RTMP has no other place for it); every line
-this module logs or reports is redacted (streamer.logs.redact).
+The stream key is part of ffmpeg's command line: the ingest URL is a positional argument, and
+ffmpeg 5.1 reads no argument from a file or the environment (docs/RELIABILITY.md, "Secrets", says
+who can see it and how to hide it). Every line this module logs or reports is redacted
+(streamer.logs.redact), and ffmpeg's environment is given without the key.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ NETWORK_SCHEMES = ("rtmp", "rtmps")
 RECORDING_PATTERN = "chiplofi-%Y%m%d-%H%M%S.mkv"
 FIFO_QUEUE_PACKETS = 1200  # ≈ 10–20 s of audio + video packets per target
 STOP_EOF_SECONDS = 2.5  # after EOF, time ffmpeg gets to finish its files before SIGTERM
+# An ffmpeg that encoded this much of the stream worked: its end (killed, crashed) is an incident,
+# and the next one starts after the shortest wait. Only runs that never got going back off.
+ON_AIR_RESET_SECONDS = 2.0
 
 
 @dataclass
@@ -242,7 +248,8 @@ class FfmpegSink(QueuedSink):
         return self.state == SinkState.RUNNING
 
     def _supervise(self) -> None:
-        backoff = BackoffDelays(self.settings.restart_initial_seconds, self.settings.restart_max_seconds)
+        backoff = BackoffDelays(self.settings.restart_initial_seconds, self.settings.restart_max_seconds,
+                                healthy_after=ON_AIR_RESET_SECONDS)
         last_prune = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
@@ -253,7 +260,7 @@ class FfmpegSink(QueuedSink):
             self.restarts += 1
             self.restart_reasons.append(reason)
             del self.restart_reasons[:-20]
-            delay = backoff.next(ran_for)
+            delay = backoff.next(self._progress_seconds)  # seconds of the stream this run encoded
             self.state = SinkState.RESTARTING
             self.last_error = reason
             log.warning("ffmpeg %s after %.1f s; restarting in %.1f s (restart %d)", reason, ran_for, delay,
@@ -267,8 +274,10 @@ class FfmpegSink(QueuedSink):
     def _spawn(self) -> subprocess.Popen[bytes]:
         args = self.arguments()
         log.debug("starting %s", redact(" ".join(args), self.secrets))
+        # ffmpeg needs no secret from the environment ($CHIPLOFI_STREAM_KEY): it does not inherit one.
+        env = {name: value for name, value in os.environ.items() if not any(s in value for s in self.secrets)}
         return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                bufsize=0, process_group=0)  # own group: a terminal's Ctrl-C is ours to handle
+                                bufsize=0, process_group=0, env=env)  # own group: a terminal's Ctrl-C is ours
 
     def _run_once(self) -> str | None:
         """Run one ffmpeg until it fails (→ reason) or the sink is stopped (→ None)."""
