@@ -61,7 +61,7 @@ def load_models(directory: Path | None) -> tuple[BarVAE, BarLSTM, str]:
 
 def composer_ms(vae: BarVAE, lstm: BarLSTM, bars: int, seed: int) -> tuple[float, float, float]:
     """(composer's model ms per bar (wall), CPU ms per whole bar, p99 CPU ms of one bar)."""
-    composer = Composer(vae, lstm, Controls(seed=seed))
+    composer = Composer.from_modules(vae, lstm, Controls(seed=seed))
     next(composer)  # the first bar also plans the track
     model_before = composer.model_seconds
     per_bar = []

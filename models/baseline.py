@@ -34,10 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.data import CHORD_QUALITIES, N_VOICES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES, VOCAB_SIZES, Corpus
-
-N_QUALITIES = len(CHORD_QUALITIES)
-N_CHORDS = (NO_CHORD_ROOT + 1) * N_QUALITIES  # joint (root, quality) index = root * Q + quality
+from models.data import N_VOICES, STEPS_PER_BAR, STYLES, VOCAB_SIZES, Corpus
+from models.layout import N_CHORDS  # joint (root, quality) chord indices, as the LSTM's
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors weights plus a JSON card; loading never unpickles.
+"""Checkpoints: safetensors weights plus a JSON card; loading never unpickles and needs no torch.
 
 A checkpoint named `<dir>/<kind>` is two files:
 - `<kind>.safetensors`: the model's state dict (float32 tensors);
@@ -6,9 +6,14 @@ A checkpoint named `<dir>/<kind>` is two files:
   loader rebuilds the model from), ``data_hash``, ``metrics``, ``created`` (UTC, ISO 8601),
   ``weights_sha256`` and ``weights_bytes`` of the weights file, and a ``model_id``.
 
-Every problem — a missing or truncated file, a JSON that does not parse, an unknown version or
-kind, a weights file that does not match its card, a missing, unexpected or wrongly shaped
-tensor — raises `CheckpointError` naming the file.
+Reading is torch-free: `load_weights` / `load_weight_pair` return numpy arrays (read with
+`safetensors.numpy`) checked against the shapes `models.layout` derives from the card's
+``model_args``; the stream generates from them (`models.inference`). `load_checkpoint` and
+`load_models` build the torch modules (training, evaluation) from the same checked arrays and
+import torch only when called. Every problem — a missing or truncated file, a JSON that does
+not parse, an unknown version or kind, a weights file that does not match its card or is not
+safetensors (a pickle, say), a missing, unexpected or wrongly shaped tensor — raises
+`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,31 +23,28 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.numpy import load_file, save_file
 
 from models.config import LSTMConfig, VAEConfig, config_from_dict
 from models.errors import CheckpointError
+from models.layout import Shapes, lstm_shapes, vae_shapes
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-KINDS: dict[str, tuple[type, type]] = {}  # kind → (config class, model class), filled lazily
-
-
-def _kinds() -> dict[str, tuple[type, type]]:
-    if not KINDS:
-        from models.lstm import BarLSTM
-        from models.vae import BarVAE
-
-        KINDS.update({"vae": (VAEConfig, BarVAE), "lstm": (LSTMConfig, BarLSTM)})
-    return KINDS
+# kind → (config class, the tensor shapes a config implies)
+KINDS: dict[str, tuple[type, Callable[[Any], Shapes]]] = {"vae": (VAEConfig, vae_shapes),
+                                                         "lstm": (LSTMConfig, lstm_shapes)}
 
 
 @dataclasses.dataclass
@@ -80,15 +82,16 @@ def save_checkpoint(directory: str | Path, kind: str, model: nn.Module, data_has
 
     Files are written under temporary names and renamed, so a reader never sees half a file.
     """
-    if kind not in _kinds():
-        raise CheckpointError(f"unknown checkpoint kind {kind!r} (known: {sorted(_kinds())})")
+    _check_kind(kind)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path, card_path = paths(directory, kind)
-    tensors = {name: tensor.detach().to(torch.float32).contiguous().clone()
-               for name, tensor in model.state_dict().items()}
+    arrays = module_arrays(model)
+    # What is written must load: the same check as on reading (a module that left its layout
+    # in models.layout fails here, not in the stream).
+    _check_arrays(arrays, KINDS[kind][1](model.config), weights_path)
     tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(tensors, str(tmp_weights), metadata={"kind": kind, "format_version": str(FORMAT_VERSION)})
+    save_file(arrays, str(tmp_weights), metadata={"kind": kind, "format_version": str(FORMAT_VERSION)})
     sha = _sha256(tmp_weights)
     info = CheckpointInfo(
         kind=kind,
@@ -129,13 +132,24 @@ def read_info(directory: str | Path, kind: str) -> CheckpointInfo:
     missing = sorted(fields - set(raw))
     if missing:
         raise CheckpointError(f"{card_path}: checkpoint card lacks {missing}")
+    for name in ("model_args", "metrics"):
+        if not isinstance(raw[name], dict):
+            raise CheckpointError(f"{card_path}: {name} is not a JSON object")
     return CheckpointInfo(**{name: raw[name] for name in fields})
 
 
-def load_checkpoint(directory: str | Path, kind: str) -> tuple[nn.Module, CheckpointInfo]:
-    """(model in eval mode, card) of checkpoint `kind` ("vae" or "lstm") in `directory`."""
-    if kind not in _kinds():
-        raise CheckpointError(f"unknown checkpoint kind {kind!r} (known: {sorted(_kinds())})")
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """A checked checkpoint as numpy: its config, its float32 arrays by tensor name, its card."""
+
+    config: VAEConfig | LSTMConfig
+    arrays: dict[str, np.ndarray]
+    info: CheckpointInfo
+
+
+def load_weights(directory: str | Path, kind: str) -> LoadedWeights:
+    """Checkpoint `kind` ("vae" or "lstm") in `directory` as numpy arrays, checked; no torch."""
+    _check_kind(kind)
     info = read_info(directory, kind)
     weights_path, card_path = paths(directory, kind)
     if not weights_path.exists():
@@ -146,46 +160,87 @@ def load_checkpoint(directory: str | Path, kind: str) -> tuple[nn.Module, Checkp
                               "(truncated or replaced file)")
     if _sha256(weights_path) != info.weights_sha256:
         raise CheckpointError(f"{weights_path}: content does not match the checksum in {card_path.name}")
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{weights_path}: unreadable safetensors file ({error})") from error
-
-    config_class, model_class = _kinds()[kind]
+    config_class, shapes_of = KINDS[kind]
     config = config_from_dict(config_class, info.model_args, str(card_path))
     try:
-        model = model_class(config)
-    except (ValueError, TypeError, RuntimeError) as error:
+        shapes = shapes_of(config)
+    except (ValueError, TypeError) as error:
         raise CheckpointError(f"{card_path}: cannot build a {kind} model from model_args ({error})") from error
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    try:
+        # safetensors is a JSON header plus raw little-endian arrays: nothing in it is executed.
+        arrays = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{weights_path}: unreadable safetensors file ({error})") from error
+    return LoadedWeights(config, _check_arrays(arrays, shapes, weights_path), info)
+
+
+def load_weight_pair(directory: str | Path) -> tuple[LoadedWeights, LoadedWeights]:
+    """(VAE, LSTM) of a checkpoint directory as numpy arrays; checks that they belong together."""
+    vae, lstm = load_weights(directory, "vae"), load_weights(directory, "lstm")
+    if vae.config.latent_dim != lstm.config.latent_dim:
+        raise CheckpointError(f"{directory}: VAE latent size {vae.config.latent_dim} does not match "
+                              f"the LSTM's {lstm.config.latent_dim}")
+    trained_on = lstm.info.metrics.get("vae_model_id")
+    if trained_on and trained_on != vae.info.model_id:
+        raise CheckpointError(f"{directory}: the LSTM was trained on the latents of {trained_on}, "
+                              f"not of this VAE ({vae.info.model_id})")
+    return vae, lstm
+
+
+def load_checkpoint(directory: str | Path, kind: str) -> tuple[nn.Module, CheckpointInfo]:
+    """(torch model in eval mode, card) of checkpoint `kind` ("vae" or "lstm") in `directory`."""
+    loaded = load_weights(directory, kind)
+    return _module(loaded), loaded.info
+
+
+def load_models(directory: str | Path) -> tuple[nn.Module, nn.Module, dict[str, CheckpointInfo]]:
+    """(VAE, LSTM, cards by kind) as torch models from a checkpoint directory; checks that they
+    belong together."""
+    vae, lstm = load_weight_pair(directory)
+    return _module(vae), _module(lstm), {"vae": vae.info, "lstm": lstm.info}
+
+
+def module_arrays(module: Any) -> dict[str, np.ndarray]:
+    """A torch module's state dict as float32 numpy arrays (own copies; torch is not imported here)."""
+    return {name: tensor.detach().cpu().float().numpy().copy() for name, tensor in module.state_dict().items()}
+
+
+def _module(loaded: LoadedWeights) -> nn.Module:
+    """The torch model of checked weights, in eval mode."""
+    import torch
+
+    from models.lstm import BarLSTM
+    from models.vae import BarVAE
+
+    model = {"vae": BarVAE, "lstm": BarLSTM}[loaded.info.kind](loaded.config)
+    # strict: a module whose state dict left models.layout is a bug, and fails loudly here.
+    model.load_state_dict({name: torch.from_numpy(array) for name, array in loaded.arrays.items()})
+    return model.eval()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r} (known: {sorted(KINDS)})")
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], shapes: Shapes, weights_path: Path) -> dict[str, np.ndarray]:
+    """`arrays` as float32, after checking their names and shapes against `shapes`."""
+    missing = sorted(set(shapes) - set(arrays))
+    unexpected = sorted(set(arrays) - set(shapes))
     if missing:
         raise CheckpointError(f"{weights_path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if unexpected:
         raise CheckpointError(f"{weights_path}: unexpected tensors {unexpected[:5]}"
                               f"{' ...' if len(unexpected) > 5 else ''}")
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"{weights_path}: tensor {name} has shape {tuple(tensor.shape)}, "
-                                  f"the model needs {tuple(expected[name].shape)}")
-    model.load_state_dict({name: t.to(expected[name].dtype) for name, t in tensors.items()})
-    model.eval()
-    return model, info
-
-
-def load_models(directory: str | Path) -> tuple[nn.Module, nn.Module, dict[str, CheckpointInfo]]:
-    """(VAE, LSTM, cards by kind) from a checkpoint directory; checks that they belong together."""
-    vae, vae_info = load_checkpoint(directory, "vae")
-    lstm, lstm_info = load_checkpoint(directory, "lstm")
-    if vae.config.latent_dim != lstm.config.latent_dim:
-        raise CheckpointError(f"{directory}: VAE latent size {vae.config.latent_dim} does not match "
-                              f"the LSTM's {lstm.config.latent_dim}")
-    trained_on = lstm_info.metrics.get("vae_model_id")
-    if trained_on and trained_on != vae_info.model_id:
-        raise CheckpointError(f"{directory}: the LSTM was trained on the latents of {trained_on}, "
-                              f"not of this VAE ({vae_info.model_id})")
-    return vae, lstm, {"vae": vae_info, "lstm": lstm_info}
+    checked = {}
+    for name, array in arrays.items():
+        if tuple(array.shape) != shapes[name]:
+            raise CheckpointError(f"{weights_path}: tensor {name} has shape {tuple(array.shape)}, "
+                                  f"the model needs {shapes[name]}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise CheckpointError(f"{weights_path}: tensor {name} holds {array.dtype}, not floating point numbers")
+        checked[name] = np.array(array, dtype=np.float32)  # an own, writable copy
+    return checked
 
 
 def shipped_directory() -> Path:

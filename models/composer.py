@@ -27,18 +27,21 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from models import checkpoint as ckpt
-from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, FIRST_PITCH_TOKEN, HOLD, MAJOR, MINOR, NOTE_NAMES,
-                         PITCH_RANGES, REST, STEPS_PER_BAR, STYLES, VOICES, chord_name, key_name,
+from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, HOLD, MAJOR, MINOR,
+                         PITCH_RANGES, PITCHED_VOCAB, REST, STEPS_PER_BAR, STYLES, VOICES, chord_name, key_name,
                          parse_key, token_to_pitch)
 from models.errors import ModelError
-from models.lstm import (N_CHORDS, BarLSTM, FastLSTM, FastState, chord_index, chord_parts, sample_from_logits,
-                         sample_latent_np)
-from models.vae import CONTEXT_OFFSETS, DRUM_VOCAB, N_ACTIVITY, PITCHED_VOCAB, TAIL_STEPS, BarVAE, FastDecoder
+from models.inference import FastDecoder, FastLSTM, FastState, sample_from_logits, sample_latent
+from models.layout import CONTEXT_OFFSETS, N_ACTIVITY, N_CHORDS, TAIL_STEPS, chord_index, chord_parts
+
+if TYPE_CHECKING:
+    from models.lstm import BarLSTM
+    from models.vae import BarVAE
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +172,20 @@ class _RawBar:
 
 
 class Composer:
-    """Endless iterator of `ComposedBar`s from a VAE and an LSTM."""
+    """Endless iterator of `ComposedBar`s from the numpy VAE decoder and LSTM (`models.inference`).
 
-    def __init__(self, vae: BarVAE, lstm: BarLSTM, controls: Controls | None = None, model_id: str = "") -> None:
-        if vae.config.latent_dim != lstm.config.latent_dim:
-            raise ModelError("VAE and LSTM latent sizes differ")
-        self.vae = vae.eval()
-        self.lstm = lstm.eval()
-        self._decoder = FastDecoder(self.vae)
-        self._fast_lstm = FastLSTM(self.lstm)
+    Torch-free: `from_checkpoint` reads the weights with numpy; `from_modules` takes trained
+    torch modules (training, evaluation). Both build the same numpy networks, so the same
+    weights, seed and controls give the same bars either way.
+    """
+
+    def __init__(self, decoder: FastDecoder, lstm: FastLSTM, controls: Controls | None = None,
+                 model_id: str = "") -> None:
+        if decoder.latent_dim != lstm.config.latent_dim:
+            raise ModelError(f"VAE latent size {decoder.latent_dim} and LSTM latent size "
+                             f"{lstm.config.latent_dim} differ")
+        self._decoder = decoder
+        self._fast_lstm = lstm
         self._allowed = self._allowed_chords()
         self.controls = controls or Controls()
         self.model_id = model_id
@@ -190,10 +198,16 @@ class Composer:
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path | None = None, controls: Controls | None = None) -> "Composer":
-        """A composer from a checkpoint directory (default: the shipped `models/checkpoints`)."""
-        vae, lstm, infos = ckpt.load_models(directory or ckpt.shipped_directory())
-        model_id = f"{infos['vae'].model_id}+{infos['lstm'].model_id}"
-        return cls(vae, lstm, controls, model_id)
+        """A composer from a checkpoint directory (default: the shipped `models/checkpoints`), without torch."""
+        vae, lstm = ckpt.load_weight_pair(directory or ckpt.shipped_directory())
+        model_id = f"{vae.info.model_id}+{lstm.info.model_id}"
+        return cls(FastDecoder(vae.arrays, vae.config), FastLSTM(lstm.arrays, lstm.config), controls, model_id)
+
+    @classmethod
+    def from_modules(cls, vae: BarVAE, lstm: BarLSTM, controls: Controls | None = None,
+                     model_id: str = "") -> "Composer":
+        """A composer from trained torch modules (`models.vae.BarVAE`, `models.lstm.BarLSTM`)."""
+        return cls(FastDecoder.from_module(vae), FastLSTM.from_module(lstm), controls, model_id)
 
     def set_controls(self, **changes: object) -> None:
         """Change controls; temperature, style and energy apply from the next bar."""
@@ -306,7 +320,7 @@ class Composer:
             else:
                 next_chord = self._sample_chord(output, rng, temperature, avoid=chords[-1] if chords else None)
             mu, logvar = self._fast_lstm.latent_distribution(output, next_chord)
-            latent, chord = sample_latent_np(mu, logvar, 0.5 * temperature, rng), next_chord
+            latent, chord = sample_latent(mu, logvar, 0.5 * temperature, rng), next_chord
             chords.append(next_chord)
         return chords
 
@@ -344,7 +358,7 @@ class Composer:
                         latent = material.latents[bar_in_section]
                     else:
                         mu, logvar = self._fast_lstm.latent_distribution(output, chord)
-                        latent = sample_latent_np(mu, logvar, 0.6 * self.controls.temperature, rng)
+                        latent = sample_latent(mu, logvar, 0.6 * self.controls.temperature, rng)
                     self.model_seconds += time.thread_time() - started
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, tail)

@@ -5,9 +5,10 @@ diagonal Gaussian, so the composer can choose or override the chord (a planned p
 phrase that returns) and still draw a latent that fits it. Chords are key-normalised (C major /
 A minor, see `models.data.Corpus.key_normalised`); latents are the VAE encoder's means.
 
-Sampling is explicit: `BarLSTM.initial_state()` gives an `LSTMState`; `step` feeds one bar and
-returns the new state with the next bar's chord logits; sampling takes a numpy Generator so the
-composer's seed fully decides the music.
+One bar at a time: `BarLSTM.initial_state()` gives an `LSTMState`; `step` feeds one bar and
+returns the new state with an output that `chord_logits` and `latent_distribution` read. The
+composer runs the numpy copy of this path (`models.inference.FastLSTM`, tested to match);
+sizes, chord indices and weight shapes come from `models.layout`.
 """
 
 from __future__ import annotations
@@ -20,21 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import LSTMConfig
-from models.data import CHORD_QUALITIES, NO_CHORD_ROOT, STYLES
-
-N_QUALITIES = len(CHORD_QUALITIES)
-N_CHORDS = (NO_CHORD_ROOT + 1) * N_QUALITIES  # joint (root, quality) index; no chord = 12 * Q
-NO_CHORD = NO_CHORD_ROOT * N_QUALITIES
-
-
-def chord_index(root: torch.Tensor | int, quality: torch.Tensor | int) -> torch.Tensor | int:
-    """Joint chord index of (root 0..12, quality)."""
-    return root * N_QUALITIES + quality
-
-
-def chord_parts(index: int) -> tuple[int, int]:
-    """(root, quality) of a joint chord index."""
-    return index // N_QUALITIES, index % N_QUALITIES
+from models.layout import MODE_EMBED, N_CHORDS, NO_CHORD, lstm_input_dim
 
 
 @dataclass
@@ -56,9 +43,8 @@ class BarLSTM(nn.Module):
         super().__init__()
         self.config = config
         self.chord_embedding = nn.Embedding(N_CHORDS, config.chord_embed_dim)
-        self.mode_embedding = nn.Embedding(2, 4)
-        input_dim = config.latent_dim + config.chord_embed_dim + len(STYLES) + 4 + 1
-        self.lstm = nn.LSTM(input_dim, config.hidden_dim, config.num_layers, batch_first=True,
+        self.mode_embedding = nn.Embedding(2, MODE_EMBED)
+        self.lstm = nn.LSTM(lstm_input_dim(config), config.hidden_dim, config.num_layers, batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
         self.chord_head = nn.Linear(config.hidden_dim, N_CHORDS)
@@ -137,31 +123,6 @@ class BarLSTM(nn.Module):
         return mu, logvar.clamp(-8.0, 4.0)
 
 
-def sample_from_logits(logits: np.ndarray, temperature: float, rng: np.random.Generator,
-                       allowed: np.ndarray | None = None) -> int:
-    """An index drawn from softmax(logits / temperature); `allowed` (bool mask) restricts it.
-
-    Temperature 0 takes the most likely index.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    if allowed is not None:
-        logits = np.where(allowed, logits, -np.inf)
-    if temperature <= 1e-6:
-        return int(np.argmax(logits))
-    scaled = logits / temperature
-    scaled -= scaled.max()
-    probs = np.exp(scaled)
-    probs /= probs.sum()
-    return int(rng.choice(len(probs), p=probs))
-
-
-def sample_latent(mu: torch.Tensor, logvar: torch.Tensor, temperature: float,
-                  rng: np.random.Generator) -> torch.Tensor:
-    """A latent (L,) from N(mu, exp(logvar)) with its spread scaled by `temperature`."""
-    noise = torch.from_numpy(rng.standard_normal(mu.shape[0]).astype(np.float32))
-    return mu + noise * torch.exp(0.5 * logvar) * temperature
-
-
 def sequence_losses(model: BarLSTM, latents: torch.Tensor, chords: torch.Tensor, style: torch.Tensor,
                     mode: torch.Tensor, first_is_song_start: torch.Tensor,
                     lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -186,78 +147,3 @@ def sequence_losses(model: BarLSTM, latents: torch.Tensor, chords: torch.Tensor,
     else:
         mask = (torch.arange(steps)[None, :] < lengths[:, None]).float()
     return chord_nll, latent_nll, mask
-
-
-@dataclass
-class FastState:
-    """Recurrent state for `FastLSTM`: h and c, each (layers, H) numpy float32."""
-
-    h: np.ndarray
-    c: np.ndarray
-
-    def clone(self) -> "FastState":
-        return FastState(self.h.copy(), self.c.copy())
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-class FastLSTM:
-    """A numpy copy of `BarLSTM`'s one-bar-at-a-time path (`step`, heads) for generation."""
-
-    def __init__(self, model: BarLSTM) -> None:
-        from scipy.special import erf
-
-        self._erf = erf
-        weights = {name: tensor.detach().cpu().numpy().astype(np.float32).copy()
-                   for name, tensor in model.state_dict().items()}
-        self.config = model.config
-        self.chord_embedding = weights["chord_embedding.weight"]
-        self.mode_embedding = weights["mode_embedding.weight"]
-        self.cells = []
-        for layer in range(model.config.num_layers):
-            self.cells.append((weights[f"lstm.weight_ih_l{layer}"].T.copy(), weights[f"lstm.weight_hh_l{layer}"].T.copy(),
-                               weights[f"lstm.bias_ih_l{layer}"] + weights[f"lstm.bias_hh_l{layer}"]))
-        self.chord_head = (weights["chord_head.weight"].T.copy(), weights["chord_head.bias"])
-        self.latent_head = [(weights[f"latent_head.{i}.weight"].T.copy(), weights[f"latent_head.{i}.bias"]) for i in (0, 2)]
-        self.latent_skip = weights["latent_skip.weight"].T.copy()  # (L, 2L)
-
-    def initial_state(self) -> FastState:
-        shape = (self.config.num_layers, self.config.hidden_dim)
-        return FastState(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
-
-    def step(self, state: FastState, latent: np.ndarray | None, chord: int, style: np.ndarray,
-             mode: int) -> tuple[FastState, np.ndarray]:
-        """As `BarLSTM.step`: feed one bar (or a song start when `latent` is None)."""
-        is_start = latent is None
-        z = np.zeros(self.config.latent_dim, np.float32) if is_start else latent.astype(np.float32)
-        x = np.concatenate([z, self.chord_embedding[NO_CHORD if is_start else chord], style.astype(np.float32),
-                            self.mode_embedding[mode], np.array([1.0 if is_start else 0.0], np.float32)])
-        h_all, c_all = state.h.copy(), state.c.copy()
-        hidden = self.config.hidden_dim
-        for layer, (w_ih, w_hh, bias) in enumerate(self.cells):
-            gates = x @ w_ih + state.h[layer] @ w_hh + bias  # (4H,): input, forget, cell, output
-            i, f = _sigmoid(gates[:hidden]), _sigmoid(gates[hidden:2 * hidden])
-            g, o = np.tanh(gates[2 * hidden:3 * hidden]), _sigmoid(gates[3 * hidden:])
-            c_all[layer] = f * state.c[layer] + i * g
-            h_all[layer] = o * np.tanh(c_all[layer])
-            x = h_all[layer]
-        return FastState(h_all, c_all), np.concatenate([x, z])
-
-    def chord_logits(self, output: np.ndarray) -> np.ndarray:
-        weight, bias = self.chord_head
-        return output[:self.config.hidden_dim] @ weight + bias
-
-    def latent_distribution(self, output: np.ndarray, chord: int) -> tuple[np.ndarray, np.ndarray]:
-        (w1, b1), (w2, b2) = self.latent_head
-        size = self.config.hidden_dim
-        hidden = np.concatenate([output[:size], self.chord_embedding[chord]]) @ w1 + b1
-        hidden = 0.5 * hidden * (1.0 + self._erf(hidden * 0.7071067811865476))
-        mu, logvar = np.split(hidden @ w2 + b2 + output[size:] @ self.latent_skip, 2)
-        return mu, np.clip(logvar, -8.0, 4.0)
-
-
-def sample_latent_np(mu: np.ndarray, logvar: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
-    """A latent (L,) from N(mu, exp(logvar)) with its spread scaled by `temperature`."""
-    return (mu + rng.standard_normal(mu.shape[0]) * np.exp(0.5 * logvar) * temperature).astype(np.float32)

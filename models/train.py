@@ -39,7 +39,8 @@ from models.config import LSTMConfig, TrainConfig, VAEConfig
 from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES, Corpus, load_corpus,
                          split_corpus)
 from models.errors import CheckpointError, DataError, ModelError
-from models.lstm import BarLSTM, chord_index, sequence_losses
+from models.layout import N_CHORDS, chord_index
+from models.lstm import BarLSTM, sequence_losses
 from models.vae import (TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms,
                         reconstruction_loss)
 
@@ -364,8 +365,6 @@ def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequence
 
 def chord_bigram_nll(train: SongSequences, held_out: SongSequences, smoothing: float = 0.5) -> float:
     """Held-out NLL per bar (nats) of a chord bigram Markov chain fitted on `train` (a baseline)."""
-    from models.lstm import N_CHORDS
-
     counts = np.full((N_CHORDS + 1, N_CHORDS), smoothing)  # row N_CHORDS: song start
     for chords in train.chords:
         previous = N_CHORDS

@@ -15,8 +15,9 @@ Decoder, in two parts that add up to each step's logits:
   class relative to the bar's chord root — melody moves by steps and lands on chord tones in
   every key, which absolute pitch logits would have to learn once per pitch. Training feeds the true earlier tokens (teacher forcing);
   generation samples the 16 steps in order. Because the step MLP's first layer is linear in
-  one-hot tokens, `FastDecoder` folds it into lookup tables: a step costs a few table rows, one
-  small matrix product and a draw, so a whole bar decodes in well under a millisecond.
+  one-hot tokens, `models.inference.FastDecoder` (numpy) folds it into lookup tables: a step
+  costs a few table rows, one small matrix product and a draw, so a whole bar decodes in well
+  under a millisecond. Sizes and weight shapes come from `models.layout`.
 
 Condition (`BarCondition`): chord root (0..11, 12 = none) and quality, key mode (major/minor),
 key offset (semitones the bar was moved from C major / A minor, 0 when generating), style
@@ -33,43 +34,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import erf as _erf
 from torch import nn
 
 from models.config import VAEConfig
-from models.data import (CHORD_QUALITIES, FIRST_PITCH_TOKEN, N_VOICES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES,
-                         VOCAB_SIZES)
-
-N_ACTIVITY = 4
-PITCHED_VOCAB = VOCAB_SIZES[0]
-DRUM_VOCAB = VOCAB_SIZES[3]
-N_PITCHED = 3
-CONTEXT_OFFSETS = (1, 2, 3, 4, 8, 12, 16, 32, 64)  # the step part reads the tokens this many steps back
-TAIL_STEPS = max(CONTEXT_OFFSETS)  # steps of the previous bars the step part can see (4 bars)
-STEP_EMBED = 8
-MAX_INTERVAL = 12  # intervals from the voice's last pitch scored one by one; wider ones share a score
-N_INTERVALS = 2 * MAX_INTERVAL + 2
-N_PITCHES = PITCHED_VOCAB - FIRST_PITCH_TOKEN
-
-
-def _interval_buckets() -> np.ndarray:
-    """(36, 36) bucket of the interval from last pitch index (row) to candidate pitch index (column)."""
-    delta = np.arange(N_PITCHES)[None, :] - np.arange(N_PITCHES)[:, None]
-    return np.where(np.abs(delta) <= MAX_INTERVAL, delta + MAX_INTERVAL, N_INTERVALS - 1)
-
-
-def _pitch_classes() -> np.ndarray:
-    """(3, 36) pitch class of every pitch index of each pitched voice."""
-    from models.data import PITCH_RANGES, VOICES
-
-    return np.stack([(PITCH_RANGES[VOICES[v]][0] + np.arange(N_PITCHES)) % 12 for v in range(N_PITCHED)])
-
-
-INTERVAL_BUCKETS = _interval_buckets()
-PITCH_CLASSES = _pitch_classes()
+from models.data import (CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, N_VOICES, NO_CHORD_ROOT, PITCHED_VOCAB,
+                         STEPS_PER_BAR, STYLES, VOCAB_SIZES)
+from models.layout import (CONTEXT_OFFSETS, DRUM_ACTIVITY_EMBED, INTERVAL_BUCKETS, N_ACTIVITY, N_INTERVALS, N_PITCHED,
+                           PITCH_CLASSES, STEP_EMBED, TAIL_STEPS, conditioner_sizes)
 
 
 @dataclass
@@ -112,15 +85,13 @@ class Conditioner(nn.Module):
 
     def __init__(self, cond_dim: int) -> None:
         super().__init__()
-        part = cond_dim // 5
-        if part < 2:
-            raise ValueError(f"cond_dim must be at least 10, not {cond_dim}")
-        self.root = nn.Embedding(NO_CHORD_ROOT + 1, part)
-        self.quality = nn.Embedding(len(CHORD_QUALITIES), part)
-        self.mode = nn.Embedding(2, part // 2)
-        self.key_offset = nn.Embedding(12, part // 2)
-        self.style = nn.Linear(len(STYLES), part, bias=False)
-        self.activity = nn.Embedding(N_ACTIVITY, cond_dim - 3 * part - 2 * (part // 2))
+        sizes = conditioner_sizes(cond_dim)
+        self.root = nn.Embedding(NO_CHORD_ROOT + 1, sizes["root"])
+        self.quality = nn.Embedding(len(CHORD_QUALITIES), sizes["quality"])
+        self.mode = nn.Embedding(2, sizes["mode"])
+        self.key_offset = nn.Embedding(12, sizes["key_offset"])
+        self.style = nn.Linear(len(STYLES), sizes["style"], bias=False)
+        self.activity = nn.Embedding(N_ACTIVITY, sizes["activity"])
 
     def forward(self, cond: BarCondition) -> torch.Tensor:
         return torch.cat([self.root(cond.root), self.quality(cond.quality), self.mode(cond.mode),
@@ -166,9 +137,9 @@ class BarVAE(nn.Module):
         self.register_buffer("interval_buckets", torch.from_numpy(INTERVAL_BUCKETS), persistent=False)
         self.register_buffer("pitch_classes", torch.from_numpy(PITCH_CLASSES), persistent=False)
         # Drums: the same two parts, without style or chord, reading earlier drum tokens only.
-        self.drum_activity = nn.Embedding(N_ACTIVITY, 8)
+        self.drum_activity = nn.Embedding(N_ACTIVITY, DRUM_ACTIVITY_EMBED)
         self.drum_decoder = nn.Sequential(
-            nn.Linear(config.latent_dim + 8, d), nn.GELU(),
+            nn.Linear(config.latent_dim + DRUM_ACTIVITY_EMBED, d), nn.GELU(),
             nn.Linear(d, d), nn.GELU(),
         )
         self.drum_base_head = nn.Linear(d, STEPS_PER_BAR * DRUM_VOCAB)
@@ -287,139 +258,3 @@ def kl_terms(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> tuple[
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     """Latent dimensions whose posterior mean varies across bars `mu` (N, L) more than `threshold`."""
     return int((mu.var(dim=0) > threshold).sum())
-
-
-# --------------------------------------------------------------------------- numpy inference
-
-_SQRT_HALF = 0.7071067811865476  # a Python float keeps float32 arrays float32
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * _SQRT_HALF))
-
-
-class FastDecoder:
-    """A numpy copy of `BarVAE`'s decoder for generating one bar at a time.
-
-    Generation decodes single bars step by step, where torch's per-operation overhead would
-    dominate. The step MLPs' first layers are linear in one-hot tokens, so they are folded into
-    per-(offset, voice) tables: a step sums a dozen table rows, applies GELU and one product.
-    Usage: `bar = decoder.bar(z, cond, activity)`, then for each step
-    `decoder.step_logits(bar, t, earlier)` with `earlier` (K, 4) the tokens `CONTEXT_OFFSETS` back.
-    """
-
-    def __init__(self, vae: BarVAE) -> None:
-        w = {name: tensor.detach().cpu().numpy().astype(np.float32).copy() for name, tensor in vae.state_dict().items()}
-        self.latent_dim = vae.config.latent_dim
-        prefix = "decoder_conditioner."
-        self.root, self.quality = w[prefix + "root.weight"], w[prefix + "quality.weight"]
-        self.mode, self.key_offset = w[prefix + "mode.weight"], w[prefix + "key_offset.weight"]
-        self.style, self.activity = w[prefix + "style.weight"], w[prefix + "activity.weight"]
-
-        def linear(name: str) -> tuple[np.ndarray, np.ndarray]:
-            return w[f"{name}.weight"].T.copy(), w[f"{name}.bias"]
-
-        self.trunk = [linear("decoder.0"), linear("decoder.2")]
-        base_1, base_2 = linear("base_head.0"), linear("base_head.1")
-        # The two linear layers of the low-rank head folded into one per-bar product chain.
-        self.base_head = (base_1, base_2)
-        self.context_head = linear("context_head")
-        self.drum_activity = w["drum_activity.weight"]
-        self.drum_trunk = [linear("drum_decoder.0"), linear("drum_decoder.2")]
-        self.drum_base_head, self.drum_context_head = linear("drum_base_head"), linear("drum_context_head")
-
-        # Fold the step MLPs' first layers into one table: a row per (offset, voice, token), its
-        # columns the pitched hidden units then the drum hidden units (drum rows: voice 3 only).
-        e = vae.config.context_embed_dim
-        k = len(CONTEXT_OFFSETS)
-        hidden_w, step_bias = linear("step_hidden")  # (n_context + STEP + ctx, A)
-        drum_w, drum_step_bias = linear("drum_step_hidden")  # (k E + STEP + ctx, Ad)
-        a, ad = hidden_w.shape[1], drum_w.shape[1]
-        n_context = k * N_VOICES * e
-        rows, starts = [], np.zeros((k, N_VOICES), dtype=np.int64)
-        count = 0
-        for offset in range(k):
-            for voice in range(N_VOICES):
-                embedding = w[f"context_embeddings.{voice}.weight"]  # (V, E)
-                block = hidden_w[(offset * N_VOICES + voice) * e:(offset * N_VOICES + voice + 1) * e]
-                drum_part = (embedding @ drum_w[offset * e:(offset + 1) * e] if voice == N_VOICES - 1
-                             else np.zeros((embedding.shape[0], ad), np.float32))
-                rows.append(np.concatenate([embedding @ block, drum_part], axis=1))
-                starts[offset, voice] = count
-                count += embedding.shape[0]
-        self.token_table = np.concatenate(rows).astype(np.float32)  # (rows, A + Ad)
-        self.table_starts = starts  # (K, 4)
-        steps = w["step_embedding.weight"]  # (16, STEP_EMBED)
-        self.step_rows = np.concatenate([steps @ hidden_w[n_context:n_context + STEP_EMBED],
-                                         steps @ drum_w[k * e:k * e + STEP_EMBED]], axis=1)  # (16, A + Ad)
-        self.context_weight = hidden_w[n_context + STEP_EMBED:]  # (ctx, A)
-        self.drum_context_weight = drum_w[k * e + STEP_EMBED:]
-        self.step_biases = np.concatenate([step_bias, drum_step_bias])
-        # All output layers as one block-diagonal product. Columns: pitched logits (3V), drum
-        # logits (Vd), interval scores (3 x (N_INTERVALS + 1), the last always 0 for "no last
-        # pitch yet"), chord-tone scores (3 x 12).
-        pitched_w, pitched_b = linear("step_head")
-        drum_w_out, drum_b_out = linear("drum_step_head")
-        interval_w, interval_b = linear("interval_head")
-        tone_w, tone_b = linear("chord_tone_head")
-        padded = N_INTERVALS + 1
-        interval_w = np.concatenate([interval_w.reshape(a, N_PITCHED, N_INTERVALS),
-                                     np.zeros((a, N_PITCHED, 1), np.float32)], axis=2).reshape(a, -1)
-        interval_b = np.concatenate([interval_b.reshape(N_PITCHED, N_INTERVALS),
-                                     np.zeros((N_PITCHED, 1), np.float32)], axis=1).ravel()
-        n_pitched, n_drums, n_intervals = N_PITCHED * PITCHED_VOCAB, DRUM_VOCAB, N_PITCHED * padded
-        head = np.zeros((a + ad, n_pitched + n_drums + n_intervals + N_PITCHED * 12), np.float32)
-        head[:a, :n_pitched] = pitched_w
-        head[a:, n_pitched:n_pitched + n_drums] = drum_w_out
-        head[:a, n_pitched + n_drums:n_pitched + n_drums + n_intervals] = interval_w
-        head[:a, n_pitched + n_drums + n_intervals:] = tone_w
-        self.head_weight = head
-        self.head_bias = np.concatenate([pitched_b, drum_b_out, interval_b, tone_b]).astype(np.float32)
-        self.n_pitched, self.drum_end = n_pitched, n_pitched + n_drums
-        # Where each voice's interval scores sit in the output, for each last pitch (-1 → the 0 column).
-        buckets = np.concatenate([INTERVAL_BUCKETS, np.full((1, N_PITCHES), N_INTERVALS)])  # (37, 36)
-        self.interval_index = (self.drum_end + np.arange(N_PITCHED)[:, None, None] * padded
-                               + buckets[None])  # (3, 37, 36): [voice, last pitch (+1), pitch]
-        self.tone_start = self.drum_end + n_intervals
-        self.voices = np.arange(N_PITCHED)
-
-    def condition(self, root: int, quality: int, mode: int, key_offset: int, style: np.ndarray,
-                  activity: int) -> np.ndarray:
-        """(cond_dim,) condition vector, as `Conditioner` computes it."""
-        return np.concatenate([self.root[root], self.quality[quality], self.mode[mode], self.key_offset[key_offset],
-                               self.style @ style.astype(np.float32), self.activity[activity]])
-
-    def bar(self, z: np.ndarray, cond: np.ndarray, activity: int, root: int) -> dict[str, np.ndarray]:
-        """The per-bar part: base logits, each step's first-layer input before tokens, and the
-        pitch classes relative to the chord `root` (as given in `cond`)."""
-        hidden = np.concatenate([z.astype(np.float32), cond])
-        for weight, bias in self.trunk:
-            hidden = _gelu(hidden @ weight + bias)
-        drum_hidden = np.concatenate([z.astype(np.float32), self.drum_activity[activity]])
-        for weight, bias in self.drum_trunk:
-            drum_hidden = _gelu(drum_hidden @ weight + bias)
-        context = (hidden @ self.context_head[0] + self.context_head[1]).reshape(STEPS_PER_BAR, -1)
-        drum_context = (drum_hidden @ self.drum_context_head[0] + self.drum_context_head[1]).reshape(STEPS_PER_BAR, -1)
-        pre = np.concatenate([context @ self.context_weight, drum_context @ self.drum_context_weight], axis=1)
-        return {
-            "base": ((hidden @ self.base_head[0][0] + self.base_head[0][1]) @ self.base_head[1][0]
-                     + self.base_head[1][1]).reshape(STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB),
-            "drum_base": (drum_hidden @ self.drum_base_head[0] + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
-            "pre": self.step_rows + (pre + self.step_biases),  # (16, 2A): hidden inputs before tokens
-            # Output columns of each pitch's chord-tone score (none without a chord).
-            "tone_index": (self.tone_start + self.voices[:, None] * 12 + (PITCH_CLASSES - root) % 12
-                           if root != NO_CHORD_ROOT else None),  # (3, 36)
-        }
-
-    def step_logits(self, bar: dict[str, np.ndarray], step: int, earlier: np.ndarray,
-                    last_pitch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(pitched logits (3, V), drum logits (Vd,)) of `step` given `earlier` (K, 4) tokens and
-        each pitched voice's last pitch index `last_pitch` (3,) (-1: none yet)."""
-        hidden = bar["pre"][step] + self.token_table[(self.table_starts + earlier).ravel()].sum(axis=0)
-        out = np.maximum(hidden, 0.0) @ self.head_weight + self.head_bias  # (columns,)
-        pitched = bar["base"][step] + out[:self.n_pitched].reshape(N_PITCHED, PITCHED_VOCAB)
-        relative = out[self.interval_index[self.voices, last_pitch]]  # last -1 picks row 36: zeros
-        if bar["tone_index"] is not None:
-            relative += out[bar["tone_index"]]
-        pitched[:, FIRST_PITCH_TOKEN:] += relative
-        return pitched, bar["drum_base"][step] + out[self.n_pitched:self.drum_end]

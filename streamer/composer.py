@@ -1,7 +1,10 @@
 """Composers for the stream: the trained VAE + LSTM (`models.composer`), or a rule-based one.
 
-This is the only streamer module that imports torch or the models' torch parts, and it does so
-lazily, inside `load_composer`, so the rest of the streamer (and its tests) never pay for torch.
+This is the only streamer module that imports the models' composer, and it does so lazily,
+inside `load_composer`, so the rule-based composer never pays for it. No part of the stream
+imports torch: the trained models are read with numpy (`models.checkpoint.load_weight_pair`)
+and run in numpy (`models.inference`), one BLAS thread (`OPENBLAS_NUM_THREADS`, set by the CLI
+before numpy loads).
 
 A composer is anything with an `id` and `next_bar()` (`Composer`). Its id names what is loaded
 — the checkpoint's model ids for the trained models, or `rule-based-<hash>` for the rule-based
@@ -15,7 +18,6 @@ is shipped.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import math
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from models.checkpoint import KINDS, paths, shipped_directory
 from streamer.errors import CheckpointError, ModelError
 from streamer.fallback import NOTE_NAMES, RuleBasedParts
 from streamer.types import VOICES, Bar, Note
@@ -161,21 +164,14 @@ def check_bar(bar: Bar) -> Bar:
 
 
 def shipped_checkpoint() -> Path | None:
-    """The shipped checkpoint directory (models/checkpoints), if its files are there.
-
-    Found without importing models.checkpoint, which imports torch: deciding that there is
-    nothing to load must not cost torch's start-up time and memory.
-    """
-    spec = importlib.util.find_spec("models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    directory = Path(list(spec.submodule_search_locations)[0]) / "checkpoints"
-    needed = [directory / f"{kind}.{ext}" for kind in ("vae", "lstm") for ext in ("safetensors", "json")]
+    """The shipped checkpoint directory (models/checkpoints), if its files are there."""
+    directory = shipped_directory()
+    needed = [path for kind in KINDS for path in paths(directory, kind)]
     return directory if all(path.is_file() for path in needed) else None
 
 
 def uses_model(setting: str) -> bool:
-    """Does `stream.checkpoint = setting` mean loading a trained model (and torch)?"""
+    """Does `stream.checkpoint = setting` mean loading a trained model?"""
     return setting != RULE_BASED and (bool(setting) or shipped_checkpoint() is not None)
 
 
@@ -192,7 +188,8 @@ def describe_checkpoint(setting: str) -> str:
 def load_composer(setting: str, seed: int) -> Composer:
     """Build the composer `stream.checkpoint = setting` names; raises CheckpointError / ModelError.
 
-    Loading never unpickles (models.checkpoint reads safetensors and JSON only).
+    Loading never unpickles (models.checkpoint reads safetensors and JSON only) and never
+    imports torch.
     """
     if setting == RULE_BASED:
         return RuleBasedComposer(seed)
@@ -203,12 +200,9 @@ def load_composer(setting: str, seed: int) -> Composer:
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     try:
-        import torch
-
         from models.composer import Composer as TrainedComposer, Controls
     except ImportError as exc:
         raise CheckpointError(f"{directory}: the models package cannot be imported ({exc})") from exc
-    _configure_torch(torch)
     try:
         composer = TrainedComposer.from_checkpoint(directory, Controls(seed=seed))
     except (CheckpointError, ModelError):
@@ -216,20 +210,3 @@ def load_composer(setting: str, seed: int) -> Composer:
     except Exception as exc:  # any other failure while building the models is a bad checkpoint too
         raise CheckpointError(f"{directory}: cannot load ({type(exc).__name__}: {exc})") from exc
     return ModelComposer(composer, composer.model_id)
-
-
-_torch_configured = False
-
-
-def _configure_torch(torch: object) -> None:
-    """One intra-op and one inter-op thread: the stream must not compete with ffmpeg and
-    FluidSynth for the cores (the inter-op pool can only be sized before its first use)."""
-    global _torch_configured
-    if _torch_configured:
-        return
-    _torch_configured = True
-    torch.set_num_threads(1)  # type: ignore[attr-defined]
-    try:
-        torch.set_num_interop_threads(1)  # type: ignore[attr-defined]
-    except RuntimeError as exc:
-        log.debug("torch inter-op threads already fixed: %s", exc)

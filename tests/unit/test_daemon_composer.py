@@ -1,11 +1,18 @@
 """streamer.composer: the rule-based composer, the adapter over models.composer, checkpoints."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from streamer.composer import (RULE_BASED, FallbackBed, ModelComposer, RuleBasedComposer, check_bar, load_composer,
                                uses_model)
 from streamer.errors import CheckpointError
 from streamer.types import Bar
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rule_based_composer_changes_track_key_and_tempo():
@@ -63,3 +70,24 @@ def test_bad_checkpoints_raise_checkpoint_error(checkpoint, tmp_path):
     weights.write_bytes(weights.read_bytes()[: len(weights.read_bytes()) // 2])
     with pytest.raises(CheckpointError, match="lstm.safetensors"):
         load_composer(str(broken), seed=0)
+
+
+def test_the_stream_composer_loads_without_torch_and_one_blas_thread():
+    """Built as `chiplofi stream` builds it (the CLI module first, then the shipped checkpoint),
+    in a fresh interpreter: torch is never imported and numpy's BLAS starts no worker thread."""
+    from models.checkpoint import read_info, shipped_directory
+
+    code = ("import os, sys\n"
+            "import streamer.cli\n"
+            "from streamer.composer import check_bar, load_composer\n"
+            "composer = load_composer('', seed=5)\n"
+            "bars = [check_bar(composer.next_bar()) for _ in range(8)]\n"
+            "print(composer.id, 'torch' in sys.modules, len(os.listdir('/proc/self/task')), len(bars))\n")
+    env = {name: value for name, value in os.environ.items() if not name.endswith("_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    model_id, torch_imported, threads, bars = result.stdout.split()
+    shipped = shipped_directory()
+    assert model_id == f"{read_info(shipped, 'vae').model_id}+{read_info(shipped, 'lstm').model_id}"
+    assert (torch_imported, threads, bars) == ("False", "1", "8")

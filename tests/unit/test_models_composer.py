@@ -14,7 +14,7 @@ from models.errors import ModelError
 
 def compose(n_bars: int, **controls) -> list[ComposedBar]:
     vae, lstm = debug_models()
-    return list(itertools.islice(Composer(vae, lstm, Controls(**controls)), n_bars))
+    return list(itertools.islice(Composer.from_modules(vae, lstm, Controls(**controls)), n_bars))
 
 
 def tracks_of(bars: list[ComposedBar]) -> list[list[ComposedBar]]:
@@ -103,7 +103,7 @@ def test_consecutive_tracks_change_smoothly(two_tracks):
 
 def test_model_time_is_counted():
     vae, lstm = debug_models()
-    composer = Composer(vae, lstm, Controls(seed=2))
+    composer = Composer.from_modules(vae, lstm, Controls(seed=2))
     list(itertools.islice(composer, 20))
     assert composer.bars_made == 20
     assert 0 < composer.model_seconds / 20 < 0.05

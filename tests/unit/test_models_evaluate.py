@@ -90,13 +90,6 @@ def test_chord_markov_by_hand():
     assert B.ChordMarkov(train).nll_per_bar(held) == pytest.approx(expected)
 
 
-def test_chord_index_matches_the_lstm():
-    from models.lstm import N_CHORDS, chord_index
-
-    assert B.N_CHORDS == N_CHORDS
-    assert chord_index(7, 3) == 7 * B.N_QUALITIES + 3
-
-
 def test_latent_markov_learns_a_linear_gaussian_chain():
     rng = np.random.default_rng(0)
 

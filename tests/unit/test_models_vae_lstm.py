@@ -1,4 +1,4 @@
-"""Bar VAE and bar LSTM on tiny debug models: shapes, learning, numpy copies match torch."""
+"""Bar VAE and bar LSTM on tiny debug models: shapes, learning, numpy copies and layout match torch."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import torch.nn.functional as F
 
 from models.data import STEPS_PER_BAR, STYLES, VOCAB_SIZES
 from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
-from models.lstm import N_CHORDS, FastLSTM, chord_index, sample_from_logits, sequence_losses
+from models.config import LSTMConfig, VAEConfig
+from models.inference import FastDecoder, FastLSTM, sample_from_logits
+from models.layout import CONTEXT_OFFSETS, N_CHORDS, TAIL_STEPS, chord_index, lstm_shapes, vae_shapes
+from models.lstm import BarLSTM, sequence_losses
 from models.train import bar_tensors, transpose_batch
-from models.vae import (CONTEXT_OFFSETS, TAIL_STEPS, BarCondition, FastDecoder, active_units, context_tokens,
-                        kl_terms, reconstruction_loss)
+from models.vae import BarCondition, BarVAE, active_units, context_tokens, kl_terms, reconstruction_loss
 
 
 def condition(batch: int) -> BarCondition:
@@ -106,7 +108,7 @@ def test_transpose_batch_folds_into_range():
 
 def test_fast_decoder_matches_torch():
     vae, _ = debug_models(seed=3)
-    decoder = FastDecoder(vae)
+    decoder = FastDecoder.from_module(vae)
     z = torch.randn(1, DEBUG_VAE.latent_dim)
     style = torch.tensor([[0.5, 0.3, 0.2]])
     cond = BarCondition(torch.tensor([4]), torch.tensor([3]), torch.tensor([1]), torch.tensor([0]), style,
@@ -144,7 +146,7 @@ def test_lstm_shapes_losses_and_fast_copy():
     assert mask.sum() == 9
 
     # The numpy copy and torch's one-bar step agree, from a song start on.
-    fast = FastLSTM(lstm)
+    fast = FastLSTM.from_module(lstm)
     state_t, state_f = lstm.initial_state(), fast.initial_state()
     z = torch.randn(latent)
     chord = chord_index(9, 4)
@@ -170,3 +172,28 @@ def test_sampling_with_temperature_and_mask():
     assert 2 not in draws and draws <= {0, 1, 3}
     hot = [sample_from_logits(logits, 5.0, rng) for _ in range(300)]
     assert len(set(hot)) == 4
+
+
+def test_layout_shapes_are_the_modules_state_dicts():
+    """models.layout (what checkpoints are checked against without torch) describes every tensor
+    of the torch modules, for the debug, the default and a two-layer configuration."""
+    for config in (DEBUG_VAE, VAEConfig(), VAEConfig(cond_dim=13, embed_dim=5, base_rank=7)):
+        state = BarVAE(config).state_dict()
+        assert vae_shapes(config) == {name: tuple(tensor.shape) for name, tensor in state.items()}
+    for config in (DEBUG_LSTM, LSTMConfig(), LSTMConfig(num_layers=2, hidden_dim=24, chord_embed_dim=5)):
+        state = BarLSTM(config).state_dict()
+        assert lstm_shapes(config) == {name: tuple(tensor.shape) for name, tensor in state.items()}
+
+
+def test_fast_lstm_with_two_layers_matches_torch():
+    torch.manual_seed(6)
+    lstm = BarLSTM(LSTMConfig(latent_dim=8, num_layers=2, hidden_dim=24, chord_embed_dim=5, dropout=0.0)).eval()
+    fast = FastLSTM.from_module(lstm)
+    state_t, state_f = lstm.initial_state(), fast.initial_state()
+    style = torch.tensor([0.2, 0.5, 0.3])
+    for latent_in in (None, torch.randn(8), torch.randn(8)):
+        state_t, out_t = lstm.step(state_t, latent_in, chord_index(2, 4), style, 0)
+        state_f, out_f = fast.step(state_f, None if latent_in is None else latent_in.numpy(), chord_index(2, 4),
+                                   style.numpy(), 0)
+        np.testing.assert_allclose(out_t.numpy(), out_f, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state_t.c[:, 0].numpy(), state_f.c, rtol=1e-4, atol=1e-5)
