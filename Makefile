@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_PIN := torch==2.13.0
-APT_PACKAGES := libfluidsynth3 fluidsynth libportaudio2 ffmpeg fonts-dejavu-core nginx libnginx-mod-rtmp
+# Every package of deploy/apt-packages.txt (deploy/install.sh reads the same file on a server).
+APT_PACKAGES := $(shell awk '!/^[[:space:]]*(\#|$$)/ {print $$1}' deploy/apt-packages.txt)
 STAMP := $(VENV)/.chiplofi-installed
 
 .PHONY: setup apt venv run test bench soak soundfont clean
