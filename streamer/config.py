@@ -262,7 +262,8 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
     for key in mapping:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{prefix}{key}: unknown key; known keys here: {known}")
+            name = key if str(key).isprintable() else repr(key)  # the error stays one line
+            raise ConfigError(f"{prefix}{name}: unknown key; known keys here: {known}")
     values: dict[str, Any] = {}
     for name, value in mapping.items():
         kind = hints[name]
@@ -328,6 +329,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputFileError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from exc
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -1,0 +1,343 @@
+"""Every invalid value of every config key is a ConfigError naming that key — never a traceback.
+
+The keys and what each accepts come from the settings metadata in streamer.config (the same
+metadata the validator reads): for each leaf key, hypothesis draws values of the wrong type,
+outside `min`/`max`, or outside `choices`; keys whose format only the stream checks (colours,
+`status.addr`, `stream.outputs`) go through `load_stream_config`. Arbitrary TOML documents and
+`CHIPLOFI_*` environment variables may be valid or not, but never raise anything else.
+`tests/integration/test_bad_input.py` runs `chiplofi config check` on a sample of these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import re
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from streamer.config import Config, load_config, settings_from_mapping
+from streamer.daemon import CliOverrides, load_stream_config
+from streamer.errors import ConfigError
+
+INT64 = 2**63 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    path: tuple[str | int, ...]  # table keys, and indexes into arrays of tables
+    kind: Any
+    meta: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """How errors name it: render.lead.pan, schedule.program[0].cron"""
+        return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in self.path).lstrip(".")
+
+
+def _optional(kind: Any) -> Any:
+    """`X | None` → X (TOML has no null: such a key is given or left out)."""
+    args = [arg for arg in get_args(kind) if arg is not type(None)]
+    return args[0] if type(None) in get_args(kind) and len(args) == 1 else kind
+
+
+def _items(kind: Any) -> tuple[Any, str | int] | None:
+    """tuple[Table, ...] (an array of tables) or dict[str, Table] (named tables): (Table, a path part)."""
+    args = get_args(kind)
+    if get_origin(kind) is tuple and args and dataclasses.is_dataclass(args[0]):
+        return args[0], 0
+    if get_origin(kind) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+        return args[1], "fuzzed"
+    return None
+
+
+def leaves(cls: type = Config, path: tuple[str | int, ...] = ()) -> list[Leaf]:
+    """Every scalar key of the settings tree, from the dataclass fields and their metadata."""
+    hints = get_type_hints(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        kind = _optional(hints[f.name])
+        if dataclasses.is_dataclass(kind):
+            found += leaves(kind, (*path, f.name))
+        elif (items := _items(kind)) is not None:
+            found += leaves(items[0], (*path, f.name, items[1]))
+        else:
+            found.append(Leaf((*path, f.name), kind, dict(f.metadata)))
+    return found
+
+
+def tables(cls: type = Config, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every path that must hold a table (or an array / a table of tables)."""
+    hints = get_type_hints(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        kind = _optional(hints[f.name])
+        if dataclasses.is_dataclass(kind):
+            found.append((*path, f.name))
+            found += tables(kind, (*path, f.name))
+        elif (items := _items(kind)) is not None:
+            found.append((*path, f.name))
+            found.append((*path, f.name, items[1]))
+            found += tables(items[0], (*path, f.name, items[1]))
+    return found
+
+
+def dotted(path: tuple[str | int, ...]) -> str:
+    return Leaf(path, None, {}).key
+
+
+LEAVES = leaves()
+TABLES = tables()
+
+
+def _holds_items(path: tuple[str | int, ...]) -> bool:
+    """[schedule.mood]-like tables take any name; [[schedule.program]] is an array."""
+    return any(t[:-1] == path and t[-1] in ("fuzzed", 0) for t in TABLES)
+
+
+def _merge_into(document: dict[str, Any], addition: dict[str, Any]) -> None:
+    for key, value in addition.items():
+        if isinstance(value, dict) and isinstance(document.get(key), dict):
+            _merge_into(document[key], value)
+        else:
+            document[key] = value
+
+# TOML's value types (no null): what a config file or a CHIPLOFI_* variable can hold.
+toml_scalars = st.one_of(st.booleans(), st.integers(-INT64 - 1, INT64), st.floats(allow_nan=True),
+                         st.text(max_size=30), st.datetimes(max_value=datetime.datetime(9999, 1, 1)))
+toml_values = st.recursive(toml_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(min_size=1, max_size=10), inner, max_size=4)), max_leaves=12)
+
+
+def _outside(low: float | None, high: float | None, integers: bool) -> st.SearchStrategy:
+    parts = []
+    number = st.integers(-INT64 - 1, INT64) if integers else st.floats(allow_nan=False, allow_infinity=True)
+    if low is not None:
+        parts.append(number.filter(lambda v: v < low))
+    if high is not None:
+        parts.append(number.filter(lambda v: v > high))
+    return st.one_of(parts) if parts else st.nothing()
+
+
+def invalid_values(leaf: Leaf) -> st.SearchStrategy:
+    """Values `leaf` must reject, drawn from its type and metadata."""
+    kind, meta = leaf.kind, leaf.meta
+    choices = meta.get("choices")
+    not_scalar = st.one_of(st.lists(toml_scalars, max_size=3), st.dictionaries(st.text(max_size=5), toml_scalars,
+                                                                               max_size=3))
+    if kind is bool:
+        return st.one_of(toml_values.filter(lambda v: not isinstance(v, bool)))
+    if get_origin(kind) is tuple:  # a list of strings
+        return st.one_of(toml_scalars, st.dictionaries(st.text(max_size=5), toml_scalars, min_size=1, max_size=3),
+                         st.lists(toml_scalars, min_size=1, max_size=4).filter(
+                             lambda v: not all(isinstance(item, str) for item in v)))
+    if kind is str:
+        wrong_type = st.one_of(st.booleans(), st.integers(), st.floats(), st.datetimes(), not_scalar)
+        return st.one_of(wrong_type, st.text(max_size=20).filter(lambda v: v not in choices)) if choices \
+            else wrong_type
+    wrong_type = st.one_of(st.booleans(), st.text(max_size=20), st.datetimes(), not_scalar)
+    if kind is int:
+        wrong_type = st.one_of(wrong_type, st.floats())  # 3.0 is a float in TOML, not an integer
+        if choices:
+            return st.one_of(wrong_type, st.integers(-INT64 - 1, INT64).filter(lambda v: v not in choices))
+        return st.one_of(wrong_type, _outside(meta.get("min"), meta.get("max"), integers=True))
+    assert kind is float, leaf
+    return st.one_of(wrong_type, st.sampled_from([math.nan, math.inf, -math.inf]),
+                     _outside(meta.get("min"), meta.get("max"), integers=False),
+                     _outside(meta.get("min"), meta.get("max"), integers=True))
+
+
+def nest(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    for part in reversed(path):
+        value = [value] if isinstance(part, int) else {part: value}
+    return value
+
+
+def assert_names(error: ConfigError, key: str) -> None:
+    message = str(error)
+    assert message.startswith(f"{key}: "), message
+    assert "\n" not in message and "Traceback" not in message, message
+
+
+@st.composite
+def leaf_and_invalid_value(draw: st.DrawFn) -> tuple[Leaf, Any]:
+    leaf = draw(st.sampled_from(LEAVES))
+    return leaf, draw(invalid_values(leaf))
+
+
+def test_the_walk_covers_every_key():
+    keys = {leaf.key for leaf in LEAVES}
+    assert {"render.lead.pan", "effects.hiss_db", "stream.outputs", "video.preset", "status.max_clients"} <= keys
+    assert len(keys) == len(LEAVES) > 60
+
+
+@pytest.mark.parametrize("leaf", LEAVES, ids=lambda leaf: leaf.key)
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_every_invalid_value_of_every_key_names_the_key(leaf, data):
+    value = data.draw(invalid_values(leaf))
+    with pytest.raises(ConfigError) as raised:
+        settings_from_mapping(Config, nest(leaf.path, value))
+    assert_names(raised.value, leaf.key)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(TABLES), toml_scalars)
+def test_a_table_given_a_value_names_the_table(table, value):
+    with pytest.raises(ConfigError) as raised:
+        settings_from_mapping(Config, nest(table, value))
+    assert_names(raised.value, dotted(table))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([()] + [t for t in TABLES if not _holds_items(t)]), st.text(min_size=1, max_size=20),
+       toml_values)
+def test_an_unknown_key_is_named(table, name, value):
+    known = {leaf.path for leaf in LEAVES} | set(TABLES)
+    if (*table, name) in known:
+        return
+    with pytest.raises(ConfigError) as raised:
+        settings_from_mapping(Config, nest((*table, name), value))
+    assert_names(raised.value, dotted((*table, name if name.isprintable() else repr(name))))
+
+
+# Keys whose strings only the stream checks: (key, a strategy of values it must reject).
+HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+STREAM_CHECKED = [
+    *[(f"video.{name}", st.text(max_size=12).filter(lambda v: not HEX.match(v)))
+      for name in ("background", "wave_colour", "text_colour")],
+    ("video.font", st.text(min_size=1, max_size=20).map(lambda v: f"/nonexistent/{v}.ttf")),
+    ("status.addr", st.one_of(st.text(max_size=20).filter(lambda v: ":" not in v),
+                              st.integers(65536, 10**9).map(lambda p: f"127.0.0.1:{p}"),
+                              st.text(max_size=8).filter(lambda v: not v.isdigit()).map(lambda p: f"localhost:{p}"))),
+    ("stream.outputs", st.one_of(
+        st.from_regex(r"\A(http|udp|srt|file)://[a-z0-9./]{0,12}\Z").map(lambda v: [v]),
+        st.from_regex(r"\A[a-z0-9_]{1,10}\.(mp3|ogg|txt|avi|)\Z").map(lambda v: [v]))),
+]
+
+
+@pytest.mark.parametrize("key,values", STREAM_CHECKED, ids=[key for key, _ in STREAM_CHECKED])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_formats_the_stream_checks_name_their_key(tmp_path, key, values, data):
+    value = data.draw(values)
+    path = tmp_path / "c.toml"
+    path.write_text(toml_document(nest(tuple(key.split(".")), value)), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_stream_config(path, CliOverrides(), {})
+    assert_names(raised.value, key)
+
+
+def test_ready_seconds_above_the_buffer_names_the_key():
+    with pytest.raises(ConfigError) as raised:
+        load_stream_config(None, CliOverrides(), {"CHIPLOFI_STREAM__BUFFER_SECONDS": "10",
+                                                  "CHIPLOFI_STREAM__READY_SECONDS": "20"})
+    assert_names(raised.value, "stream.ready_seconds")
+
+
+def toml(value: Any) -> str:
+    """A TOML value (inline tables and arrays; strings as basic strings with every escape)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\U{ord(c):08X}" for c in value) + '"'
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return "{" + ", ".join(f"{toml(str(k))} = {toml(v)}" for k, v in value.items()) + "}"
+
+
+def toml_document(document: dict[str, Any]) -> str:
+    """One line per top-level key, nested tables and arrays of tables inline."""
+    return "".join(f"{toml(str(key))} = {toml(value)}\n" for key, value in document.items())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(leaf_and_invalid_value())
+def test_invalid_values_in_a_toml_file_name_the_key(tmp_path, case):
+    leaf, value = case
+    path = tmp_path / "c.toml"
+    path.write_text(toml_document(nest(leaf.path, value)), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert_names(raised.value, leaf.key)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(TABLES + [leaf.path for leaf in LEAVES]), toml_values), max_size=6))
+def test_any_toml_document_is_a_config_or_a_config_error(tmp_path, entries):
+    document: dict[str, Any] = {}
+    for path, value in entries:
+        _merge_into(document, nest(path, value))
+    path = tmp_path / "c.toml"
+    path.write_text(toml_document(document), encoding="utf-8")
+    try:
+        load_stream_config(path, CliOverrides(), {})
+    except ConfigError as error:
+        assert "\n" not in str(error), str(error)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(LEAVES), st.text(max_size=30))
+def test_any_environment_override_is_a_config_or_an_error_naming_the_key(leaf, raw):
+    if any(isinstance(part, int) for part in leaf.path):  # arrays of tables have no variable
+        return
+    name = "CHIPLOFI_" + "__".join(str(part).upper() for part in leaf.path)
+    try:
+        config = load_stream_config(None, CliOverrides(), {name: raw})
+    except ConfigError as error:
+        message = str(error)
+        assert message.startswith((f"{leaf.key}: ", f"{name}: ")) or _cross_key(message), message
+        assert "\n" not in message, message
+    else:
+        assert isinstance(config, Config)
+
+
+def _cross_key(message: str) -> bool:
+    """A valid value can break a check across keys (ready_seconds ≤ buffer_seconds)."""
+    return message.startswith("stream.ready_seconds: ")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=0, max_size=12), min_size=2, max_size=4),
+       st.text(max_size=10))
+def test_malformed_environment_names_are_named(parts, raw):
+    name = "CHIPLOFI_" + "__".join(parts)
+    try:
+        load_stream_config(None, CliOverrides(), {name: raw})
+    except ConfigError as error:
+        assert "\n" not in str(error), str(error)
+        split = name[len("CHIPLOFI_"):].split("__")  # how the loader reads the name
+        assert str(error).split(":")[0] in (name, *(_dotted(split, n) for n in range(1, len(split) + 1))), str(error)
+
+
+def _dotted(parts: list[str], n: int) -> str:
+    return ".".join(part.lower() for part in parts[:n])
+
+
+def test_an_unreadable_file_and_bad_toml_are_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[render\nswing = \n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(bad)
+    assert str(raised.value).startswith(f"{bad}: ")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError) as raised:
+        load_config(binary)
+    assert str(raised.value).startswith(f"{binary}: ")
+
+
+def test_nothing_here_is_left_unchecked():
+    """A new kind of setting needs a strategy above: fail loudly rather than test nothing."""
+    for leaf in LEAVES:
+        assert leaf.kind in (bool, int, float, str) or get_origin(leaf.kind) is tuple, leaf
