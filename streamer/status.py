@@ -1,6 +1,7 @@
 """The status HTTP server (stdlib `ThreadingHTTPServer`, default 127.0.0.1:8080).
 
-    /           a small page: now playing, a piano roll of the recent bars, a live audio player
+    /           the page: now playing, buffer and output health, a piano roll of the recent bars,
+                the recent tracks with their downloads, a live audio player
     /status     JSON: now playing, buffer, clock, sinks, checkpoint, counters
     /bars       JSON: the recent bars' notes (the page's piano roll)
     /metrics    Prometheus text (prometheus-client, the server's own CollectorRegistry)

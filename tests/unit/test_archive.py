@@ -4,7 +4,6 @@ with strict ids, and the daemon archiving what played."""
 
 import dataclasses
 import errno
-import http.client
 import json
 import logging
 import threading
@@ -21,6 +20,7 @@ from streamer.daemon import Daemon
 from streamer.fallback import RuleBasedParts
 from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
+from test_status import _get as get
 
 MB = 1_000_000
 
@@ -231,15 +231,6 @@ def served(tmp_path):
     server.start()
     yield server, archive, ids
     server.stop()
-
-
-def get(server, path):
-    conn = http.client.HTTPConnection(*server.address, timeout=5)
-    conn.request("GET", path)
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    return response.status, response.getheader("Content-Type"), body
 
 
 def test_tracks_list_newest_first_with_a_limit(served):
