@@ -12,8 +12,8 @@ Reading is torch-free: `load_weights` / `load_weight_pair` return numpy arrays (
 `load_models` build the torch modules (training, evaluation) from the same checked arrays and
 import torch only when called. Every problem — a missing or truncated file, a JSON that does
 not parse, an unknown version or kind, a weights file that does not match its card or is not
-safetensors (a pickle, say), a missing, unexpected or wrongly shaped tensor — raises
-`CheckpointError` naming the file.
+safetensors (a pickle, say), a missing, unexpected or wrongly shaped tensor, a NaN or infinite
+weight — raises `CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -240,6 +240,8 @@ def _check_arrays(arrays: dict[str, np.ndarray], shapes: Shapes, weights_path: P
         if not np.issubdtype(array.dtype, np.floating):
             raise CheckpointError(f"{weights_path}: tensor {name} holds {array.dtype}, not floating point numbers")
         checked[name] = np.array(array, dtype=np.float32)  # an own, writable copy
+        if not np.isfinite(checked[name]).all():  # a diverged training run: the model would only play its fallback
+            raise CheckpointError(f"{weights_path}: tensor {name} holds NaN or infinite values")
     return checked
 
 
