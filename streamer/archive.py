@@ -284,7 +284,7 @@ class TrackArchive:
 
     def snapshot(self) -> dict[str, Any]:
         return {"enabled": True, "directory": str(self.directory), "written": self.written,
-                "deleted": self.deleted, "errors": self.errors, "dropped": self.dropped,
+                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors, "dropped": self.dropped,
                 "last_error": self.last_error, "queued": self._queue.qsize()}
 
 
