@@ -11,9 +11,12 @@ it re-anchors its epoch (counted in `resyncs`) and carries on in real time.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class SampleClock:
@@ -69,6 +72,8 @@ class SampleClock:
                 if -delay > self.max_lag_seconds:
                     self._epoch, self._epoch_frame = now, frame
                     self.resyncs += 1
+                    log.warning("the stream clock was %.1f s behind (the process was stopped or starved): "
+                                "playing on from where it was, without a catch-up burst", -delay)
                 return not stop.is_set()
             if stop.wait(delay):
                 return False

@@ -64,6 +64,7 @@ STOP_EOF_SECONDS = 2.5  # after EOF, time ffmpeg gets to finish its files before
 # An ffmpeg that encoded this much of the stream worked: its end (killed, crashed) is an incident,
 # and the next one starts after the shortest wait. Only runs that never got going back off.
 ON_AIR_RESET_SECONDS = 2.0
+FEED_PAUSE_SECONDS = 1.0  # no block written for this long: the input paused (blocks come every ~23 ms)
 
 
 @dataclass
@@ -432,7 +433,12 @@ class FfmpegSink(QueuedSink):
             self.bytes_written += written
             self._run_bytes += written
         self.frames_written += block.frames
-        self._last_write_ok = time.monotonic()
+        now = time.monotonic()
+        if now - self._last_write_ok > FEED_PAUSE_SECONDS:
+            # ffmpeg got no input for a while (this process was stopped, say): it could make no
+            # progress meanwhile, so the stall watch starts again from now.
+            self._progress_changed = max(self._progress_changed, now)
+        self._last_write_ok = now
         return ""
 
     # ----------------------------------------------------------------- stderr
