@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -49,6 +50,16 @@ class Composer(Protocol):
     def next_bar(self) -> Bar: ...
 
 
+@dataclass(frozen=True)
+class ComposerMood:
+    """What a scheduled mood asks of a composer (`set_mood`); None = the composer's own choice."""
+
+    tempo_bpm: tuple[float, float] | None = None  # (slowest, fastest): each track started draws in it
+    temperature: float | None = None
+    energy: float | None = None
+    style_blend: float | None = None
+
+
 class RuleBasedComposer:
     """Endless rule-based music (streamer.fallback), in tracks of `RULE_TRACK_BARS` bars.
 
@@ -62,6 +73,7 @@ class RuleBasedComposer:
         self._track = -1
         self._parts: RuleBasedParts | None = None
         self._bar_in_track = track_bars
+        self.mood = ComposerMood()
         digest = hashlib.sha256(f"{RULE_BASED}:{seed}:{track_bars}".encode()).hexdigest()[:10]
         self._id = f"{RULE_BASED}-{digest}"
 
@@ -69,11 +81,16 @@ class RuleBasedComposer:
     def id(self) -> str:
         return self._id
 
+    def set_mood(self, mood: ComposerMood) -> None:
+        """Tracks started from now on draw their tempo in the mood's range (the rule-based parts
+        have no temperature, energy or style to steer)."""
+        self.mood = mood
+
     def next_bar(self) -> Bar:
         if self._parts is None or self._bar_in_track >= self.track_bars:
             self._track += 1
             tonic = int(self._rng.integers(0, 12))
-            tempo = round(float(self._rng.uniform(72.0, 90.0)), 1)
+            tempo = round(float(self._rng.uniform(*(self.mood.tempo_bpm or (72.0, 90.0)))), 1)
             self._parts = RuleBasedParts(seed=int(self._rng.integers(0, 2**31)), tonic=tonic, tempo_bpm=tempo,
                                          track_id=f"r{self.seed}-t{self._track:04d}")
             self._bar_in_track = 0
@@ -123,6 +140,9 @@ class ModelComposer:
     def __init__(self, composer: object, model_id: str) -> None:
         self._composer = composer
         self._id = model_id
+        self._loaded_controls = getattr(composer, "controls", None)  # what a mood reverts to
+        self.mood = ComposerMood()
+        self._tempo_rng = np.random.default_rng([int(getattr(self._loaded_controls, "seed", 0)), 0x7E4D0])
 
     @property
     def id(self) -> str:
@@ -132,8 +152,28 @@ class ModelComposer:
     def seed(self) -> int:
         return int(self._composer.controls.seed)  # type: ignore[attr-defined]
 
+    def set_mood(self, mood: ComposerMood) -> None:
+        """Temperature, energy and style apply from the next bar, a tempo range from the next track;
+        what the mood leaves None goes back to the controls the model was loaded with."""
+        loaded = self._loaded_controls
+        if mood == self.mood or loaded is None:
+            return
+        self.mood = mood
+        self._composer.set_controls(  # type: ignore[attr-defined]
+            temperature=loaded.temperature if mood.temperature is None else mood.temperature,
+            energy=loaded.energy if mood.energy is None else mood.energy,
+            style_blend=loaded.style_blend if mood.style_blend is None else mood.style_blend,
+            tempo_bpm=self._draw_tempo() or loaded.tempo_bpm)
+
+    def _draw_tempo(self) -> float | None:
+        """A tempo in the mood's range for the next track (None: the model chooses)."""
+        span = self.mood.tempo_bpm
+        return round(float(self._tempo_rng.uniform(*span)), 1) if span else None
+
     def next_bar(self) -> Bar:
         composed = next(self._composer)  # type: ignore[call-overload]
+        if composed.bar_index == 0 and self.mood.tempo_bpm:  # a track began: draw the next one's tempo
+            self._composer.set_controls(tempo_bpm=self._draw_tempo())  # type: ignore[attr-defined]
         steps = getattr(composed, "steps", 16) or 16
         notes = tuple(Note(voice, int(pitch), start / STEPS_PER_BEAT, length / STEPS_PER_BEAT, int(velocity))
                       for voice, pitch, start, length, velocity in composed.notes)

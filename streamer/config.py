@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 import tomllib
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar, get_origin, get_type_hints
+from typing import Any, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from streamer.errors import ConfigError, InputFileError
 
@@ -28,6 +29,23 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     """A dataclass field carrying what the validator needs to check it."""
     meta = {"help": help, "min": min, "max": max, "choices": choices}
     return field(default=default, metadata=meta)
+
+
+def partial_settings(cls: type) -> type:
+    """A settings class with the keys of `cls`, each optional (None = left out), checked like
+    `cls`'s: for a table that changes a few keys of another (a mood's [effects] changes)."""
+    hints = get_type_hints(cls)
+    fields = [(f.name, hints[f.name] | None, field(default=None, metadata=f.metadata))
+              for f in dataclasses.fields(cls)]
+    partial = dataclasses.make_dataclass(f"Partial{cls.__name__}", fields, frozen=True)
+    partial.__module__ = __name__
+    return partial
+
+
+def given_keys(settings: Any) -> dict[str, Any]:
+    """The keys of a `partial_settings` instance that were given, with their values."""
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+            if getattr(settings, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -190,6 +208,80 @@ class ArchiveSettings:
                                     "newest is always kept)", min=0.1, max=1_000_000.0)
 
 
+EffectsChanges = partial_settings(EffectsSettings)
+
+
+@dataclass(frozen=True)
+class MoodSettings:
+    """What a program changes while it runs; a key left out keeps its usual value."""
+
+    tempo_min_bpm: float | None = setting(None, "slowest tempo of the tracks started during the mood",
+                                          min=40.0, max=200.0)
+    tempo_max_bpm: float | None = setting(None, "fastest tempo of the tracks started during the mood",
+                                          min=40.0, max=200.0)
+    energy: float | None = setting(None, "0 sparse and soft .. 1 busy and loud", min=0.0, max=1.0)
+    temperature: float | None = setting(None, "composer temperature: 0.05 safe .. 3 adventurous",
+                                        min=0.05, max=3.0)
+    style_blend: float | None = setting(None, "0 lo-fi .. 1 NES", min=0.0, max=1.0)
+    effects: EffectsChanges = field(default_factory=EffectsChanges,  # type: ignore[valid-type]
+                                    metadata={"help": "[effects] keys changed during the mood"})
+
+
+@dataclass(frozen=True)
+class ProgramSettings:
+    """A mood played from a cron start time until a time of day (or for some minutes)."""
+
+    name: str = setting("", "shown in /status and the log; empty = the mood's name")
+    cron: str = setting("", "when it starts: minute hour day month weekday (0 or 7 = Sunday)")
+    until: str = setting("", "when it ends: the next HH:MM (or HH:MM:SS) after the start")
+    minutes: float = setting(0.0, "how long it lasts, instead of until", min=0.0, max=7 * 24 * 60.0)
+    mood: str = setting("", "the name of its [schedule.mood.NAME] table")
+
+
+MOOD_EXAMPLE = """\
+[schedule.mood.night]          # slower tempo, softer drums, more crackle
+tempo_min_bpm = 60.0           # tracks started during the mood draw their tempo in this range
+tempo_max_bpm = 68.0           #   (set both; equal = a fixed tempo), 40 .. 200
+energy = 0.3                   # 0 sparse and soft .. 1 busy and loud
+temperature = 0.8              # 0.05 safe .. 3 adventurous (trained models)
+style_blend = 0.2              # 0 lo-fi .. 1 NES (trained models)
+[schedule.mood.night.effects]  # any [effects] key
+crackle_per_second = 9.0
+hiss_db = -52.0
+lowpass_hz = 5000.0
+"""
+
+PROGRAM_EXAMPLE = """\
+[[schedule.program]]
+name = "night"                 # shown in /status and the log; default: the mood's name
+cron = "0 22 * * *"            # starts: minute hour day month weekday (0 or 7 = Sunday)
+until = "06:00"                # ends at the next 06:00 (HH:MM or HH:MM:SS) after the start,
+# minutes = 480                #   or after this many minutes instead
+mood = "night"
+"""
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Programs (moods at set times), timed checkpoint reloads and a periodic stats line."""
+
+    timezone: str = setting("", "time zone of the cron expressions and until times, e.g. 'Europe/Berlin' "
+                                "or 'UTC'; empty = the machine's local time")
+    reload_cron: str = setting("", "reload the checkpoint and config (as SIGHUP does) at these times: "
+                                   "minute hour day month weekday, e.g. '0 4 * * *'; empty = never")
+    stats_interval_seconds: float = setting(900.0, "log one stats line this often; 0 = never",
+                                            min=0.0, max=86400.0)
+    mood: dict[str, MoodSettings] = field(default_factory=dict, metadata={
+        "help": "moods, as tables under [schedule.mood]: what a program changes while it runs (composer "
+                "and effects); it all reverts when the program ends",
+        "example": MOOD_EXAMPLE})
+    program: tuple[ProgramSettings, ...] = field(default=(), metadata={
+        "help": "programs, as [[schedule.program]] tables: a mood at set times. When programs overlap, "
+                "the one that started last plays (on the same start, the one listed later), and when it "
+                "ends a program still running resumes",
+        "example": PROGRAM_EXAMPLE})
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything chiplofi reads from its TOML file."""
@@ -206,13 +298,23 @@ class Config:
                                    metadata={"help": "status HTTP server"})
     archive: ArchiveSettings = field(default_factory=ArchiveSettings,
                                      metadata={"help": "track archive"})
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings,
+                                       metadata={"help": "schedule: programs, timed reloads, stats line"})
 
 
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+def _optional_of(kind: Any) -> Any:
+    """`X | None` → X, else None. TOML has no null: such a key is either given or left out."""
+    if get_origin(kind) in (Union, types.UnionType) and type(None) in get_args(kind):
+        return next(arg for arg in get_args(kind) if arg is not type(None))
+    return None
+
+
 def _describe(meta: Mapping[str, Any], kind: type) -> str:
+    kind = _optional_of(kind) or kind
     if meta.get("choices"):
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     lo, hi = meta.get("min"), meta.get("max")
@@ -226,6 +328,7 @@ def _describe(meta: Mapping[str, Any], kind: type) -> str:
 
 def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
     accepted = _describe(meta, kind)
+    kind = _optional_of(kind) or kind
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
@@ -266,13 +369,29 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
             raise ConfigError(f"{prefix}{name}: unknown key; known keys here: {known}")
     values: dict[str, Any] = {}
     for name, value in mapping.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
+        kind, key = hints[name], f"{prefix}{name}"
+        # tuple[Item, ...] / dict[str, Item]: the kind of the items
+        item_kind = {tuple: 0, dict: 1}.get(get_origin(kind))  # type: ignore[call-overload]
+        item_kind = get_args(kind)[item_kind] if item_kind is not None else None
+        if value is None and _optional_of(kind) is not None:  # left out (a round trip of asdict)
+            values[name] = None
+        elif dataclasses.is_dataclass(kind):
             default = getattr(cls(), name)  # type: ignore[call-arg]
-            merged = {**dataclasses.asdict(default), **value} if isinstance(value, Mapping) else value
-            values[name] = settings_from_mapping(kind, merged, f"{prefix}{name}.")
+            given = {k: v for k, v in dataclasses.asdict(default).items() if v is not None}
+            merged = {**given, **value} if isinstance(value, Mapping) else value
+            values[name] = settings_from_mapping(kind, merged, f"{key}.")
+        elif get_origin(kind) is tuple and dataclasses.is_dataclass(item_kind):  # [[key]]: an array of tables
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
+            values[name] = tuple(settings_from_mapping(item_kind, item, f"{key}[{i}].")
+                                 for i, item in enumerate(value))
+        elif get_origin(kind) is dict and dataclasses.is_dataclass(item_kind):  # [key.NAME]: named tables
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected tables [{key}.NAME], got {value!r}")
+            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.")
+                            for item_name, item in value.items()}
         else:
-            values[name] = _check_value(f"{prefix}{name}", value, kind, fields[name].metadata)
+            values[name] = _check_value(key, value, kind, fields[name].metadata)
     return cls(**values)
 
 
@@ -364,6 +483,10 @@ def example_toml(settings: Any = None, prefix: str = "") -> str:
         value = getattr(settings, f.name)
         if dataclasses.is_dataclass(value):
             tables.append((f, value))
+            continue
+        if "example" in f.metadata:  # tables of tables (none by default): a commented example
+            comment = textwrap.wrap(f.metadata["help"], 98) + [""] + f.metadata["example"].splitlines()
+            scalars.append("".join(f"# {line}".rstrip() + "\n" for line in comment))
             continue
         comment = textwrap.wrap(f"{f.metadata['help']} ({_describe(f.metadata, hints[f.name])})", 98)
         scalars.append("".join(f"# {line}\n" for line in comment) + f"{f.name} = {_toml_value(value)}\n")

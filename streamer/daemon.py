@@ -15,6 +15,9 @@
   rendering a bar, swapped in on a bar boundary — a failure keeps what plays; SIGTERM/SIGINT
   stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
 - systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy, STATUS= a summary.
+- The schedule (streamer.schedule) picks the program playing; the composer thread takes its mood
+  before each bar, the audio thread its effects; its jobs only post requests (a timed reload, the
+  stats line) that the main loop carries out.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from streamer.errors import ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
 from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
+from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, stats_line
 from streamer.sinks import Sink, SinkState
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
 from streamer.types import Bar
@@ -106,6 +110,7 @@ def check_config(config: Config) -> None:
                           f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
     if config.status.enabled:
         parse_addr(config.status.addr)
+    parse_schedule(config.schedule)
     for spec in stream.outputs:
         _classify_output(spec)
     if any(_classify_output(spec) == "ffmpeg" for spec in stream.outputs) or not stream.outputs:
@@ -251,6 +256,8 @@ class Daemon:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._signals: deque[int] = deque()
+        self.schedule = Schedule(config.schedule, wake=self._wake.set)
+        self.composer_loader = self.schedule.tuned_loader(composer_loader)  # the mood before the first bar
         self.exit_code = 0
         self.stop_reason = ""
         self.started = time.monotonic()
@@ -299,7 +306,8 @@ class Daemon:
 
         # counters
         self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
-                                       "bars_played", "bars_composed", "pcm_underruns", "render_errors"), 0)
+                                       "bars_played", "bars_composed", "pcm_underruns", "render_errors",
+                                       "tracks_started"), 0)
         self._effects_nonfinite_base = 0
         self._threads: list[threading.Thread] = []
         self._ready = False
@@ -414,6 +422,7 @@ class Daemon:
     def _start(self) -> None:
         log.info("chiplofi stream starting: %d Hz, seed %d, speed %s", self.sample_rate, self.seed,
                  "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
+        self.schedule.refresh()  # the program playing now shapes the first bars
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -468,6 +477,7 @@ class Daemon:
         self._start_thread("audio", self._audio_loop)
         self._ready = True
         self.notifier.notify("READY=1")
+        self.schedule.start()
 
     def _start_thread(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
@@ -515,6 +525,12 @@ class Daemon:
                     self._start_reload()
                 elif signum == signal.SIGUSR1:
                     log.info("thread stacks:\n%s", thread_stacks())
+            for request in self.schedule.take_requests():
+                if request == RELOAD:
+                    log.info("scheduled reload (schedule.reload_cron)")
+                    self._start_reload()
+                elif request == STATS:
+                    log.info("%s", stats_line(self.status()))
             self._check_stuck_composer()
             self._notify_systemd()
 
@@ -553,6 +569,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.request_stop(self.stop_reason or "shutting down")
+        self.schedule.stop()
         self.notifier.notify("STOPPING=1")
         started = time.monotonic()
         for thread in self._threads:
@@ -598,6 +615,7 @@ class Daemon:
             assert composer is not None
             self._composing_since = time.monotonic()
             try:
+                self.schedule.tune_composer(composer)
                 bar = check_bar(composer.next_bar())
             except Exception as exc:  # the model failing must not end the stream: the bed covers
                 self._composer_failing = True
@@ -692,6 +710,7 @@ class Daemon:
     def _produce(self, entry: BarEntry, fallback: bool) -> None:
         """Render one bar (and its effects) onto the end of the pending audio."""
         self._apply_render_swap()
+        self.effects = self.schedule.tune_effects(self.effects, self.config.effects, self.sample_rate, self.seed)
         bar = entry.bar
         try:
             pcm = self.renderer.render_bar(bar)
@@ -748,6 +767,8 @@ class Daemon:
                 self._recent.append((self._playing, self._playing.start_frame))
             self._playing = marker
             self.counters["bars_played"] += 1
+            if not marker.fallback and marker.entry.bar.bar_index == 0:
+                self.counters["tracks_started"] += 1
             if self.track_recorder is not None:
                 self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)
             changed = True
@@ -804,6 +825,7 @@ class Daemon:
                 self._next_render = render_swap
         self.checkpoint_setting = setting
         self.last_reload_error = ""
+        self.schedule.update(config.schedule)
         log.info("reload validated: %s (swapping on the next bar boundary)", composer.id)
 
     def _warn_restart_needed(self, config: Config) -> None:
@@ -867,6 +889,7 @@ class Daemon:
             "composer": {"busy_seconds": round(time.monotonic() - composing, 3) if composing else 0.0},
             "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
             "archive": self.archive.snapshot() if self.archive is not None else {"enabled": False},
+            "schedule": self.schedule.status(),
             "counters": counters,
         }
 
@@ -921,6 +944,7 @@ def describe_config(config: Config, environ: Mapping[str, str]) -> list[str]:
              f"buffer: {config.stream.buffer_seconds:g} s ahead; speed {config.stream.speed:g}",
              f"status: {'http://' + config.status.addr + '/' if config.status.enabled else 'off'}",
              f"state directory: {state_directory(config, environ)}"]
+    lines += describe_schedule(config.schedule)
     return lines
 
 

@@ -2,7 +2,7 @@
 
     /           the page: now playing, buffer and output health, a piano roll of the recent bars,
                 the recent tracks with their downloads, a live audio player
-    /status     JSON: now playing, buffer, clock, sinks, checkpoint, counters
+    /status     JSON: now playing, buffer, clock, sinks, checkpoint, schedule, counters
     /bars       JSON: the recent bars' notes (the page's piano roll)
     /metrics    Prometheus text (prometheus-client, the server's own CollectorRegistry)
     /healthz    200 while the daemon is alive and its clock advances, else 503
