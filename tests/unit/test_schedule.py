@@ -264,11 +264,13 @@ def test_model_composer_follows_the_mood_and_reverts(tmp_path):
     loaded = model.controls
     composer.set_mood(ComposerMood((50.0, 52.0), temperature=0.5, energy=0.2, style_blend=0.9))
     assert (model.controls.temperature, model.controls.energy, model.controls.style_blend) == (0.5, 0.2, 0.9)
-    bars = [composer.next_bar() for _ in range(400)]
-    tracks = {}
-    for bar in bars:
+    tracks: dict[str, float] = {}  # track id → its tempo
+    for _ in range(300):
+        bar = composer.next_bar()
         tracks.setdefault(bar.track_id, bar.tempo_bpm)
-    assert len(tracks) >= 3 and all(50.0 <= tempo <= 52.0 for tempo in tracks.values()), tracks
+        if len(tracks) == 3:
+            break
+    assert len(tracks) == 3 and all(50.0 <= tempo <= 52.0 for tempo in tracks.values()), tracks
     assert len(set(tracks.values())) >= 2  # each track draws its own tempo in the range
     composer.set_mood(ComposerMood())
     assert model.controls == loaded
