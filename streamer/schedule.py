@@ -181,8 +181,9 @@ class Program:
             return (start.astimezone(timezone.utc) + timedelta(minutes=self.minutes)).astimezone(self.tz)
         local = start.astimezone(self.tz)
         end = datetime.combine(local.date(), self.until, tzinfo=self.tz)
-        if end.astimezone(timezone.utc) <= start.astimezone(timezone.utc):  # (same-zone datetimes compare
-            end = datetime.combine(local.date() + timedelta(days=1), self.until, tzinfo=self.tz)  # as wall time)
+        # Compared in UTC: two datetimes of one zone compare as wall-clock times, across DST too.
+        if end.astimezone(timezone.utc) <= start.astimezone(timezone.utc):
+            end = datetime.combine(local.date() + timedelta(days=1), self.until, tzinfo=self.tz)
         return end
 
     def last_start(self, now: datetime) -> datetime | None:
