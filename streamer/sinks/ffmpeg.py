@@ -493,7 +493,8 @@ class FfmpegSink(QueuedSink):
         if target is None:
             raw_text = raw.decode("utf-8", "replace")
             for candidate in self.targets:
-                if candidate.url in raw_text:
+                # A line naming no URL ("FIFO queue full") can only be about the one target there is.
+                if candidate.url in raw_text or len(self.targets) == 1:
                     target = self._fifo_targets[addr] = candidate
                     break
         if target is None:
