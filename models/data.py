@@ -542,9 +542,11 @@ def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
 
 
 def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
-    from models.midi_lib import pretty_midi
+    from models.midi_lib import implausible_timing, pretty_midi
 
     midi = pretty_midi.PrettyMIDI(str(path))
+    if implausible_timing(midi):
+        return "implausible_timing"
     if any((ts.numerator, ts.denominator) != (4, 4) for ts in midi.time_signature_changes):
         return "not_4_4"
     part_of = {id(note): number for number, instrument in enumerate(midi.instruments) for note in instrument.notes}

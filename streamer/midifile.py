@@ -11,18 +11,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from models.midi_lib import pretty_midi
+from models.midi_lib import implausible_timing, pretty_midi
 
 from models.voices import assign_voices
 from streamer.errors import InputFileError
 from streamer.types import VOICES, Bar, Note
 
 log = logging.getLogger(__name__)
-
-# A corrupt or hostile file can parse as years of music (a 16 s beat for ten million ticks) or
-# millions of beats lasting microseconds: `render` would fill the disk, or build bars for minutes.
-MAX_MIDI_HOURS = 4.0
-MAX_MIDI_BEATS = 200_000  # quarter notes: 4 h at 800 BPM
 
 
 def read_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
@@ -39,15 +34,9 @@ def read_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
         raise InputFileError(f"{path}: not a readable MIDI file ({reason})") from exc
     if not any(instrument.notes for instrument in midi.instruments):
         raise InputFileError(f"{path}: the MIDI file has no notes")
-    end_time = midi.get_end_time()
-    if end_time > MAX_MIDI_HOURS * 3600:
-        raise InputFileError(f"{path}: the music would last {end_time / 3600:,.1f} h, more than the "
-                             f"{MAX_MIDI_HOURS:g} h chiplofi renders (a corrupt tempo or timing?)")
-    # Quarter notes from the ticks: cheap, where get_beats() takes minutes for such a file.
-    beats = midi.time_to_tick(end_time) / max(midi.resolution, 1)
-    if beats > MAX_MIDI_BEATS:
-        raise InputFileError(f"{path}: {beats:,.0f} beats, more than the {MAX_MIDI_BEATS:,} chiplofi renders "
-                             "(a corrupt tempo or resolution?)")
+    implausible = implausible_timing(midi)
+    if implausible:
+        raise InputFileError(f"{path}: {implausible}")
     return midi
 
 

@@ -197,7 +197,7 @@ def mixed_folder(tmp_path) -> tuple[Path, int, int]:
     rng = random.Random(7)
     bad = {"random.mid": bytes(rng.randrange(256) for _ in range(700)), "truncated.mid": real[:len(real) // 3],
            "garbage-tracks.mid": midi_file([bytes(rng.randrange(256) for _ in range(300))] * 3),
-           "empty.mid": b"", "tempo0.mid": HOSTILE["tempo0.mid"], "division0.mid": HOSTILE["division0.mid"]}
+           "empty.mid": b"", **HOSTILE}
     for name, data in bad.items():
         (folder / name).write_bytes(data)
     return folder, good, len(bad)
