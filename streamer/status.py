@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import struct
 import threading
 import urllib.parse
@@ -42,7 +43,8 @@ from streamer.sinks import SinkSnapshot, SinkState
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_SECONDS = 10.0
+REQUEST_TIMEOUT_SECONDS = 10.0  # each read
+HEADER_SECONDS = 10.0  # the whole request line and headers (or the wait for the next keep-alive request)
 TRACKS_DEFAULT, TRACKS_MAX = 20, 500  # /tracks?limit=
 LISTENER_QUEUE_SECONDS = 2.0
 
@@ -277,6 +279,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         log.debug("http %s " + format, self.address_string(), *args)
+
+    # The read timeout restarts with every byte: a client trickling its request (slowloris) would
+    # hold a connection slot for ever, and `status.max_clients` of them would shut everyone out.
+    # Each request gets HEADER_SECONDS for its request line and headers in full.
+    def handle_one_request(self) -> None:
+        self._header_deadline = threading.Timer(HEADER_SECONDS, self._drop_slow_client)
+        self._header_deadline.daemon = True
+        self._header_deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._header_deadline.cancel()
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # reads the headers
+        finally:
+            self._header_deadline.cancel()
+
+    def _drop_slow_client(self) -> None:
+        log.debug("http %s: request not complete after %g s; closing", self.address_string(), HEADER_SECONDS)
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def __getattr__(self, name: str) -> Callable[[], None]:
         # BaseHTTPRequestHandler answers an unknown method with 501; a method we do not allow is 405.

@@ -23,6 +23,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -396,6 +397,42 @@ def test_partial_requests_held_open_do_not_stop_the_server_or_the_stream(daemon)
         for sock in slow:
             sock.close()
     assert wait_for(lambda: healthz(port) == 200, 10)
+
+
+def test_clients_trickling_a_request_into_every_slot_are_dropped(daemon):
+    """Slowloris: as many clients as status.max_clients (8 here) each start a request and then
+    send one byte of a header line every second, never finishing it (within every limit on
+    header count and line length, and every read's timeout). They hold every slot, so others get 503 at first; each request
+    has a deadline for its headers (streamer.status.HEADER_SECONDS), after which the server drops
+    it and answers others again while the trickling goes on."""
+    port = daemon[0]
+    stop = threading.Event()
+    dropped: list[socket.socket] = []
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(8)]
+
+    def trickle() -> None:
+        count = 0
+        while not stop.wait(1.0):
+            count += 1
+            for sock in slow:
+                if sock in dropped:
+                    continue
+                try:
+                    sock.sendall(b"GET /status HTTP/1.1\r\nX-Wait: " if count == 1 else b"z")
+                except OSError:
+                    dropped.append(sock)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: healthz(port) == 200, 60)
+        assert wait_for(lambda: len(dropped) == len(slow), 60), f"{len(dropped)} of {len(slow)} dropped"
+        assert healthz(port) == 200
+    finally:
+        stop.set()
+        thread.join(5)
+        for sock in slow:
+            sock.close()
 
 
 def test_the_daemon_is_still_streaming_after_the_fuzzing(daemon):
