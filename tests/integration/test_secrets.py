@@ -27,6 +27,9 @@ import pytest
 from receiver import Receiver, require_tools
 from waiting import free_port, wait_for
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_daemon import children  # noqa: E402  (a process's children, from /proc)
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,16 +51,6 @@ def proc_file(pid: int, name: str) -> bytes:
         return Path(f"/proc/{pid}/{name}").read_bytes()
     except OSError:  # the process ended meanwhile
         return b""
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
 
 
 def ffmpeg_pid(port: int) -> int:

@@ -16,11 +16,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_soak import GOAL_DRIFT_SECONDS, GOAL_GROWTH, run_soak  # noqa: E402
+from bench_soak import GOAL_DRIFT_SECONDS, GOAL_GROWTH, print_table, run_soak  # noqa: E402
 
 
 def test_one_hour_of_audio_keeps_memory_timestamps_and_buffer_steady(tmp_path):
     result = run_soak(1.0, tmp_path, warmup=0.25, log=lambda line: None)
+    print_table(result)  # the figures, with pytest -s or -rP
 
     daemon_rss, drift, underruns = result["rss"]["daemon"], result["drift"], result["underruns"]
     assert result["settings"]["composer"].startswith("chiplofi-vae-"), result["settings"]  # the shipped model
