@@ -330,6 +330,14 @@ class Receiver:
         start = self.recorder.bytes_received()
         return bool(wait_for(lambda: self.recorder.bytes_received() - start >= count, timeout))
 
+    def wait_for_recording(self, seconds: float, timeout: float) -> bool:
+        """The current session's file has been growing for `seconds`: the recorder is past its
+        start-up hold, and arrival times are live."""
+        def long_enough() -> bool:
+            recordings = self.recorder.recordings()
+            return bool(recordings) and recordings[-1].last_arrival - recordings[-1].first_arrival >= seconds
+        return bool(wait_for(long_enough, timeout))
+
     def stop_server(self) -> None:
         self.nginx.stop()
 
