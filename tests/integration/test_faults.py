@@ -532,13 +532,16 @@ def test_a_composer_that_raises_or_hangs_is_covered_by_the_fallback_bed(tmp_path
     assert silences == []
 
 
+NAN_STREAM_SECONDS = 300.0
+
+
 def test_nan_in_the_composers_bars_is_rejected_and_counted(tmp_path):
     composer = ComposerOnCue()
     composer.fault("nan")  # every other bar carries a NaN, in each field in turn
     wav = tmp_path / "stream.wav"
     settings = f'outputs = ["{wav}"]\nspeed = 0.0\nbuffer_seconds = 4.0\nready_seconds = 0.0\n'
-    with daemon_in_process(tmp_path, composer, settings, duration=120.0) as daemon:
-        pass  # unpaced: two minutes of stream in a few seconds
+    with daemon_in_process(tmp_path, composer, settings, duration=NAN_STREAM_SECONDS) as daemon:
+        pass  # unpaced: five minutes of stream in a few seconds
     counters = daemon.status()["counters"]
     silences = detect_silence(wav)
     report("composer_nan", nan_bars_emitted=len(composer.nan_bars), fields=sorted(set(composer.nan_bars)),
@@ -547,11 +550,12 @@ def test_nan_in_the_composers_bars_is_rejected_and_counted(tmp_path):
            wav_seconds=round(wav_frames(wav) / RATE, 3), silences_over_200ms=silences)
 
     assert daemon.exit_code == 0
-    assert len(composer.nan_bars) >= 12 and set(composer.nan_bars) == set(ComposerOnCue.NAN_FIELDS)
+    # (How many NaN bars fit depends on the machine: unpaced, a failing composer is not waited for.)
+    assert set(composer.nan_bars) == set(ComposerOnCue.NAN_FIELDS)
     # Every NaN bar was rejected before the renderer and counted; nothing non-finite reached the audio.
     assert counters["composer_errors"] == len(composer.nan_bars)
     assert counters["nonfinite_samples"] == 0
-    assert abs(wav_frames(wav) - 120.0 * RATE) <= 1024 and silences == []
+    assert abs(wav_frames(wav) - NAN_STREAM_SECONDS * RATE) <= 1024 and silences == []
 
 
 # ----------------------------------------------------------------------------- bad checkpoints
