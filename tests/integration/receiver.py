@@ -47,9 +47,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
+
+import pytest
 
 from waiting import free_port, wait_for
 
@@ -351,6 +354,20 @@ class Receiver:
         self.nginx.stop()
 
 
+def receiver_fixture(key: str):
+    """A pytest fixture giving each test a `Receiver` of `key` under its tmp_path, closed after
+    it: `receiver = receiver_fixture(KEY)` in a test module."""
+
+    @pytest.fixture
+    def receiver(tmp_path: Path) -> Iterator[Receiver]:
+        require_tools()
+        rx = Receiver(tmp_path / "receiver", key)
+        yield rx
+        rx.close()
+
+    return receiver
+
+
 # ----------------------------------------------------------------------------- analysis
 
 
@@ -466,4 +483,4 @@ def audio_duration(path: Path) -> float:
 
 
 __all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording", "audio_duration",
-           "check_continuity", "detect_silence", "probe_packets", "require_tools"]
+           "check_continuity", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]

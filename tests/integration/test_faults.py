@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from receiver import Receiver, check_continuity, detect_silence, probe_packets, require_tools
+from receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
 from safetensors.numpy import load_file, save_file
 from test_stream_local import start, status
 from test_stream_rtmp import write_checkpoint
@@ -59,16 +59,12 @@ BACK_ON_AIR_SECONDS = 3.0
 DRIFT_LIMIT_SECONDS = 0.5
 
 
+receiver = receiver_fixture(KEY)
+
+
 @pytest.fixture(autouse=True)
 def tools():
     require_tools()
-
-
-@pytest.fixture
-def receiver(tmp_path):
-    rx = Receiver(tmp_path / "receiver", KEY)
-    yield rx
-    rx.close()
 
 
 def report(scenario: str, **figures) -> None:

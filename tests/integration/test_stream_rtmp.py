@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from receiver import Receiver, check_continuity, probe_packets, require_tools
+from receiver import check_continuity, probe_packets, receiver_fixture
 from waiting import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,17 +30,7 @@ STREAM_SECONDS = 60.0
 STREAM_KEY = "it-key-5f3a9c"
 
 
-@pytest.fixture(autouse=True)
-def real_tools_present():
-    require_tools()
-
-
-@pytest.fixture
-def receiver(tmp_path):
-    """nginx-rtmp on a free loopback port, recording STREAM_KEY (tests/integration/receiver.py)."""
-    rx = Receiver(tmp_path / "receiver", STREAM_KEY)
-    yield rx
-    rx.close()
+receiver = receiver_fixture(STREAM_KEY)  # nginx-rtmp on free loopback ports, recording STREAM_KEY
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
