@@ -28,7 +28,6 @@ import shutil
 import signal
 import socket
 import statistics
-import tempfile
 import threading
 import time
 import wave
@@ -42,6 +41,7 @@ from receiver import Receiver, check_continuity, detect_silence, probe_packets, 
 from safetensors.numpy import load_file, save_file
 from test_stream_local import start, status
 from test_stream_rtmp import write_checkpoint
+from test_watchdog import NotifySocket
 from waiting import free_port, wait_for
 
 from streamer.composer import RuleBasedComposer
@@ -726,40 +726,13 @@ STOP_SECONDS = 12.0  # longer than ffmpeg's stall limit (10 s), which a frozen d
 WATCHDOG_USEC = 2_000_000  # the daemon pings every second
 
 
-class NotifySocket:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET; keeps each message with its time."""
-
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="chiplofi-notify-"))  # AF_UNIX paths are short
-        self.path = str(self.directory / "notify")
-        self.messages: list[tuple[float, str]] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(self.path)
-        threading.Thread(target=self._listen, name="notify", daemon=True).start()
-
-    def _listen(self) -> None:
-        while True:
-            try:
-                data = self._sock.recv(4096)
-            except OSError:
-                return
-            self.messages.extend((time.monotonic(), line) for line in data.decode().splitlines())
-
-    def pings(self) -> list[float]:
-        return [at for at, message in list(self.messages) if message == "WATCHDOG=1"]
-
-    def close(self) -> None:
-        self._sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 def test_sigstop_then_sigcont_resumes_the_stream_and_the_watchdog_notices(tmp_path, receiver):
-    notify = NotifySocket()
-    env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     try:
         with stream_process(tmp_path, ["--checkpoint", "rule-based", "--output", receiver.ingest_url], env) as daemon:
             daemon.until(lambda s: sink_of(s, "ffmpeg")["connected"], 30)
-            until(lambda: any(m == "READY=1" for _, m in notify.messages) and len(notify.pings()) >= 3, 20,
+            until(lambda: notify.received("READY=1") and len(notify.received("WATCHDOG=1")) >= 3, 20,
                   "READY=1 and watchdog pings")
             assert receiver.wait_for_recording(3.0, 30), "the receiver records nothing"
             first = daemon.sample()
@@ -768,14 +741,14 @@ def test_sigstop_then_sigcont_resumes_the_stream_and_the_watchdog_notices(tmp_pa
             time.sleep(STOP_SECONDS)  # the fault: the daemon frozen (its ffmpeg runs on, starved)
             daemon.proc.send_signal(signal.SIGCONT)
             resumed = time.monotonic()
-            until(lambda: len([t for t in notify.pings() if t > resumed]) >= 3, 15, "pings after SIGCONT")
+            until(lambda: len(notify.received("WATCHDOG=1", since=resumed)) >= 3, 15, "pings after SIGCONT")
             daemon.until(lambda s: s["clock"]["position_seconds"] >= first[1]["clock"]["position_seconds"] + 8, 30)
             last = daemon.sample()
             ffmpeg = sink_of(last[1], "ffmpeg")
             assert daemon.stop() == 0
     finally:
         notify.close()
-    pings = notify.pings()
+    pings = notify.received("WATCHDOG=1")
     gap = max(b - a for a, b in zip(pings, pings[1:]))
     first_ping_after = min(t for t in pings if t > resumed) - resumed
     [recording] = receiver.recordings()
