@@ -307,7 +307,7 @@ class Daemon:
         # counters
         self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
                                        "bars_played", "bars_composed", "pcm_underruns", "render_errors",
-                                       "tracks_started"), 0)
+                                       "tracks_started", "bars_dropped_on_swap"), 0)
         self._effects_nonfinite_base = 0
         self._threads: list[threading.Thread] = []
         self._ready = False
@@ -606,8 +606,12 @@ class Daemon:
                 self.checkpoint_error = ""
                 self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
                 self._intro = False
-                log.info("composer swapped on a bar boundary: %s → %s", old, composer.id)
-                self.ring.put(self._entry(first_bar, composer))
+                # The old composer's queued bars are dropped: the new model plays from the next
+                # bar (its first bar is already composed, and the rest refill in milliseconds).
+                dropped = self.ring.replace_queued(self._entry(first_bar, composer))
+                self.counters["bars_dropped_on_swap"] += dropped
+                log.info("composer swapped on a bar boundary: %s → %s (%d queued bars of %s dropped)",
+                         old, composer.id, dropped, old)
                 self.counters["bars_composed"] += 1
             if not self.ring.wait_for_room(0.25):
                 continue

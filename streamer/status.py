@@ -219,7 +219,8 @@ def status_metrics(status: dict[str, Any]) -> Iterator[Any]:
                      ("bars_played", "Bars played"),
                      ("bars_composed", "Bars composed"),
                      ("pcm_underruns", "Audio blocks the renderer did not deliver in time"),
-                     ("archive_errors", "Tracks the archive could not write (or dropped)")):
+                     ("archive_errors", "Tracks the archive could not write (or dropped)"),
+                     ("bars_dropped_on_swap", "Queued bars of an old model dropped when a new one took over")):
         yield counter(f"chiplofi_{key}", doc, counters[key])
     reloads = CounterMetricFamily("chiplofi_reloads", "Checkpoint reloads (SIGHUP) by result", labels=["result"])
     reloads.add_metric(["ok"], checkpoint["reloads"])

@@ -10,7 +10,7 @@ import pytest
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
-from streamer.daemon import (CliOverrides, Daemon, YOUTUBE_PRIMARY, apply_overrides, check_config,
+from streamer.daemon import (LEAD_SECONDS, CliOverrides, Daemon, YOUTUBE_PRIMARY, apply_overrides, check_config,
                              load_stream_config, plan_outputs, read_stream_key, state_directory)
 from streamer.errors import CheckpointError, ConfigError
 from streamer.ringbuffer import AudioBlock
@@ -258,15 +258,23 @@ def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
     thread.start()
     try:
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
+        assert _until(lambda: daemon.status()["buffer"]["ahead_seconds"] > 5)  # bars of model-1 queued
         daemon._start_reload()
-        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-2")
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-2", 20, poll=0.005)
+        swapped_at = daemon.status()["clock"]["position_seconds"]
+        # The queued bars of model-1 are dropped: model-2 is heard within a bar (plus the
+        # rendered lead and the polling), in stream time, not after the whole buffer.
+        assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "model-2", 20, poll=0.005)
+        status = daemon.status()
+        bar_seconds = 240.0 / status["now_playing"]["tempo_bpm"]
+        assert status["clock"]["position_seconds"] - swapped_at <= bar_seconds + LEAD_SECONDS + 0.3
+        assert status["counters"]["bars_dropped_on_swap"] > 0
         daemon._start_reload()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
         status = daemon.status()
         assert status["checkpoint"]["id"] == "model-2" and "corrupt" in status["checkpoint"]["last_reload_error"]
         assert status["checkpoint"]["reloads"] == 1
-        # The new model's bars reach playback once the buffer ahead of them has played.
-        assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "model-2", 30)
+        assert daemon.status()["now_playing"]["composer_id"] == "model-2"
     finally:
         daemon.request_stop("test over")
         thread.join(10)
@@ -275,12 +283,12 @@ def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
     assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # no gap across the swap
 
 
-def _until(predicate, timeout=20.0):
+def _until(predicate, timeout=20.0, poll=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.02)
+        time.sleep(poll)
     return predicate()
 
 

@@ -29,6 +29,16 @@ def test_bar_ring_is_fifo_and_counts_seconds():
     assert ring.ahead_seconds == 0.0 and ring.has_room()
 
 
+def test_bar_ring_replace_queued_keeps_only_the_new_entry():
+    ring = BarRing(target_seconds=100.0)
+    for index in range(5):
+        ring.put(_entry(index))
+    assert ring.get().bar.bar_index == 0
+    assert ring.replace_queued(_entry(99, tempo=60.0)) == 4
+    assert len(ring) == 1 and ring.ahead_seconds == pytest.approx(4.0)  # one 4/4 bar at 60 BPM
+    assert ring.get().bar.bar_index == 99 and ring.get() is None
+
+
 def test_bar_ring_waits_time_out():
     ring = BarRing(target_seconds=1.0)
     ring.put(_entry(0))

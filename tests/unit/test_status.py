@@ -37,7 +37,8 @@ class FakeProvider:
             "sinks": [vars(SinkSnapshot("ffmpeg", "ffmpeg", "running", True, True, restarts=4,
                                         bytes_written=self.bytes, frames_dropped=7))],
             "counters": {"underruns": 5, "fallback_bars": 6, "composer_errors": 1, "nonfinite_samples": 9,
-                         "bars_played": 11, "bars_composed": 20, "pcm_underruns": 0, "archive_errors": 2},
+                         "bars_played": 11, "bars_composed": 20, "pcm_underruns": 0, "archive_errors": 2,
+                         "bars_dropped_on_swap": 9},
         }
 
     def recent_bars(self):
@@ -107,6 +108,7 @@ def test_metrics_agree_with_status(server):
     assert samples[("chiplofi_underruns_total", ())] == 5
     assert samples[("chiplofi_nonfinite_samples_total", ())] == 9
     assert samples[("chiplofi_archive_errors_total", ())] == 2
+    assert samples[("chiplofi_bars_dropped_on_swap_total", ())] == 9
     assert samples[("chiplofi_reloads_total", (("result", "failed"),))] == 1
     assert samples[("chiplofi_checkpoint_info", (("id", "ck-1"),))] == 1
     labels = (("kind", "ffmpeg"), ("sink", "ffmpeg"))
