@@ -665,7 +665,10 @@ class Daemon:
         lead = int(LEAD_SECONDS * self.sample_rate)
         min_lead = int(MIN_LEAD_SECONDS * self.sample_rate)
         paced = self.clock.paced
-        submit_timeout = 0.0 if paced else 1.0
+        # Unpaced, a sink's full queue is waited for, not dropped: as long as a write to ffmpeg may
+        # block before ffmpeg is restarted (a loaded machine can keep a starting ffmpeg from
+        # reading for over a second: the soak saw 2048 frames dropped with 1 s).
+        submit_timeout = 0.0 if paced else self.config.sinks.write_timeout_seconds
         self.clock.start()
         while not self._stop.is_set():
             if self._pending_frames < lead:
