@@ -49,8 +49,7 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scope
 
 def chiplofi(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamer.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", "")
-                                                or str(Path.home() / ".cache")})
+                          timeout=timeout)
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess, code: int, prefix: str) -> None:
