@@ -18,9 +18,9 @@ Figures (and goals, issue 6):
                  packet's timestamp is from where the packets before it put it (first timestamp
                  + the media they hold); the drift at a point is the audio slip minus the video
                  slip there, sampled at 100 points (the constant start offset, the AAC encoder's
-                 priming, is reported on its own); plus, at the end, how far the end of the
-                 audio lies outside the last video frame (a frame shows 1/fps of audio and the
-                 last may be partial; the raw difference of the two ends is reported too).
+                 priming, is reported on its own); plus, at the end, by how much more than one
+                 video frame (1/fps) the ends of the two streams differ (both are made in whole
+                 frames / packets; the raw difference of the ends is reported too).
                  Goal < 40 ms for both. Timestamp gaps and non-monotonic timestamps are counted
                  per stream.
   underruns      the daemon's `underruns` and `pcm_underruns` counters (last /status) plus any
@@ -108,13 +108,14 @@ class DriftReport:
     def start_offset(self) -> float:
         return (self.audio.first or 0.0) - (self.video.first or 0.0)
 
+    frame_seconds: float = 0.0
+
     @property
     def end_drift(self) -> float:
-        """How far the end of the audio lies outside the last video frame. A frame shows 1/fps of
-        audio (200 ms at 5 fps): the last one may be partial, so the two ends differ by up to a
-        frame without any drift."""
-        last_frame = self.video.last_pts
-        return max(0.0, last_frame - self.audio.end, self.audio.end - self.video.end)
+        """How much more than one video frame the two ends differ by. The video is made in whole
+        frames of 1/fps of audio (200 ms at 5 fps) and the audio in whole AAC packets after the
+        daemon's last 1024-frame block, so the ends differ by up to a frame without any drift."""
+        return max(0.0, abs(self.audio.end - self.video.end) - self.frame_seconds)
 
     @property
     def max_drift(self) -> float:
@@ -153,6 +154,7 @@ def packet_drift(path: Path, length: float) -> DriftReport:
         if index not in kinds or pts_text in ("", "N/A"):
             continue
         kind, duration = kinds[index]
+        report.frame_seconds = duration if kind == "video" else report.frame_seconds
         pts = float(pts_text)
         slips[kind] = getattr(report, kind).add(pts, duration)
         if kind == "audio" and pts >= next_point and report.video.packets:
