@@ -106,10 +106,9 @@ def run_training(out: Path, cache: Path, epochs: int | None, log_path: Path) -> 
             log.flush()
     code = process.wait()
     after = os.times()
-    stamps.append(Stamp(time.monotonic() - started, 0.0, "(exit)"))
     # All CPU of the finished process tree (data-reading workers included), as the kernel counted it.
     total_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    stamps[-1].cpu = total_cpu
+    stamps.append(Stamp(time.monotonic() - started, total_cpu, "(exit)"))
     return stamps, total_cpu, code
 
 
