@@ -455,7 +455,8 @@ class Daemon:
             log.info("status page at http://%s:%d/", host, port)
         self._abort_if_stopping()
         if self.config.stream.fast_start and self.clock.paced and uses_model(self.checkpoint_setting):
-            # Loading a model (torch) takes seconds: open with a short rule-based intro meanwhile.
+            # Loading a checkpoint takes about half a second (more on a busy machine): open with a
+            # short rule-based intro meanwhile.
             self.composer = RuleBasedComposer(self.seed)
             self._intro = True
             self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
