@@ -26,9 +26,11 @@ Figures (and goals, issue 6):
   underruns      the daemon's `underruns` and `pcm_underruns` counters (last /status) plus any
                  "buffer underrun" line it logged; audio its ffmpeg sink dropped; ffmpeg restarts.
                  Goal: all 0.
-Video preset: `still` (1280×720 at 5 fps) with x264 `ultrafast`: the cheapest real settings
-(the video track is needed for the drift figure; CPU is spent on pixels, which says nothing
-about leaks or timing). See docs/RELIABILITY.md for the measured speed.
+Video: the `still` preset's 5 fps at `video.size = "320x180"`, x264 `ultrafast`: the video track
+is needed for the drift figure, but its pixels say nothing about leaks or timing and at 1280×720
+they cost 2.2× the CPU of everything else in ffmpeg (one core, 300 s of audio: AAC alone 8.4 s,
+AAC + 320×180 video 10.2 s, AAC + 1280×720 video 22.3 s), which made a day of audio a 3 h run.
+`--size ""` keeps the preset's size. See docs/RELIABILITY.md for the measured speed.
 
 Run: .venv/bin/python bench/bench_soak.py [--hours 24] [--warmup 0.1] [--json PATH]
 (`make soak` runs it with 24 h and writes bench/results/soak.json.)
@@ -196,7 +198,7 @@ def _status(port: int) -> dict | None:
 
 
 def run_soak(hours: float, workdir: Path, *, warmup: float = 0.1, preset: str = "still",
-             x264_preset: str = "ultrafast", checkpoint: str = "", sample_seconds: float = 1.0,
+             size: str = "320x180", x264_preset: str = "ultrafast", checkpoint: str = "", sample_seconds: float = 1.0,
              log=print) -> dict:
     """Run the daemon for `hours` of audio into `workdir`/soak.mkv; returns the figures."""
     length = hours * 3600
@@ -204,7 +206,8 @@ def run_soak(hours: float, workdir: Path, *, warmup: float = 0.1, preset: str = 
     output = workdir / "soak.mkv"
     output.unlink(missing_ok=True)
     port = free_port()
-    env = {**os.environ, "CHIPLOFI_VIDEO__PRESET": preset, "CHIPLOFI_VIDEO__X264_PRESET": x264_preset,
+    env = {**os.environ, "CHIPLOFI_VIDEO__PRESET": preset, "CHIPLOFI_VIDEO__SIZE": size,
+           "CHIPLOFI_VIDEO__X264_PRESET": x264_preset,
            "CHIPLOFI_STREAM__STATE_DIR": str(workdir / "state")}
     args = [sys.executable, "-m", "streamer.cli", "stream", "--speed", "0", "--duration", f"{length:g}",
             "--output", str(output), "--status-addr", f"127.0.0.1:{port}"]
@@ -258,7 +261,7 @@ def run_soak(hours: float, workdir: Path, *, warmup: float = 0.1, preset: str = 
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "audio_hours": hours, "runtime_seconds": round(runtime, 1),
         "speed_x_real_time": round(length / runtime, 2),
-        "settings": {"video_preset": preset, "x264_preset": x264_preset,
+        "settings": {"video_preset": preset, "video_size": size or "the preset's", "x264_preset": x264_preset,
                      "composer": last_status["checkpoint"]["id"], "warmup_fraction": warmup,
                      "window_fraction": WINDOW, "sample_seconds": sample_seconds},
         "cpu_seconds": {k: round(v, 1) for k, v in cpu.items()},
@@ -296,7 +299,8 @@ def underrun_total(result: dict) -> int:
 def print_table(result: dict) -> None:
     rss, drift = result["rss"], result["drift"]
     print(f"{result['audio_hours']:g} h of audio in {result['runtime_seconds'] / 60:.1f} min "
-          f"({result['speed_x_real_time']:.1f}× real time), {result['settings']['video_preset']} video, "
+          f"({result['speed_x_real_time']:.1f}× real time), {result['settings']['video_preset']} video "
+          f"at {result['settings'].get('video_size', 'its size')}, "
           f"composer {result['settings']['composer']}")
     print(f"{'figure':<34}{'daemon':>12}{'ffmpeg':>12}   goal")
     for label, key, unit in (("RSS after warm-up", "after_warmup_mb", " MB"), ("RSS at the end", "final_mb", " MB"),
@@ -329,7 +333,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=0.1,
                         help="share of the audio counted as warm-up before RSS growth is measured (default 0.1)")
     parser.add_argument("--preset", default="still", choices=("720p30", "480p15", "still"),
-                        help="video preset (default still: the cheapest)")
+                        help="video preset (default still: the lowest frame rate)")
+    parser.add_argument("--size", default="320x180",
+                        help='video.size, WIDTHxHEIGHT (default 320x180; "" = the preset\'s)')
     parser.add_argument("--x264-preset", default="ultrafast", help="x264 speed preset (default ultrafast)")
     parser.add_argument("--checkpoint", default="", help="composer checkpoint (default: the shipped one)")
     parser.add_argument("--workdir", type=Path, help="keep the output file and logs here (default: a temporary "
@@ -337,7 +343,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=RESULTS / "soak.json", help="results file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        result = run_soak(args.hours, args.workdir or Path(tmp), warmup=args.warmup, preset=args.preset,
+        result = run_soak(args.hours, args.workdir or Path(tmp), warmup=args.warmup, preset=args.preset, size=args.size,
                           x264_preset=args.x264_preset, checkpoint=args.checkpoint)
     print_table(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)

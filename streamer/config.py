@@ -178,6 +178,9 @@ class VideoSettings:
 
     preset: str = setting("480p15", "size and frame rate: 720p30, 480p15 or still (720p at 5 fps)",
                           choices=VIDEO_PRESETS)
+    size: str = setting("", "picture size WIDTHxHEIGHT in even pixels, 128x72 to 3840x2160 (1080x1920 "
+                            "stands upright); empty = the preset's")
+    fps: int = setting(0, "frames per second; 0 = the preset's", min=0, max=60)
     video_kbps: int = setting(0, "video bitrate; 0 = the preset's", min=0, max=20000)
     audio_kbps: int = setting(128, "AAC bitrate", min=64, max=320)
     x264_preset: str = setting("veryfast", "x264 speed preset (faster = less CPU)", choices=X264_PRESETS)

@@ -48,6 +48,24 @@ PRESETS: dict[str, VideoPreset] = {
 }
 
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_SIZE = re.compile(r"^([0-9]{2,4})x([0-9]{2,4})$")
+# x264 and yuv420p want even sides; above 4K no ingest takes it, below 128x72 the text does not fit.
+SIZE_MIN, SIZE_MAX = (128, 72), (3840, 2160)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`WIDTHxHEIGHT` → (width, height), either orientation; ConfigError naming `video.size`."""
+    match = _SIZE.match(text)
+    accepted = (f"WIDTHxHEIGHT with even sides from {SIZE_MIN[0]}x{SIZE_MIN[1]} to "
+                f"{SIZE_MAX[0]}x{SIZE_MAX[1]} (either way up), or empty for the preset's")
+    if not match:
+        raise ConfigError(f"video.size: expected {accepted}, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    long_side, short_side = max(width, height), min(width, height)
+    if (width % 2 or height % 2 or long_side < SIZE_MIN[0] or short_side < SIZE_MIN[1]
+            or long_side > SIZE_MAX[0] or short_side > SIZE_MAX[1]):
+        raise ConfigError(f"video.size: expected {accepted}, got {text!r}")
+    return width, height
 
 
 def check_video_settings(settings: VideoSettings) -> None:
@@ -56,16 +74,18 @@ def check_video_settings(settings: VideoSettings) -> None:
         value = getattr(settings, key)
         if not _HEX_COLOUR.match(value):
             raise ConfigError(f"video.{key}: expected a colour as #RRGGBB, got {value!r}")
+    if settings.size:
+        parse_size(settings.size)
     if not Path(settings.font).is_file():
         raise ConfigError(f"video.font: expected a font file, {settings.font!r} does not exist "
                           "(Debian: fonts-dejavu-core)")
 
 
 def preset_of(settings: VideoSettings) -> VideoPreset:
+    """The preset named by `video.preset`, with whatever `size`, `fps` and `video_kbps` replace."""
     preset = PRESETS[settings.preset]
-    if settings.video_kbps:
-        preset = VideoPreset(preset.width, preset.height, preset.fps, settings.video_kbps)
-    return preset
+    width, height = parse_size(settings.size) if settings.size else (preset.width, preset.height)
+    return VideoPreset(width, height, settings.fps or preset.fps, settings.video_kbps or preset.video_kbps)
 
 
 def escape_filter_value(text: str) -> str:
@@ -90,8 +110,9 @@ def filter_graph(settings: VideoSettings, text_path: Path) -> str:
     w, h, fps = preset.width, preset.height, preset.fps
     wave_h = (h // 3) // 2 * 2
     wave_y = (h - wave_h - h // 8) // 2 * 2
-    font_size = max(12, h // 20)
-    margin = max(8, h // 16)
+    short_side = min(w, h)  # an upright picture keeps the text a landscape one would have
+    font_size = max(12, short_side // 20)
+    margin = max(8, short_side // 16)
     drawtext = ":".join([
         f"drawtext=fontfile={escape_filter_value(settings.font)}",
         f"textfile={escape_filter_value(str(text_path))}",

@@ -70,6 +70,23 @@ def test_unpaced_stream_to_video_and_wav_files(tmp_path):
         assert wav.getframerate() == 44100 and abs(wav.getnframes() - 30 * 44100) <= 1024
 
 
+def test_video_size_and_rate_from_the_config_reach_the_file(tmp_path):
+    video = tmp_path / "upright.mkv"
+    result = chiplofi("stream", "--speed", "0", "--duration", "8", "--checkpoint", "rule-based",
+                      "--output", str(video), "--status-addr", f"127.0.0.1:{free_port()}",
+                      env={"CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state"),
+                           "CHIPLOFI_VIDEO__SIZE": "360x640", "CHIPLOFI_VIDEO__FPS": "10"})
+    assert result.returncode == 0, result.stderr
+    frames = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-count_packets", "-show_entries",
+                             "stream=width,height,r_frame_rate,nb_read_packets", "-of", "json", str(video)],
+                            capture_output=True, text=True, check=True, timeout=60)
+    stream = json.loads(frames.stdout)["streams"][0]
+    assert (stream["width"], stream["height"], stream["r_frame_rate"]) == (360, 640, "10/1")
+    assert abs(int(stream["nb_read_packets"]) - 80) <= 2
+    keys = keyframe_times(video)
+    assert len(keys) >= 4 and all(abs(b - a - 2.0) < 0.07 for a, b in zip(keys, keys[1:])), keys
+
+
 def test_local_default_records_and_serves_live_audio(tmp_path):
     port = free_port()
     state = tmp_path / "state"

@@ -205,12 +205,22 @@ def test_an_unknown_key_is_named(table, name, value):
     assert_names(raised.value, dotted((*table, name if name.isprintable() else repr(name))))
 
 
+def size_is_valid(width: int, height: int) -> bool:
+    """video.size's rule, restated: even sides, 128x72 to 3840x2160 either way up."""
+    long_side, short_side = max(width, height), min(width, height)
+    return (width % 2 == 0 and height % 2 == 0 and 128 <= long_side <= 3840 and 72 <= short_side <= 2160)
+
+
 # Keys whose strings only the stream checks: (key, a strategy of values it must reject).
 HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 STREAM_CHECKED = [
     *[(f"video.{name}", st.text(max_size=12).filter(lambda v: not HEX.match(v)))
       for name in ("background", "wave_colour", "text_colour")],
     ("video.font", st.text(min_size=1, max_size=20).map(lambda v: f"/nonexistent/{v}.ttf")),
+    ("video.size", st.one_of(
+        st.text(min_size=1, max_size=12).filter(lambda v: not re.match(r"^[0-9]{2,4}x[0-9]{2,4}$", v)),
+        st.tuples(st.integers(10, 9999), st.integers(10, 9999)).filter(lambda wh: not size_is_valid(*wh))
+        .map(lambda wh: f"{wh[0]}x{wh[1]}"))),
     ("status.addr", st.one_of(st.text(max_size=20).filter(lambda v: ":" not in v),
                               st.integers(65536, 10**9).map(lambda p: f"127.0.0.1:{p}"),
                               st.text(max_size=8).filter(lambda v: not v.isdigit()).map(lambda p: f"localhost:{p}"))),

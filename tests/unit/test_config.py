@@ -82,3 +82,17 @@ def test_shipped_example_documents_every_key_with_its_default():
     printed = subprocess.run([sys.executable, "-m", "streamer.cli", "config", "example"],
                              capture_output=True, text=True, check=True).stdout
     assert printed == shipped
+
+
+def test_video_size_and_fps_replace_the_presets_and_valid_sizes_pass():
+    from streamer.config import VideoSettings
+    from streamer.video import check_video_settings, preset_of
+
+    still = preset_of(VideoSettings(preset="still"))
+    assert (still.width, still.height, still.fps, still.video_kbps) == (1280, 720, 5, 800)
+    upright = preset_of(VideoSettings(preset="still", size="720x1280", fps=10, video_kbps=900))
+    assert (upright.width, upright.height, upright.fps, upright.gop, upright.video_kbps) == (720, 1280, 10, 20, 900)
+    for size in ("128x72", "72x128", "3840x2160", "2160x3840", "320x180"):
+        check_video_settings(VideoSettings(size=size))
+    with pytest.raises(ConfigError, match=r"^video\.size: .*got '1281x720'"):
+        check_video_settings(VideoSettings(size="1281x720"))
