@@ -16,7 +16,8 @@ VAE's card: its best epoch, still improving when its 17.5-minute share of the bu
 the LSTM: its best epoch + `patience`) at this run's speed per epoch. Both in wall time on
 this (shared) machine and in CPU time / 2, i.e. on two otherwise idle cores. On a loaded
 machine the CPU figure is an upper estimate too: torch's two threads wait on each other at
-every operation, spinning while the other is descheduled, so the same work costs more CPU.
+every operation, so the same work costs more CPU (less since `models` makes them wait
+passively, OMP_WAIT_POLICY=PASSIVE, instead of spinning while the other is descheduled).
 The command's own budget caps the training at 25 minutes whatever the speed (a slower
 machine trains fewer epochs, and the models come out worse: see `trained` against `shipped`).
 --full: the whole command from scratch, as the shipped checkpoints were made; the measured
@@ -239,9 +240,10 @@ def main() -> int:
         "figure": "training the shipped models from scratch (VAE + LSTM, shipped settings, empty data cache)",
         "command": "python -m models.train --out DIR" + ("" if args.full else f" --epochs {args.epochs}"),
         "machine": machine, "load_during_run": load_during,
-        # OpenMP's waiting policy decides how torch's threads behave on a busy machine (see the README).
-        "environment": {name: os.environ.get(name, "") for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-                                                                    "OMP_NUM_THREADS")},
+        # OpenMP's waiting policy decides how torch's threads behave on a busy machine; the training
+        # process gets PASSIVE from models/__init__.py unless it was set here.
+        "environment": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE (models' default)"),
+                        **{name: os.environ.get(name, "") for name in ("GOMP_SPINCOUNT", "OMP_NUM_THREADS")}},
         "measured": {"wall_minutes": round(wall_minutes, 2), "cpu_minutes": round(total_cpu / 60.0, 2),
                      "cpu_minutes_per_core_of_2": round(total_cpu / 60.0 / CORES, 2), **measured},
         "trained": trained,

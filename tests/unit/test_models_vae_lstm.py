@@ -197,3 +197,17 @@ def test_fast_lstm_with_two_layers_matches_torch():
                                    style.numpy(), 0)
         np.testing.assert_allclose(out_t.numpy(), out_f, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state_t.c[:, 0].numpy(), state_f.c, rtol=1e-4, atol=1e-5)
+
+
+def test_openmp_threads_wait_passively_unless_the_operator_says_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    probe = "import os, sys; import models.train; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE True"), ("ACTIVE", "ACTIVE True")):
+        run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
+        out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split("\n")[-2] == expected, out.stdout
