@@ -44,7 +44,7 @@ from streamer.errors import ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
 from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
-from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, stats_line
+from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
 from streamer.sinks import Sink, SinkState
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
 from streamer.types import Bar
@@ -308,7 +308,6 @@ class Daemon:
         self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
                                        "bars_played", "bars_composed", "pcm_underruns", "render_errors",
                                        "tracks_started", "bars_dropped_on_swap"), 0)
-        self._effects_nonfinite_base = 0
         self._threads: list[threading.Thread] = []
         self._ready = False
         self._intro = False  # fast start: the rule-based intro plays while the model loads
@@ -709,9 +708,11 @@ class Daemon:
         self._tail = old_renderer.render_tail(RENDER_TAIL_SECONDS)
         old_renderer.close()
         self.renderer = renderer
-        if effects is not None:
-            self._effects_nonfinite_base += self.effects.nonfinite_samples
-            self.effects = effects
+        # Retuned rather than replaced: the unchanged stages keep their state (the loudness
+        # follower's gain, the filters' memory, the NaN counter) and the changed ones crossfade, as
+        # when a mood changes the effects.
+        running = self.schedule.settings_of(self.effects, self.config.effects)
+        self.effects = retune_chain(self.effects, running, config.effects, self.sample_rate, self.seed, fresh=effects)
         self.config = dataclasses.replace(self.config, render=config.render, effects=config.effects)
         log.info("SoundFont / effects settings swapped on a bar boundary")
 
@@ -877,8 +878,7 @@ class Daemon:
         composing = self._composing_since
         counters = dict(self.counters)
         counters["archive_errors"] = self.archive.errors if self.archive is not None else 0
-        counters["nonfinite_samples"] += self._effects_nonfinite_base + int(
-            getattr(self.effects, "nonfinite_samples", 0) or 0)
+        counters["nonfinite_samples"] += int(getattr(self.effects, "nonfinite_samples", 0) or 0)
         return {
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "state": "stopping" if self._stop.is_set() else ("running" if self._ready else "starting"),

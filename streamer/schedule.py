@@ -403,11 +403,15 @@ def _stage_name(stage: Any) -> str:
     return type(stage.new if isinstance(stage, Crossfade) else stage).__name__
 
 
-def retune_chain(chain: Any, old: EffectsSettings, new: EffectsSettings, sample_rate: int, seed: int) -> Any:
-    """An `EffectsChain` for `new` that continues `chain` (running `old`) without a jump."""
+def retune_chain(chain: Any, old: EffectsSettings, new: EffectsSettings, sample_rate: int, seed: int,
+                 fresh: Any = None) -> Any:
+    """An `EffectsChain` for `new` that continues `chain` (running `old`) without a jump: stages
+    whose settings are unchanged carry on with their state, changed ones crossfade. `fresh`, a
+    chain already built from `new`, saves building one here."""
     from streamer.effects import EffectsChain
 
-    fresh = EffectsChain.from_settings(new, sample_rate, seed)
+    if fresh is None:
+        fresh = EffectsChain.from_settings(new, sample_rate, seed)
     previous = {_stage_name(stage): stage for stage in chain.effects}
     stages = []
     for stage in fresh.effects:
@@ -554,6 +558,10 @@ class Schedule:
             self.tune_composer(composer)
             return composer
         return load
+
+    def settings_of(self, chain: Any, base: EffectsSettings) -> EffectsSettings:
+        """The settings `chain` runs: a mood's, if it is the chain this schedule last retuned to."""
+        return self._chain_settings if chain is self._chain else base
 
     def tune_effects(self, chain: Any, base: EffectsSettings, sample_rate: int, seed: int) -> Any:
         """Audio thread, before each bar: `chain`, or its retuned successor when the mood changed.

@@ -12,8 +12,10 @@ from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
 from streamer.daemon import (LEAD_SECONDS, CliOverrides, Daemon, YOUTUBE_PRIMARY, apply_overrides, check_config,
                              load_stream_config, plan_outputs, read_stream_key, state_directory)
+from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
 from streamer.ringbuffer import AudioBlock
+from streamer.schedule import Crossfade
 from streamer.sinks import SinkSnapshot
 from streamer.types import Bar
 
@@ -444,9 +446,15 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
     thread.start()
     try:
         assert _until(lambda: len(sink.blocks) > 20)
+        loudness = next(stage for stage in daemon.effects.effects if isinstance(stage, LoudnessNormalizer))
+        hiss_before = next(stage for stage in daemon.effects.effects if isinstance(stage, TapeHiss))
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.4\n")
         daemon._start_reload()
         assert _until(lambda: daemon.config.effects.hiss_db == -50.0 and daemon.config.render.gain == 0.4)
+        # The chain is retuned, not rebuilt: the loudness follower goes on with its gain, the hiss fades over.
+        assert loudness in daemon.effects.effects
+        [fade] = [stage for stage in daemon.effects.effects if isinstance(stage, Crossfade)]
+        assert fade.new is not hiss_before and isinstance(fade.new, TapeHiss)
         config_path.write_text(base + '[render]\nsoundfont = "/no/such.sf2"\n')
         daemon._start_reload()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
