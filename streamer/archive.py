@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from models.midi_write import voices_to_midi
+from streamer.files import write_atomic
 from streamer.logs import RateLimitedLog
 from streamer.ringbuffer import BarEntry
 from streamer.types import Bar
@@ -93,23 +94,6 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
         "duration_seconds": round(track.duration_seconds, 3), "bars": len(track.bars),
         "first_bar": first.bar_index, "ended": track.ended,
     }
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the whole new one, never a part."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            temp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 class TrackArchive:

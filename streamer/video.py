@@ -16,14 +16,13 @@ stereo at 44.1 or 48 kHz around 128 kbps: `encoder_options` gives exactly that.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.config import VideoSettings
 from streamer.errors import ConfigError
+from streamer.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +158,11 @@ class NowPlayingFile:
     def write(self, text: str) -> None:
         if text == self._text:
             return
-        handle, temp = tempfile.mkstemp(prefix=".nowplaying.", dir=self.path.parent)
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(temp, self.path)
+            write_atomic(self.path, text.encode("utf-8"))
             self._text = text
         except OSError as exc:
             log.warning("now-playing text not updated: %s", exc)
-            Path(temp).unlink(missing_ok=True)
 
 
 def now_playing_text(track_id: str, key: str, tempo_bpm: float, section: str, chord: str) -> str:

@@ -13,11 +13,13 @@ from models.midi_lib import pretty_midi
 
 from streamer import archive as archive_module
 from streamer.archive import (ARCHIVE_ID, NEXT_TRACK, STREAM_STOPPED, TOO_LONG, PlayedTrack, TrackArchive,
-                              TrackRecorder, track_midi_bytes, write_atomic)
+                              TrackRecorder, track_midi_bytes)
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config
 from streamer.daemon import Daemon
 from streamer.fallback import RuleBasedParts
+from streamer.files import write_atomic
+from streamer.video import NowPlayingFile
 from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
 from test_status import _get as get
@@ -148,6 +150,24 @@ def test_atomic_write_keeps_the_old_file_when_the_new_one_fails(tmp_path, monkey
     with pytest.raises(OSError):
         write_atomic(target, b"new and longer")
     assert files(tmp_path) == ["a.json"] and target.read_bytes() == b"old"
+
+
+def test_now_playing_text_is_replaced_whole_and_a_failed_write_keeps_the_old_text(tmp_path, monkeypatch, caplog):
+    text = NowPlayingFile(tmp_path / "nowplaying.txt")
+    text.write("track a")
+    assert (tmp_path / "nowplaying.txt").read_text() == "track a"
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive_module.os, "fsync", disk_full)
+    with caplog.at_level(logging.WARNING, logger="streamer.video"):
+        text.write("track b")
+    assert files(tmp_path) == ["nowplaying.txt"] and (tmp_path / "nowplaying.txt").read_text() == "track a"
+    assert "now-playing text not updated" in caplog.text
+    monkeypatch.undo()
+    text.write("track b")  # not taken as written the first time: written now
+    assert (tmp_path / "nowplaying.txt").read_text() == "track b"
 
 
 def test_a_full_disk_is_counted_warned_once_and_leaves_no_partial_files(tmp_path, monkeypatch, caplog):
