@@ -144,6 +144,15 @@ HOSTILE = {
 }
 
 
+def corrupt_files(real_file: Path, seed: int) -> dict[str, bytes]:
+    """File name → bytes no reader can take as music: noise, a real file cut short, a valid header
+    over garbage tracks, nothing at all, and the HOSTILE ones."""
+    real, rng = real_file.read_bytes(), random.Random(seed)
+    return {"random.mid": bytes(rng.randrange(256) for _ in range(600)), "truncated.mid": real[:len(real) // 2],
+            "garbage-tracks.mid": midi_file([bytes(rng.randrange(256) for _ in range(250))] * 3),
+            "empty.mid": b"", **HOSTILE}
+
+
 @settings(FUZZ, max_examples=150)
 @given(st.one_of(st.binary(max_size=2000), garbage_midi(), truncated_real_midi(), st.sampled_from(list(HOSTILE.values()))))
 def test_render_reads_any_bytes_as_music_or_an_input_error(tmp_path, data):
@@ -159,12 +168,7 @@ def test_render_reads_any_bytes_as_music_or_an_input_error(tmp_path, data):
 
 
 def test_render_command_gives_one_line_for_corrupt_files(tmp_path):
-    real = real_midi_files()[0].read_bytes()
-    rng = random.Random(6)
-    cases = {"random.mid": bytes(rng.randrange(256) for _ in range(500)), "truncated.mid": real[:len(real) // 2],
-             "garbage-tracks.mid": midi_file([bytes(rng.randrange(256) for _ in range(200))] * 2),
-             "empty.mid": b"", **HOSTILE}
-    for name, data in cases.items():
+    for name, data in corrupt_files(real_midi_files()[0], seed=6).items():
         path = tmp_path / name
         path.write_bytes(data)
         result = chiplofi("render", str(path), "-o", str(tmp_path / "out.wav"), "-q")
@@ -193,11 +197,7 @@ def mixed_folder(tmp_path) -> tuple[Path, int, int]:
     good = 10
     for number in range(good):
         write_song(folder / f"song{number}.mid", number)
-    real = real_midi_files()[1].read_bytes()
-    rng = random.Random(7)
-    bad = {"random.mid": bytes(rng.randrange(256) for _ in range(700)), "truncated.mid": real[:len(real) // 3],
-           "garbage-tracks.mid": midi_file([bytes(rng.randrange(256) for _ in range(300))] * 3),
-           "empty.mid": b"", **HOSTILE}
+    bad = corrupt_files(real_midi_files()[1], seed=7)
     for name, data in bad.items():
         (folder / name).write_bytes(data)
     return folder, good, len(bad)

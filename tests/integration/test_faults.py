@@ -42,7 +42,7 @@ from safetensors.numpy import load_file, save_file
 from test_stream_local import start, status
 from test_stream_rtmp import write_checkpoint
 from test_watchdog import NotifySocket
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
@@ -114,9 +114,7 @@ class StreamProcess:
         return self.log.read_text(errors="replace")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        kill_if_running(self.proc)
 
 
 @contextmanager

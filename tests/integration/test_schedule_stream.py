@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_stream_local import chiplofi, start, status
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 from streamer.composer import ComposerMood, RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
@@ -125,8 +125,7 @@ def test_stream_plays_the_program_mood_then_reverts(tmp_path):
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        kill_if_running(daemon)
     text = log.read_text()
     assert "schedule: program late-night (mood dark) plays until" in text
     assert "schedule: program late-night ended; the config's settings are back" in text

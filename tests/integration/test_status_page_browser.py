@@ -17,7 +17,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from test_stream_local import start, status
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,5 +117,4 @@ def test_status_page_shows_the_stream_and_plays_it(tmp_path, browser):
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        kill_if_running(daemon)

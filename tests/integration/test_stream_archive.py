@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from models.midi_lib import pretty_midi
 from test_stream_local import start, status
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 from models.data import MINOR, parse_key
 
@@ -76,8 +76,7 @@ def test_played_tracks_download_as_midi_with_their_voices_tempo_and_key(tmp_path
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        kill_if_running(daemon)
     # The track playing at the stop is archived too.
     last = max((state / "tracks").glob("*.json"))
     assert json.loads(last.read_text())["ended"] == "stream stopped"
@@ -105,7 +104,6 @@ def test_an_unusable_archive_directory_is_counted_and_the_stream_plays_on(tmp_pa
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(15) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        kill_if_running(daemon)
     assert log.read_text().count("track archive: cannot write") == 1
     assert Path(state / "tracks").is_file()

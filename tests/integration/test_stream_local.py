@@ -14,7 +14,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +112,7 @@ def test_local_default_records_and_serves_live_audio(tmp_path):
         daemon.send_signal(signal.SIGINT)
         assert daemon.wait(10) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        kill_if_running(daemon)
     recordings = sorted((state / "recordings").glob("chiplofi-*.mkv"))
     assert len(recordings) == 1, log.read_text()
     assert {s["codec_name"] for s in probe(recordings[0])["streams"]} == {"h264", "aac"}
@@ -142,8 +141,7 @@ def test_ffmpeg_killed_mid_stream_is_restarted_within_two_seconds(tmp_path):
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        kill_if_running(daemon)
     text = log.read_text()
     assert "restarting in 1.0 s" in text, text
     # The restart wrote a new file next to the first instead of overwriting it.

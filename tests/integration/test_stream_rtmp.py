@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from receiver import check_continuity, probe_packets, receiver_fixture
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,9 +125,7 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
         code = daemon.wait(10)
         stop_seconds = time.monotonic() - stopped
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        kill_if_running(daemon)
         receiver.close()
     log_text = daemon_log.read_text()
     assert code == 0, log_text
@@ -187,9 +185,7 @@ def test_a_failing_target_does_not_drop_the_others(receiver, tmp_path):
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        kill_if_running(daemon)
         receiver.close()
     text = log.read_text()
     assert STREAM_KEY not in text and "Connection refused" in text

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from receiver import Nginx, require_tools
-from waiting import free_port, wait_for
+from waiting import free_port, kill_if_running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,9 +125,7 @@ def test_ready_after_prefill_and_watchdog_only_while_an_output_works(tmp_path):
         assert daemon.wait(15) == 0
         assert wait_for(lambda: notify.received("STOPPING=1"), 5)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        kill_if_running(daemon)
         notify.close()
         nginx.stop()
     statuses = [m for _, m in notify.messages if m.startswith("STATUS=")]

@@ -1,6 +1,8 @@
-"""Helpers shared by the stream integration tests: a free loopback port, polling with a deadline."""
+"""Helpers shared by the stream integration tests: a free loopback port, polling with a deadline,
+and the last-resort teardown of a process a test started."""
 
 import socket
+import subprocess
 import time
 
 
@@ -25,3 +27,10 @@ def wait_for(predicate, timeout: float, interval: float = 0.1):
             return value
         time.sleep(interval)
     return None
+
+
+def kill_if_running(process: subprocess.Popen) -> None:
+    """A test's `finally`: whatever failed, the process it started does not outlive it."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
