@@ -276,7 +276,10 @@ def evaluate(checkpoint_dir: str | Path | None = None, data_dirs: Sequence[str |
                     "baselines are fitted on what was found", whole_training.data_hash, infos["vae"].data_hash)
     result.update(evaluate_models(vae, lstm, held_out, training))
 
-    composer = Composer.from_checkpoint(directory, Controls(seed=seed))
+    # The numpy composer from the modules already loaded (the checkpoint is read once); it gives
+    # exactly the bars of one read from the files (tests/unit/test_models_checkpoint.py).
+    composer = Composer.from_modules(vae, lstm, Controls(seed=seed),
+                                     f"{infos['vae'].model_id}+{infos['lstm'].model_id}")
     started = time.perf_counter()
     tracks = compose_tracks(composer, minutes, progress)
     composer_seconds = time.perf_counter() - started
