@@ -159,7 +159,8 @@ class NowPlayingFile:
         if text == self._text:
             return
         try:
-            write_atomic(self.path, text.encode("utf-8"))
+            # The audio thread writes this at every bar: no fsync there (the text is rewritten soon).
+            write_atomic(self.path, text.encode("utf-8"), durable=False)
             self._text = text
         except OSError as exc:
             log.warning("now-playing text not updated: %s", exc)

@@ -157,17 +157,22 @@ def test_now_playing_text_is_replaced_whole_and_a_failed_write_keeps_the_old_tex
     text.write("track a")
     assert (tmp_path / "nowplaying.txt").read_text() == "track a"
 
-    def disk_full(fd):
+    fsyncs = []
+    monkeypatch.setattr(archive_module.os, "fsync", fsyncs.append)
+    text.write("track b")
+    assert fsyncs == []  # written at every bar by the audio thread: never waits for the disk
+
+    def disk_full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(archive_module.os, "fsync", disk_full)
+    monkeypatch.setattr(archive_module.os, "replace", disk_full)
     with caplog.at_level(logging.WARNING, logger="streamer.video"):
-        text.write("track b")
-    assert files(tmp_path) == ["nowplaying.txt"] and (tmp_path / "nowplaying.txt").read_text() == "track a"
+        text.write("track c")
+    assert files(tmp_path) == ["nowplaying.txt"] and (tmp_path / "nowplaying.txt").read_text() == "track b"
     assert "now-playing text not updated" in caplog.text
     monkeypatch.undo()
-    text.write("track b")  # not taken as written the first time: written now
-    assert (tmp_path / "nowplaying.txt").read_text() == "track b"
+    text.write("track c")  # not taken as written the first time: written now
+    assert (tmp_path / "nowplaying.txt").read_text() == "track c"
 
 
 def test_a_full_disk_is_counted_warned_once_and_leaves_no_partial_files(tmp_path, monkeypatch, caplog):
