@@ -47,14 +47,14 @@ PRESETS: dict[str, VideoPreset] = {
 }
 
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-_SIZE = re.compile(r"^([0-9]{2,4})x([0-9]{2,4})$")
+_SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
 # x264 and yuv420p want even sides; above 4K no ingest takes it, below 128x72 the text does not fit.
 SIZE_MIN, SIZE_MAX = (128, 72), (3840, 2160)
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """`WIDTHxHEIGHT` → (width, height), either orientation; ConfigError naming `video.size`."""
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     accepted = (f"WIDTHxHEIGHT with even sides from {SIZE_MIN[0]}x{SIZE_MIN[1]} to "
                 f"{SIZE_MAX[0]}x{SIZE_MAX[1]} (either way up), or empty for the preset's")
     if not match:

@@ -218,7 +218,7 @@ STREAM_CHECKED = [
       for name in ("background", "wave_colour", "text_colour")],
     ("video.font", st.text(min_size=1, max_size=20).map(lambda v: f"/nonexistent/{v}.ttf")),
     ("video.size", st.one_of(
-        st.text(min_size=1, max_size=12).filter(lambda v: not re.match(r"^[0-9]{2,4}x[0-9]{2,4}$", v)),
+        st.text(min_size=1, max_size=12).filter(lambda v: not re.fullmatch(r"[0-9]{2,4}x[0-9]{2,4}", v)),
         st.tuples(st.integers(10, 9999), st.integers(10, 9999)).filter(lambda wh: not size_is_valid(*wh))
         .map(lambda wh: f"{wh[0]}x{wh[1]}"))),
     ("status.addr", st.one_of(st.text(max_size=20).filter(lambda v: ":" not in v),

@@ -94,5 +94,6 @@ def test_video_size_and_fps_replace_the_presets_and_valid_sizes_pass():
     assert (upright.width, upright.height, upright.fps, upright.gop, upright.video_kbps) == (720, 1280, 10, 20, 900)
     for size in ("128x72", "72x128", "3840x2160", "2160x3840", "320x180"):
         check_video_settings(VideoSettings(size=size))
-    with pytest.raises(ConfigError, match=r"^video\.size: .*got '1281x720'"):
-        check_video_settings(VideoSettings(size="1281x720"))
+    for size in ("1281x720", "1280x720\n", "1280×720", "64x64", "4096x2160", "720p"):
+        with pytest.raises(ConfigError, match=r"^video\.size: expected WIDTHxHEIGHT"):
+            check_video_settings(VideoSettings(size=size))
