@@ -55,7 +55,7 @@ bench: setup
 	printf "== summary (load average %s)\n$$summary== make bench: %d s in all\n" \
 	  "$$(cut -d' ' -f1-3 /proc/loadavg)" $$(( $$(date +%s) - began )); exit $$failed
 
-# Accelerated soak: 24 h of audio through the whole pipeline to a video file, unpaced (about 2.5 h
+# Accelerated soak: 24 h of audio through the whole pipeline to a video file, unpaced (about 2 h
 # on 2 cores, ~10 GB of temporary disk); writes bench/results/soak.json. HOURS=N for a shorter run.
 soak: setup
 	$(PY) bench/bench_soak.py --hours $(or $(HOURS),24)
