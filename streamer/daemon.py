@@ -318,12 +318,18 @@ class Daemon:
     # ------------------------------------------------------------------ building
 
     def _build_render(self, config: Config) -> tuple[Any, Any]:
-        from streamer.effects import EffectsChain
+        renderer = self._build_renderer(config)
+        return renderer, self._build_effects(config, renderer.sample_rate)
+
+    def _build_renderer(self, config: Config) -> Any:
         from streamer.render import BarRenderer
 
-        renderer = BarRenderer(config.render, seed=self.seed)
-        effects = EffectsChain.from_settings(config.effects, renderer.sample_rate, self.seed)
-        return renderer, effects
+        return BarRenderer(config.render, seed=self.seed)
+
+    def _build_effects(self, config: Config, sample_rate: int) -> Any:
+        from streamer.effects import EffectsChain
+
+        return EffectsChain.from_settings(config.effects, sample_rate, self.seed)
 
     def _load_initial_composer(self) -> Composer:
         """The configured composer, validated like a reload (its first bar goes into the ring);
@@ -703,16 +709,19 @@ class Daemon:
             swap, self._next_render = self._next_render, None
         if swap is None:
             return
-        renderer, effects, config = swap
-        old_renderer = self.renderer
-        self._tail = old_renderer.render_tail(RENDER_TAIL_SECONDS)
-        old_renderer.close()
-        self.renderer = renderer
-        # Retuned rather than replaced: the unchanged stages keep their state (the loudness
-        # follower's gain, the filters' memory, the NaN counter) and the changed ones crossfade, as
-        # when a mood changes the effects.
-        running = self.schedule.settings_of(self.effects, self.config.effects)
-        self.effects = retune_chain(self.effects, running, config.effects, self.sample_rate, self.seed, fresh=effects)
+        renderer, effects, config = swap  # None: that part's settings did not change
+        if renderer is not None:
+            old_renderer = self.renderer
+            self._tail = old_renderer.render_tail(RENDER_TAIL_SECONDS)
+            old_renderer.close()
+            self.renderer = renderer
+        if effects is not None:
+            # Retuned rather than replaced: the unchanged stages keep their state (the loudness
+            # follower's gain, the filters' memory, the NaN counter) and the changed ones
+            # crossfade, as when a mood changes the effects.
+            running = self.schedule.settings_of(self.effects, self.config.effects)
+            self.effects = retune_chain(self.effects, running, config.effects, self.sample_rate, self.seed,
+                                        fresh=effects)
         self.config = dataclasses.replace(self.config, render=config.render, effects=config.effects)
         log.info("SoundFont / effects settings swapped on a bar boundary")
 
@@ -811,17 +820,28 @@ class Daemon:
             else:
                 config = self.config
             setting = config.stream.checkpoint
+            if config.render.sample_rate != self.sample_rate:
+                # The clock, the sinks and ffmpeg run at the rate the daemon started with; a
+                # renderer at another rate would play every bar at the wrong pitch and speed.
+                log.warning("render.sample_rate = %d takes effect after a restart; %d Hz plays on",
+                            config.render.sample_rate, self.sample_rate)
+                config = dataclasses.replace(config, render=dataclasses.replace(config.render,
+                                                                                  sample_rate=self.sample_rate))
             log.info("reloading: %s", setting or "the default checkpoint")
             # A new seed per load: the new composer's tracks get new ids (and new music).
             composer = self.composer_loader(setting, (self.seed + self._load_attempts) % 2**32)
             self._load_attempts += 1
             first = check_bar(composer.next_bar())
-            render_swap = None
-            if config.render != self.config.render or config.effects != self.config.effects:
-                renderer, effects = self._build_render(config)
+            # Only what changed is built (against the running settings, so a later reload that
+            # supersedes a pending swap still carries everything that differs).
+            renderer = effects = None
+            if config.render != self.config.render:
+                renderer = self._build_renderer(config)
                 renderer.render_bar(first)  # proves the SoundFont plays
                 renderer.reset()
-                render_swap = (renderer, effects, config)
+            if config.effects != self.config.effects:
+                effects = self._build_effects(config, self.sample_rate)
+            render_swap = (renderer, effects, config) if renderer or effects else None
             self._warn_restart_needed(config)
         except Exception as exc:  # whatever is wrong with the new files, the old model plays on
             self.reload_failures += 1

@@ -455,6 +455,22 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
         assert loudness in daemon.effects.effects
         [fade] = [stage for stage in daemon.effects.effects if isinstance(stage, Crossfade)]
         assert fade.new is not hiss_before and isinstance(fade.new, TapeHiss)
+        # A [render]-only change leaves the effects chain alone; an [effects]-only one the renderer.
+        chain, renderer = daemon.effects, daemon.renderer
+        config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.5\n")
+        daemon._start_reload()
+        assert _until(lambda: daemon.config.render.gain == 0.5 and daemon.renderer is not renderer)
+        assert daemon.effects is chain
+        renderer = daemon.renderer
+        config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.5\n")
+        daemon._start_reload()
+        assert _until(lambda: daemon.config.effects.hiss_db == -55.0)
+        assert daemon.renderer is renderer and loudness in daemon.effects.effects
+        # The sample rate is fixed for the daemon's life (clock, sinks, ffmpeg): kept, not swapped in.
+        config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.6\nsample_rate = 48000\n")
+        daemon._start_reload()
+        assert _until(lambda: daemon.config.render.gain == 0.6)
+        assert daemon.renderer.sample_rate == 44100 and daemon.config.render.sample_rate == 44100
         config_path.write_text(base + '[render]\nsoundfont = "/no/such.sf2"\n')
         daemon._start_reload()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
