@@ -64,16 +64,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and (recursively) its live children."""
+def cpu_seconds(pid: int, include_reaped: bool = False) -> float:
+    """utime + stime of a process and (recursively) its live children; with `include_reaped`,
+    also the children it has already waited for (cutime + cstime: worker processes that ended)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    total = (int(fields[11]) + int(fields[12])) / TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if include_reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    total = ticks / TICKS
     for child in children(pid):
         total += cpu_seconds(child)
     return total
+
+
+def get_status(port: int) -> dict:
+    """A daemon's /status on its loopback status port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+        return json.loads(response.read())
 
 
 def children(pid: int) -> list[int]:
@@ -242,8 +252,7 @@ def run_row(preset: str, seconds: float, warmup: float, wav: Path, text: Path, t
         alive = daemon.poll() is None and bare.poll() is None
         status: dict = {}
         if alive:
-            with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=5) as response:
-                status = json.loads(response.read())
+            status = get_status(status_port)
         daemon.send_signal(signal.SIGTERM)
         stop_started = time.monotonic()
         stop_code = daemon.wait(15)

@@ -48,12 +48,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_daemon import ROOT, cpu_seconds, free_port, rss_mb  # noqa: E402
+from bench_daemon import ROOT, cpu_seconds, free_port, get_status, rss_mb  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_GROWTH, GOAL_DRIFT_SECONDS = 0.02, 0.040
@@ -191,8 +190,7 @@ def rss_figures(samples: list[Sample], attr: str, length: float, warmup: float) 
 
 def _status(port: int) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-            return json.loads(response.read())
+        return get_status(port)
     except (OSError, ValueError):
         return None
 

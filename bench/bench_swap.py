@@ -35,14 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_daemon import ROOT, free_port, machine_description  # noqa: E402
+from bench_daemon import ROOT, free_port, get_status, machine_description  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
@@ -80,11 +79,6 @@ def write_config(path: Path, checkpoint: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f'[stream]\ncheckpoint = "{checkpoint}"\n')
     os.replace(tmp, path)
-
-
-def get_status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-        return json.loads(response.read())
 
 
 def wait_status(port: int, predicate, timeout: float, process: subprocess.Popen) -> dict:

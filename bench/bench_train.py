@@ -78,16 +78,6 @@ def check_shipped_settings() -> dict:
     return recorded
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a live process: its own, its live children's and those it has reaped (the
-    data-reading workers)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_training(out: Path, cache: Path, epochs: int | None, log_path: Path) -> tuple[list[Stamp], float, int]:
     """Run the command; (stamped log lines, CPU seconds of the whole process tree, exit code)."""
     command = [sys.executable, "-m", "models.train", "--out", str(out), "--no-progress"]
@@ -102,7 +92,7 @@ def run_training(out: Path, cache: Path, epochs: int | None, log_path: Path) -> 
     assert process.stdout is not None
     with open(log_path, "w") as log:
         for line in process.stdout:
-            stamps.append(Stamp(time.monotonic() - started, tree_cpu(process.pid), line.rstrip()))
+            stamps.append(Stamp(time.monotonic() - started, cpu_seconds(process.pid, include_reaped=True), line.rstrip()))
             log.write(f"{stamps[-1].wall:9.2f} {stamps[-1].cpu:9.2f} {line}")
             log.flush()
     code = process.wait()

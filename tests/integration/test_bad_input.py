@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from waiting import free_port, wait_for
+from waiting import free_port, status, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_bad_config import leaf_and_invalid_value, nest, toml_document  # noqa: E402
@@ -378,8 +378,7 @@ def test_partial_requests_held_open_do_not_stop_the_server_or_the_stream(daemon)
     """Slowloris-like clients trickling a request keep their connection (up to status.max_clients,
     here 8, then 503); the others are still answered and the audio clock keeps running."""
     port = daemon[0]
-    position = lambda: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read())[  # noqa: E731
-        "clock"]["position_seconds"]
+    position = lambda: status(port)["clock"]["position_seconds"]  # noqa: E731
     before = position()
     slow = []
     try:
@@ -437,6 +436,6 @@ def test_clients_trickling_a_request_into_every_slot_are_dropped(daemon):
 def test_the_daemon_is_still_streaming_after_the_fuzzing(daemon):
     port, log, proc = daemon
     assert proc.poll() is None, log.read_text()[-3000:]
-    status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read())
-    assert status["state"] == "running" and status["clock"]["advancing"], status
+    state = status(port)
+    assert state["state"] == "running" and state["clock"]["advancing"], state
     assert healthz(port) == 200

@@ -39,10 +39,10 @@ import numpy as np
 import pytest
 from receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
 from safetensors.numpy import load_file, save_file
-from test_stream_local import start, status
+from test_stream_local import start
 from test_stream_rtmp import write_checkpoint
 from test_watchdog import NotifySocket
-from waiting import free_port, kill_if_running, wait_for
+from waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config

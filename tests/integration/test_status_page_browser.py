@@ -6,9 +6,7 @@ stream; the browser console stays free of errors."""
 
 from __future__ import annotations
 
-import json
 import signal
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from test_stream_local import start, status
-from waiting import free_port, kill_if_running, wait_for
+from test_stream_local import start
+from waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +62,6 @@ def browser(tmp_path):
     driver.quit()
 
 
-def fetch_json(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return json.loads(response.read())
-
-
 def test_status_page_shows_the_stream_and_plays_it(tmp_path, browser):
     port, log = free_port(), tmp_path / "daemon.log"
     # The shipped model opens with the rule-based intro while it loads; the intro's track is
@@ -93,7 +86,7 @@ def test_status_page_shows_the_stream_and_plays_it(tmp_path, browser):
         # Recent tracks: the rows are the archive's, and their MIDI links download MIDI files.
         links = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#tracks a.mid"), 90)
         assert links, log.read_text()
-        archived = [t["id"] for t in fetch_json(port, "/tracks?limit=10")]
+        archived = [t["id"] for t in status(port, "/tracks?limit=10")]
         rows = [row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#tracks tr.track")]
         assert rows and rows == archived[:len(rows)]
         href = links[0].get_attribute("href")

@@ -14,7 +14,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from waiting import free_port, kill_if_running, wait_for
+from waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,6 @@ def chiplofi(*args: str, env: dict[str, str] | None = None, timeout: float = 120
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "streamer.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=open(log, "wb"), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-
-
-def status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-        return json.loads(response.read())
 
 
 def probe(path: Path) -> dict:

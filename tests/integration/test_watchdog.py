@@ -8,7 +8,6 @@ stand-in composer: tests/unit/test_daemon_watchdog.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,12 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from receiver import Nginx, require_tools
-from waiting import free_port, kill_if_running, wait_for
+from waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +61,6 @@ class NotifySocket:
 
     def received(self, message: str, since: float = 0.0) -> list[float]:
         return [t for t, m in list(self.messages) if m == message and t >= since]
-
-
-def status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-        return json.loads(response.read())
 
 
 def ffmpeg_sink(port: int) -> dict:

@@ -1,9 +1,11 @@
 """Helpers shared by the stream integration tests: a free loopback port, polling with a deadline,
-and the last-resort teardown of a process a test started."""
+a daemon's JSON status, and the last-resort teardown of a process a test started."""
 
+import json
 import socket
 import subprocess
 import time
+import urllib.request
 
 
 def free_port() -> int:
@@ -27,6 +29,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.1):
             return value
         time.sleep(interval)
     return None
+
+
+def status(port: int, path: str = "/status"):
+    """The daemon's JSON answer at `path` on its loopback status port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
 
 
 def kill_if_running(process: subprocess.Popen) -> None:
