@@ -44,11 +44,12 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Every benchmark but the soak (hours; `make soak`), each timed, then a summary. A missed goal
-# (exit 2) is a figure, not a failure: every script still runs; an error (any other exit) fails.
+# Every benchmark but the long memory runs (`make soak`; bench/bench_memory.py, a diagnosis
+# tool), each timed, then a summary. A missed goal (exit 2) is a figure, not a failure: every script still runs; an
+# error (any other exit) fails.
 bench: setup
 	@began=$$(date +%s); summary=""; failed=0; \
-	for script in $(filter-out bench/bench_soak.py,$(wildcard bench/bench_*.py)); do \
+	for script in $(filter-out bench/bench_soak.py bench/bench_memory.py,$(wildcard bench/bench_*.py)); do \
 	  echo "== $$script"; start=$$(date +%s); $(PY) $$script; code=$$?; \
 	  case $$code in 0) what=ok;; 2) what="goal missed";; *) what="error $$code"; failed=1;; esac; \
 	  summary="$$summary$$script: $$(( $$(date +%s) - start )) s, $$what\n"; done; \
