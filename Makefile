@@ -45,8 +45,8 @@ test: setup
 	$(PY) -m pytest -q
 
 # Every benchmark but the long memory runs (`make soak`; bench/bench_memory.py, a diagnosis
-# tool), each timed, then a summary. A missed goal (exit 2) is a figure, not a failure: every script still runs; an
-# error (any other exit) fails.
+# tool), each timed, then a summary. A missed goal (exit 2) is a figure, not a failure: every
+# script still runs; an error (any other exit) fails.
 bench: setup
 	@began=$$(date +%s); summary=""; failed=0; \
 	for script in $(filter-out bench/bench_soak.py bench/bench_memory.py,$(wildcard bench/bench_*.py)); do \
