@@ -841,7 +841,7 @@ class Daemon:
                 renderer.reset()
             if config.effects != self.config.effects:
                 effects = self._build_effects(config, self.sample_rate)
-            render_swap = (renderer, effects, config) if renderer or effects else None
+            render_swap = (renderer, effects, config) if renderer is not None or effects is not None else None
             self._warn_restart_needed(config)
         except Exception as exc:  # whatever is wrong with the new files, the old model plays on
             self.reload_failures += 1
