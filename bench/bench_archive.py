@@ -5,12 +5,19 @@ as the stream does (streamer.archive: MIDI + JSON, temp file + fsync + rename, t
 check) into a temporary directory, and reports per track: MIDI and JSON bytes, CPU time of the
 write (this thread) and its wall time (fsync included). From the sizes: how many tracks and
 hours of music the default bounds (archive.keep_tracks, archive.keep_mb) hold.
+
+Also the interpreter's heap across a full archive's life: keep_tracks + 10 % short tracks
+written into one archive (so it fills and then prunes after every track), with the 56
+now-playing rewrites a track's bars cause, the C heap in use (glibc mallinfo2) read after each
+track: its change and the largest single step. Names built through pathlib used to step it by
+3.8 MB once the archive held ~500 tracks (the interned-string table doubling; issue 6).
 Run: .venv/bin/python bench/bench_archive.py [--tracks N] [--checkpoint DIR|rule-based]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -21,10 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from streamer.archive import NEXT_TRACK, PlayedTrack, TrackArchive  # noqa: E402
 from streamer.composer import load_composer  # noqa: E402
 from streamer.config import ArchiveSettings  # noqa: E402
+from streamer.video import NowPlayingFile  # noqa: E402
+
+from bench_memory import heap_reader  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -40,6 +51,34 @@ def compose_tracks(setting: str, count: int, seed: int) -> list[PlayedTrack]:
             bars = []
         bars.append(bar)
     return tracks
+
+
+def heap_across_a_full_archive(tracks: list[PlayedTrack], keep_tracks: int, bars_per_track: int = 56) -> dict | None:
+    """The C heap in use before and after keep_tracks × 1.1 archived tracks, and its largest step."""
+    heap = heap_reader()
+    if heap is None:
+        return None
+    count = keep_tracks + keep_tracks // 10
+    with tempfile.TemporaryDirectory() as directory:
+        archive = TrackArchive(Path(directory) / "tracks", keep_tracks, 10**12)
+        now_playing = NowPlayingFile(Path(directory) / "nowplaying.txt")
+        before = last = heap()["heap_in_use_mb"]
+        largest_step = 0.0
+        for index in range(count):
+            source = tracks[index % len(tracks)]
+            # Two bars are enough: what is measured is the files' names, not the music.
+            track = dataclasses.replace(source, track_id=f"s0-t{index:04d}", bars=source.bars[:2],
+                                        started_at=1_700_000_000 + 60 * index)
+            if archive.write(track) is None:
+                raise RuntimeError(f"archive write failed: {archive.last_error}")
+            for bar in range(bars_per_track):
+                now_playing.write(f"{track.track_id} bar {bar}")
+            now = heap()["heap_in_use_mb"]
+            largest_step = max(largest_step, now - last)
+            last = now
+    return {"tracks_written": count, "kept": keep_tracks, "now_playing_writes": count * bars_per_track,
+            "heap_in_use_mb_before": round(before, 2), "heap_in_use_mb_after": round(last, 2),
+            "largest_step_mb": round(largest_step, 2)}
 
 
 def main() -> int:
@@ -80,6 +119,7 @@ def main() -> int:
                      "tracks_kept": int(kept), "bound_by": "keep_tracks" if kept == defaults.keep_tracks else "keep_mb",
                      "hours_of_music_kept": round(kept * mean_seconds / 3600, 1)},
         "machine": platform.platform(), "python": platform.python_version(),
+        "heap_across_a_full_archive": heap_across_a_full_archive(tracks, defaults.keep_tracks),
     }
     print(f"{'track':<12} {'bars':>4} {'seconds':>7} {'MIDI B':>7} {'JSON B':>6} {'CPU ms':>7} {'wall ms':>7}")
     for r in rows:
@@ -90,6 +130,11 @@ def main() -> int:
           f"wall (median)")
     print(f"default bounds ({defaults.keep_tracks} tracks, {defaults.keep_mb:g} MB) keep {int(kept)} tracks "
           f"(≈ {summary['defaults']['hours_of_music_kept']} h of music), bound by {summary['defaults']['bound_by']}")
+    heap = summary["heap_across_a_full_archive"]
+    if heap:
+        print(f"C heap in use across {heap['tracks_written']} archived tracks (keeping {heap['kept']}) and "
+              f"{heap['now_playing_writes']} now-playing writes: {heap['heap_in_use_mb_before']:.2f} → "
+              f"{heap['heap_in_use_mb_after']:.2f} MB, largest step {heap['largest_step_mb']:.2f} MB")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "archive.json").write_text(json.dumps({"summary": summary, "tracks": rows}, indent=1) + "\n")
     return 0

@@ -47,8 +47,9 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _mallinfo():
-    """glibc's heap figures in MB (in use, free inside the heap, mmapped), or None elsewhere."""
+def heap_reader():
+    """A function returning glibc's heap figures in MB (in use, free inside the heap, mmapped);
+    None where there is no glibc `mallinfo2`."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         function = libc.mallinfo2
@@ -74,7 +75,7 @@ def _write_growth(path: Path, base: tracemalloc.Snapshot, hours: float) -> None:
 
 def sample(port: int, args: argparse.Namespace, samples: list[dict], done: threading.Event) -> None:
     """The sampler thread: figures every `sample_seconds`, snapshots, then SIGTERM at the end."""
-    heap = _mallinfo()
+    heap = heap_reader()
     snapshots = sorted(args.snapshots)
     base = None
     started = time.monotonic()
