@@ -28,16 +28,17 @@ import ctypes.util
 import json
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import threading
 import time
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_daemon import RESULTS, ROOT, free_port, get_status, machine_description, rss_mb  # noqa: E402
+from bench_soak import rss_figures  # noqa: E402
 
 TOP_SITES = 25
 
@@ -102,17 +103,13 @@ def sample(port: int, args: argparse.Namespace, samples: list[dict], done: threa
 
 
 def summarise(samples: list[dict], hours: float) -> dict:
-    """Medians of the 5 % after 10 % of the audio and of the last 5 %, as bench_soak reports."""
-    def window(low: float, high: float) -> list[dict]:
-        return [s for s in samples if low * hours <= s["audio_hours"] <= high * hours] or samples[-1:]
+    """Per figure, bench_soak's RSS figures (medians of the 5 % after 10 % of the audio and of the
+    last 5 %, peak, growth, slope per audio hour), so the two tools' growth figures compare."""
     result = {}
     for key in ("rss_mb", "heap_in_use_mb", "heap_free_mb", "python_blocks"):
         if samples and key in samples[0]:
-            start = statistics.median(s[key] for s in window(0.10, 0.15))
-            end = statistics.median(s[key] for s in window(0.95, 1.0))
-            result[key] = {"after_warmup": start, "end": end, "peak": max(s[key] for s in samples)}
-    if "rss_mb" in result:
-        result["rss_growth"] = round(result["rss_mb"]["end"] / result["rss_mb"]["after_warmup"] - 1, 5)
+            points = [SimpleNamespace(audio=s["audio_hours"] * 3600, value=s[key]) for s in samples]
+            result[key] = rss_figures(points, "value", hours * 3600, warmup=0.10)
     return result
 
 
@@ -162,14 +159,11 @@ def main() -> int:
               "machine": machine_description(), "load_average": os.getloadavg()[0],
               "summary": summarise(samples, args.hours), "samples": samples}
     args.json.write_text(json.dumps(result, indent=1) + "\n")
-    summary = result["summary"]
     print(f"{result['hours_of_audio']:.2f} h of audio in {result['wall_minutes']:.1f} min")
-    for key, figures in summary.items():
-        if isinstance(figures, dict):
-            print(f"  {key:15s} after warm-up {figures['after_warmup']:10.1f}  end {figures['end']:10.1f}"
-                  f"  peak {figures['peak']:10.1f}")
-    if "rss_growth" in summary:
-        print(f"  RSS growth {summary['rss_growth'] * 100:.2f} %  -> {args.json}")
+    for key, figures in result["summary"].items():
+        print(f"  {key:15s} after warm-up {figures['after_warmup_mb']:10.1f}  end {figures['final_mb']:10.1f}  "
+              f"peak {figures['peak_after_warmup_mb']:10.1f}  growth {figures['growth'] * 100:6.2f} %")
+    print(f"  -> {args.json}")
     return 0 if code == 0 else 1
 
 
