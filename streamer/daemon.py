@@ -319,17 +319,17 @@ class Daemon:
 
     def _build_render(self, config: Config) -> tuple[Any, Any]:
         renderer = self._build_renderer(config)
-        return renderer, self._build_effects(config, renderer.sample_rate)
+        return renderer, self._build_effects(config)
 
     def _build_renderer(self, config: Config) -> Any:
         from streamer.render import BarRenderer
 
         return BarRenderer(config.render, seed=self.seed)
 
-    def _build_effects(self, config: Config, sample_rate: int) -> Any:
+    def _build_effects(self, config: Config) -> Any:
         from streamer.effects import EffectsChain
 
-        return EffectsChain.from_settings(config.effects, sample_rate, self.seed)
+        return EffectsChain.from_settings(config.effects, self.sample_rate, self.seed)
 
     def _load_initial_composer(self) -> Composer:
         """The configured composer, validated like a reload (its first bar goes into the ring);
@@ -840,7 +840,7 @@ class Daemon:
                 renderer.render_bar(first)  # proves the SoundFont plays
                 renderer.reset()
             if config.effects != self.config.effects:
-                effects = self._build_effects(config, self.sample_rate)
+                effects = self._build_effects(config)
             render_swap = (renderer, effects, config) if renderer is not None or effects is not None else None
             self._warn_restart_needed(config)
         except Exception as exc:  # whatever is wrong with the new files, the old model plays on
