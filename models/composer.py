@@ -79,6 +79,7 @@ FILLS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((8, 38), (11, 38), (12, 47), (14, 45), (15, 41)),
 )
 CRASH = 49
+LATENT_SOURCES = ("lstm", "noise")
 
 
 @dataclass(frozen=True)
@@ -180,12 +181,17 @@ class Composer:
     """
 
     def __init__(self, decoder: FastDecoder, lstm: FastLSTM, controls: Controls | None = None,
-                 model_id: str = "") -> None:
+                 model_id: str = "", latent_source: str = "lstm") -> None:
         if decoder.latent_dim != lstm.config.latent_dim:
             raise ModelError(f"VAE latent size {decoder.latent_dim} and LSTM latent size "
                              f"{lstm.config.latent_dim} differ")
+        if latent_source not in LATENT_SOURCES:
+            raise ModelError(f"latent_source must be one of {', '.join(LATENT_SOURCES)}, not {latent_source!r}")
         self._decoder = decoder
         self._fast_lstm = lstm
+        # "noise": every bar's latent drawn from N(0, 1) instead of the LSTM's prediction (the
+        # evaluation's ablation: what the LSTM adds over the VAE's prior).
+        self.latent_source = latent_source
         self._allowed = self._allowed_chords()
         self.controls = controls or Controls()
         self.model_id = model_id
@@ -197,17 +203,19 @@ class Composer:
         self.bars_made = 0
 
     @classmethod
-    def from_checkpoint(cls, directory: str | Path | None = None, controls: Controls | None = None) -> "Composer":
+    def from_checkpoint(cls, directory: str | Path | None = None, controls: Controls | None = None,
+                        latent_source: str = "lstm") -> "Composer":
         """A composer from a checkpoint directory (default: the shipped `models/checkpoints`), without torch."""
         vae, lstm = ckpt.load_weight_pair(directory or ckpt.shipped_directory())
         model_id = f"{vae.info.model_id}+{lstm.info.model_id}"
-        return cls(FastDecoder(vae.arrays, vae.config), FastLSTM(lstm.arrays, lstm.config), controls, model_id)
+        return cls(FastDecoder(vae.arrays, vae.config), FastLSTM(lstm.arrays, lstm.config), controls, model_id,
+                   latent_source)
 
     @classmethod
     def from_modules(cls, vae: BarVAE, lstm: BarLSTM, controls: Controls | None = None,
-                     model_id: str = "") -> "Composer":
+                     model_id: str = "", latent_source: str = "lstm") -> "Composer":
         """A composer from trained torch modules (`models.vae.BarVAE`, `models.lstm.BarLSTM`)."""
-        return cls(FastDecoder.from_module(vae), FastLSTM.from_module(lstm), controls, model_id)
+        return cls(FastDecoder.from_module(vae), FastLSTM.from_module(lstm), controls, model_id, latent_source)
 
     def set_controls(self, **changes: object) -> None:
         """Change controls; temperature, style and energy apply from the next bar."""
@@ -357,8 +365,7 @@ class Composer:
                     if reuse:
                         latent = material.latents[bar_in_section]
                     else:
-                        mu, logvar = self._fast_lstm.latent_distribution(output, chord)
-                        latent = sample_latent(mu, logvar, 0.6 * self.controls.temperature, rng)
+                        latent = self._next_latent(output, chord, rng)
                     self.model_seconds += time.thread_time() - started
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, tail)
@@ -379,6 +386,13 @@ class Composer:
                     tail = np.concatenate([tail, tokens])[-TAIL_STEPS:]
                     previous = (latent, chord)
                     bar_index += 1
+
+    def _next_latent(self, output: np.ndarray, chord: int, rng: np.random.Generator) -> np.ndarray:
+        """The next bar's latent (L,): the LSTM's prediction given its chord, or prior noise."""
+        if self.latent_source == "noise":
+            return rng.standard_normal(self._decoder.latent_dim).astype(np.float32)
+        mu, logvar = self._fast_lstm.latent_distribution(output, chord)
+        return sample_latent(mu, logvar, 0.6 * self.controls.temperature, rng)
 
     def _energy(self, label: str, bar_in_section: int, n_bars: int) -> float:
         base = SECTION_ENERGY.get(label, 0.5)
