@@ -443,7 +443,7 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
     parser.add_argument("--train-data", action="extend", nargs="+", metavar="DIR", default=None,
                         help="the models' training folders, for the baselines and the copy check "
-                             "(default: the checkpoint's train_config.json, else ../shared/data/{lofi,nes,lakh-lofi})")
+                             "(default: the checkpoint's train_config.json, else ../shared/data/{lofi,nes,lakh-lofi,pop909,vgmidi})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)
