@@ -64,6 +64,23 @@ DIATONIC: dict[int, tuple[str, str, str | None]] = {
     11: ("dim", "m7b5", None),
 }
 SCALE_PCS = frozenset((0, 2, 4, 5, 7, 9, 11))  # C major / A natural minor
+# A track's scale colour (normalised key), by mode: name → (scale, chord changes (root, quality
+# → quality)). The melody takes the colour wherever the chord allows it; the one chord that
+# carries the mode's sound changes with it (dorian's major IV, mixolydian's minor v, ...).
+MODES: dict[int, dict[str, tuple[frozenset[int], dict[tuple[int, str], str]]]] = {
+    MAJOR: {
+        "ionian": (SCALE_PCS, {}),
+        "mixolydian": (frozenset((0, 2, 4, 5, 7, 9, 10)), {(7, "maj"): "min", (7, "7"): "m7", (7, "9"): "m9"}),
+        "lydian": (frozenset((0, 2, 4, 6, 7, 9, 11)), {(2, "min"): "maj", (2, "m7"): "7", (2, "m9"): "9"}),
+    },
+    MINOR: {
+        "aeolian": (SCALE_PCS, {}),
+        "dorian": (frozenset((9, 11, 0, 2, 4, 6, 7)), {(2, "min"): "maj", (2, "m7"): "7", (2, "m9"): "9"}),
+        "harmonic": (frozenset((9, 11, 0, 2, 4, 5, 8)), {(4, "min"): "7", (4, "m7"): "7"}),
+        "phrygian": (frozenset((9, 10, 0, 2, 4, 5, 7)), {}),
+    },
+}
+MODE_WEIGHTS = {MAJOR: (0.5, 0.3, 0.2), MINOR: (0.4, 0.3, 0.2, 0.1)}
 TONIC_ROOT = {MAJOR: 0, MINOR: 9}
 # Chords from outside the key that lo-fi and game music use, per mode of the normalised key:
 # (root, quality) → the root it resolves to, a fifth below (secondary dominants, the major V7 of
@@ -157,6 +174,7 @@ class _Plan:
     sections: list[tuple[str, int]]  # (label, bars)
     rng: np.random.Generator
     intro: str = "full"  # which voices open the track: see INTROS
+    colour: str = ""  # the track's scale colour in MODES (ionian/aeolian when empty)
     density: int = 0  # -1, 0, +1: this track's lead activity against the style's
     register: float = 0.0  # semitones this track's lead leans up (+) or down (-)
     motif_share: float = 0.5  # chance that a phrase restates the previous one's lead on its own chords
@@ -173,6 +191,18 @@ class _Plan:
     @property
     def key(self) -> str:
         return key_name(self.tonic, self.mode)
+
+    @property
+    def scale(self) -> frozenset[int]:
+        """Pitch classes of the track's scale colour, in the normalised key."""
+        return MODES[self.mode][self.colour or next(iter(MODES[self.mode]))][0]
+
+    def coloured(self, chord: int) -> int:
+        """`chord` as the track's scale colour has it (dorian's IV is major, ...)."""
+        root, quality = chord_parts(chord)
+        changes = MODES[self.mode][self.colour or next(iter(MODES[self.mode]))][1]
+        name = changes.get((root, CHORD_QUALITIES[quality]))
+        return chord if name is None else chord_index(root, CHORD_QUALITIES.index(name))
 
 
 @dataclass
@@ -297,9 +327,11 @@ class Composer:
         if min(middle, 7) in alternatives and rng.random() < 0.5:
             form = alternatives[min(middle, 7)]
         sections = [("intro", INTRO_BARS)] + [(label, SECTION_BARS) for label in form] + [("outro", OUTRO_BARS)]
+        colours = list(MODES[mode])
         plan = _Plan(index, f"s{self.controls.seed}-t{index:04d}", tonic, mode, tempo, sections, rng,
                      intro=str(rng.choice(list(INTROS))), density=int(rng.integers(-1, 2)),
-                     register=float(rng.uniform(-3.0, 3.0)), motif_share=float(rng.uniform(0.3, 0.8)))
+                     register=float(rng.uniform(-3.0, 3.0)), motif_share=float(rng.uniform(0.3, 0.8)),
+                     colour=colours[int(rng.choice(len(colours), p=MODE_WEIGHTS[mode]))])
         self._previous_plan = plan
         log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
                  " ".join(label for label, _ in sections))
@@ -418,8 +450,8 @@ class Composer:
                 if label in ("intro", "outro"):
                     letter = "A"
                 if letter not in materials:
-                    materials[letter] = _Material(self._draft_loop(state, previous, plan.mode, rng,
-                                                                   start_on_tonic=letter == "A"),
+                    loop = self._draft_loop(state, previous, plan.mode, rng, start_on_tonic=letter == "A")
+                    materials[letter] = _Material([plan.coloured(chord) for chord in loop],
                                                   comp=COMP_PATTERNS[int(rng.choice(len(COMP_PATTERNS),
                                                                                     p=COMP_WEIGHTS))])
                 material = materials[letter]
@@ -446,16 +478,18 @@ class Composer:
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan, energy, rng, tail)
                     if reuse:  # the phrase returns as it was first played and arranged
-                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1])[:, :3]
+                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1], plan.scale)[:, :3]
                     else:
                         if restate and LOOP_BARS <= bar_in_section < n_bars - 1:
                             source_chord, source = section_bars[bar_in_section - LOOP_BARS]
                             tokens[:, 0] = self._restated_lead(source[:, 0], source_chord, chord)
-                            tokens = self._clean(tokens, chord, tail[-1])
+                            tokens = self._clean(tokens, chord, tail[-1], plan.scale)
                         self._bass_on_chord(tokens, chord, tail, rng)
                         if self.controls.style_blend < 0.5:
                             self._lofi_phrasing(tokens)
                             self._comp_harmony(tokens, chord, material.comp)
+                        else:
+                            self._chip_phrasing(tokens, chord)
                         if label == letter and bar_in_section < LOOP_BARS:
                             material.latents.append(latent)
                             material.tokens.append(tokens.copy())
@@ -548,6 +582,40 @@ class Composer:
                 else:
                     sounding = False
 
+    @staticmethod
+    def _chip_phrasing(tokens: np.ndarray, chord: int) -> None:
+        """NES idioms for lines that hammer one note: the second pulse sweeps an arpeggio over the
+        chord instead, and the triangle bounces between octaves."""
+        root, quality = chord_parts(chord)
+        if root >= 12:
+            return
+        tones = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+        for voice in (1, 2):
+            column = tokens[:, voice]
+            low, high = PITCH_RANGES[VOICES[voice]]
+            onsets = np.flatnonzero(column >= FIRST_PITCH_TOKEN)
+            if onsets.size < 3:
+                continue
+            pitches = [token_to_pitch(voice, column[step]) for step in onsets]
+            if voice == 1:
+                base = pitches[0]
+                ladder = [p for p in range(max(low, base - 7), min(high, base + 12) + 1) if p % 12 in tones]
+                if len(ladder) < 3:
+                    continue
+                cycle = ladder + ladder[-2:0:-1]  # up, then down, then up again
+                start = min(range(len(ladder)), key=lambda i: abs(ladder[i] - base))
+                position = start
+                for k in range(1, len(onsets)):
+                    if pitches[k] == pitches[k - 1]:
+                        position += 1
+                        column[onsets[k]] = FIRST_PITCH_TOKEN + cycle[position % len(cycle)] - low
+            else:
+                for k in range(1, len(onsets)):
+                    if pitches[k] == pitches[k - 1] and k % 2 == 1:
+                        bounced = pitches[k] + 12 if pitches[k] + 12 <= high else pitches[k] - 12
+                        if low <= bounced:
+                            column[onsets[k]] = FIRST_PITCH_TOKEN + bounced - low
+
     def _comp_harmony(self, tokens: np.ndarray, chord: int, pattern: tuple[tuple[int, int], ...]) -> None:
         """Lo-fi harmony: sustained strikes in the section's rhythm, the top note a chord tone
         under the lead and above the bass (voiced wide by `_voice_harmony`)."""
@@ -609,7 +677,7 @@ class Composer:
         tokens, base = self._sample_tokens(latent, cond, activity, root, tail, temperature, rng,
                                            self._lead_register_bias(plan))
         held = tail[-1]
-        tokens = self._clean(tokens, chord, held)
+        tokens = self._clean(tokens, chord, held, plan.scale)
         for voice in range(4):
             if not self._sounds(tokens[:, voice], voice, held):
                 tokens[:, voice] = self._fallback(voice, chord, base[:, voice] if voice < 3 else None, rng)
@@ -671,14 +739,15 @@ class Composer:
         self.model_seconds += network_seconds
         return sequence[TAIL_STEPS:].copy(), bar["base"]
 
-    def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray) -> np.ndarray:
+    def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray,
+               track_scale: frozenset[int] = SCALE_PCS) -> np.ndarray:
         """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
         root, quality = chord_parts(chord)
         chord_pcs = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]} if root < 12 else set()
         # Over a chord from outside the key its own tones replace the scale tones a semitone away
         # (G# over E7 in A minor: G would clash).
-        foreign = chord_pcs - SCALE_PCS
-        scale = (SCALE_PCS - {(pc + d) % 12 for pc in foreign for d in (-1, 1)}) | chord_pcs
+        foreign = chord_pcs - track_scale
+        scale = (track_scale - {(pc + d) % 12 for pc in foreign for d in (-1, 1)}) | chord_pcs
         for voice in range(3):
             column = tokens[:, voice]
             sounding = held[voice] != REST
