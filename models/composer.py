@@ -87,10 +87,17 @@ TONIC_ROOT = {MAJOR: 0, MINOR: 9}
 # minor), or None for a borrowed colour that goes anywhere (iv, bVI, bVII in major; IV in minor).
 # The LSTM's chord head decides how often they come; the composer only makes dominants resolve.
 CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
-    MAJOR: {(2, "7"): 7, (9, "7"): 2, (4, "7"): 9, (11, "7"): 4, (0, "7"): 5,
-            (5, "min"): None, (5, "m7"): None, (10, "maj"): None, (8, "maj"): None, (8, "maj7"): None},
-    MINOR: {(4, "7"): 9, (4, "maj"): 9, (9, "7"): 2, (11, "7"): 4, (0, "7"): 5, (2, "maj"): None, (2, "7"): 7},
+    MAJOR: {(2, "7"): 7, (9, "7"): 2, (4, "7"): 9, (11, "7"): 4, (0, "7"): 5, (2, "maj"): 7, (4, "maj"): 9,
+            (5, "min"): None, (5, "m7"): None, (10, "maj"): None, (10, "7"): None, (8, "maj"): None,
+            (8, "maj7"): None, (3, "maj"): None, (3, "maj7"): None},
+    MINOR: {(4, "7"): 9, (4, "maj"): 9, (9, "7"): 2, (11, "7"): 4, (0, "7"): 5, (2, "maj"): None, (2, "7"): 7,
+            (10, "maj"): None, (10, "maj7"): None, (9, "maj"): None, (6, "m7b5"): None},
 }
+# Logits added to the chromatic chords (borrowed, dominant): the LSTM learned them from estimated
+# chord labels, where a borrowed chord is often read as a diatonic neighbour; this brings them to
+# about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
+# colours, as in the data, where few chromatic chords move a fifth down.
+CHROMATIC_BOOST = {"borrowed": 3.0, "dominant": 1.0}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
 SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}
@@ -114,7 +121,7 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
 )
 COMP_WEIGHTS = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.1])  # mostly one long chord a bar
 REPEAT_PENALTY = 2.5  # logits taken from the lead's last pitch: a melody moves; holding is still free
-RECENT_PENALTY = 0.35  # ... and per recent use of a pitch (the last 6 onsets), so a phrase ranges wider
+RECENT_PENALTY = 0.5  # ... and per recent use of a pitch (the last 8 onsets), so a phrase ranges wider
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
 # about the training data's own share, lo-fi ~0.64 and NES ~0.41 (chords estimated per bar).
 ROOT_SHARE = {"lofi": 0.65, "nes": 0.45}
@@ -252,6 +259,11 @@ class Composer:
         # evaluation's ablation: what the LSTM adds over the VAE's prior).
         self.latent_source = latent_source
         self._allowed = {mode: self._allowed_chords(mode) for mode in (MAJOR, MINOR)}
+        self._chromatic_boost = {mode: np.zeros(N_CHORDS) for mode in (MAJOR, MINOR)}
+        for mode, chords in CHROMATIC.items():
+            for (root, quality), target in chords.items():
+                boost = CHROMATIC_BOOST["borrowed" if target is None else "dominant"]
+                self._chromatic_boost[mode][chord_index(root, CHORD_QUALITIES.index(quality))] = boost
         self.controls = controls or Controls()
         self.model_id = model_id
         self._track_index = 0
@@ -391,7 +403,7 @@ class Composer:
         `resolve_to`: the root of the loop's first chord, which a chromatic dominant in the last
         bar must resolve to (elsewhere the next bar resolves it).
         """
-        logits = self._fast_lstm.chord_logits(output)
+        logits = self._fast_lstm.chord_logits(output) + self._chromatic_boost[mode]
         allowed = self._allowed[mode].copy()
         if avoid is not None:  # a loop that changes chord every bar
             root_avoid = chord_parts(avoid)[0]
@@ -562,7 +574,7 @@ class Composer:
     @staticmethod
     def _lofi_phrasing(tokens: np.ndarray) -> None:
         """Lo-fi plays few, long notes: the bass keeps its onsets on beats 1 and 3 (and the push
-        before 3), and lead and bass notes ring on until the next one (up to 2 beats)."""
+        before 3), and lead (up to a beat) and bass notes (up to 2 beats) ring on into rests."""
         bass = tokens[:, 2]
         for step in range(STEPS_PER_BAR):
             if bass[step] >= FIRST_PITCH_TOKEN and step not in (0, 6, 8):
@@ -576,7 +588,7 @@ class Composer:
                     sounding, ringing = True, 0
                 elif column[step] == HOLD:
                     continue
-                elif sounding and ringing < 8:
+                elif sounding and ringing < (4 if voice == 0 else 8):
                     column[step] = HOLD
                     ringing += 1
                 else:
@@ -710,7 +722,7 @@ class Composer:
         offsets = np.array(CONTEXT_OFFSETS)
         draws = rng.random((STEPS_PER_BAR, 4))
         last_pitch = np.full(3, -1, dtype=np.int64)  # each pitched voice's last onset (pitch index)
-        recent: deque[int] = deque(maxlen=6)  # the lead's last onsets (pitch index)
+        recent: deque[int] = deque(maxlen=8)  # the lead's last onsets (pitch index)
         for position in range(TAIL_STEPS):
             onsets = tail[position, :3] >= FIRST_PITCH_TOKEN
             last_pitch[onsets] = tail[position, :3][onsets] - FIRST_PITCH_TOKEN
