@@ -1,0 +1,50 @@
+"""`make run` installs what playing needs and nothing else; `make test` adds the test packages and extras.
+
+The real Makefile, dry-run (`make -n -B`: every command it would run, nothing executed).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _roles() -> dict[str, list[str]]:
+    roles: dict[str, list[str]] = {"run": [], "test": []}
+    for line in (ROOT / "deploy/apt-packages.txt").read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            roles[fields[1]].append(fields[0])
+    return roles
+
+
+def _dry_run(target: str) -> str:
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", "-C", str(ROOT), target], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _apt_packages(commands: str) -> set[str]:
+    lists = re.findall(r"for p in ([^;]*); do", commands)
+    assert lists, commands
+    return {name for found in lists for name in found.split()}
+
+
+def test_make_run_installs_only_the_run_packages_and_the_project():
+    roles = _roles()
+    assert roles["run"] and roles["test"]
+    commands = _dry_run("run")
+    assert _apt_packages(commands) == set(roles["run"])
+    assert "pip install -q -e ." in commands and "[test]" not in commands
+    assert commands.rstrip().splitlines()[-1].endswith("chiplofi stream")
+
+
+def test_make_test_adds_the_test_packages_and_extras():
+    roles = _roles()
+    commands = _dry_run("test")
+    assert _apt_packages(commands) == set(roles["run"]) | set(roles["test"])
+    assert "pip install -q -e '.[test]'" in commands
