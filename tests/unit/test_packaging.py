@@ -1,12 +1,14 @@
-"""`make run` installs what playing needs and nothing else; `make test` adds the test packages and extras.
+"""Packaging: the licence as PEP 639 declares it, a bounded build backend, and what the make targets install.
 
-The real Makefile, dry-run (`make -n -B`: every command it would run, nothing executed).
+`make run` installs what playing needs and nothing else; `make test` adds the test packages and
+extras: the real Makefile, dry-run (`make -n -B`: every command it would run, nothing executed).
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +50,12 @@ def test_make_test_adds_the_test_packages_and_extras():
     commands = _dry_run("test")
     assert _apt_packages(commands) == set(roles["run"]) | set(roles["test"])
     assert "pip install -q -e '.[test]'" in commands
+
+
+def test_licence_is_an_spdx_string_with_its_file_and_the_build_backend_is_bounded():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"  # PEP 639; the TOML table form is deprecated
+    for name in project["project"]["license-files"]:
+        assert "MIT License" in (ROOT / name).read_text()
+    (backend,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    assert re.fullmatch(r"setuptools>=77[.0-9]*,<\d+", backend), backend
