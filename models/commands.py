@@ -7,7 +7,9 @@ Torch is imported only when a command runs, so `chiplofi --help` stays quick. `r
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -109,8 +111,24 @@ def run_generate(args: argparse.Namespace, render_wav: RenderWav | None) -> int:
             wav_path = path.with_suffix(".wav")
             render_wav(path, wav_path)  # type: ignore[misc]
             log.info("rendered %s", wav_path)
-    log.info("%d tracks in %s", len(paths), args.out)
+    sys.stdout.write(generate_summary(Path(args.out), paths, args.wav))
     return 0
+
+
+def generate_summary(out_dir: Path, paths: list[Path], wav: bool) -> str:
+    """What `generate` prints: every file it wrote with the track's key, tempo and length (from
+    the index.json it wrote beside them), and how to listen."""
+    tracks = {t["file"]: t for t in json.loads((out_dir / "index.json").read_text())["tracks"]}
+    seconds = sum(t["seconds"] for t in tracks.values())
+    lines = [f"wrote {len(paths)} track{'s' if len(paths) != 1 else ''} ({seconds / 60:.1f} min) to "
+             f"{out_dir.resolve()}, listed in index.json:"]
+    for path in paths:
+        track = tracks[path.name]
+        files = f"{path.name} + {path.with_suffix('.wav').name}" if wav else path.name
+        lines.append(f"  {files}: {track['key']}, {track['tempo_bpm']:.0f} BPM, {track['seconds']:.0f} s")
+    if paths and not wav:
+        lines.append(f"listen: chiplofi render {paths[0].resolve()} -o {paths[0].stem}.wav  (or generate with --wav)")
+    return "\n".join(lines) + "\n"
 
 
 def add_model_commands(subparsers: argparse._SubParsersAction, render_wav: RenderWav | None) -> None:
