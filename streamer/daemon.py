@@ -787,6 +787,10 @@ class Daemon:
             self.counters["bars_played"] += 1
             if not marker.fallback and marker.entry.bar.bar_index == 0:
                 self.counters["tracks_started"] += 1
+                # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
+                bar = marker.entry.bar
+                log.info("now playing: %s, %s, %.0f BPM (%s)", bar.track_id, bar.key, bar.tempo_bpm,
+                         marker.entry.composer_id)
             if self.track_recorder is not None:
                 self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)
             changed = True
