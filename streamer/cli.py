@@ -95,6 +95,17 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return run_stream(args.config, overrides, duration=args.duration)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from streamer.status_view import DEFAULT_ADDR, run_status
+
+    addr = args.addr
+    if addr is None and args.config is not None:
+        from streamer.daemon import CliOverrides, load_stream_config
+
+        addr = load_stream_config(args.config, CliOverrides(), os.environ).status.addr
+    return run_status(addr or DEFAULT_ADDR, as_json=args.json, watch=args.watch)
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from streamer.daemon import CliOverrides, describe_config, load_stream_config
 
@@ -182,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="stop after this many seconds of audio (tests, benchmarks)")
     stream.set_defaults(func=_cmd_stream, log_level=logging.INFO)
+
+    status = commands.add_parser(
+        "status", help="show what a running stream is doing (track, model, buffer, outputs, counters)",
+        description="Ask a running `chiplofi stream` (its status server) what it is playing: track, key, "
+                    "tempo, section, model, buffer, outputs, schedule and counters. Ctrl-C ends --watch.")
+    status.add_argument("--addr", metavar="HOST:PORT",
+                        help="the stream's status address (default: --config's [status] addr, else 127.0.0.1:8080)")
+    status.add_argument("--config", type=Path, help="read the status address from this config")
+    status.add_argument("--json", action="store_true", help="print /status as JSON (with --watch: one line each time)")
+    status.add_argument("--watch", type=_seconds, nargs="?", const=2.0, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS (default 2) until Ctrl-C")
+    status.set_defaults(func=_cmd_status)
 
     config_cmd = commands.add_parser("config", help="check a config file or print an example",
                                      description="Validate a TOML config (every key, plus environment "
