@@ -112,7 +112,7 @@ def check_config(config: Config) -> None:
         parse_addr(config.status.addr)
     parse_schedule(config.schedule)
     for spec in stream.outputs:
-        _classify_output(spec)
+        _check_output_directory(spec, _classify_output(spec))
     if any(_classify_output(spec) == "ffmpeg" for spec in stream.outputs) or not stream.outputs:
         check_video_settings(config.video)
 
@@ -170,6 +170,15 @@ def _classify_output(spec: str) -> str:
         raise ConfigError(f"stream.outputs: {spec!r}: a file output must end in .wav (audio) or "
                           f"{', '.join(MUXERS)} (audio and video)")
     return "ffmpeg"
+
+
+def _check_output_directory(spec: str, kind: str) -> None:
+    """A file output's directory must exist, as for `chiplofi render`: a typo in a path should stop
+    the stream at once, not create directories nobody asked for."""
+    if kind == "wav" or (kind == "ffmpeg" and "://" not in spec):
+        directory = Path(spec).parent
+        if not directory.is_dir():
+            raise ConfigError(f"stream.outputs: {spec}: the directory {directory} does not exist")
 
 
 @dataclass

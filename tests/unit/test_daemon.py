@@ -526,3 +526,16 @@ def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp
         assert playing == f"short-{number}"
     # The buffer (8 s) was composed ahead and never heard: those tracks were not announced.
     assert composer.calls >= len(heard) + 2
+
+
+@pytest.mark.parametrize("name", ["x.flv", "x.wav"])
+def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, capsys, name):
+    from streamer.cli import main
+
+    missing = tmp_path / "missing"
+    output = missing / name
+    assert main(["stream", "--output", str(output), "--output", "null"]) == 2
+    assert f"stream.outputs: {output}: the directory {missing} does not exist" in capsys.readouterr().err
+    assert not missing.exists()  # nothing created
+    missing.mkdir()
+    assert load_stream_config(None, CliOverrides(outputs=(str(output),)), {}).stream.outputs == (str(output),)
