@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "overrides CHIPLOFI_<TABLE>__<KEY>) and say what it means.")
     config_commands = config_cmd.add_subparsers(dest="config_command", metavar="ACTION")
     config_commands.required = True
-    check = config_commands.add_parser("check", help="validate FILE; exit 2 naming the first bad key")
+    check = config_commands.add_parser("check", help="validate FILE; exit 2 naming every bad key, one a line")
     check.add_argument("file", type=Path, metavar="FILE")
     check.set_defaults(func=_cmd_config_check)
     example = config_commands.add_parser("example", help="print every key with its default and meaning",
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        sys.stderr.write(f"chiplofi: config error: {exc}\n")
+    except ConfigError as exc:  # one line per bad key
+        sys.stderr.write("".join(f"chiplofi: config error: {line}\n" for line in str(exc).splitlines() or [""]))
         return EXIT_USAGE
     except ChiplofiError as exc:
         sys.stderr.write(f"chiplofi: error: {exc}\n")

@@ -103,18 +103,32 @@ def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
 
 
 def check_config(config: Config) -> None:
-    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError."""
+    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError
+    with one line per problem (every check runs)."""
     stream = config.stream
+    problems: list[str] = []
+
+    def attempt(check: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return check(*args)
+        except ConfigError as error:
+            problems.extend(str(error).splitlines())
+            return None
+
     if stream.ready_seconds > stream.buffer_seconds:
-        raise ConfigError(f"stream.ready_seconds: expected at most stream.buffer_seconds "
-                          f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
+        problems.append(f"stream.ready_seconds: expected at most stream.buffer_seconds "
+                        f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
     if config.status.enabled:
-        parse_addr(config.status.addr)
-    parse_schedule(config.schedule)
-    for spec in stream.outputs:
-        _check_output_directory(spec, _classify_output(spec))
-    if any(_classify_output(spec) == "ffmpeg" for spec in stream.outputs) or not stream.outputs:
-        check_video_settings(config.video)
+        attempt(parse_addr, config.status.addr)
+    attempt(parse_schedule, config.schedule)
+    kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
+    for spec, kind in zip(stream.outputs, kinds):
+        if kind is not None:
+            attempt(_check_output_directory, spec, kind)
+    if "ffmpeg" in kinds or not stream.outputs:
+        attempt(check_video_settings, config.video)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def load_stream_config(path: str | Path | None, overrides: CliOverrides,
