@@ -98,6 +98,8 @@ def test_render_errors_are_one_line_naming_the_file(case, song, tmp_path):
     assert len(lines) == 1, lines
     named = {"unwritable": str(out), "bad-config": "effects.hiss_db"}.get(case, source.name)
     assert named in lines[0]
+    if case == "empty":  # said as it is, not as a parser's EOFError
+        assert lines[0] == f"chiplofi: error: {source}: the file is empty (0 bytes), not a MIDI file"
     assert not out.exists()
 
 
