@@ -30,8 +30,9 @@ loss_curves.png and resume/ (for --resume). At the end it prints the held-out fi
 simple baselines, warns when a model does no better, and says how to play the result.
 
 With a few dozen files of one's own, fine-tune the shipped models instead of training from
-scratch: `chiplofi train --data MYFOLDER --out DIR --init-from` (about 10 minutes on 2 cores;
-the summary shows the figures before and after on MYFOLDER's held-out files).
+scratch: `chiplofi train --data MYFOLDER --out DIR --init-from` (a budget of 8 minutes; 40 files
+took 90 s on 2 busy cores; the summary shows the figures before and after on MYFOLDER's held-out
+files).
 
 More machines: torchrun --nproc_per_node=N -m models.train --out DIR [options]
 (data-parallel, gloo backend, CPU)."""
