@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from models.config import TrainConfig
-from models.finetune import FINE_TUNE_MINUTES, SHIPPED
 from models.errors import ModelError
+from models.finetune import FINE_TUNE_MINUTES, SHIPPED
 
 log = logging.getLogger(__name__)
 

@@ -96,14 +96,15 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from streamer.status_view import DEFAULT_ADDR, run_status
+    from streamer.config import StatusSettings
+    from streamer.daemon import CliOverrides, load_stream_config
+    from streamer.status_view import run_status
 
     addr = args.addr
-    if addr is None and args.config is not None:
-        from streamer.daemon import CliOverrides, load_stream_config
-
-        addr = load_stream_config(args.config, CliOverrides(), os.environ).status.addr
-    return run_status(addr or DEFAULT_ADDR, as_json=args.json, watch=args.watch)
+    if addr is None:
+        addr = (load_stream_config(args.config, CliOverrides(), os.environ).status.addr if args.config is not None
+                else StatusSettings().addr)
+    return run_status(addr, as_json=args.json, watch=args.watch)
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

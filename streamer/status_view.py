@@ -12,21 +12,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from streamer.errors import StatusUnavailableError
 from streamer.schedule import duration_text
 
-DEFAULT_ADDR = "127.0.0.1:8080"
-WATCH_SECONDS = 2.0
 CLEAR_SCREEN = "\033[H\033[2J"  # cursor home, erase display (any ANSI terminal)
 
 
 def fetch_status(addr: str, timeout: float = 5.0) -> dict[str, Any]:
     """The JSON of http://ADDR/status; StatusUnavailableError says why there is none."""
     url = f"http://{addr}/status"
+    # No proxy: the status server is on this machine (an http_proxy variable must not reroute it).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with opener.open(url, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
         raise StatusUnavailableError(f"{url} answered {error.code} {error.reason}") from None
@@ -94,8 +94,7 @@ def format_status(status: dict[str, Any], addr: str) -> str:
     return "".join(f"{label:<{width}}  {text}\n" for label, text in rows)
 
 
-def run_status(addr: str, *, as_json: bool = False, watch: float | None = None, out: TextIO = sys.stdout,
-               sleep: Callable[[float], None] = time.sleep) -> int:
+def run_status(addr: str, *, as_json: bool = False, watch: float | None = None, out: TextIO = sys.stdout) -> int:
     """Print the status once, or every `watch` seconds until Ctrl-C (exit 0). Once: a stream that
     cannot be reached raises StatusUnavailableError; watching, it is shown and retried."""
     if watch is None:
@@ -113,6 +112,6 @@ def run_status(addr: str, *, as_json: bool = False, watch: float | None = None, 
                 text = f"{time.strftime('%H:%M:%S')} {error}\n"
             out.write(clear + text + ("" if clear or as_json else "\n"))
             out.flush()
-            sleep(watch)
+            time.sleep(watch)
     except KeyboardInterrupt:
         return 0

@@ -70,9 +70,14 @@ def test_status_views_of_a_running_stream(tmp_path):
             kill_if_running(stream)
 
 
-def test_status_when_nothing_answers_says_where_it_looked():
+def test_status_when_nothing_answers_says_where_it_looked(tmp_path):
     addr = f"127.0.0.1:{free_port()}"
     result = chiplofi("status", "--addr", addr)
     assert result.returncode == 1 and result.stdout == ""
     assert f"no chiplofi stream answers at http://{addr}/status" in result.stderr
     assert "--addr" in result.stderr and "Traceback" not in result.stderr
+    # --config: the address of that config's [status] table.
+    config = tmp_path / "channel.toml"
+    config.write_text(f'[status]\naddr = "{addr}"\n')
+    result = chiplofi("status", "--config", str(config))
+    assert result.returncode == 1 and f"http://{addr}/status" in result.stderr
