@@ -31,7 +31,7 @@ simple baselines, warns when a model does no better, and says how to play the re
 
 With a few dozen files of one's own, fine-tune the shipped models instead of training from
 scratch: `chiplofi train --data MYFOLDER --out DIR --init-from` (a budget of 8 minutes; 40 files
-took 90 s on 2 busy cores; the summary shows the figures before and after on MYFOLDER's held-out
+took 95 s on 2 busy cores; the summary shows the figures before and after on MYFOLDER's held-out
 files).
 
 More machines: torchrun --nproc_per_node=N -m models.train --out DIR [options]
