@@ -919,7 +919,7 @@ class Composer:
             section=bar.section,
             key=bar.plan.key,
             tempo_bpm=bar.plan.tempo,
-            chord=chord_name((root + shift) % 12 if root < 12 else root, quality),
+            chord=chord_name((root + shift) % 12 if root < 12 else root, quality, (bar.plan.tonic, bar.plan.mode)),
             notes=tuple(notes),
             bars_in_track=bar.plan.bars,
             track_index=bar.plan.index,

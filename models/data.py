@@ -196,11 +196,29 @@ def normalising_shift(key_tonic: int, key_mode: int) -> int:
 
 # --------------------------------------------------------------------------- names
 
-def chord_name(root: int, quality: int) -> str:
-    """'Cm7', 'F#maj9', 'N.C.' for no chord."""
+SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+# Natural tonics whose key signature has flats: F major; D, G and C minor.
+_FLAT_NATURAL_KEYS = {(5, MAJOR), (2, MINOR), (7, MINOR), (0, MINOR)}
+
+
+def key_note_names(tonic: int, mode: int) -> tuple[str, ...]:
+    """The names of the 12 pitch classes as the key (named by `key_name`) spells them: flats in
+    a flat key (Bb minor: Db, not C#), sharps in a sharp key; C major / A minor: NOTE_NAMES."""
+    tonic_name = NOTE_NAMES[tonic % 12]
+    if tonic_name.endswith("b") or (tonic % 12, mode) in _FLAT_NATURAL_KEYS:
+        return FLAT_NAMES
+    if tonic_name.endswith("#") or (tonic % 12, mode) not in {(0, MAJOR), (9, MINOR)}:
+        return SHARP_NAMES
+    return NOTE_NAMES
+
+
+def chord_name(root: int, quality: int, key: tuple[int, int] | None = None) -> str:
+    """'Cm7', 'F#maj9', 'N.C.' for no chord; spelled as `key` (tonic, mode) spells its notes."""
     if root == NO_CHORD_ROOT or root < 0:
         return "N.C."
-    return NOTE_NAMES[root % 12] + CHORD_SYMBOLS[CHORD_QUALITIES[quality]]
+    names = key_note_names(*key) if key is not None else NOTE_NAMES
+    return names[root % 12] + CHORD_SYMBOLS[CHORD_QUALITIES[quality]]
 
 
 def parse_chord(text: str) -> tuple[int, str]:

@@ -356,22 +356,28 @@ def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> A
     return value
 
 
-def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], prefix: str = "") -> SettingsT:
+def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], prefix: str = "",
+                          problems: list[str] | None = None) -> SettingsT:
     """Build settings class `cls` from a (TOML) mapping, validating every key against its field.
 
-    Unknown keys are errors too: a typo must not silently fall back to a default.
+    Unknown keys are errors too: a typo must not silently fall back to a default. Every bad key
+    is reported, not only the first: the ConfigError's message has one line per key (so that
+    fixing a config takes one round). `problems` collects them across nested tables.
     """
+    top = problems is None
+    problems = [] if problems is None else problems
     if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {mapping!r}")
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a table, got {mapping!r}")
+        mapping = {}
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in mapping:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            name = key if str(key).isprintable() else repr(key)  # the error stays one line
-            raise ConfigError(f"{prefix}{name}: unknown key; known keys here: {known}")
     values: dict[str, Any] = {}
     for name, value in mapping.items():
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            shown = name if str(name).isprintable() else repr(name)  # the error stays one line
+            problems.append(f"{prefix}{shown}: unknown key; known keys here: {known}")
+            continue
         kind, key = hints[name], f"{prefix}{name}"
         # tuple[Item, ...] / dict[str, Item]: the kind of the items
         item_kind = {tuple: 0, dict: 1}.get(get_origin(kind))  # type: ignore[call-overload]
@@ -382,19 +388,26 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
             default = getattr(cls(), name)  # type: ignore[call-arg]
             given = {k: v for k, v in dataclasses.asdict(default).items() if v is not None}
             merged = {**given, **value} if isinstance(value, Mapping) else value
-            values[name] = settings_from_mapping(kind, merged, f"{key}.")
+            values[name] = settings_from_mapping(kind, merged, f"{key}.", problems)
         elif get_origin(kind) is tuple and dataclasses.is_dataclass(item_kind):  # [[key]]: an array of tables
             if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
-            values[name] = tuple(settings_from_mapping(item_kind, item, f"{key}[{i}].")
+                problems.append(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
+                continue
+            values[name] = tuple(settings_from_mapping(item_kind, item, f"{key}[{i}].", problems)
                                  for i, item in enumerate(value))
         elif get_origin(kind) is dict and dataclasses.is_dataclass(item_kind):  # [key.NAME]: named tables
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{key}: expected tables [{key}.NAME], got {value!r}")
-            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.")
+                problems.append(f"{key}: expected tables [{key}.NAME], got {value!r}")
+                continue
+            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.", problems)
                             for item_name, item in value.items()}
         else:
-            values[name] = _check_value(key, value, kind, fields[name].metadata)
+            try:
+                values[name] = _check_value(key, value, kind, fields[name].metadata)
+            except ConfigError as error:
+                problems.append(str(error))
+    if top and problems:
+        raise ConfigError("\n".join(problems))
     return cls(**values)
 
 

@@ -103,18 +103,32 @@ def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
 
 
 def check_config(config: Config) -> None:
-    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError."""
+    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError
+    with one line per problem (every check runs)."""
     stream = config.stream
+    problems: list[str] = []
+
+    def attempt(check: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return check(*args)
+        except ConfigError as error:
+            problems.extend(str(error).splitlines())
+            return None
+
     if stream.ready_seconds > stream.buffer_seconds:
-        raise ConfigError(f"stream.ready_seconds: expected at most stream.buffer_seconds "
-                          f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
+        problems.append(f"stream.ready_seconds: expected at most stream.buffer_seconds "
+                        f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
     if config.status.enabled:
-        parse_addr(config.status.addr)
-    parse_schedule(config.schedule)
-    for spec in stream.outputs:
-        _classify_output(spec)
-    if any(_classify_output(spec) == "ffmpeg" for spec in stream.outputs) or not stream.outputs:
-        check_video_settings(config.video)
+        attempt(parse_addr, config.status.addr)
+    attempt(parse_schedule, config.schedule)
+    kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
+    for spec, kind in zip(stream.outputs, kinds):
+        if kind is not None:
+            attempt(_check_output_directory, spec, kind)
+    if "ffmpeg" in kinds or not stream.outputs:
+        attempt(check_video_settings, config.video)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def load_stream_config(path: str | Path | None, overrides: CliOverrides,
@@ -170,6 +184,15 @@ def _classify_output(spec: str) -> str:
         raise ConfigError(f"stream.outputs: {spec!r}: a file output must end in .wav (audio) or "
                           f"{', '.join(MUXERS)} (audio and video)")
     return "ffmpeg"
+
+
+def _check_output_directory(spec: str, kind: str) -> None:
+    """A file output's directory must exist, as for `chiplofi render`: a typo in a path should stop
+    the stream at once, not create directories nobody asked for."""
+    if kind == "wav" or (kind == "ffmpeg" and "://" not in spec):
+        directory = Path(spec).parent
+        if not directory.is_dir():
+            raise ConfigError(f"stream.outputs: {spec}: the directory {directory} does not exist")
 
 
 @dataclass
@@ -787,6 +810,10 @@ class Daemon:
             self.counters["bars_played"] += 1
             if not marker.fallback and marker.entry.bar.bar_index == 0:
                 self.counters["tracks_started"] += 1
+                # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
+                bar = marker.entry.bar
+                log.info("now playing: %s, %s, %.0f BPM (%s)", bar.track_id, bar.key, bar.tempo_bpm,
+                         marker.entry.composer_id)
             if self.track_recorder is not None:
                 self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)
             changed = True

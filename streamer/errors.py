@@ -12,6 +12,7 @@ __all__ = [
     "OutputFileError",
     "RenderError",
     "SoundFontError",
+    "StatusUnavailableError",
 ]
 
 
@@ -33,3 +34,7 @@ class SoundFontError(ChiplofiError):
 
 class RenderError(ChiplofiError):
     """FluidSynth could not be set up or failed while rendering."""
+
+
+class StatusUnavailableError(ChiplofiError):
+    """No running stream answers at the status address (`chiplofi status`); the message names it."""

@@ -65,6 +65,7 @@ def test_the_stream_key_is_never_logged_served_or_written(tmp_path, variant):
     receiver = Receiver(tmp_path / "receiver", KEY)
     status_port, dead_port = free_port(), free_port()
     state, video = tmp_path / "state", tmp_path / "out" / "stream.mkv"
+    video.parent.mkdir()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHIPLOFI_STREAM__STATE_DIR": str(state)}
     env.pop("CHIPLOFI_STREAM_KEY", None)
     if variant == "environment":

@@ -47,6 +47,7 @@ def keyframe_times(path: Path) -> list[float]:
 
 def test_unpaced_stream_to_video_and_wav_files(tmp_path):
     video, audio = tmp_path / "out dir, with: odd [chars]" / "stream.mkv", tmp_path / "stream.wav"
+    video.parent.mkdir()
     result = chiplofi("stream", "--speed", "0", "--duration", "30", "--checkpoint", "rule-based",
                       "--output", str(video), "--output", str(audio), "--output", "null",
                       "--status-addr", f"127.0.0.1:{free_port()}",

@@ -292,8 +292,9 @@ def test_any_toml_document_is_a_config_or_a_config_error(tmp_path, entries):
     path.write_text(toml_document(document), encoding="utf-8")
     try:
         load_stream_config(path, CliOverrides(), {})
-    except ConfigError as error:
-        assert "\n" not in str(error), str(error)
+    except ConfigError as error:  # every bad key on a line of its own, each naming it
+        lines = str(error).splitlines()
+        assert lines and all(line.split(": ", 1)[0] and ": " in line for line in lines), str(error)
 
 
 @settings(max_examples=100, deadline=None)
@@ -324,8 +325,9 @@ def test_malformed_environment_names_are_named(parts, raw):
     name = "CHIPLOFI_" + "__".join(parts)
     try:
         load_stream_config(None, CliOverrides(), {name: raw})
-    except ConfigError as error:
-        assert "\n" not in str(error), str(error)
+    except ConfigError as error:  # every bad key on a line of its own, each naming it
+        lines = str(error).splitlines()
+        assert lines and all(line.split(": ", 1)[0] and ": " in line for line in lines), str(error)
         split = name[len("CHIPLOFI_"):].split("__")  # how the loader reads the name
         assert str(error).split(":")[0] in (name, *(_dotted(split, n) for n in range(1, len(split) + 1))), str(error)
 
@@ -351,3 +353,21 @@ def test_nothing_here_is_left_unchecked():
     """A new kind of setting needs a strategy above: fail loudly rather than test nothing."""
     for leaf in LEAVES:
         assert leaf.kind in (bool, int, float, str) or get_origin(leaf.kind) is tuple, leaf
+
+
+def test_config_check_reports_every_bad_key_one_a_line(tmp_path, capsys):
+    from streamer.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[stream]\nspeed = "fast"\nbuffer_seconds = 8\nready_seconds = 9\nspeeed = 1\n'
+                    '[video]\npreset = "4k"\n[status]\naddr = "localhost"\n', encoding="utf-8")
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    keys = [line.removeprefix("chiplofi: config error: ").split(":", 1)[0] for line in lines]
+    assert keys == ["stream.speed", "stream.speeed", "video.preset"]  # the values, all at once
+    # Once the values are right, the checks across keys report all of theirs too.
+    path.write_text('[stream]\nbuffer_seconds = 8\nready_seconds = 9\noutputs = ["x.mp3", "rtmp://h/a"]\n'
+                    '[status]\naddr = "localhost"\n', encoding="utf-8")
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["stream.ready_seconds", "status.addr", "stream.outputs"]

@@ -2,6 +2,7 @@
 (real FluidSynth and effects, unpaced, so each run takes about a second)."""
 
 import dataclasses
+import logging
 import threading
 import time
 
@@ -488,3 +489,53 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
     starts = [b.start_frame for b in sink.blocks]
     assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))
     assert np.isfinite(sink.audio()).all()
+
+
+class ShortTracksComposer(FlakyComposer):
+    """Rule-based bars, each a track of its own (short-0, short-1, ...)."""
+
+    def next_bar(self):
+        bar = super().next_bar()
+        return dataclasses.replace(bar, track_id=f"short-{self.calls - 1}", bar_index=0)
+
+
+def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp_path):
+    composer = ShortTracksComposer()
+    daemon = Daemon(_config(tmp_path, fast_start=False), environ={}, duration=20.0, sinks=[RecordingSink()],
+                    composer_loader=lambda setting, seed: composer)
+    heard: list[tuple[str, str]] = []
+
+    class AtEmit(logging.Handler):  # what the daemon is playing at the moment the line is logged
+        def emit(self, record):
+            if record.getMessage().startswith("now playing: "):
+                heard.append((record.getMessage(), daemon.status()["now_playing"]["track_id"]))
+
+    handler = AtEmit(logging.INFO)
+    logger = logging.getLogger("streamer.daemon")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert _run(daemon) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(heard) == daemon.status()["counters"]["tracks_started"] >= 5
+    for number, (message, playing) in enumerate(heard):
+        assert message.startswith(f"now playing: short-{number}, ") and "BPM (flaky-1)" in message
+        assert playing == f"short-{number}"
+    # The buffer (8 s) was composed ahead and never heard: those tracks were not announced.
+    assert composer.calls >= len(heard) + 2
+
+
+@pytest.mark.parametrize("name", ["x.flv", "x.wav"])
+def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, capsys, name):
+    from streamer.cli import main
+
+    missing = tmp_path / "missing"
+    output = missing / name
+    assert main(["stream", "--output", str(output), "--output", "null"]) == 2
+    assert f"stream.outputs: {output}: the directory {missing} does not exist" in capsys.readouterr().err
+    assert not missing.exists()  # nothing created
+    missing.mkdir()
+    assert load_stream_config(None, CliOverrides(outputs=(str(output),)), {}).stream.outputs == (str(output),)

@@ -205,3 +205,10 @@ def test_latent_source_is_checked():
     assert [b.notes for b in noise] != [b.notes for b in model]
     with pytest.raises(ModelError, match="latent_source"):
         Composer.from_modules(vae, lstm, latent_source="random")
+
+
+@pytest.mark.parametrize("key, foreign", [("Bb minor", "#"), ("E major", "b")])
+def test_chords_are_spelled_in_the_key_of_their_track(key, foreign):
+    chords = {bar.chord for bar in compose(60, seed=3, key=key)}
+    roots = {chord[1] for chord in chords if len(chord) > 1}
+    assert chords - {"N.C."} and foreign not in roots, chords
