@@ -174,7 +174,7 @@ class SinkSettings:
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """The video track ffmpeg makes from the audio (waveform, background, now-playing text)."""
+    """The picture ffmpeg draws from the audio: background, one oscilloscope per voice, titles, logo."""
 
     preset: str = setting("480p15", "size and frame rate: 720p30, 480p15 or still (720p at 5 fps)",
                           choices=VIDEO_PRESETS)
@@ -184,10 +184,31 @@ class VideoSettings:
     video_kbps: int = setting(0, "video bitrate; 0 = the preset's", min=0, max=20000)
     audio_kbps: int = setting(128, "AAC bitrate", min=64, max=320)
     x264_preset: str = setting("veryfast", "x264 speed preset (faster = less CPU)", choices=X264_PRESETS)
-    background: str = setting("#1b1530", "background colour, #RRGGBB")
+    background: str = setting("#1b1530", "a colour #RRGGBB, or a file: a still image (.png, .jpg, .jpeg), an "
+                                         "animated .gif or a video loop (.mp4, .webm, .mkv), scaled and "
+                                         "cropped to the picture and looped forever; read once at start")
     wave_colour: str = setting("#9be7ff", "waveform colour, #RRGGBB")
-    text_colour: str = setting("#f4e9d8", "now-playing text colour, #RRGGBB")
-    font: str = setting("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "font of the text")
+    text_colour: str = setting("#f4e9d8", "text colour, #RRGGBB")
+    scope_colours: tuple[str, ...] = setting(
+        ("#fca044", "#f878f8", "#3cbcfc", "#b8f818"),
+        "oscilloscope colours of lead, harmony, bass and drums, #RRGGBB each")
+    font: str = setting("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf", "font of the text")
+    title: str = setting("chiplofi · 8-bit lo-fi radio", "the channel's name, at the top; empty = none")
+    text: tuple[str, ...] = setting((), "free lines of text under the title (at most 3)")
+    logo: str = setting("", "an image (.png with alpha, or .jpg) shown in a corner; empty = none; read once "
+                            "at start")
+    logo_corner: str = setting("top-right", "where the logo sits",
+                               choices=("top-left", "top-right", "bottom-left", "bottom-right"))
+    logo_height: float = setting(0.16, "logo height as a share of the picture's height", min=0.02, max=0.5)
+    layout: tuple[str, ...] = setting(
+        ("scopes", "now_playing", "title", "text", "logo"),
+        "the layers shown, from: scopes (one oscilloscope per voice), waveform (the mix), now_playing, "
+        "title, text, logo; a still-image channel can drop scopes to save CPU")
+    pixel_size: int = setting(0, "screen pixels per picture pixel (the 8-bit look, scaled up nearest-neighbour); "
+                                 "0 = about 180 picture pixels on the short side; 1 = full resolution",
+                              min=0, max=16)
+    thumbnail_seconds: float = setting(5.0, "refresh of the status page's thumbnail of the encoded video; "
+                                            "0 = none", min=0.0, max=600.0)
 
 
 @dataclass(frozen=True)

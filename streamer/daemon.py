@@ -47,8 +47,10 @@ from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
 from streamer.sinks import Sink, SinkState
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
-from streamer.types import Bar
-from streamer.video import NowPlayingFile, check_video_settings, now_playing_text
+from streamer.types import VOICES, Bar
+from streamer.track_titles import track_title
+from streamer.video import NowPlayingFile, now_playing_details
+from streamer.video_files import VideoFiles, check_video_settings, prepare_video_files
 from streamer.wavfile import to_pcm16
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,7 @@ def check_config(config: Config) -> None:
         if kind is not None:
             attempt(_check_output_directory, spec, kind)
     if "ffmpeg" in kinds or not stream.outputs:
-        attempt(check_video_settings, config.video)
+        attempt(check_video_settings, config.video, config.sinks.ffmpeg)
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -245,6 +247,7 @@ class _StopDuringStart(Exception):
 class _Segment:
     pcm: np.ndarray  # (frames, 2) float32
     start_frame: int
+    stems: np.ndarray | None = None  # (frames, voices) float32, when the video draws one scope per voice
 
 
 @dataclass
@@ -290,7 +293,10 @@ class Daemon:
         self.sinks: list[Sink] = []
         self.hub: LiveAudioHub | None = None
         self.status_server: StatusServer | None = None
-        self.now_playing_file: NowPlayingFile | None = None
+        self.now_playing_file: NowPlayingFile | None = None  # the details line under the title
+        self.now_title_file: NowPlayingFile | None = None  # the track's title, on the video
+        self.picture: VideoFiles | None = None
+        self.stems = False  # the renderer also makes one stem per voice (the video's scopes)
         self.archive: TrackArchive | None = None
         self.track_recorder: TrackRecorder | None = None  # audio thread: collects what plays into tracks
 
@@ -347,7 +353,7 @@ class Daemon:
     def _build_renderer(self, config: Config) -> Any:
         from streamer.render import BarRenderer
 
-        return BarRenderer(config.render, seed=self.seed)
+        return BarRenderer(config.render, seed=self.seed, stems=self.stems)
 
     def _build_effects(self, config: Config) -> Any:
         from streamer.effects import EffectsChain
@@ -410,9 +416,14 @@ class Daemon:
                 targets.append(network_target(url, self.key) if "://" in url else file_target(url))
             if plan.record:
                 targets.append(recording_target(recordings, config.sinks.record_segment_minutes * 60))
-            self.now_playing_file = NowPlayingFile(self.state_dir / "nowplaying.txt")
+            # The operator's files are copied and the static layer drawn once, here: a bad file
+            # stops the start with an error naming its key.
+            self.picture = prepare_video_files(config.video, self.state_dir / "video", config.sinks.ffmpeg)
+            self.now_title_file = NowPlayingFile(self.picture.now_title, "")
+            self.now_playing_file = NowPlayingFile(self.picture.now_details)
+            self.stems = "scopes" in config.video.layout
             sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
-                                    settings=config.sinks, text_path=self.now_playing_file.path,
+                                    settings=config.sinks, picture=self.picture,
                                     secrets=[self.key], recordings_dir=recordings if plan.record else None,
                                     live=self.clock.paced))
         for path in plan.wav_files:
@@ -474,8 +485,9 @@ class Daemon:
             self.sinks.append(self.hub)
             host, port = parse_addr(self.config.status.addr)
             try:
-                self.status_server = StatusServer((host, port), self, self.hub, self.config.status.max_clients,
-                                                  archive=self.archive)
+                self.status_server = StatusServer(
+                    (host, port), self, self.hub, self.config.status.max_clients, archive=self.archive,
+                    thumbnail=self.picture.thumbnail if self.picture is not None else None)
             except OSError as exc:
                 raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
             self.status_server.start()
@@ -586,7 +598,7 @@ class Daemon:
 
     def summary(self) -> str:
         playing = self._playing
-        what = (f"{playing.entry.bar.track_id} {playing.entry.bar.key} {playing.entry.bar.tempo_bpm:.0f} BPM"
+        what = (f"{track_title(playing.entry.bar.track_id)!r} {playing.entry.bar.key} {playing.entry.bar.tempo_bpm:.0f} BPM"
                 if playing else "starting")
         outputs = [s.snapshot() for s in self._output_sinks()]
         ok = sum(1 for s in outputs if s.healthy)
@@ -770,6 +782,7 @@ class Daemon:
             n = min(len(self._tail), len(pcm))
             pcm[:n] += self._tail[:n]
             self._tail = None
+        stems = getattr(self.renderer, "last_stems", None) if self.stems else None
         pcm = self.effects.process(pcm)
         if not np.isfinite(pcm).all():
             bad = ~np.isfinite(pcm)
@@ -777,28 +790,34 @@ class Daemon:
             pcm = np.where(bad, 0.0, pcm).astype(np.float32)
         pcm = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
         self._markers.append(_Marker(self._produced_frames, entry, fallback))
-        self._segments.append(_Segment(pcm, self._produced_frames))
+        self._segments.append(_Segment(pcm, self._produced_frames, stems))
         self._pending_frames += len(pcm)
         self._produced_frames += len(pcm)
 
     def _take_block(self, frames: int) -> AudioBlock:
         start = self._produced_frames - self._pending_frames
         parts = []
+        stem_parts = []
         need = frames
         while need > 0 and self._segments:
             segment = self._segments[0]
             offset = start + (frames - need) - segment.start_frame
             piece = segment.pcm[offset:offset + need]
             parts.append(piece)
+            if self.stems:
+                stem_parts.append(segment.stems[offset:offset + need] if segment.stems is not None
+                                  else np.zeros((len(piece), len(VOICES)), dtype=np.float32))
             need -= len(piece)
             if offset + len(piece) >= len(segment.pcm):
                 self._segments.popleft()
         if need > 0:  # the renderer fell behind (should not happen): pad, and count it
             self.counters["pcm_underruns"] += 1
             parts.append(np.zeros((need, 2), dtype=np.float32))
+            stem_parts.append(np.zeros((need, len(VOICES)), dtype=np.float32))
         pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        stems = (stem_parts[0] if len(stem_parts) == 1 else np.concatenate(stem_parts)) if self.stems else None
         self._pending_frames = max(0, self._pending_frames - (frames - need))
-        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate)
+        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate, stems)
 
     def _advance_now_playing(self, played_frames: int) -> None:
         changed = False
@@ -812,15 +831,16 @@ class Daemon:
                 self.counters["tracks_started"] += 1
                 # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
                 bar = marker.entry.bar
-                log.info("now playing: %s, %s, %.0f BPM (%s)", bar.track_id, bar.key, bar.tempo_bpm,
-                         marker.entry.composer_id)
+                log.info("now playing %r: %s, %s, %.0f BPM (%s)", track_title(bar.track_id), bar.track_id, bar.key,
+                         bar.tempo_bpm, marker.entry.composer_id)
             if self.track_recorder is not None:
                 self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)
             changed = True
         if changed and self.now_playing_file is not None and self._playing is not None:
             bar = self._playing.entry.bar
-            self.now_playing_file.write(now_playing_text(bar.track_id, bar.key, bar.tempo_bpm, bar.section,
-                                                         bar.chord))
+            self.now_playing_file.write(now_playing_details(bar.key, bar.tempo_bpm, bar.section))
+            if self.now_title_file is not None:
+                self.now_title_file.write(track_title(bar.track_id))
 
     # ------------------------------------------------------------------ reload (SIGHUP)
 
@@ -896,7 +916,7 @@ class Daemon:
 
     def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
         bar = entry.bar
-        return {"track_id": bar.track_id, "bar": bar.bar_index, "beats": bar.beats, "tempo_bpm": bar.tempo_bpm,
+        return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index, "beats": bar.beats, "tempo_bpm": bar.tempo_bpm,
                 "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
                 "playing": playing,
                 "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
@@ -914,11 +934,11 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         playing = self._playing
-        now_playing: dict[str, Any] = {"track_id": "", "bar": 0, "section": "", "key": "", "chord": "",
+        now_playing: dict[str, Any] = {"track_id": "", "title": "", "bar": 0, "section": "", "key": "", "chord": "",
                                        "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
         if playing is not None:
             bar = playing.entry.bar
-            now_playing = {"track_id": bar.track_id, "bar": bar.bar_index, "section": bar.section, "key": bar.key,
+            now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index, "section": bar.section, "key": bar.key,
                            "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
                            "fallback": playing.fallback}
         pending = self._pending_frames / self.sample_rate

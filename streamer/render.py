@@ -40,7 +40,10 @@ FLUID_INTERP_NONE = 0  # nearest neighbour: keeps the stepped NES waveforms step
 FLUID_BLOCK_FRAMES = 64  # FluidSynth's internal block (FLUID_BUFSIZE): events apply at its edges
 # The stem synth gives every MIDI channel up to the drums' its own audio group (group = channel % groups).
 STEM_GROUPS = max(VOICE_CHANNELS.values()) + 1
-STEM_GAIN = 3.0  # a voice alone is quiet (≈ 0.1 peak): stems are for drawing, so they are made bigger
+# Stems are for drawing: each voice is brought to about STEM_PEAK by a gain that follows its peaks
+# (a voice alone peaks anywhere from 0.03 to 0.2). The followed peak decays by STEM_PEAK_DECAY per
+# render call (about a bar), and never counts below STEM_PEAK_FLOOR, so a silent voice stays flat.
+STEM_PEAK, STEM_PEAK_DECAY, STEM_PEAK_FLOOR = 0.85, 0.7, 0.01
 
 # pyfluidsynth only exposes 16-bit output; float output avoids int16 clipping and dither noise.
 _write_float = fluidsynth.cfunc(
@@ -110,6 +113,7 @@ class BarRenderer:
                 self.close()
                 raise SoundFontError(f"{soundfont_path}: FluidSynth could not load this SoundFont twice")
         self.last_stems: np.ndarray | None = None  # (frames, voices) float32 of the last render, with stems
+        self._stem_peaks = np.full(len(VOICES), STEM_PEAK_FLOOR, dtype=np.float32)  # (voices,)
         self._pending_offs: list[tuple[int, int, int, int, int]] = []  # heap: (sample, seq, chan, key, note id)
         self._sounding: dict[tuple[int, int], int] = {}  # (chan, key) → id of the note holding it
         self._note_ids = itertools.count()
@@ -211,7 +215,7 @@ class BarRenderer:
             for index, voice in enumerate(VOICES):
                 group = VOICE_CHANNELS[voice]
                 # mono: the mean of the voice's left and right
-                stems[offset:offset + frames, index] = (buffers[2 * group] + buffers[2 * group + 1]) * (STEM_GAIN / 2)
+                stems[offset:offset + frames, index] = (buffers[2 * group] + buffers[2 * group + 1]) * 0.5
 
     def _render_until(self, end_sample: int, ons: list[tuple[int, int, int, int, int]]) -> np.ndarray:
         """Render from the current position to `end_sample`, applying events at their samples."""
@@ -239,7 +243,10 @@ class BarRenderer:
                 on_index += 1
         self._synthesize(end_sample - position, out, position - start_sample, stems)
         self._rendered_frames = end_sample
-        if stems is not None:
+        if stems is not None and len(stems):
+            peaks = np.abs(stems).max(axis=0)  # (voices,)
+            self._stem_peaks = np.maximum(np.maximum(peaks, self._stem_peaks * STEM_PEAK_DECAY), STEM_PEAK_FLOOR)
+            stems *= STEM_PEAK / self._stem_peaks
             np.clip(stems, -1.0, 1.0, out=stems)
         self.last_stems = stems
         return out

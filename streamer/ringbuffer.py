@@ -130,6 +130,7 @@ class AudioBlock:
     pcm16: bytes  # the same, interleaved little-endian int16
     start_frame: int  # position of the first frame on the stream's sample timeline
     sample_rate: int
+    stems: np.ndarray | None = None  # (frames, voices) float32: each voice alone, for the video's scopes
 
     @property
     def frames(self) -> int:
