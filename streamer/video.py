@@ -27,7 +27,7 @@ from streamer.errors import ConfigError
 from streamer.files import write_atomic
 from streamer.ringbuffer import AudioBlock
 from streamer.types import VOICES
-from streamer.video_files import COLOUR, IMAGE, VideoFiles, ffmpeg_colour, background_kind
+from streamer.video_files import COLOUR, IMAGE, VideoFiles, background_kind, check_video_settings
 from streamer.video_layout import Layout, Rect, layout_for
 from streamer.wavfile import to_pcm16
 
@@ -108,6 +108,11 @@ def encoder_options(settings: VideoSettings, sample_rate: int) -> dict[str, str 
         # Every tee target gets its codec headers out of band (FLV, MP4, MKV need them).
         "flags:v": "+global_header", "flags:a": "+global_header",
     }
+
+
+def ffmpeg_colour(hex_colour: str) -> str:
+    """#RRGGBB as ffmpeg writes it."""
+    return "0x" + hex_colour.lstrip("#")
 
 
 SCOPE_SECONDS = 0.025  # audio shown across one scope
@@ -223,13 +228,13 @@ def build_video_graph(settings: VideoSettings, files: VideoFiles, sample_rate: i
     else:
         assert files.background is not None
         index = len(inputs) + 1
-        cover = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
+        # Already at the picture's size and frame rate (streamer.video_files.convert_background).
         if kind == IMAGE:
             inputs.append((str(files.background), {}))
-            graph.append(f"[{index}:v]{cover},format=yuv420p,settb=1/{fps},loop=loop=-1:size=1,setpts=N[bg]")
+            graph.append(f"[{index}:v]format=yuv420p,settb=1/{fps},loop=loop=-1:size=1,setpts=N[bg]")
         else:
             inputs.append((str(files.background), {"stream_loop": "-1"}))
-            graph.append(f"[{index}:v]fps={fps},{cover},format=yuv420p,settb=1/{fps},setpts=N[bg]")
+            graph.append(f"[{index}:v]settb=1/{fps},setpts=N[bg]")
         graph.append(f"{current}{upscale}[layer]")
         graph.append("[bg][layer]overlay=x=0:y=0:shortest=1:format=yuv420,format=yuv420p[picture]")
     current = "[picture]"

@@ -2,9 +2,15 @@
 
 Every file is checked when the config is (`chiplofi config check`, and at start): it must exist,
 have a known type and decode (ffmpeg reads its first frame), else a one-line ConfigError names
-the key. At start each file is copied into `<state_dir>/video/`, so ffmpeg, which re-reads the
-background at every loop and at every restart, never depends on the original again: a file
+the key. At start each file is converted once into `<state_dir>/video/`, so ffmpeg, which re-reads
+the background at every loop and at every restart, never depends on the original again: a file
 deleted or replaced while streaming changes nothing until the next start.
+
+The background is converted to exactly the picture's size (scaled to cover it, centre-cropped) and,
+for a GIF or video, to the picture's frame rate: the stream then takes one background frame per
+output frame, frame N at N / fps, so however long it runs the loop cannot drift from the audio,
+and no background is scaled again at every frame. A video loop is read up to its first
+`BACKGROUND_MAX_SECONDS`.
 
 Everything of the picture that does not move (panels, labels, the title and the free text lines)
 is drawn once at start into `static.png`, so ffmpeg does not draw text at every frame.
@@ -16,8 +22,11 @@ import logging
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
 
 from streamer.config import VideoSettings
 from streamer.errors import ConfigError
@@ -32,6 +41,8 @@ MOTION_SUFFIXES = (".gif", ".mp4", ".webm", ".mkv")
 LAYERS = ("scopes", "waveform", "now_playing", "title", "text", "logo")
 VOICE_LABELS = {"lead": "LEAD", "harmony": "HARMONY", "bass": "BASS", "drums": "DRUMS"}
 PROBE_SECONDS = 20.0
+BACKGROUND_MAX_SECONDS = 120.0
+CONVERT_SECONDS = 300.0  # a long 4K loop on a small machine takes a while; beyond this it is an error
 COLOUR, IMAGE, MOTION = "colour", "image", "motion"
 
 
@@ -133,47 +144,85 @@ def _copy(key: str, source: str, target: Path) -> Path:
     return target
 
 
-def ffmpeg_colour(hex_colour: str, alpha: float = 1.0) -> str:
-    return "0x" + hex_colour.lstrip("#") + (f"@{alpha:g}" if alpha < 1.0 else "")
+def _run_ffmpeg(key: str, what: str, command: list[str], timeout: float) -> None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ConfigError(f"{key}: {what} took over {timeout:g} s") from exc
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot run {command[0]} ({exc.strerror or exc})") from exc
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        raise ConfigError(f"{key}: {what} failed ({last})")
 
 
-def static_layer_filters(settings: VideoSettings, layout: Layout, files_dir: Path, over_picture: bool) -> str:
-    """The drawbox/drawtext chain that draws the static layer onto a canvas-sized frame."""
-    from streamer.video import escape_filter_value
+def convert_background(source: Path, kind: str, width: int, height: int, fps: int, directory: Path,
+                       ffmpeg: str) -> Path:
+    """The background at the picture's size (and frame rate, if it moves), in `directory`."""
+    cover = (f"scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height},setsar=1")
+    started = time.monotonic()
+    if kind == IMAGE:
+        target = directory / "background.png"
+        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(source), "-frames:v", "1", "-vf", cover,
+                   "-update", "1", "-y", str(target)]
+    else:
+        # Every frame a key frame, nearly lossless: the stream decodes it at every loop, cheaply,
+        # and a loop restarts on a whole frame.
+        target = directory / "background.mkv"
+        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(source), "-t", f"{BACKGROUND_MAX_SECONDS:g}",
+                   "-map", "0:v:0", "-vf", f"fps={fps},{cover},format=yuv420p", "-c:v", "libx264",
+                   "-preset", "ultrafast", "-qp", "12", "-g", "1", "-an", "-y", str(target)]
+    _run_ffmpeg("video.background", f"converting {source}", command, CONVERT_SECONDS)
+    log.info("video background %s converted to %dx%d in %.1f s", source, width, height, time.monotonic() - started)
+    return target
 
-    font = escape_filter_value(settings.font)
-    text_colour = ffmpeg_colour(settings.text_colour)
-    # Over a picture, panels are see-through and text has a shadow, so both read on any image.
-    panel = "0x000000@0.55" if over_picture else "0x000000@0.35"
-    shadow = ":shadowcolor=0x000000:shadowx=1:shadowy=1" if over_picture else ""
-    filters: list[str] = []
 
-    def text(path: Path, colour: str, size: int, x: int, y: int) -> None:
-        filters.append(f"drawtext=fontfile={font}:textfile={escape_filter_value(str(path))}:expansion=none:"
-                       f"fontcolor={colour}:fontsize={size}:x={x}:y={y}{shadow}")
+def _rgba(hex_colour: str, alpha: int = 255) -> tuple[int, int, int, int]:
+    value = int(hex_colour.lstrip("#"), 16)
+    return (value >> 16, (value >> 8) & 0xFF, value & 0xFF, alpha)
+
+
+def draw_static_layer(settings: VideoSettings, layout: Layout, over_picture: bool) -> Image.Image:
+    """The layer that does not move, canvas-sized RGBA: scope panels and labels, title, text lines.
+
+    Text is drawn without anti-aliasing (Pillow's fontmode "1"), so once scaled up every letter
+    is made of whole blocks like an 8-bit console's. Over a colour, the canvas is that colour;
+    over a picture it is see-through, the panels are darker glass and text gets a drop shadow.
+    """
+    base = (0, 0, 0, 0) if over_picture else _rgba(settings.background)
+    image = Image.new("RGBA", (layout.canvas_w, layout.canvas_h), base)
+    glass = Image.new("RGBA", image.size, (0, 0, 0, 0))  # panels, composited so they darken what is under
+    draw, glass_draw = ImageDraw.Draw(image), ImageDraw.Draw(glass)
+    draw.fontmode = "1"
+    panel = (0, 0, 0, 150 if over_picture else 90)
+    fonts: dict[int, ImageFont.FreeTypeFont] = {}
+
+    def text(xy: tuple[int, int], line: str, colour: str, size: int, shadow: bool = over_picture) -> None:
+        font = fonts.setdefault(size, ImageFont.truetype(settings.font, size))
+        if shadow:
+            draw.text((xy[0] + 1, xy[1] + 1), line, font=font, fill=(0, 0, 0, 255))
+        draw.text(xy, line, font=font, fill=_rgba(colour))
 
     layers = settings.layout
+    boxes = []
     if "scopes" in layers:
-        for voice, colour in zip(VOICES, settings.scope_colours):
-            box = layout.scopes[voice]
-            filters.append(f"drawbox=x={box.x}:y={box.y}:w={box.w}:h={box.h}:color={panel}:t=fill")
-            filters.append(f"drawbox=x={box.x}:y={box.y}:w={box.w}:h={box.h}:color={ffmpeg_colour(colour)}:t=1")
-            label = files_dir / f"label-{voice}.txt"
-            label.write_text(VOICE_LABELS[voice], encoding="utf-8")
-            text(label, ffmpeg_colour(colour), layout.label_size, box.x + 3, box.y + 2)
+        boxes = [(layout.scopes[voice], colour, VOICE_LABELS[voice])
+                 for voice, colour in zip(VOICES, settings.scope_colours)]
     elif "waveform" in layers:
-        box = layout.wave
-        filters.append(f"drawbox=x={box.x}:y={box.y}:w={box.w}:h={box.h}:color={panel}:t=fill")
+        boxes = [(layout.wave, "", "")]
+    for box, _, _ in boxes:
+        glass_draw.rectangle((box.x, box.y, box.x + box.w - 1, box.y + box.h - 1), fill=panel)
+    image.alpha_composite(glass)
+    for box, colour, label in boxes:
+        if colour:
+            draw.rectangle((box.x, box.y, box.x + box.w - 1, box.y + box.h - 1), outline=_rgba(colour))
+            text((box.x + 3, box.y + 2), label, colour, layout.label_size, shadow=False)  # on its dark panel
     if "title" in layers and settings.title:
-        path = files_dir / "title.txt"
-        path.write_text(settings.title, encoding="utf-8")
-        text(path, text_colour, layout.title_size, layout.margin, layout.title_y)
+        text((layout.margin, layout.title_y), settings.title, settings.text_colour, layout.title_size)
     if "text" in layers:
-        for i, (line, y) in enumerate(zip(settings.text, layout.text_y)):
-            path = files_dir / f"text-{i + 1}.txt"
-            path.write_text(line, encoding="utf-8")
-            text(path, text_colour, layout.small_size, layout.margin, y)
-    return ",".join(filters) or "null"
+        for line, y in zip(settings.text, layout.text_y):
+            text((layout.margin, y), line, settings.text_colour, layout.small_size)
+    return image
 
 
 def prepare_video_files(settings: VideoSettings, directory: Path, ffmpeg: str) -> VideoFiles:
@@ -189,26 +238,18 @@ def prepare_video_files(settings: VideoSettings, directory: Path, ffmpeg: str) -
     kind = background_kind(settings.background)
     background = None
     if kind != COLOUR:
-        check_picture_file("video.background", settings.background, IMAGE_SUFFIXES + MOTION_SUFFIXES, ffmpeg)
-        background = _copy("video.background", settings.background,
-                           directory / f"background{Path(settings.background).suffix.lower()}")
+        source = check_picture_file("video.background", settings.background, IMAGE_SUFFIXES + MOTION_SUFFIXES,
+                                    ffmpeg)
+        background = convert_background(source, kind, preset.width, preset.height, preset.fps, directory, ffmpeg)
     logo = None
     if settings.logo and "logo" in settings.layout:
         check_picture_file("video.logo", settings.logo, IMAGE_SUFFIXES, ffmpeg)
         logo = _copy("video.logo", settings.logo, directory / f"logo{Path(settings.logo).suffix.lower()}")
     static = directory / "static.png"
-    base = "0x000000@0" if kind != COLOUR else ffmpeg_colour(settings.background)
-    chain = static_layer_filters(settings, layout, directory, over_picture=kind != COLOUR)
-    command = [ffmpeg, "-nostdin", "-v", "error", "-f", "lavfi",
-               "-i", f"color=c={base}:s={layout.canvas_w}x{layout.canvas_h}:r=1,format=rgba",
-               "-vf", chain, "-frames:v", "1", "-update", "1", "-y", str(static)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=PROBE_SECONDS)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"video: cannot draw the picture's static layer ({exc})") from exc
-    if result.returncode != 0 or not static.is_file():
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"video: cannot draw the picture's static layer ({last})")
+        draw_static_layer(settings, layout, over_picture=kind != COLOUR).save(static)
+    except OSError as exc:
+        raise ConfigError(f"stream.state_dir: cannot write {static} ({exc.strerror or exc})") from exc
     thumbnail = directory / "thumbnail.jpg" if settings.thumbnail_seconds > 0 else None
     return VideoFiles(directory, static, background, logo, directory / "nowplaying-title.txt",
                       directory / "nowplaying.txt", thumbnail)

@@ -71,7 +71,7 @@ def layout_for(width: int, height: int, pixel_size: int = 0, text_lines: int = 0
     margin = max(2, short // 30)
     title_size = max(8, short // 11)
     small_size = max(6, short // 20)
-    label_size = max(6, short // 24)
+    label_size = max(8, short // 18)
     now_size = max(8, short // 13)
     title_y = margin
     text_lines = min(text_lines, MAX_TEXT_LINES)
