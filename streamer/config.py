@@ -187,8 +187,8 @@ class VideoSettings:
     background: str = setting("#1b1530", "a colour #RRGGBB, or a file: a still image (.png, .jpg, .jpeg), an "
                                          "animated .gif or a video loop (.mp4, .webm, .mkv), scaled and "
                                          "cropped to the picture and looped forever; read once at start")
-    wave_colour: str = setting("#9be7ff", "waveform colour, #RRGGBB")
-    text_colour: str = setting("#f4e9d8", "text colour, #RRGGBB")
+    wave_colour: str = setting("#9be7ff", "colour of the waveform layer, #RRGGBB")
+    text_colour: str = setting("#f4e9d8", "colour of the title, text lines and now playing, #RRGGBB")
     scope_colours: tuple[str, ...] = setting(
         ("#fca044", "#f878f8", "#3cbcfc", "#b8f818"),
         "oscilloscope colours of lead, harmony, bass and drums, #RRGGBB each")

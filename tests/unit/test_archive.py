@@ -23,6 +23,7 @@ from streamer.files import write_atomic
 from streamer.video import NowPlayingFile
 from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
+from streamer.track_titles import track_title
 from test_status import _get as get
 
 MB = 1_000_000
@@ -89,7 +90,8 @@ def test_a_track_is_written_as_midi_and_json(tmp_path):
     assert ARCHIVE_ID.fullmatch(archive_id) and archive_id == "20231114-221320-r0-t0001"
     assert files(tmp_path / "tracks") == [f"{archive_id}.json", f"{archive_id}.mid"]
     record = json.loads((tmp_path / "tracks" / f"{archive_id}.json").read_text())
-    assert record == {"id": archive_id, "track_id": "r0-t0001", "seed": 3, "model_id": "rule-based-abc",
+    assert record == {"id": archive_id, "track_id": "r0-t0001", "title": track_title("r0-t0001"), "seed": 3,
+                      "model_id": "rule-based-abc",
                       "key": "A major", "tempo_bpm": 84.0, "started_at": "2023-11-14T22:13:20.250Z",
                       "stream_position_seconds": 12.5, "duration_seconds": round(4 * 4 * 60 / 84.0, 3),
                       "bars": 4, "first_bar": 0, "ended": NEXT_TRACK,
