@@ -1016,6 +1016,8 @@ def describe_config(config: Config, environ: Mapping[str, str]) -> list[str]:
              f"outputs: {redact(plan.describe(), [key]) or 'none'}",
              f"stream key: {'set' if key else 'not set'}",
              f"video: {config.video.preset}, audio {config.render.sample_rate} Hz AAC {config.video.audio_kbps} kbps",
+             f"picture: background {config.video.background}; layers {', '.join(config.video.layout) or 'none'}"
+             + (f"; logo {config.video.logo} ({config.video.logo_corner})" if config.video.logo else ""),
              f"buffer: {config.stream.buffer_seconds:g} s ahead; speed {config.stream.speed:g}",
              f"status: {'http://' + config.status.addr + '/' if config.status.enabled else 'off'}",
              f"state directory: {state_directory(config, environ)}"]

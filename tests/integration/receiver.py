@@ -9,6 +9,7 @@
     for recording in receiver.recordings():             # one file per publish session
         report = check_continuity(recording.path)      # audio gaps, non-monotonic timestamps, A/V drift
         silences = detect_silence(recording.path)       # silencedetect: (start, seconds) of 200 ms or more
+        frames = decode_frames(recording.path, fps=5)   # the picture, as RGB arrays
         recording.live_offsets(audio_packets)           # arrival time minus media time, per packet
 
 - `Nginx`: nginx with the RTMP module, from deploy/nginx-rtmp.conf with its own ports and
@@ -475,6 +476,22 @@ def detect_silence(path: Path, noise_db: float = SILENCE_DB, min_seconds: float 
     return silences
 
 
+def decode_frames(path: Path, fps: float, start: float = 0.0, seconds: float | None = None):
+    """The video of a recording as RGB frames, `fps` a second from `start`: (frames, height, width, 3) uint8."""
+    import numpy as np
+
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, timeout=60, check=True)
+    width, height = (int(v) for v in probe.stdout.strip().split(",")[:2])
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{start:g}", "-i", str(path)]
+    if seconds is not None:
+        command += ["-t", f"{seconds:g}"]
+    command += ["-vf", f"fps={fps:g}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(command, capture_output=True, timeout=600, check=True).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3)
+
+
 def audio_duration(path: Path) -> float:
     result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
                              "format=duration", "-of", "csv=p=0", str(path)],
@@ -483,4 +500,4 @@ def audio_duration(path: Path) -> float:
 
 
 __all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording", "audio_duration",
-           "check_continuity", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]
+           "check_continuity", "decode_frames", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]

@@ -121,3 +121,28 @@ def test_repeated_note_is_restruck_not_cut():
     notes = (Note("lead", 69, 0.0, 1.0, 100), Note("lead", 69, 1.0, 2.0, 100))
     audio = _renderer().render_bar(Bar(notes, 120.0))
     assert _rms(audio[int(2.5 * 22050):int(2.9 * 22050)]) > 0.01
+
+
+def test_stems_hold_each_voice_alone_and_leave_the_mix_as_it_was():
+    from streamer.composer import RuleBasedComposer
+    from streamer.types import VOICES
+
+    composer = RuleBasedComposer(3)
+    bars = [composer.next_bar() for _ in range(6)]
+    plain, with_stems = _renderer(humanize_velocity=0.08), BarRenderer(
+        dataclasses.replace(RenderSettings(), humanize_velocity=0.08, swing=0.5), seed=7, stems=True)
+    for bar in bars:
+        mix = with_stems.render_bar(bar)
+        assert np.array_equal(plain.render_bar(bar), mix)  # bit for bit
+        stems = with_stems.last_stems
+        assert stems is not None and stems.shape == (len(mix), len(VOICES)) and stems.dtype == np.float32
+        assert np.abs(stems).max() <= 1.0
+    # One voice at a time: only its stem sounds.
+    for index, (voice, pitch) in enumerate([("lead", 72), ("harmony", 64), ("bass", 40), ("drums", 36)]):
+        renderer = BarRenderer(RenderSettings(), stems=True)
+        renderer.render_bar(Bar((Note(voice, pitch, 0.0, 2.0, 100), Note(voice, pitch, 2.0, 1.0, 90)), 120.0))
+        stems = renderer.last_stems
+        loudness = [_rms(stems[:, i:i + 1]) for i in range(len(VOICES))]
+        assert loudness[index] > 0.05, (voice, loudness)
+        assert all(level == 0.0 for i, level in enumerate(loudness) if i != index), (voice, loudness)
+        renderer.close()
