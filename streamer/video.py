@@ -276,6 +276,7 @@ class NowPlayingFile:
         self.write(initial)
 
     def write(self, text: str) -> None:
+        text = text or " "  # drawtext fails on an empty file (at start, and on a reload mid-stream)
         if text == self._text:
             return
         try:
