@@ -202,8 +202,8 @@ class VideoSettings:
     logo_height: float = setting(0.16, "logo height as a share of the picture's height", min=0.02, max=0.5)
     layout: tuple[str, ...] = setting(
         ("scopes", "now_playing", "title", "text", "logo"),
-        "the layers shown, from: scopes (one oscilloscope per voice), waveform (the mix), now_playing, "
-        "title, text, logo; a still-image channel can drop scopes to save CPU")
+        "the layers shown, from: scopes (one oscilloscope per voice), waveform (the mix's, where scopes "
+        "are not shown), now_playing, title, text, logo; a still-image channel can drop scopes to save CPU")
     pixel_size: int = setting(0, "screen pixels per picture pixel (the 8-bit look, scaled up nearest-neighbour); "
                                  "0 = about 180 picture pixels on the short side; 1 = full resolution",
                               min=0, max=16)

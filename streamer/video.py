@@ -1,10 +1,15 @@
 """The video track: made by ffmpeg from the audio itself, plus now-playing text.
 
-The filter graph draws the audio's waveform (`showwaves`) over a flat background and writes the
-now-playing text from a small file that `drawtext` re-reads every frame (`reload=1`), so the
-daemon changes the text by replacing the file (atomically, see `NowPlayingFile`).
+The daemon's pipe carries the stereo mix and, when the picture shows scopes, one more channel
+per voice (`pipe_bytes`). The filter graph (`build_video_graph`) draws one oscilloscope per voice
+from those channels (`showwaves`) on a small canvas that starts as the static layer
+(streamer.video_files: panels, labels, title, text), writes the now-playing lines from small
+files that `drawtext` re-reads every frame (`reload=1`), so the daemon changes them by
+replacing the files (atomically, see `NowPlayingFile`), scales the canvas up nearest-neighbour
+(streamer.video_layout) over the background, and adds the logo. A second output writes a JPEG
+of the finished picture every few seconds for the status page.
 
-Every video frame comes from `showwaves`, which emits frames at the preset's rate from the
+Every video frame is timed by `showwaves`, which emits frames at the preset's rate from the
 audio samples it receives: the audio drives the video timeline, so when the audio pauses the
 video pauses with it and the two can never drift apart. (A looped still image, `-loop 1`,
 would run ahead of a paced audio input and never end on its own.)
@@ -27,7 +32,7 @@ from streamer.errors import ConfigError
 from streamer.files import write_atomic
 from streamer.ringbuffer import AudioBlock
 from streamer.types import VOICES
-from streamer.video_files import COLOUR, IMAGE, VideoFiles, background_kind, check_video_settings
+from streamer.video_files import COLOUR, IMAGE, VideoFiles, background_kind
 from streamer.video_layout import Layout, Rect, layout_for
 from streamer.wavfile import to_pcm16
 
@@ -180,14 +185,11 @@ def build_video_graph(settings: VideoSettings, files: VideoFiles, sample_rate: i
     layers = settings.layout
     layout = layout_for(w, h, settings.pixel_size, len(settings.text))
     kind = background_kind(settings.background)
-    inputs: list[tuple[str, dict[str, str]]] = [(str(files.static_layer), {})]
-    static_in = "[1:v]"
-    graph: list[str] = []
+    inputs: list[tuple[str, dict[str, str]]] = [(str(files.static_layer), {})]  # input 1
     scopes = "scopes" in layers
     waveform = "waveform" in layers and not scopes
-    audio_uses = 1 + int(scopes) + int(not scopes)  # encoder, and the scopes or the mix's picture clock
-    graph.append(f"[0:a]asplit={audio_uses}[amix]" + ("[astems]" if scopes else "") + ("" if scopes else "[avis]"))
-    graph.append("[amix]pan=stereo|c0=c0|c1=c1[aout]")
+    # The audio goes to the encoder (the mix alone) and to what times the picture.
+    graph = [f"[0:a]asplit=2[amix]{'[astems]' if scopes else '[avis]'}", "[amix]pan=stereo|c0=c0|c1=c1[aout]"]
     moving: list[tuple[str, Rect]] = []  # (label, where) of what is drawn over the canvas each frame
     if scopes:
         filters, labels = _scope_filters(settings, layout, fps, sample_rate, "[astems]")
@@ -203,7 +205,7 @@ def build_video_graph(settings: VideoSettings, files: VideoFiles, sample_rate: i
         moving.append(("[wave]", rect))
 
     # The canvas each frame starts from: the static layer, on the background colour or see-through.
-    graph.append(f"{static_in}settb=1/{fps},loop=loop=-1:size=1,setpts=N[canvas0]")
+    graph.append(f"[1:v]settb=1/{fps},loop=loop=-1:size=1,setpts=N[canvas0]")
     current = "[canvas0]"
     for i, (label, rect) in enumerate(moving):
         out = f"[canvas{i + 1}]"

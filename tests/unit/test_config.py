@@ -86,7 +86,8 @@ def test_shipped_example_documents_every_key_with_its_default():
 
 def test_video_size_and_fps_replace_the_presets_and_valid_sizes_pass():
     from streamer.config import VideoSettings
-    from streamer.video import check_video_settings, preset_of
+    from streamer.video import preset_of
+    from streamer.video_files import check_video_settings
 
     still = preset_of(VideoSettings(preset="still"))
     assert (still.width, still.height, still.fps, still.video_kbps) == (1280, 720, 5, 800)
