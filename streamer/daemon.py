@@ -598,8 +598,8 @@ class Daemon:
 
     def summary(self) -> str:
         playing = self._playing
-        what = (f"{track_title(playing.entry.bar.track_id)!r} {playing.entry.bar.key} {playing.entry.bar.tempo_bpm:.0f} BPM"
-                if playing else "starting")
+        bar = playing.entry.bar if playing else None
+        what = f"{track_title(bar.track_id)!r} {bar.key} {bar.tempo_bpm:.0f} BPM" if bar else "starting"
         outputs = [s.snapshot() for s in self._output_sinks()]
         ok = sum(1 for s in outputs if s.healthy)
         return (f"playing {what}; buffer {self.ring.ahead_seconds:.0f} s; outputs {ok}/{len(outputs)} ok; "
@@ -916,8 +916,8 @@ class Daemon:
 
     def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
         bar = entry.bar
-        return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index, "beats": bar.beats, "tempo_bpm": bar.tempo_bpm,
-                "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
+        return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
+                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
                 "playing": playing,
                 "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
                            "velocity": n.velocity} for n in bar.notes]}
@@ -934,12 +934,12 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         playing = self._playing
-        now_playing: dict[str, Any] = {"track_id": "", "title": "", "bar": 0, "section": "", "key": "", "chord": "",
-                                       "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
+        now_playing: dict[str, Any] = {"track_id": "", "title": "", "bar": 0, "section": "", "key": "",
+                                       "chord": "", "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
         if playing is not None:
             bar = playing.entry.bar
-            now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index, "section": bar.section, "key": bar.key,
-                           "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
+            now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
+                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
                            "fallback": playing.fallback}
         pending = self._pending_frames / self.sample_rate
         composing = self._composing_since
@@ -965,8 +965,23 @@ class Daemon:
             "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
             "archive": self.archive.snapshot() if self.archive is not None else {"enabled": False},
             "schedule": self.schedule.status(),
+            "video": self._video_status(),
             "counters": counters,
         }
+
+    def _video_status(self) -> dict[str, Any]:
+        """The picture's look, and how old the thumbnail of the encoded video is (None: none yet)."""
+        if self.picture is None:
+            return {"enabled": False}
+        age = None
+        if self.picture.thumbnail is not None:
+            try:
+                age = round(max(0.0, time.time() - os.stat(self.picture.thumbnail).st_mtime), 1)
+            except OSError:
+                pass
+        video = self.config.video
+        return {"enabled": True, "background": video.background, "layout": list(video.layout),
+                "thumbnail_age_seconds": age}
 
     def _clock_advancing(self) -> bool:
         window = max(2.0, 4 * BLOCK_FRAMES / self.sample_rate / max(self.clock.speed, 1e-9)) if self.clock.paced \

@@ -99,8 +99,9 @@ def test_only_the_bass_scope_moves_while_only_the_bass_plays(receiver, tmp_path,
         thread.start()
         try:
             assert receiver.wait_for_recording(12.0, 60), "no stream at the receiver"
-            now = status(status_port)["now_playing"]
+            now, video = status(status_port)["now_playing"], status(status_port)["video"]
             assert now["title"] == track_title(now["track_id"]) and now["title"]
+            assert video["layout"] == list(config.video.layout) and 0 <= video["thumbnail_age_seconds"] < 5
             code, kind, body = _get(status_port, "/thumbnail.jpg")
             thumbnail = Image.open(io.BytesIO(body))
             assert code == 200 and kind == "image/jpeg" and thumbnail.format == "JPEG" and thumbnail.width == 480
