@@ -112,7 +112,8 @@ def test_local_default_records_and_serves_live_audio(tmp_path):
     recordings = sorted((state / "recordings").glob("chiplofi-*.mkv"))
     assert len(recordings) == 1, log.read_text()
     assert {s["codec_name"] for s in probe(recordings[0])["streams"]} == {"h264", "aac"}
-    assert (state / "nowplaying.txt").read_text().startswith("chiplofi")
+    assert "BPM" in (state / "video" / "nowplaying.txt").read_text()  # the now-playing lines ffmpeg draws
+    assert (state / "video" / "nowplaying-title.txt").read_text().strip()
 
 
 def test_ffmpeg_killed_mid_stream_is_restarted_within_two_seconds(tmp_path):
