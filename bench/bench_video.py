@@ -9,7 +9,9 @@ time for --seconds after --warmup, CPU from /proc as % of one core:
   waveform      ffmpeg alone, `-re`, on the same audio's mix, with the picture before the 8-bit one
                 (a full-size showwaves band over a flat colour, three lines of drawtext)
 Ratios: bare / waveform (the picture's own cost; goal at 480p15 with the default ≤ 1.3) and
-daemon / bare. Backgrounds are made here by ffmpeg's own sources (a GIF, a video loop, a still).
+daemon / bare. Speeds (media seconds per wall second over the window, from each ffmpeg's
+progress; the daemon's from /status) say whether each kept real time: on a machine too busy to
+give them what they need, a CPU figure is what they got, and a speed under ~0.97 marks it. Backgrounds are made here by ffmpeg's own sources (a GIF, a video loop, a still).
 Run: .venv/bin/python bench/bench_video.py [--seconds 20] [--warmup 8] [--preset 480p15]
      [--presets 720p30,480p15,still]
 Writes bench/results/video.json.
@@ -35,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_daemon import children, cpu_seconds, free_port, machine_description, wait_ready  # noqa: E402
+from bench_daemon import (children, cpu_seconds, free_port, get_status, machine_description,  # noqa: E402
+                          media_seconds, wait_ready)
 
 from streamer.config import Config, VideoSettings  # noqa: E402
 from streamer.video import (PRESETS, build_video_graph, encoder_options, escape_filter_value,  # noqa: E402
@@ -98,7 +101,7 @@ def bare_picture_args(video: VideoSettings, files: VideoFiles, pcm: Path, output
     return args
 
 
-def waveform_picture_args(video: VideoSettings, pcm: Path, text: Path, output: str) -> list[str]:
+def waveform_picture_args(video: VideoSettings, pcm: Path, text: Path, output: str, progress: Path) -> list[str]:
     """The picture before the 8-bit one, as it was built: the mix's waveform (showwaves, cline, a
     third of the height) over a flat colour, and three lines of drawtext re-read every frame."""
     preset = preset_of(video)
@@ -117,7 +120,8 @@ def waveform_picture_args(video: VideoSettings, pcm: Path, text: Path, output: s
         f"color=c=0x1b1530:s={w}x{h}:r={fps},format=yuv420p[bg]",
         f"[bg][wave]overlay=x=0:y={wave_y}:shortest=1:format=yuv420,{drawtext},format=yuv420p[vout]",
     ])
-    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "s16le", "-ar", str(RATE),
+    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", str(progress), "-re", "-f",
+            "s16le", "-ar", str(RATE),
             "-ac", "6", "-ch_layout", pipe_layout(6), "-i", str(pcm), "-filter_complex", graph,
             "-map", "[vout]", "-map", "[aout]"]
     for key, value in encoder_options(video, RATE).items():
@@ -162,10 +166,13 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
              str(work / "daemon.flv"), "--status-addr", f"127.0.0.1:{status_port}"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "daemon.log", "wb"))
         wait_ready(status_port, processes["daemon"], 90.0)
-        processes["bare"] = subprocess.Popen(bare_picture_args(video, files, pcm, str(work / "bare.flv")),
-                                             stderr=open(work / "bare.log", "wb"))
-        processes["waveform"] = subprocess.Popen(waveform_picture_args(video, pcm, text, str(work / "waveform.flv")),
-                                                 stderr=open(work / "waveform.log", "wb"))
+        progress = {name: work / f"{name}.progress" for name in ("bare", "waveform")}
+        processes["bare"] = subprocess.Popen(
+            bare_picture_args(video, files, pcm, str(work / "bare.flv"), progress["bare"]),
+            stderr=open(work / "bare.log", "wb"))
+        processes["waveform"] = subprocess.Popen(
+            waveform_picture_args(video, pcm, text, str(work / "waveform.flv"), progress["waveform"]),
+            stderr=open(work / "waveform.log", "wb"))
         time.sleep(warmup)
 
         def sample() -> dict[str, float]:
@@ -175,9 +182,14 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
             return {"daemon": total, "daemon_python": own, "daemon_ffmpeg": total - own,
                     "bare": cpu_seconds(processes["bare"].pid), "waveform": cpu_seconds(processes["waveform"].pid)}
 
-        before, started = sample(), time.monotonic()
+        def media() -> dict[str, float]:
+            sink = next(s for s in get_status(status_port)["sinks"] if s["kind"] == "ffmpeg")
+            return {"daemon": sink["detail"]["encoded_seconds"], **{name: media_seconds(path)
+                                                                    for name, path in progress.items()}}
+
+        before, media_before, started = sample(), media(), time.monotonic()
         time.sleep(seconds)
-        after, window = sample(), time.monotonic() - started
+        after, media_after, window = sample(), media(), time.monotonic() - started
         dead = [name for name, proc in processes.items() if proc.poll() is not None]
         if dead:
             logs = "\n".join((work / f"{name}.log").read_text()[-2000:] for name in dead)
@@ -192,9 +204,10 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
                     proc.kill()
                     proc.wait()
     cpu = {key: round(100.0 * (after[key] - before[key]) / window, 1) for key in before}
+    speed = {key: round((media_after[key] - media_before[key]) / window, 2) for key in media_before}
     preset = preset_of(video)
     return {"picture": f"{preset.width}x{preset.height}@{preset.fps}", "window_seconds": round(window, 1),
-            "cpu_percent_of_one_core": cpu,
+            "cpu_percent_of_one_core": cpu, "speed": speed,
             "ratio_bare_to_waveform": round(cpu["bare"] / cpu["waveform"], 2) if cpu["waveform"] else None,
             "ratio_daemon_to_bare": round(cpu["daemon"] / cpu["bare"], 2) if cpu["bare"] else None}
 
@@ -233,12 +246,13 @@ def main() -> int:
             print(exc, file=sys.stderr)
             return 1
     print(f"{'picture':<34}{'daemon':>8}{'(Python':>9}{'+ ffmpeg)':>10}{'bare':>7}{'waveform':>10}"
-          f"{'bare/wave':>10}{'daemon/bare':>12}")
+          f"{'bare/wave':>10}{'daemon/bare':>12}   speeds daemon/bare/waveform")
     for name, row in rows.items():
-        c = row["cpu_percent_of_one_core"]
+        c, v = row["cpu_percent_of_one_core"], row["speed"]
         print(f"{name:<34}{c['daemon']:>8.1f}{c['daemon_python']:>9.1f}{c['daemon_ffmpeg']:>10.1f}{c['bare']:>7.1f}"
               f"{c['waveform']:>10.1f}{row['ratio_bare_to_waveform'] or float('nan'):>10.2f}"
-              f"{row['ratio_daemon_to_bare'] or float('nan'):>12.2f}")
+              f"{row['ratio_daemon_to_bare'] or float('nan'):>12.2f}   "
+              f"{v['daemon']:.2f}/{v['bare']:.2f}/{v['waveform']:.2f}")
     print(f"(CPU % of one core over {args.seconds:g} s windows, the three columns at the same time; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     default = rows.get("480p15 default")

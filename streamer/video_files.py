@@ -117,6 +117,10 @@ def check_video_settings(settings: VideoSettings, ffmpeg: str = "ffmpeg") -> Non
     if not Path(settings.font).is_file():
         raise ConfigError(f"video.font: expected a font file, {settings.font!r} does not exist "
                           "(Debian: fonts-dejavu-core)")
+    try:
+        ImageFont.truetype(settings.font, 12)  # what the static layer is drawn with (ffmpeg reads it too)
+    except OSError as exc:
+        raise ConfigError(f"video.font: {settings.font!r} is not a font FreeType can read ({exc})") from exc
     if background_kind(settings.background) != COLOUR:
         check_picture_file("video.background", settings.background, IMAGE_SUFFIXES + MOTION_SUFFIXES, ffmpeg)
     if settings.logo:

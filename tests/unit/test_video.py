@@ -123,6 +123,7 @@ def test_static_layer_is_pixel_text_and_see_through_over_a_picture():
     ({"background": "/no/such/loop.avi"}, "video.background"),
     ({"logo": "/no/such/logo.png"}, "video.logo"),
     ({"logo": "/etc/hostname"}, "video.logo"),
+    ({"font": "/etc/hostname"}, "video.font"),
 ])
 def test_bad_video_settings_give_one_line_naming_the_key(changes, key):
     with pytest.raises(ConfigError) as raised:
