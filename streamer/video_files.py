@@ -230,7 +230,7 @@ def draw_static_layer(settings: VideoSettings, layout: Layout, over_picture: boo
 
 
 def prepare_video_files(settings: VideoSettings, directory: Path, ffmpeg: str) -> VideoFiles:
-    """Copy the operator's files and draw the static layer into `directory` (at start, once)."""
+    """Convert the operator's files and draw the static layer into `directory` (at start, once)."""
     from streamer.video import preset_of
 
     preset = preset_of(settings)
@@ -255,5 +255,9 @@ def prepare_video_files(settings: VideoSettings, directory: Path, ffmpeg: str) -
     except OSError as exc:
         raise ConfigError(f"stream.state_dir: cannot write {static} ({exc.strerror or exc})") from exc
     thumbnail = directory / "thumbnail.jpg" if settings.thumbnail_seconds > 0 else None
+    try:
+        (directory / "thumbnail.jpg").unlink(missing_ok=True)  # the last run's picture is not this one's
+    except OSError as exc:
+        log.warning("cannot delete the last run's thumbnail: %s", exc)
     return VideoFiles(directory, static, background, logo, directory / "nowplaying-title.txt",
                       directory / "nowplaying.txt", thumbnail)
