@@ -1,6 +1,6 @@
 """The picture viewers see, taken from real streams to nginx-rtmp and from ffmpeg's own output.
 
-- Only the bass plays: only the bass scope moves; the title and the track's title are drawn;
+- Only the bass plays (then only the lead and the drums): only those scopes move; the title and the track's title are drawn;
   the status page's thumbnail is a JPEG of the encoded picture; the title is in /status, the
   archive and the log.
 - An operator's still background and logo: their pixels where expected; the original files
@@ -87,13 +87,14 @@ def _get(port: int, path: str) -> tuple[int, str, bytes]:
         return response.status, response.headers.get("Content-Type", ""), response.read()
 
 
-def test_only_the_bass_scope_moves_while_only_the_bass_plays(receiver, tmp_path, caplog):
+@pytest.mark.parametrize("playing", [{"bass"}, {"lead", "drums"}], ids=["bass", "lead+drums"])
+def test_only_the_scopes_of_the_voices_playing_move(receiver, tmp_path, caplog, playing):
     status_port = free_port()
     config = Config(stream=StreamSettings(outputs=(receiver.ingest_url,), state_dir=str(tmp_path / "state"),
                                           checkpoint="rule-based"),
                     status=StatusSettings(addr=f"127.0.0.1:{status_port}"),
                     video=VideoSettings(title="Bass Club Radio", thumbnail_seconds=1.0))
-    daemon = Daemon(config, environ={KEY_ENV: STREAM_KEY}, composer_loader=lambda _, seed: OnlyVoices(seed, {"bass"}))
+    daemon = Daemon(config, environ={KEY_ENV: STREAM_KEY}, composer_loader=lambda _, seed: OnlyVoices(seed, playing))
     thread = threading.Thread(target=daemon.run, name="daemon-under-test")
     with caplog.at_level(logging.INFO, logger="streamer.daemon"):
         thread.start()
@@ -117,8 +118,9 @@ def test_only_the_bass_scope_moves_while_only_the_bass_plays(receiver, tmp_path,
     preset = preset_of(config.video)
     layout = layout_for(preset.width, preset.height, text_lines=0)
     motion = {voice: _motion(frames, *_inside(layout.scopes[voice], layout)) for voice in VOICES}
-    assert motion["bass"] > 4.0, motion
-    assert all(motion[voice] < motion["bass"] / 8 for voice in VOICES if voice != "bass"), motion
+    moving = min(motion[voice] for voice in playing)
+    assert moving > 4.0, motion
+    assert all(motion[voice] < moving / 8 for voice in VOICES if voice not in playing), motion
     # The title and the track's title are drawn, in the text colour, where the layout puts them.
     s, last = layout.scale, frames[-1]
     title = last[layout.title_y * s:(layout.title_y + layout.title_size) * s, :preset.width // 2]
