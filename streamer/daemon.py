@@ -831,7 +831,7 @@ class Daemon:
                 self.counters["tracks_started"] += 1
                 # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
                 bar = marker.entry.bar
-                log.info("now playing %r: %s, %s, %.0f BPM (%s)", track_title(bar.track_id), bar.track_id, bar.key,
+                log.info("now playing: %s, %r, %s, %.0f BPM (%s)", bar.track_id, track_title(bar.track_id), bar.key,
                          bar.tempo_bpm, marker.entry.composer_id)
             if self.track_recorder is not None:
                 self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)

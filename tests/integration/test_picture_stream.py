@@ -130,7 +130,7 @@ def test_only_the_scopes_of_the_voices_playing_move(receiver, tmp_path, caplog, 
     # The title is in the log and in the archive, beside key and tempo.
     records = [json.loads(p.read_text()) for p in (tmp_path / "state" / "tracks").glob("*.json")]
     assert records and all(r["title"] == track_title(r["track_id"]) for r in records)
-    assert f"now playing {records[0]['title']!r}: {records[0]['track_id']}, {records[0]['key']}" in caplog.text
+    assert f"now playing: {records[0]['track_id']}, {records[0]['title']!r}, {records[0]['key']}" in caplog.text
 
 
 def _solid_png(path: Path, size: tuple[int, int], colour: tuple[int, ...], mode: str = "RGB") -> Path:
