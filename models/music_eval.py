@@ -5,6 +5,8 @@ against the held-out NES games) and the blend (style_blend 0.3, against both) â€
 music are measured the same way (`models.music_features`) and compared with the style's
 held-out real songs (`models.overlap`):
 - ``model``          the composer as it plays (`latent_source="lstm"`)
+- ``model_next_seed`` the same with the next seed: how far two seeds of one model differ (a
+                     difference between sets smaller than this is noise)
 - ``noise_latents``  the same composer with every latent drawn from N(0, 1) instead of the LSTM
 - ``rules``          the rule-based parts (`models.rule_parts`), tracks as long as the model's
 - ``random``         random notes (`metrics.random_track`), tracks as long as the model's
@@ -30,9 +32,12 @@ from models.data import STEPS_PER_BAR, STEPS_PER_BEAT, STYLES, Corpus
 from models.overlap import set_overlaps
 from models.rule_parts import RuleParts
 
-SOURCES: tuple[str, ...] = ("model", "noise_latents", "rules", "random", "real_train")
-SOURCE_LABELS = {"model": "model", "noise_latents": "noise-z", "rules": "rules", "random": "random",
-                 "real_train": "train", "real_held_out": "held-out"}
+SOURCES: tuple[str, ...] = ("model", "model_next_seed", "noise_latents", "rules", "random", "real_train")
+SOURCE_LABELS = {"model": "model", "model_next_seed": "seed+1", "noise_latents": "noise-z", "rules": "rules",
+                 "random": "random", "real_train": "train", "real_held_out": "held-out"}
+# The composers of a style: set â†’ (latent source, seed offset).
+COMPOSERS: dict[str, tuple[str, int]] = {"model": ("lstm", 0), "model_next_seed": ("lstm", 1),
+                                         "noise_latents": ("noise", 0)}
 RULE_TEMPO = (72.0, 90.0)  # as the stream's rule-based composer
 
 
@@ -137,16 +142,19 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
 
     real = songs_of_styles(held_out, setting.reference_styles)
     train = songs_of_styles(training, setting.reference_styles)
-    composed = {source: compose(checkpoint_dir, setting.style_blend, source_latents, minutes, seed, progress)
-                for source, source_latents in (("model", "lstm"), ("noise_latents", "noise"))}
+    composed = {source: compose(checkpoint_dir, setting.style_blend, latents, minutes, seed + offset, progress)
+                for source, (latents, offset) in COMPOSERS.items()}
     bar_counts = [len(track) for track in composed["model"].tracks]
-    makers: dict[str, Callable[[], list[mf.Piece]]] = {
-        "model": lambda: [mf.piece_from_bars(t) for t in composed["model"].tracks],
-        "noise_latents": lambda: [mf.piece_from_bars(t) for t in composed["noise_latents"].tracks],
-        "rules": lambda: rule_pieces(bar_counts, seed),
-        "random": lambda: random_pieces(bar_counts, seed),
-        "real_train": lambda: mf.corpus_pieces(train),
-    }
+
+    def pieces_of(source: str) -> list[mf.Piece]:
+        if source in COMPOSERS:
+            return [mf.piece_from_bars(track) for track in composed[source].tracks]
+        if source == "rules":
+            return rule_pieces(bar_counts, seed)
+        if source == "random":
+            return random_pieces(bar_counts, seed)
+        return mf.corpus_pieces(train)
+
     real_pieces = mf.corpus_pieces(real)
     real_features = mf.feature_set(real_pieces)
     result: dict[str, Any] = {
@@ -156,8 +164,8 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
         "sets": {},
     }
     for source in tqdm(SOURCES, desc=f"measuring {setting.name}", unit="set", disable=not progress):
-        result["sets"][source] = measure_set(makers[source](), real_features, seed)
-    for source in ("model", "noise_latents"):
+        result["sets"][source] = measure_set(pieces_of(source), real_features, seed)
+    for source in COMPOSERS:
         result["sets"][source]["minutes"] = sum(
             len(track) * STEPS_PER_BAR / STEPS_PER_BEAT / track[0].tempo_bpm for track in composed[source].tracks)
     return result, composed["model"]
