@@ -179,7 +179,10 @@ def evaluate_music(checkpoint_dir: Path, training: Corpus, held_out: Corpus, min
     for setting in STYLE_SETTINGS:
         styles[setting.name], tracks[setting.name] = evaluate_style(setting, checkpoint_dir, training, held_out,
                                                                     minutes, seed, progress)
-    result = {"minutes_per_style": minutes, "styles": styles}
+    # Neither the lo-fi loops nor most NES songs have drums: Lakh's held-out songs show real grooves.
+    lakh = songs_of_styles(held_out, ("lakh",))
+    result = {"minutes_per_style": minutes, "styles": styles,
+              "drums_of_held_out_lakh": {"songs": lakh.n_songs, **mf.drum_figures(mf.corpus_pieces(lakh))}}
     result["goals"] = music_goal_rows(result)
     return result, tracks
 
@@ -221,7 +224,8 @@ def _close(relative: float, absolute: float = 0.0) -> Callable[[float, float], b
 
 # Goals of issue 12 for the model: (row key, styles, text, compared with, test(model, compared)).
 # "noise": the noise-latent set's value; "held_out" / "train": the real sets' figure; None: absolute.
-# Thresholds the issue leaves open are ours: backbeat ≥ 0.75, fills at section ends ≥ 0.5,
+# Thresholds the issue leaves open are ours: backbeat ≥ 0.60 (Lakh pop: 0.68 of its drum bars),
+# fills at section ends ≥ 0.5,
 # "about the data's rate" = within 25 % (at least 0.05), "resolved as the data" = within 0.10.
 GOALS: tuple[tuple[str, tuple[str, ...], str, str | None, Callable[[float, Any], bool]], ...] = (
     ("mean_value", ("lofi", "nes"), "≥ noise-z + 0.10", "noise", lambda v, n: v >= n + 0.10),
@@ -233,7 +237,7 @@ GOALS: tuple[tuple[str, tuple[str, ...], str, str | None, Callable[[float, Any],
     ("distinct_lead_pitches_per_4_bars", ALL_STYLES, "≥ 7", None, lambda v, _: v >= 7.0),
     ("bass_root_on_first_onset", ALL_STYLES, "train ± 0.10", "train", lambda v, t: abs(v - t) <= 0.10),
     ("drum_bar_variety", ALL_STYLES, "≤ 0.35", None, lambda v, _: v <= 0.35),
-    ("backbeat", ALL_STYLES, "≥ 0.75", None, lambda v, _: v >= 0.75),
+    ("backbeat", ALL_STYLES, "≥ 0.60", None, lambda v, _: v >= 0.60),
     ("fills_at_section_ends", ALL_STYLES, "≥ 0.50", None, lambda v, _: v >= 0.50),
     ("track_similarity", ALL_STYLES, "≤ 0.55", None, lambda v, _: v <= 0.55),
     ("non_diatonic_chords", ALL_STYLES, "train ± 25 %", "train", _close(0.25, 0.05)),
@@ -289,9 +293,9 @@ def music_goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(value: Any, where: str) -> str:
+def _cell(value: Any) -> str:
     if isinstance(value, tuple):
-        return "/".join(_cell(v, where) for v in value)
+        return "/".join(_cell(v) for v in value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—" if value is None else "n/a"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
@@ -313,7 +317,7 @@ def format_music_table(result: dict[str, Any]) -> str:
         table = [header]
         for row in (r for r in result["goals"] if r["style"] == name):
             verdict = "" if not row["goal"] else ("n/a" if row["pass"] is None else ("pass" if row["pass"] else "MISS"))
-            table.append((row["label"], *(_cell(row["values"][c], row["kind"]) for c in columns), row["goal"], verdict))
+            table.append((row["label"], *(_cell(row["values"][c]) for c in columns), row["goal"], verdict))
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for number, cells in enumerate(table):
             text = "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:-2], widths[1:-2])]
@@ -321,6 +325,12 @@ def format_music_table(result: dict[str, Any]) -> str:
             lines.append(text.rstrip())
             if number == 0:
                 lines.append("-" * len(text.rstrip()))
+    lakh = result.get("drums_of_held_out_lakh") or {}
+    if lakh.get("songs"):
+        lines += ["", f"drums of {lakh['songs']} held-out Lakh songs (no other reference has many): "
+                      f"variety {_cell(lakh['drum_bar_variety'])}, backbeat {_cell(lakh['backbeat'])}, "
+                      f"fills at 8-bar phrase ends {_cell(lakh['fills_at_section_ends'])}, "
+                      f"elsewhere {_cell(lakh['fills_elsewhere'])}"]
     judged = [r for r in result["goals"] if r["pass"] is not None]
     lines += ["", f"music: {sum(1 for r in judged if r['pass'])} of {len(judged)} goals met "
                   f"(feature rows: distance-overlap / value-overlap; '—': not measured for that column)"]

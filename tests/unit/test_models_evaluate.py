@@ -301,6 +301,9 @@ def test_without_training_data_the_baselines_are_left_out(setup, tmp_path, monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     result = evaluate(setup["checkpoint"], [setup["eval"]], 0.2, 1, train_dirs=[tmp_path / "gone"], progress=False)
     assert result["training_data"] is None and result["vae"]["baselines"] is None
+    assert result["music"] is None and "style_blend" not in format_table(result)  # nothing real to compare with
+    with pytest.raises(DataError, match="--data"):  # and without --data, nothing to evaluate on
+        evaluate(setup["checkpoint"], (), 0.2, 1, train_dirs=[tmp_path / "gone"], progress=False)
     assert result["data"]["held_out_songs"] == 4  # nothing known to leave out
     assert result["generated"]["copied_from_training"] is None
     rows = {r["figure"]: r for r in result["goals"]}
