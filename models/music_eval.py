@@ -53,7 +53,8 @@ STYLE_SETTINGS: tuple[StyleSetting, ...] = (
     StyleSetting("lofi", 0.0, ("lofi",), "lo-fi (style_blend 0.0) vs held-out lo-fi loops"),
     StyleSetting("nes", 1.0, ("nes",), "NES (style_blend 1.0) vs held-out NES games"),
     StyleSetting("blend", Controls().style_blend, ("lofi", "nes"),
-                 f"blend (style_blend {Controls().style_blend:.1f}, the default) vs held-out lo-fi loops and NES games"),
+                 f"blend (style_blend {Controls().style_blend:.1f}, the default) "
+                 "vs held-out lo-fi loops and NES games"),
 )
 
 
@@ -126,13 +127,11 @@ def songs_of_styles(corpus: Corpus, styles: Sequence[str]) -> Corpus:
 
 # --------------------------------------------------------------------------- measuring
 
-def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet | None, seed: int) -> dict[str, Any]:
-    """Figures of a set, and its overlaps with `reference` (None: the reference itself)."""
+def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet, seed: int) -> dict[str, Any]:
+    """Figures of a set, and its overlaps with the `reference` segments."""
     features = mf.feature_set(pieces)
-    result: dict[str, Any] = {"segments": features.n_segments, "figures": mf.set_figures(pieces)}
-    if reference is not None:
-        result["overlap"] = set_overlaps(features, reference, seed)
-    return result
+    return {"segments": features.n_segments, "figures": mf.set_figures(pieces),
+            "overlap": set_overlaps(features, reference, seed)}
 
 
 def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus, held_out: Corpus,

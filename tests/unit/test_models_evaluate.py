@@ -168,7 +168,8 @@ def setup(tmp_path_factory):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = cli_main(["eval", "--data", str(eval_dir), "--checkpoint", str(checkpoint), "--train-data",
-                         str(train_dir), str(nes_dir), "--minutes", "0.5", "--seed", "3", "--json", str(out), "--no-progress"])
+                         str(train_dir), str(nes_dir), "--minutes", "0.5", "--seed", "3", "--json", str(out),
+                         "--no-progress"])
     yield {"root": root, "train": train_dir, "nes": nes_dir, "eval": eval_dir, "checkpoint": checkpoint, "code": code,
            "stdout": stdout.getvalue(), "json": out, "seen": seen}
     cache.undo()
