@@ -448,7 +448,8 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
                         help="checkpoint directory (default: the shipped models/checkpoints)")
     parser.add_argument("--minutes", type=_positive_minutes, default=DEFAULT_MINUTES,
-                        help="minutes of music per style and composer (model, noise latents) (default %(default)s)")
+                        help="minutes of music per style and composer (model, next seed, noise latents) "
+                             "(default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composed music (default %(default)s)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
     parser.add_argument("--train-data", action="extend", nargs="+", metavar="DIR", default=None,
