@@ -238,12 +238,11 @@ def evaluate(checkpoint_dir: str | Path | None = None, data_dirs: Sequence[str |
     began = time.monotonic()
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else ckpt.shipped_directory()
     vae, lstm, infos = ckpt.load_models(directory)
+    data = load_evaluation_data(data_dirs, progress) if data_dirs else None  # its errors before the long reads
     whole_training, training, train_folders = load_training_data(directory, train_dirs, progress)
-    if data_dirs:
-        data = load_evaluation_data(data_dirs, progress)
-    elif whole_training is not None:
+    if data is None and whole_training is not None:
         data, data_dirs = whole_training, train_folders  # its held-out part: the validation split
-    else:
+    elif data is None:
         raise DataError("no evaluation data: the models' training folders are missing "
                         f"({', '.join(map(str, train_folders))}); give MIDI folders with --data DIR")
     held_out, seen = held_out_part(data, training)
@@ -449,7 +448,8 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
                         help="checkpoint directory (default: the shipped models/checkpoints)")
     parser.add_argument("--minutes", type=_positive_minutes, default=DEFAULT_MINUTES,
-                        help="minutes of music per style and composer (model, noise latents) (default %(default)s)")
+                        help="minutes of music per style and composer (model, next seed, noise latents) "
+                             "(default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composed music (default %(default)s)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
     parser.add_argument("--train-data", action="extend", nargs="+", metavar="DIR", default=None,

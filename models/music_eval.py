@@ -5,6 +5,8 @@ against the held-out NES games) and the blend (style_blend 0.3, against both) �
 music are measured the same way (`models.music_features`) and compared with the style's
 held-out real songs (`models.overlap`):
 - ``model``          the composer as it plays (`latent_source="lstm"`)
+- ``model_next_seed`` the same with the next seed: how far two seeds of one model differ (a
+                     difference between sets smaller than this is noise)
 - ``noise_latents``  the same composer with every latent drawn from N(0, 1) instead of the LSTM
 - ``rules``          the rule-based parts (`models.rule_parts`), tracks as long as the model's
 - ``random``         random notes (`metrics.random_track`), tracks as long as the model's
@@ -30,9 +32,12 @@ from models.data import STEPS_PER_BAR, STEPS_PER_BEAT, STYLES, Corpus
 from models.overlap import set_overlaps
 from models.rule_parts import RuleParts
 
-SOURCES: tuple[str, ...] = ("model", "noise_latents", "rules", "random", "real_train")
-SOURCE_LABELS = {"model": "model", "noise_latents": "noise-z", "rules": "rules", "random": "random",
-                 "real_train": "train", "real_held_out": "held-out"}
+SOURCES: tuple[str, ...] = ("model", "model_next_seed", "noise_latents", "rules", "random", "real_train")
+SOURCE_LABELS = {"model": "model", "model_next_seed": "seed+1", "noise_latents": "noise-z", "rules": "rules",
+                 "random": "random", "real_train": "train", "real_held_out": "held-out"}
+# The composers of a style: set → (latent source, seed offset).
+COMPOSERS: dict[str, tuple[str, int]] = {"model": ("lstm", 0), "model_next_seed": ("lstm", 1),
+                                         "noise_latents": ("noise", 0)}
 RULE_TEMPO = (72.0, 90.0)  # as the stream's rule-based composer
 
 
@@ -48,7 +53,8 @@ STYLE_SETTINGS: tuple[StyleSetting, ...] = (
     StyleSetting("lofi", 0.0, ("lofi",), "lo-fi (style_blend 0.0) vs held-out lo-fi loops"),
     StyleSetting("nes", 1.0, ("nes",), "NES (style_blend 1.0) vs held-out NES games"),
     StyleSetting("blend", Controls().style_blend, ("lofi", "nes"),
-                 f"blend (style_blend {Controls().style_blend:.1f}, the default) vs held-out lo-fi loops and NES games"),
+                 f"blend (style_blend {Controls().style_blend:.1f}, the default) "
+                 "vs held-out lo-fi loops and NES games"),
 )
 
 
@@ -121,13 +127,11 @@ def songs_of_styles(corpus: Corpus, styles: Sequence[str]) -> Corpus:
 
 # --------------------------------------------------------------------------- measuring
 
-def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet | None, seed: int) -> dict[str, Any]:
-    """Figures of a set, and its overlaps with `reference` (None: the reference itself)."""
+def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet, seed: int) -> dict[str, Any]:
+    """Figures of a set, and its overlaps with the `reference` segments."""
     features = mf.feature_set(pieces)
-    result: dict[str, Any] = {"segments": features.n_segments, "figures": mf.set_figures(pieces)}
-    if reference is not None:
-        result["overlap"] = set_overlaps(features, reference, seed)
-    return result
+    return {"segments": features.n_segments, "figures": mf.set_figures(pieces),
+            "overlap": set_overlaps(features, reference, seed)}
 
 
 def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus, held_out: Corpus,
@@ -137,16 +141,19 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
 
     real = songs_of_styles(held_out, setting.reference_styles)
     train = songs_of_styles(training, setting.reference_styles)
-    composed = {source: compose(checkpoint_dir, setting.style_blend, source_latents, minutes, seed, progress)
-                for source, source_latents in (("model", "lstm"), ("noise_latents", "noise"))}
+    composed = {source: compose(checkpoint_dir, setting.style_blend, latents, minutes, seed + offset, progress)
+                for source, (latents, offset) in COMPOSERS.items()}
     bar_counts = [len(track) for track in composed["model"].tracks]
-    makers: dict[str, Callable[[], list[mf.Piece]]] = {
-        "model": lambda: [mf.piece_from_bars(t) for t in composed["model"].tracks],
-        "noise_latents": lambda: [mf.piece_from_bars(t) for t in composed["noise_latents"].tracks],
-        "rules": lambda: rule_pieces(bar_counts, seed),
-        "random": lambda: random_pieces(bar_counts, seed),
-        "real_train": lambda: mf.corpus_pieces(train),
-    }
+
+    def pieces_of(source: str) -> list[mf.Piece]:
+        if source in COMPOSERS:
+            return [mf.piece_from_bars(track) for track in composed[source].tracks]
+        if source == "rules":
+            return rule_pieces(bar_counts, seed)
+        if source == "random":
+            return random_pieces(bar_counts, seed)
+        return mf.corpus_pieces(train)
+
     real_pieces = mf.corpus_pieces(real)
     real_features = mf.feature_set(real_pieces)
     result: dict[str, Any] = {
@@ -156,8 +163,8 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
         "sets": {},
     }
     for source in tqdm(SOURCES, desc=f"measuring {setting.name}", unit="set", disable=not progress):
-        result["sets"][source] = measure_set(makers[source](), real_features, seed)
-    for source in ("model", "noise_latents"):
+        result["sets"][source] = measure_set(pieces_of(source), real_features, seed)
+    for source in COMPOSERS:
         result["sets"][source]["minutes"] = sum(
             len(track) * STEPS_PER_BAR / STEPS_PER_BEAT / track[0].tempo_bpm for track in composed[source].tracks)
     return result, composed["model"]
@@ -171,7 +178,10 @@ def evaluate_music(checkpoint_dir: Path, training: Corpus, held_out: Corpus, min
     for setting in STYLE_SETTINGS:
         styles[setting.name], tracks[setting.name] = evaluate_style(setting, checkpoint_dir, training, held_out,
                                                                     minutes, seed, progress)
-    result = {"minutes_per_style": minutes, "styles": styles}
+    # Neither the lo-fi loops nor most NES songs have drums: Lakh's held-out songs show real grooves.
+    lakh = songs_of_styles(held_out, ("lakh",))
+    result = {"minutes_per_style": minutes, "styles": styles,
+              "drums_of_held_out_lakh": {"songs": lakh.n_songs, **mf.drum_figures(mf.corpus_pieces(lakh))}}
     result["goals"] = music_goal_rows(result)
     return result, tracks
 
@@ -213,7 +223,8 @@ def _close(relative: float, absolute: float = 0.0) -> Callable[[float, float], b
 
 # Goals of issue 12 for the model: (row key, styles, text, compared with, test(model, compared)).
 # "noise": the noise-latent set's value; "held_out" / "train": the real sets' figure; None: absolute.
-# Thresholds the issue leaves open are ours: backbeat ≥ 0.75, fills at section ends ≥ 0.5,
+# Thresholds the issue leaves open are ours: backbeat ≥ 0.60 (Lakh pop: 0.68 of its drum bars),
+# fills at section ends ≥ 0.5,
 # "about the data's rate" = within 25 % (at least 0.05), "resolved as the data" = within 0.10.
 GOALS: tuple[tuple[str, tuple[str, ...], str, str | None, Callable[[float, Any], bool]], ...] = (
     ("mean_value", ("lofi", "nes"), "≥ noise-z + 0.10", "noise", lambda v, n: v >= n + 0.10),
@@ -225,7 +236,7 @@ GOALS: tuple[tuple[str, tuple[str, ...], str, str | None, Callable[[float, Any],
     ("distinct_lead_pitches_per_4_bars", ALL_STYLES, "≥ 7", None, lambda v, _: v >= 7.0),
     ("bass_root_on_first_onset", ALL_STYLES, "train ± 0.10", "train", lambda v, t: abs(v - t) <= 0.10),
     ("drum_bar_variety", ALL_STYLES, "≤ 0.35", None, lambda v, _: v <= 0.35),
-    ("backbeat", ALL_STYLES, "≥ 0.75", None, lambda v, _: v >= 0.75),
+    ("backbeat", ALL_STYLES, "≥ 0.60", None, lambda v, _: v >= 0.60),
     ("fills_at_section_ends", ALL_STYLES, "≥ 0.50", None, lambda v, _: v >= 0.50),
     ("track_similarity", ALL_STYLES, "≤ 0.55", None, lambda v, _: v <= 0.55),
     ("non_diatonic_chords", ALL_STYLES, "train ± 25 %", "train", _close(0.25, 0.05)),
@@ -281,9 +292,9 @@ def music_goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(value: Any, where: str) -> str:
+def _cell(value: Any) -> str:
     if isinstance(value, tuple):
-        return "/".join(_cell(v, where) for v in value)
+        return "/".join(_cell(v) for v in value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—" if value is None else "n/a"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
@@ -305,7 +316,7 @@ def format_music_table(result: dict[str, Any]) -> str:
         table = [header]
         for row in (r for r in result["goals"] if r["style"] == name):
             verdict = "" if not row["goal"] else ("n/a" if row["pass"] is None else ("pass" if row["pass"] else "MISS"))
-            table.append((row["label"], *(_cell(row["values"][c], row["kind"]) for c in columns), row["goal"], verdict))
+            table.append((row["label"], *(_cell(row["values"][c]) for c in columns), row["goal"], verdict))
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for number, cells in enumerate(table):
             text = "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:-2], widths[1:-2])]
@@ -313,6 +324,12 @@ def format_music_table(result: dict[str, Any]) -> str:
             lines.append(text.rstrip())
             if number == 0:
                 lines.append("-" * len(text.rstrip()))
+    lakh = result.get("drums_of_held_out_lakh") or {}
+    if lakh.get("songs"):
+        lines += ["", f"drums of {lakh['songs']} held-out Lakh songs (no other reference has many): "
+                      f"variety {_cell(lakh['drum_bar_variety'])}, backbeat {_cell(lakh['backbeat'])}, "
+                      f"fills at 8-bar phrase ends {_cell(lakh['fills_at_section_ends'])}, "
+                      f"elsewhere {_cell(lakh['fills_elsewhere'])}"]
     judged = [r for r in result["goals"] if r["pass"] is not None]
     lines += ["", f"music: {sum(1 for r in judged if r['pass'])} of {len(judged)} goals met "
                   f"(feature rows: distance-overlap / value-overlap; '—': not measured for that column)"]

@@ -30,16 +30,14 @@ Figures of a set (`set_figures`), each defined where it is computed.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from models import metrics
-from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, CHORD_SYMBOLS, DRUMS, NO_CHORD_ROOT, STEPS_PER_BAR,
+from models import data, metrics
+from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, DRUMS, NO_CHORD_ROOT, STEPS_PER_BAR,
                          STEPS_PER_BEAT, Corpus, normalising_shift, parse_key)
-from models.errors import ModelError
 
 LEAD, HARMONY, BASS = 0, 1, 2
 SEGMENT_BARS = 4
@@ -88,21 +86,13 @@ def section_ends_from_labels(labels: Sequence[str]) -> np.ndarray:
     return ends
 
 
-_ROOTS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_QUALITY_OF_SYMBOL = {symbol: CHORD_QUALITIES.index(q) for q, symbol in CHORD_SYMBOLS.items()}
-_CHORD_NAME = re.compile(r"^([A-G])([#b]?)(.*)$")
-
-
 def parse_chord(name: str) -> tuple[int, int]:
-    """(root, quality) of a chord name such as 'Dm9', 'F#maj7', 'Bb', 'Dbmaj7'; 'N.C.' gives
-    (NO_CHORD_ROOT, 0). Raises ModelError naming the text for an unknown chord."""
+    """(root, quality index) of a chord name such as 'Dm9', 'F#maj7', 'Bb' (`models.data.parse_chord`);
+    'N.C.' gives (NO_CHORD_ROOT, 0). Raises ModelError naming the text for an unknown chord."""
     if name in ("N.C.", ""):
         return NO_CHORD_ROOT, 0
-    match = _CHORD_NAME.match(name)
-    if match is None or match.group(3) not in _QUALITY_OF_SYMBOL:
-        raise ModelError(f"unknown chord name {name!r}")
-    accidental = {"#": 1, "b": -1, "": 0}[match.group(2)]
-    return (_ROOTS[match.group(1)] + accidental) % 12, _QUALITY_OF_SYMBOL[match.group(3)]
+    root, quality = data.parse_chord(name)
+    return root, CHORD_QUALITIES.index(quality)
 
 
 def _token_view(played: metrics.Track) -> metrics.Track:
