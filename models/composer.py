@@ -97,7 +97,7 @@ CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
 # chord labels, where a borrowed chord is often read as a diatonic neighbour; this brings them to
 # about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
 # colours, as in the data, where few chromatic chords move a fifth down.
-CHROMATIC_BOOST = {"borrowed": 3.0, "dominant": 1.0}
+CHROMATIC_BOOST = {"borrowed": 2.0, "dominant": 0.5}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
 SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}
@@ -119,7 +119,7 @@ INTROS: dict[str, tuple[str, ...]] = {"full": (), "keys": ("bass", "drums"), "be
 COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, 16),), ((0, 14),), ((0, 12),), ((0, 8), (8, 8)), ((0, 6), (6, 10)), ((0, 10), (10, 6)),
 )
-COMP_WEIGHTS = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.1])  # mostly one long chord a bar
+COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
 REPEAT_PENALTY = 2.5  # logits taken from the lead's last pitch: a melody moves; holding is still free
 RECENT_PENALTY = 0.5  # ... and per recent use of a pitch (the last 8 onsets), so a phrase ranges wider
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
@@ -574,7 +574,7 @@ class Composer:
     @staticmethod
     def _lofi_phrasing(tokens: np.ndarray) -> None:
         """Lo-fi plays few, long notes: the bass keeps its onsets on beats 1 and 3 (and the push
-        before 3), and lead (up to a beat) and bass notes (up to 2 beats) ring on into rests."""
+        before 3), and lead (up to half a beat) and bass notes (up to 2 beats) ring on into rests."""
         bass = tokens[:, 2]
         for step in range(STEPS_PER_BAR):
             if bass[step] >= FIRST_PITCH_TOKEN and step not in (0, 6, 8):
@@ -588,7 +588,7 @@ class Composer:
                     sounding, ringing = True, 0
                 elif column[step] == HOLD:
                     continue
-                elif sounding and ringing < (4 if voice == 0 else 8):
+                elif sounding and ringing < (2 if voice == 0 else 8):
                     column[step] = HOLD
                     ringing += 1
                 else:
