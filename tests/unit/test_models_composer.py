@@ -107,3 +107,23 @@ def test_model_time_is_counted():
     list(itertools.islice(composer, 20))
     assert composer.bars_made == 20
     assert 0 < composer.model_seconds / 20 < 0.05
+
+
+def test_start_track_continues_numbering_in_a_related_key():
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=4))
+    first = next(composer)
+    composer.start_track(12, after=("G minor", 84.0))
+    bar = next(composer)
+    assert (bar.track_id, bar.track_index, bar.bar_index) == ("s4-t0012", 12, 0)
+    tonic, mode = parse_key(bar.key)
+    # Same key, a fifth either way, a whole tone either way, or the relative major.
+    assert ((tonic - 7) % 12, mode) in {(0, MINOR), (7, MINOR), (5, MINOR), (2, MINOR), (10, MINOR), (3, MAJOR)}
+    assert abs(bar.tempo_bpm - 84.0) <= 8.0
+    assert bar.notes != first.notes
+    # The same start gives the same track: a position is reproducible.
+    again = Composer.from_modules(vae, lstm, Controls(seed=4))
+    again.start_track(12, after=("G minor", 84.0))
+    assert next(again) == bar
+    with pytest.raises(ModelError):
+        composer.start_track(-1)
