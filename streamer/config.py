@@ -132,7 +132,11 @@ class StreamSettings:
                                 "never logged or shown")
     checkpoint: str = setting("", "composer checkpoint directory; empty = the shipped one (or the "
                                   "rule-based composer when none is shipped); 'rule-based' = no model")
-    seed: int = setting(0, "seed of the composer, humanisation and crackle", min=0, max=2**32 - 1)
+    seed: int | None = setting(None, "seed of the composer, humanisation and crackle; unset = picked at "
+                                     "random once and kept in the state directory", min=0, max=2**32 - 1)
+    swap_at: str = setting("section", "where a new checkpoint takes over from the playing one: at the next "
+                                      "bar, section or track (it begins a new track in a related key)",
+                           choices=("bar", "section", "track"))
     buffer_seconds: float = setting(30.0, "seconds of composed bars kept ahead of playback", min=4.0,
                                     max=600.0)
     prefill_timeout_seconds: float = setting(
