@@ -496,7 +496,8 @@ def example_toml(settings: Any = None, prefix: str = "") -> str:
             scalars.append("".join(f"# {line}".rstrip() + "\n" for line in comment))
             continue
         comment = textwrap.wrap(f"{f.metadata['help']} ({_describe(f.metadata, hints[f.name])})", 98)
-        scalars.append("".join(f"# {line}\n" for line in comment) + f"{f.name} = {_toml_value(value)}\n")
+        line = f"{f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} =   (unset by default)"
+        scalars.append("".join(f"# {line}\n" for line in comment) + line + "\n")
     parts = []
     if prefix:
         parts.append(f"[{prefix.rstrip('.')}]\n" + "\n".join(scalars))

@@ -630,6 +630,8 @@ class Daemon:
             self.status_server.stop()
         if self.renderer is not None:
             self.renderer.close()
+        if self._position_changed and self.keeps_position:
+            self._save_position()
         log.info("stopped (%s) after %.1f s of audio, in %.2f s", self.stop_reason or "done",
                  self.clock.position_seconds, time.monotonic() - started)
 

@@ -150,20 +150,6 @@ class BarRing:
             self._cond.notify_all()
             return dropped, ahead
 
-    def replace_queued(self, entry: BarEntry) -> int:
-        """Drop every queued entry and queue `entry` alone; returns how many were dropped.
-
-        A composer swap uses it so the new model is heard from the next bar, not only after
-        the `target_seconds` the old one had composed ahead."""
-        with self._cond:
-            dropped = len(self._entries)
-            self._entries.clear()
-            self._entries.append(entry)
-            self._seconds = entry.bar.seconds
-            self.bars_in += 1
-            self._cond.notify_all()
-            return dropped
-
 
 @dataclass(slots=True)
 class AudioBlock:
