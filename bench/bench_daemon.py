@@ -215,7 +215,7 @@ def run_row(preset: str, seconds: float, warmup: float, wav: Path, text: Path, t
         time.sleep(0.5)
         started = time.monotonic()
         status_port = free_port()
-        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--output",
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
                                    f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
                                    f"127.0.0.1:{status_port}", *checkpoint],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -338,7 +338,7 @@ def main() -> int:
         # Pre-render the audio the bare ffmpeg streams: the daemon's own output, unpaced.
         wav = tmp / "pre.wav"
         longest = max([args.seconds] + [args.preset_seconds] * bool(set(presets) - {args.preset}))
-        subprocess.run([sys.executable, "-m", "streamer.cli", "stream", "--speed", "0", "--duration",
+        subprocess.run([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--speed", "0", "--duration",
                         str(longest + WARMUP_SECONDS + 10), "--output", str(wav),
                         "--status-addr", f"127.0.0.1:{free_port()}", *checkpoint],
                        cwd=ROOT, env=env, check=True, capture_output=True)
