@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -61,6 +62,9 @@ LONGEST_WAIT_SECONDS = {"bar": 3.5, "section": 8 * 3.5, "track": 250.0}  # bars 
 BLOCK_FRAMES = 1024  # the daemon's clock step (streamer.daemon.BLOCK_FRAMES)
 POLL_SECONDS = 0.02
 SETTLE_BARS = 2  # bars of the new model heard before the next swap
+# ... plus 0..MAX_EXTRA_BARS more (seeded), so that SIGHUP lands anywhere in a section, not
+# always two bars into the new model's four-bar intro.
+MAX_EXTRA_BARS = 8
 SILENCE_FRAMES = 64  # a longer run of exact zeros in the recording is a gap
 
 
@@ -117,7 +121,7 @@ def bar_seconds(status: dict) -> float:
 
 
 def one_swap(process: subprocess.Popen, port: int, config: Path, target: Path, target_id: str,
-             wav_name: str, timeout: float) -> dict:
+             wav_name: str, timeout: float, settle_bars: int) -> dict:
     write_config(config, target)
     before = get_status(port)
     process.send_signal(signal.SIGHUP)
@@ -143,7 +147,7 @@ def one_swap(process: subprocess.Popen, port: int, config: Path, target: Path, t
     # Bar starts since the signal: 1 = the new model's bar was the next one to start.
     bars = playing["counters"]["bars_played"] - before["counters"]["bars_played"]
     audio = playing["clock"]["position_seconds"] - before["clock"]["position_seconds"]
-    settle = playing["clock"]["position_seconds"] + SETTLE_BARS * bar_seconds(playing)
+    settle = playing["clock"]["position_seconds"] + settle_bars * bar_seconds(playing)
     after = wait_status(port, lambda s: s["clock"]["position_seconds"] >= settle, timeout, process)
     lost_before, lost_after = loss_counters(before, wav_name), loss_counters(after, wav_name)
     return {"to": target_id, "loaded_wall_seconds": round(loaded_at - sent, 3),
@@ -185,7 +189,9 @@ def run_mode(mode: str, args: argparse.Namespace, stream, sample_rate: int, chec
     # A swap takes at most the ring's depth of audio plus the wait for the boundary, the loading
     # (wall time × speed) and the settling bars; the run has room for --swaps of them after the
     # first ~20 s, and whatever the swaps leave is used for more.
-    per_swap = stream.buffer_seconds + LONGEST_WAIT_SECONDS[mode] + 8.0 * args.speed + (SETTLE_BARS + 2) * 3.5
+    per_swap = (stream.buffer_seconds + LONGEST_WAIT_SECONDS[mode] + 8.0 * args.speed
+                + (SETTLE_BARS + MAX_EXTRA_BARS + 2) * 3.5)
+    rng = random.Random(f"bench_swap {mode}")
     duration = 20.0 + args.swaps * per_swap
     env = {**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / f"state-{mode}"),
            "CHIPLOFI_STREAM__BUFFER_SECONDS": str(stream.buffer_seconds),
@@ -209,7 +215,9 @@ def run_mode(mode: str, args: argparse.Namespace, stream, sample_rate: int, chec
             if len(swaps) >= args.swaps and duration - position < per_swap:
                 break
             target = (len(swaps) + 1) % 2
-            swaps.append(one_swap(process, port, config, checkpoints[target], ids[target], wav_name, timeout))
+            settle_bars = SETTLE_BARS + rng.randint(0, MAX_EXTRA_BARS)
+            swaps.append(one_swap(process, port, config, checkpoints[target], ids[target], wav_name, timeout,
+                                  settle_bars))
             print(f"{mode} swap {len(swaps)}: loaded {swaps[-1]['loaded_wall_seconds']:.2f} s, playing after "
                   f"{swaps[-1]['playing_bars']} bars ({swaps[-1]['playing_audio_seconds']:.1f} s of audio), "
                   f"from {swaps[-1]['first_bar']}", flush=True)

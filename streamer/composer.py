@@ -251,6 +251,23 @@ class ModelComposer:
                    key=composed.key, chord=composed.chord, track_number=composed.track_index)
 
 
+def whole_tracks(composer: Composer, count: int) -> list[list[Bar]]:
+    """The next `count` whole tracks of `composer` (from a bar 0 to the last bar before the next
+    bar 0); bars before the first bar 0 are skipped. For measuring what a composer makes."""
+    bar = composer.next_bar()
+    while bar.bar_index != 0:
+        bar = composer.next_bar()
+    tracks: list[list[Bar]] = []
+    while len(tracks) < count:
+        track = [bar]
+        bar = composer.next_bar()
+        while bar.bar_index != 0:
+            track.append(bar)
+            bar = composer.next_bar()
+        tracks.append(track)
+    return tracks
+
+
 def check_bar(bar: Bar) -> Bar:
     """Reject a bar the renderer must not get (a composer bug); raises ModelError."""
     if not isinstance(bar, Bar):

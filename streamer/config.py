@@ -56,6 +56,9 @@ class VoiceSettings:
                           choices=PITCHED_PRESET_NAMES + DRUM_KIT_NAMES)
     pan: float = setting(0.0, "stereo position, -1 left .. 1 right", min=-1.0, max=1.0)
     volume: float = setting(0.8, "channel volume, 0 .. 1", min=0.0, max=1.0)
+    chorus: float = setting(0.0, "send to the stereo chorus (render.chorus_*), 0 .. 1; it widens the voice "
+                                 "(below effects.mono_below_hz the stream stays mono whatever it sends)",
+                            min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,16 @@ class RenderSettings:
     humanize_velocity: float = setting(
         0.08, "random velocity change, as a fraction of the velocity (deterministic per seed)",
         min=0.0, max=0.5)
-    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.15, 0.75),
+    chorus_level: float = setting(1.2, "output level of the stereo chorus the voices send to (their "
+                                       "`chorus`); 0 = off", min=0.0, max=10.0)
+    chorus_depth_ms: float = setting(6.0, "modulation depth of the stereo chorus", min=0.0, max=21.0)
+    chorus_rate_hz: float = setting(0.35, "modulation rate of the stereo chorus", min=0.1, max=5.0)
+    chorus_voices: int = setting(3, "delay lines of the stereo chorus", min=1, max=99)
+    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.4, 0.75, 0.6),
                                 metadata={"help": "lead voice (pulse 1)"})
-    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.2, 0.6),
+    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.4, 0.6, 0.7),
                                    metadata={"help": "harmony voice (pulse 2)"})
-    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9),
+    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9, 0.6),
                                 metadata={"help": "bass voice (triangle)"})
     drums: VoiceSettings = field(default_factory=lambda: VoiceSettings("drumkit", 0.0, 0.7),
                                  metadata={"help": "drum voice (noise)"})
@@ -89,6 +97,11 @@ class EffectsSettings:
     lowpass_hz: float = setting(9000.0, "tone: low-pass corner; above 0.45 × sample rate = off",
                                 min=500.0, max=24000.0)
     tilt_db: float = setting(-2.0, "tone: tilt around 1 kHz; negative is darker", min=-12.0, max=12.0)
+    low_shelf_hz: float = setting(120.0, "tone: corner of the low shelf", min=20.0, max=500.0)
+    low_shelf_db: float = setting(-6.0, "tone: gain of the low shelf; negative keeps sub-bass from "
+                                        "dominating on small speakers; 0 = off", min=-24.0, max=12.0)
+    mono_below_hz: float = setting(150.0, "below this the stereo image is mono (bass and kick centred); "
+                                          "0 = off", min=0.0, max=500.0)
     wow_rate_hz: float = setting(0.5, "wow (slow pitch drift) rate", min=0.05, max=4.0)
     wow_depth_cents: float = setting(6.0, "wow depth; 0 = off", min=0.0, max=50.0)
     flutter_rate_hz: float = setting(7.0, "flutter (fast pitch wobble) rate", min=2.0, max=20.0)

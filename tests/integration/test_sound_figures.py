@@ -1,0 +1,43 @@
+"""Stereo width and low end, measured on generated tracks rendered as the stream plays them
+(the shipped checkpoint, real FluidSynth and the effects chain); bench/bench_sound.py measures
+more tracks, side by side with the sound before."""
+
+import dataclasses
+
+import pytest
+
+from streamer.composer import load_composer, whole_tracks
+from streamer.config import Config
+from streamer.measure import band_share_db, stereo_figures
+from streamer.offline import render_pcm
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    return whole_tracks(load_composer("", 3), 2)  # two whole tracks, intro to outro
+
+
+def test_generated_tracks_are_wide_fold_down_to_mono_and_keep_the_sub_bass_down(tracks):
+    config = Config()
+    for number, bars in enumerate(tracks):
+        pcm = render_pcm(bars, config, seed=number)
+        stereo = stereo_figures(pcm)
+        assert 0.6 <= stereo.correlation <= 0.9, (bars[0].track_id, stereo)
+        assert stereo.mono_loss_db >= -1.5, (bars[0].track_id, stereo)
+        assert band_share_db(pcm, config.render.sample_rate) <= -10.0, bars[0].track_id
+        # Below 150 Hz the image is mono: bass and kick in the centre.
+        low = band_share_db(pcm[:, :1] - pcm[:, 1:], config.render.sample_rate, 150.0)
+        assert low <= band_share_db(pcm[:, :1] + pcm[:, 1:], config.render.sample_rate, 150.0) - 20.0
+
+
+def test_sub_bass_heavy_music_is_brought_under_the_limit_by_the_tone_stage(tracks):
+    """The same notes an octave down (the bass at C1..G1, as some tracks had it): without the
+    low shelf the sub-bass takes over, with it the track stays under -10 dB below 60 Hz."""
+    low_bars = [dataclasses.replace(bar, notes=tuple(
+        dataclasses.replace(note, pitch=note.pitch - 12) if note.voice == "bass" else note for note in bar.notes))
+        for bar in tracks[0][:32]]
+    config = Config()
+    flat = dataclasses.replace(config, effects=dataclasses.replace(config.effects, low_shelf_db=0.0))
+    shelved = band_share_db(render_pcm(low_bars, config), config.render.sample_rate)
+    unshelved = band_share_db(render_pcm(low_bars, flat), config.render.sample_rate)
+    assert shelved <= -10.0 < unshelved + 6.0 and shelved < unshelved - 4.0
