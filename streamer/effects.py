@@ -219,34 +219,41 @@ def low_shelf_sos(corner_hz: float, gain_db: float, sample_rate: int) -> np.ndar
     return np.array([[b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]]])
 
 
-def low_end_sos(highpass_hz: float, low_shelf_hz: float, low_shelf_db: float, sample_rate: int) -> np.ndarray:
-    """Rumble high-pass and the low shelf that keeps sub-bass from taking over on small speakers."""
-    parts = [highpass_sos(highpass_hz, sample_rate), low_shelf_sos(low_shelf_hz, low_shelf_db, sample_rate)]
-    return np.vstack([p for p in parts if p is not None])
+def low_cut_sos(corner_hz: float, sample_rate: int) -> np.ndarray | None:
+    """Fourth-order Butterworth high-pass under the bass (24 dB per octave); None at 0 Hz (off).
+
+    Steep, so that it takes the sub-bass fundamentals (below ~60 Hz) down without thinning the
+    bass an octave higher, which small speakers do play."""
+    if corner_hz <= 0.0:
+        return None
+    return signal.butter(4, corner_hz, "highpass", fs=sample_rate, output="sos")
 
 
-def tone_sos(highpass_hz: float, lowpass_hz: float, tilt_db: float, sample_rate: int,
-             low_shelf_hz: float = 100.0, low_shelf_db: float = 0.0) -> np.ndarray:
+def tone_sos(highpass_hz: float, lowpass_hz: float, tilt_db: float, sample_rate: int, low_shelf_hz: float = 100.0,
+             low_shelf_db: float = 0.0, low_cut_hz: float = 0.0) -> np.ndarray:
     """The whole tone stage as one cascade of second-order sections."""
-    parts = [low_end_sos(highpass_hz, low_shelf_hz, low_shelf_db, sample_rate), tilt_sos(tilt_db, sample_rate),
-             lowpass_sos(lowpass_hz, sample_rate)]
+    parts = [highpass_sos(highpass_hz, sample_rate), low_shelf_sos(low_shelf_hz, low_shelf_db, sample_rate),
+             low_cut_sos(low_cut_hz, sample_rate), tilt_sos(tilt_db, sample_rate), lowpass_sos(lowpass_hz, sample_rate)]
     return np.vstack([p for p in parts if p is not None])
 
 
 class ToneFilter:
-    """Rumble high-pass, low shelf, tilt EQ and low-pass, with filter state carried across blocks.
+    """Rumble high-pass, low shelf, sub-bass cut, tilt EQ and low-pass, with filter state carried
+    across blocks.
 
-    Run as two filters, the low end (high-pass + shelf, poles near z = 1) and the rest (tilt +
-    low-pass): one transfer function of all of them (order 7) would lose precision in float64.
+    Run as up to three filters of order ≤ 4 (rumble + shelf, the sub-bass cut, tilt + low-pass):
+    their poles near z = 1 would lose precision in float64 as one transfer function of order 11.
     """
 
     def __init__(self, sample_rate: int, highpass_hz: float = 30.0, lowpass_hz: float = 9000.0,
-                 tilt_db: float = -2.0, low_shelf_hz: float = 100.0, low_shelf_db: float = 0.0) -> None:
-        self.sos = tone_sos(highpass_hz, lowpass_hz, tilt_db, sample_rate, low_shelf_hz, low_shelf_db)
-        rest = [p for p in (tilt_sos(tilt_db, sample_rate), lowpass_sos(lowpass_hz, sample_rate)) if p is not None]
-        self._filters = [_Filter(low_end_sos(highpass_hz, low_shelf_hz, low_shelf_db, sample_rate))]
-        if rest:
-            self._filters.append(_Filter(np.vstack(rest)))
+                 tilt_db: float = -2.0, low_shelf_hz: float = 100.0, low_shelf_db: float = 0.0,
+                 low_cut_hz: float = 0.0) -> None:
+        self.sos = tone_sos(highpass_hz, lowpass_hz, tilt_db, sample_rate, low_shelf_hz, low_shelf_db, low_cut_hz)
+        groups = [(highpass_sos(highpass_hz, sample_rate), low_shelf_sos(low_shelf_hz, low_shelf_db, sample_rate)),
+                  (low_cut_sos(low_cut_hz, sample_rate),),
+                  (tilt_sos(tilt_db, sample_rate), lowpass_sos(lowpass_hz, sample_rate))]
+        self._filters = [_Filter(np.vstack(parts)) for parts in
+                         ([p for p in group if p is not None] for group in groups) if parts]
 
     def reset(self) -> None:
         for stage in self._filters:
@@ -919,7 +926,7 @@ class EffectsChain:
                 before.append(WowFlutter(sample_rate, s.wow_rate_hz, s.wow_depth_cents,
                                          s.flutter_rate_hz, s.flutter_depth_cents, seeds[0]))
             before.append(ToneFilter(sample_rate, s.highpass_hz, s.lowpass_hz, s.tilt_db, s.low_shelf_hz,
-                                     s.low_shelf_db))
+                                     s.low_shelf_db, s.low_cut_hz))
             if s.mono_below_hz > 0.0:
                 before.append(BassCentre(sample_rate, s.mono_below_hz))
             if s.crackle_per_second > 0.0 or s.surface_noise_db > OFF_DB:

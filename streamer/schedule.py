@@ -357,7 +357,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "SampleRateReducer": ("downsample_hz",),
     "BitCrusher": ("bitcrush_bits",),
     "WowFlutter": ("wow_rate_hz", "wow_depth_cents", "flutter_rate_hz", "flutter_depth_cents"),
-    "ToneFilter": ("highpass_hz", "lowpass_hz", "tilt_db", "low_shelf_hz", "low_shelf_db"),
+    "ToneFilter": ("highpass_hz", "lowpass_hz", "tilt_db", "low_shelf_hz", "low_shelf_db", "low_cut_hz"),
     "BassCentre": ("mono_below_hz",),
     "LoudnessNormalizer": ("loudness_target_lufs", "loudness_window_s", "loudness_gate_lufs", "max_gain_db"),
     "VinylCrackle": ("crackle_per_second", "crackle_db", "dust_per_second", "surface_noise_db"),

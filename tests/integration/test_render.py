@@ -132,11 +132,11 @@ def test_chorus_send_widens_a_voice_and_a_voice_without_it_stays_where_it_is_pan
     centred = {"harmony": VoiceSettings("keys", 0.0, 0.6, 0.0), "bass": VoiceSettings("triangle", 0.0, 0.9, 0.0)}
     dry = _renderer(**centred).render_bar(Bar(chord, 120.0))
     assert stereo_figures(dry).correlation > 0.999  # centred, no send: mono
-    wide = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, 0.9)}).render_bar(Bar(chord, 120.0))
+    wide = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}).render_bar(Bar(chord, 120.0))
     figures = stereo_figures(wide)
     assert figures.correlation < 0.9 and figures.mono_loss_db > -1.5  # wider, and folds down to mono
     # With the chorus running for the harmony, the bass (no send) is untouched: still mono.
-    low = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, 0.9)}).render_bar(Bar(bass, 120.0))
+    low = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}).render_bar(Bar(bass, 120.0))
     assert stereo_figures(low).correlation > 0.999
-    off = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, 0.9)}, chorus_level=0.0)
+    off = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}, chorus_level=0.0)
     assert stereo_figures(off.render_bar(Bar(chord, 120.0))).correlation > 0.999  # chorus_level 0 = off

@@ -69,7 +69,7 @@ EFFECTS: dict[str, Callable[[], fx.Effect]] = {
     "sanitizer": fx.Sanitizer,
     "tone": lambda: fx.ToneFilter(FS, 30.0, 6000.0, -3.0),
     "tone_48k_no_lowpass": lambda: fx.ToneFilter(48000, 120.0, 23000.0, 4.0),
-    "tone_low_shelf": lambda: fx.ToneFilter(FS, 40.0, 9000.0, -2.0, 120.0, -8.0),
+    "tone_low_end": lambda: fx.ToneFilter(FS, 30.0, 9000.0, -2.0, 120.0, -8.0, 70.0),
     "bass_centre": lambda: fx.BassCentre(FS, 150.0),
     "downsample": lambda: fx.SampleRateReducer(FS, 7350.3),
     "bitcrush": lambda: fx.BitCrusher(6),
@@ -285,6 +285,14 @@ def test_low_shelf_takes_the_sub_bass_down(freq, low_db, high_db):
     shelf = fx.FilterEffect(fx.low_shelf_sos(120.0, -8.0, FS))
     assert low_db <= _sine_gain_db(shelf, freq)[0] <= high_db
     assert fx.low_shelf_sos(120.0, 0.0, FS) is None
+
+
+@pytest.mark.parametrize("freq,low_db,high_db", [(35.0, -99.0, -23.0), (50.0, -13.0, -10.0), (70.0, -3.5, -2.5),
+                                                  (110.0, -0.6, 0.0), (1000.0, -0.05, 0.05)])
+def test_low_cut_takes_the_sub_bass_fundamentals_down_and_keeps_the_bass_above(freq, low_db, high_db):
+    cut = fx.FilterEffect(fx.low_cut_sos(70.0, FS))
+    assert low_db <= _sine_gain_db(cut, freq)[0] <= high_db
+    assert fx.low_cut_sos(0.0, FS) is None
 
 
 def test_bass_centre_makes_the_low_end_mono_and_leaves_the_width_above():
