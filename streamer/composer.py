@@ -6,7 +6,9 @@ imports torch: the trained models are read with numpy (`models.checkpoint.load_w
 and run in numpy (`models.inference`), one BLAS thread (`OPENBLAS_NUM_THREADS`, set by the CLI
 before numpy loads).
 
-A composer is anything with an `id` and `next_bar()` (`Composer`). Its id names what is loaded
+A composer is anything with an `id` and `next_bar()` (`Composer`); those of this module also
+have `start_track(number, after)`, with which the daemon continues the radio's track numbering
+and key path across restarts and model swaps. Its id names what is loaded
 — the checkpoint's model ids for the trained models, or `rule-based-<hash>` for the rule-based
 composer — and is what /status reports as the checkpoint id.
 

@@ -12,9 +12,14 @@
 - Sinks never block the clock (see streamer.sinks); the status server reads snapshots.
 - Signals only set flags (and log one line); the main thread acts on them: SIGHUP starts a
   background reload (config, checkpoint, SoundFont, effects), validated by generating and
-  rendering a bar, swapped in on a bar boundary — a failure keeps what plays; SIGTERM/SIGINT
+  rendering a bar; only what changed is swapped in: a new model at the next `stream.swap_at`
+  boundary (bar, section or track), beginning its own track; the same model plays on with its
+  queued bars; render and effects changes from the next bar — a failure keeps what plays; SIGTERM/SIGINT
   stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
 - systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy, STATUS= a summary.
+- The musical position (streamer.position) is kept in the state directory, so a restart
+  continues the radio: a new track number, in a key related to the last one, after a short
+  bridge that is not a track. `--seed` runs reproducibly from track 0 instead.
 - The schedule (streamer.schedule) picks the program playing; the composer thread takes its mood
   before each bar, the audio thread its effects; its jobs only post requests (a timed reload, the
   stats line) that the main loop carries out.
