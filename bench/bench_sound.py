@@ -8,6 +8,7 @@ shelf, no bass centring) side by side. Per track:
   mono loss     (L+R)/2 against the stereo level, dB  goal ≥ -1.5 dB
   side          side (L-R)/2 against mid, dB
   < 60 Hz       energy below 60 Hz against the whole  goal ≤ -10 dB
+  side < 120    side energy below 120 Hz against mid's there (bass and kick centred; crossover 150 Hz)
   bass          lowest and median note of the triangle
 Run: .venv/bin/python bench/bench_sound.py [--tracks 8] [--seed 0]
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from streamer.composer import load_composer, whole_tracks  # noqa: E402
 from streamer.config import Config, VoiceSettings  # noqa: E402
-from streamer.measure import band_share_db, stereo_figures  # noqa: E402
+from streamer.measure import band_share_db, low_side_db, stereo_figures  # noqa: E402
 from streamer.offline import render_pcm  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -52,7 +53,8 @@ def note_name(pitch: int) -> str:
 def figures(pcm: np.ndarray, sample_rate: int) -> dict:
     stereo = stereo_figures(pcm)
     return {"correlation": round(stereo.correlation, 3), "mono_loss_db": round(stereo.mono_loss_db, 2),
-            "side_db": round(stereo.side_db, 1), "below_60_hz_db": round(band_share_db(pcm, sample_rate), 1)}
+            "side_db": round(stereo.side_db, 1), "below_60_hz_db": round(band_share_db(pcm, sample_rate), 1),
+            "side_below_120_hz_db": round(low_side_db(pcm, sample_rate, 120.0), 1)}
 
 
 def main() -> int:
@@ -75,7 +77,7 @@ def main() -> int:
         print(f"{row['track_id']}: {row['key']:<9} {row['seconds']:>6.1f} s, bass {row['bass_lowest']}..median "
               f"{row['bass_median']}: " + "; ".join(
                   f"{name} corr {f['correlation']:.3f}, mono {f['mono_loss_db']:+.2f} dB, side {f['side_db']:+.1f} dB, "
-                  f"<60 Hz {f['below_60_hz_db']:+.1f} dB" for name, f in ((n, row[n]) for n in configs)), flush=True)
+                  f"<60 Hz {f['below_60_hz_db']:+.1f} dB, side <120 Hz {f['side_below_120_hz_db']:+.1f} dB" for name, f in ((n, row[n]) for n in configs)), flush=True)
     now = [row["now"] for row in rows]
     summary = {name: {"correlation": [min(r[name]["correlation"] for r in rows), max(r[name]["correlation"] for r in rows)],
                       "mono_loss_db_min": min(r[name]["mono_loss_db"] for r in rows),

@@ -39,14 +39,29 @@ def stereo_figures(pcm: np.ndarray) -> StereoFigures:
                          10.0 * math.log10(side / mid) if side > 0 else -math.inf)
 
 
+def _spectrum(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies, power per bin summed over channels) of `x` (frames, channels)."""
+    segment = min(x.shape[0], int(WELCH_SECONDS * sample_rate))
+    freqs, psd = signal.welch(x.astype(np.float64), fs=sample_rate, nperseg=segment, axis=0)
+    return freqs, psd.sum(axis=1)
+
+
+def _ratio_db(part: float, whole: float) -> float:
+    if whole == 0.0:
+        raise ValueError("silent audio has no spectrum")
+    return 10.0 * math.log10(part / whole) if part > 0 else -math.inf
+
+
 def band_share_db(pcm: np.ndarray, sample_rate: int, below_hz: float = SUB_BASS_HZ) -> float:
     """Energy below `below_hz` relative to the whole (both channels), in dB (0 = all of it)."""
-    frames = pcm.shape[0]
-    segment = min(frames, int(WELCH_SECONDS * sample_rate))
-    freqs, psd = signal.welch(pcm.astype(np.float64), fs=sample_rate, nperseg=segment, axis=0)
-    power = psd.sum(axis=1)  # (bins,): both channels
-    total = float(power.sum())
-    if total == 0.0:
-        raise ValueError("silent audio has no spectrum")
-    below = float(power[freqs < below_hz].sum())
-    return 10.0 * math.log10(below / total) if below > 0 else -math.inf
+    freqs, power = _spectrum(pcm, sample_rate)
+    return _ratio_db(float(power[freqs < below_hz].sum()), float(power.sum()))
+
+
+def low_side_db(pcm: np.ndarray, sample_rate: int, below_hz: float = 120.0) -> float:
+    """Side (L − R) energy below `below_hz` relative to the mid (L + R) energy there, in dB: how
+    centred the low end is (−∞ = mono)."""
+    freqs, side = _spectrum(pcm[:, :1] - pcm[:, 1:], sample_rate)
+    _, mid = _spectrum(pcm[:, :1] + pcm[:, 1:], sample_rate)
+    low = freqs < below_hz
+    return _ratio_db(float(side[low].sum()), float(mid[low].sum()))
