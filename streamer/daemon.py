@@ -714,7 +714,8 @@ class Daemon:
             number = self.position.next_track
             if before is not None and before.track_number >= 0:
                 number = max(number, before.track_number + 1)
-            self._start_track(composer, number, (before.key, before.tempo_bpm) if before and before.key else None)
+            after = (before.key, before.tempo_bpm) if before is not None and before.key else self.position.after
+            self._start_track(composer, number, after)
             try:
                 first = check_bar(composer.next_bar())
             except Exception as exc:  # validated a moment ago; if it fails now the old one plays on
