@@ -649,9 +649,9 @@ class Daemon:
                 swap = self._next_composer
             if swap is not None and self._swap_in(swap):
                 continue
-            # While a swap waits for its boundary the old composer composes on, past the ring's
-            # target if need be (a section at most), until the boundary is queued.
-            if swap is None and not self.ring.wait_for_room(0.25):
+            # While a swap waits for its boundary the old composer composes on as usual: the
+            # boundary is queued a whole buffer before it plays, in time to cut there.
+            if not self.ring.wait_for_room(0.25):
                 continue
             composer = self.composer
             assert composer is not None
