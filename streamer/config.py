@@ -73,16 +73,16 @@ class RenderSettings:
     humanize_velocity: float = setting(
         0.08, "random velocity change, as a fraction of the velocity (deterministic per seed)",
         min=0.0, max=0.5)
-    chorus_level: float = setting(1.7, "output level of the stereo chorus the voices send to (their "
+    chorus_level: float = setting(1.2, "output level of the stereo chorus the voices send to (their "
                                        "`chorus`); 0 = off", min=0.0, max=10.0)
     chorus_depth_ms: float = setting(6.0, "modulation depth of the stereo chorus", min=0.0, max=21.0)
     chorus_rate_hz: float = setting(0.35, "modulation rate of the stereo chorus", min=0.1, max=5.0)
     chorus_voices: int = setting(3, "delay lines of the stereo chorus", min=1, max=99)
-    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.5, 0.75, 0.6),
+    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.45, 0.75, 0.6),
                                 metadata={"help": "lead voice (pulse 1)"})
-    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.5, 0.6, 0.6),
+    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.45, 0.6, 0.5),
                                    metadata={"help": "harmony voice (pulse 2)"})
-    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9, 0.4),
+    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9, 1.0),
                                 metadata={"help": "bass voice (triangle)"})
     drums: VoiceSettings = field(default_factory=lambda: VoiceSettings("drumkit", 0.0, 0.7),
                                  metadata={"help": "drum voice (noise)"})
@@ -102,7 +102,7 @@ class EffectsSettings:
                                       "are taken down, the bass above them kept; 0 = off", min=0.0, max=200.0)
     low_shelf_hz: float = setting(120.0, "tone: corner of the low shelf", min=20.0, max=500.0)
     low_shelf_db: float = setting(-3.0, "tone: gain of the low shelf; 0 = off", min=-24.0, max=12.0)
-    mono_below_hz: float = setting(180.0, "below this the stereo image is mono (bass and kick centred); "
+    mono_below_hz: float = setting(200.0, "below this the stereo image is mono (bass and kick centred); "
                                           "0 = off", min=0.0, max=500.0)
     wow_rate_hz: float = setting(0.5, "wow (slow pitch drift) rate", min=0.05, max=4.0)
     wow_depth_cents: float = setting(6.0, "wow depth; 0 = off", min=0.0, max=50.0)
