@@ -63,7 +63,6 @@ class ComposerMood:
     style_blend: float | None = None
 
 
-SWAP_MODES = ("bar", "section", "track")
 RULE_SECTION_BARS = 8  # the rule-based tracks' sections (A, B, A, ...), so a swap can wait for one
 RULE_TEMPO_RANGE = (72.0, 90.0)
 RELATED_STEPS = (0, 5, 7, 2, 10)  # a related key: the same, a fourth or fifth up, a tone either way
