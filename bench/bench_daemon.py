@@ -218,7 +218,7 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         time.sleep(0.5)
         started = time.monotonic()
         status_port = free_port()
-        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--output",
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
                                    f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
                                    f"127.0.0.1:{status_port}", *checkpoint],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -207,7 +207,7 @@ def run_soak(hours: float, workdir: Path, *, warmup: float = 0.1, preset: str = 
     env = {**os.environ, "CHIPLOFI_VIDEO__PRESET": preset, "CHIPLOFI_VIDEO__SIZE": size,
            "CHIPLOFI_VIDEO__X264_PRESET": x264_preset,
            "CHIPLOFI_STREAM__STATE_DIR": str(workdir / "state")}
-    args = [sys.executable, "-m", "streamer.cli", "stream", "--speed", "0", "--duration", f"{length:g}",
+    args = [sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--speed", "0", "--duration", f"{length:g}",
             "--output", str(output), "--status-addr", f"127.0.0.1:{port}"]
     if checkpoint:
         args += ["--checkpoint", checkpoint]

@@ -306,6 +306,26 @@ class Composer:
 
     # ----------------------------------------------------------------- planning
 
+    def start_track(self, number: int, after: tuple[str, float] | None = None) -> None:
+        """Begin track `number` with the next bar, as if it followed a track in key `after[0]`
+        (e.g. "G minor") at `after[1]` BPM: the key is a related one, the tempo a nearby one.
+
+        What was composed ahead is discarded. A stream that restarts, or a model that takes over
+        from another, continues the radio's track numbering and key path this way; the music of
+        track `number` still comes from (seed, number) alone, so it is reproducible.
+        """
+        if number < 0:
+            raise ModelError(f"track number must be >= 0, not {number}")
+        previous = None
+        if after is not None:
+            tonic, mode = parse_key(after[0])
+            tempo = float(np.clip(after[1], *TEMPO_RANGE))
+            previous = _Plan(number - 1, "", tonic, mode, tempo, [], np.random.default_rng(0))
+        self._track_index = number
+        self._previous_plan = previous
+        self._pending.clear()
+        self._bars = self._bar_generator()
+
     def _plan_track(self) -> _Plan:
         index = self._track_index
         self._track_index += 1

@@ -91,7 +91,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from streamer.daemon import CliOverrides, run_stream
 
     overrides = CliOverrides(outputs=tuple(args.output) if args.output else None, status_addr=args.status_addr,
-                             checkpoint=args.checkpoint, speed=args.speed, monitor=args.monitor)
+                             checkpoint=args.checkpoint, speed=args.speed, monitor=args.monitor, seed=args.seed)
     return run_stream(args.config, overrides, duration=args.duration)
 
 
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--checkpoint", metavar="PATH", help="checkpoint directory, or 'rule-based'")
     stream.add_argument("--speed", type=_speed, metavar="K", help="clock at K x real time; 0 = unpaced")
     stream.add_argument("--monitor", action="store_true", help="also play on the speakers")
+    stream.add_argument("--seed", type=_seed, help="a reproducible run: this seed, from track 0, the same "
+                        "music every time (default: continue the radio kept in the state directory)")
     stream.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="stop after this many seconds of audio (tests, benchmarks)")
     stream.set_defaults(func=_cmd_stream, log_level=logging.INFO)

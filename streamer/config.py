@@ -56,6 +56,9 @@ class VoiceSettings:
                           choices=PITCHED_PRESET_NAMES + DRUM_KIT_NAMES)
     pan: float = setting(0.0, "stereo position, -1 left .. 1 right", min=-1.0, max=1.0)
     volume: float = setting(0.8, "channel volume, 0 .. 1", min=0.0, max=1.0)
+    chorus: float = setting(0.0, "send to the stereo chorus (render.chorus_*), 0 .. 1; it widens the voice "
+                                 "(below effects.mono_below_hz the stream stays mono whatever it sends)",
+                            min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,16 @@ class RenderSettings:
     humanize_velocity: float = setting(
         0.08, "random velocity change, as a fraction of the velocity (deterministic per seed)",
         min=0.0, max=0.5)
-    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.15, 0.75),
+    chorus_level: float = setting(1.2, "output level of the stereo chorus the voices send to (their "
+                                       "`chorus`); 0 = off", min=0.0, max=10.0)
+    chorus_depth_ms: float = setting(6.0, "modulation depth of the stereo chorus", min=0.0, max=21.0)
+    chorus_rate_hz: float = setting(0.35, "modulation rate of the stereo chorus", min=0.1, max=5.0)
+    chorus_voices: int = setting(3, "delay lines of the stereo chorus", min=1, max=99)
+    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.45, 0.75, 0.6),
                                 metadata={"help": "lead voice (pulse 1)"})
-    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.2, 0.6),
+    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.45, 0.6, 0.5),
                                    metadata={"help": "harmony voice (pulse 2)"})
-    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9),
+    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9, 1.0),
                                 metadata={"help": "bass voice (triangle)"})
     drums: VoiceSettings = field(default_factory=lambda: VoiceSettings("drumkit", 0.0, 0.7),
                                  metadata={"help": "drum voice (noise)"})
@@ -89,6 +97,13 @@ class EffectsSettings:
     lowpass_hz: float = setting(9000.0, "tone: low-pass corner; above 0.45 × sample rate = off",
                                 min=500.0, max=24000.0)
     tilt_db: float = setting(-2.0, "tone: tilt around 1 kHz; negative is darker", min=-12.0, max=12.0)
+    low_cut_hz: float = setting(70.0, "tone: corner of a steep (24 dB per octave) high-pass under the bass: "
+                                      "the sub-bass fundamentals that phone and laptop speakers cannot play "
+                                      "are taken down, the bass above them kept; 0 = off", min=0.0, max=200.0)
+    low_shelf_hz: float = setting(120.0, "tone: corner of the low shelf", min=20.0, max=500.0)
+    low_shelf_db: float = setting(-3.0, "tone: gain of the low shelf; 0 = off", min=-24.0, max=12.0)
+    mono_below_hz: float = setting(200.0, "below this the stereo image is mono (bass and kick centred); "
+                                          "0 = off", min=0.0, max=500.0)
     wow_rate_hz: float = setting(0.5, "wow (slow pitch drift) rate", min=0.05, max=4.0)
     wow_depth_cents: float = setting(6.0, "wow depth; 0 = off", min=0.0, max=50.0)
     flutter_rate_hz: float = setting(7.0, "flutter (fast pitch wobble) rate", min=2.0, max=20.0)
@@ -132,7 +147,11 @@ class StreamSettings:
                                 "never logged or shown")
     checkpoint: str = setting("", "composer checkpoint directory; empty = the shipped one (or the "
                                   "rule-based composer when none is shipped); 'rule-based' = no model")
-    seed: int = setting(0, "seed of the composer, humanisation and crackle", min=0, max=2**32 - 1)
+    seed: int | None = setting(None, "seed of the composer, humanisation and crackle; unset = picked at "
+                                     "random once and kept in the state directory", min=0, max=2**32 - 1)
+    swap_at: str = setting("section", "where a new checkpoint takes over from the playing one: at the next "
+                                      "bar, section or track (it begins a new track in a related key)",
+                           choices=("bar", "section", "track"))
     buffer_seconds: float = setting(30.0, "seconds of composed bars kept ahead of playback", min=4.0,
                                     max=600.0)
     prefill_timeout_seconds: float = setting(
@@ -526,7 +545,8 @@ def example_toml(settings: Any = None, prefix: str = "") -> str:
             scalars.append("".join(f"# {line}".rstrip() + "\n" for line in comment))
             continue
         comment = textwrap.wrap(f"{f.metadata['help']} ({_describe(f.metadata, hints[f.name])})", 98)
-        scalars.append("".join(f"# {line}\n" for line in comment) + f"{f.name} = {_toml_value(value)}\n")
+        line = f"{f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} =   (unset by default)"
+        scalars.append("".join(f"# {line}\n" for line in comment) + line + "\n")
     parts = []
     if prefix:
         parts.append(f"[{prefix.rstrip('.')}]\n" + "\n".join(scalars))

@@ -37,6 +37,7 @@ if fluidsynth is None:
 VOICE_CHANNELS: dict[str, int] = {"lead": 0, "harmony": 1, "bass": 2, "drums": 9}
 
 FLUID_INTERP_NONE = 0  # nearest neighbour: keeps the stepped NES waveforms stepped
+CC_VOLUME, CC_PAN, CC_CHORUS_SEND = 7, 10, 93
 FLUID_BLOCK_FRAMES = 64  # FluidSynth's internal block (FLUID_BUFSIZE): events apply at its edges
 # The stem synth gives every MIDI channel up to the drums' its own audio group (group = channel % groups).
 STEM_GROUPS = max(VOICE_CHANNELS.values()) + 1
@@ -78,6 +79,22 @@ def swing_position(beats: float, swing: float) -> float:
     return float(eighth_start + moved)
 
 
+def chorus_settings(settings: RenderSettings) -> dict[str, int | float]:
+    """FluidSynth's stereo chorus, which the voices send to (CC 93, `VoiceSettings.chorus`).
+
+    FluidSynth's chorus modulates its left and right outputs differently, so what goes through
+    it is decorrelated between the channels: the lead and harmony get width (and a little
+    movement) without a second synth or per-voice buffers, while a voice that sends nothing
+    (bass, drums) stays exactly where its pan puts it.
+    """
+    sends = any(getattr(settings, voice).chorus > 0.0 for voice in VOICES)
+    if not sends or settings.chorus_level <= 0.0:
+        return {"synth.chorus.active": 0}
+    return {"synth.chorus.active": 1, "synth.chorus.level": float(settings.chorus_level),
+            "synth.chorus.depth": float(settings.chorus_depth_ms), "synth.chorus.speed": float(settings.chorus_rate_hz),
+            "synth.chorus.nr": int(settings.chorus_voices)}
+
+
 class BarRenderer:
     """Turns `Bar`s into stereo float32 PCM, bar after bar, with state carried between bars.
 
@@ -97,8 +114,7 @@ class BarRenderer:
         self.soundfont_path = soundfont_path
         self._synth = fluidsynth.Synth(
             gain=settings.gain, samplerate=float(self.sample_rate),
-            **{"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.polyphony": 64,
-               "synth.cpu-cores": 1})
+            **{"synth.reverb.active": 0, "synth.polyphony": 64, "synth.cpu-cores": 1, **chorus_settings(settings)})
         self._sfid = self._synth.sfload(str(soundfont_path))
         if self._sfid < 0:
             self._synth.delete()
@@ -131,8 +147,9 @@ class BarRenderer:
                 raise RenderError(f"{self.soundfont_path}: no preset {voice_settings.preset!r} "
                                   f"(bank {bank}, program {program})")
             _set_interp_method(synth.synth, channel, FLUID_INTERP_NONE)
-            synth.cc(channel, 7, round(voice_settings.volume * 127))  # channel volume
-            synth.cc(channel, 10, round((voice_settings.pan + 1.0) / 2.0 * 127))  # pan
+            synth.cc(channel, CC_VOLUME, round(voice_settings.volume * 127))
+            synth.cc(channel, CC_PAN, round((voice_settings.pan + 1.0) / 2.0 * 127))
+            synth.cc(channel, CC_CHORUS_SEND, round(voice_settings.chorus * 127))
 
     def _synths(self) -> list[fluidsynth.Synth]:
         """The synths every event goes to: the main one, and the stem synth if there is one."""

@@ -245,7 +245,7 @@ def test_a_checkpoint_that_cannot_load_at_start_falls_back_to_rule_based(tmp_pat
     assert checkpoint["id"].startswith("rule-based-") and "truncated" in checkpoint["error"]
 
 
-def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
+def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_old(tmp_path):
     sink = RecordingSink()
     loads = {"n": 0}
 
@@ -255,7 +255,7 @@ def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
             raise CheckpointError("corrupt checkpoint")
         return FlakyComposer(ident=f"model-{loads['n']}", seed=seed)
 
-    config = _config(tmp_path, speed=8.0)
+    config = _config(tmp_path, speed=8.0, swap_at="bar")
     daemon = Daemon(config, environ={}, duration=60.0, sinks=[sink], composer_loader=loader)
     thread = threading.Thread(target=daemon.run)
     thread.start()

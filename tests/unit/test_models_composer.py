@@ -212,3 +212,23 @@ def test_chords_are_spelled_in_the_key_of_their_track(key, foreign):
     chords = {bar.chord for bar in compose(60, seed=3, key=key)}
     roots = {chord[1] for chord in chords if len(chord) > 1}
     assert chords - {"N.C."} and foreign not in roots, chords
+
+
+def test_start_track_continues_numbering_in_a_related_key():
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=4))
+    first = next(composer)
+    composer.start_track(12, after=("G minor", 84.0))
+    bar = next(composer)
+    assert (bar.track_id, bar.track_index, bar.bar_index) == ("s4-t0012", 12, 0)
+    tonic, mode = parse_key(bar.key)
+    # Same key, a fifth either way, a whole tone either way, or the relative major.
+    assert ((tonic - 7) % 12, mode) in {(0, MINOR), (7, MINOR), (5, MINOR), (2, MINOR), (10, MINOR), (3, MAJOR)}
+    assert abs(bar.tempo_bpm - 84.0) <= 8.0
+    assert bar.notes != first.notes
+    # The same start gives the same track: a position is reproducible.
+    again = Composer.from_modules(vae, lstm, Controls(seed=4))
+    again.start_track(12, after=("G minor", 84.0))
+    assert next(again) == bar
+    with pytest.raises(ModelError):
+        composer.start_track(-1)
