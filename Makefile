@@ -49,8 +49,11 @@ $(STAMP_RUN): pyproject.toml | $(PY)
 	$(PIP) install -q -e .
 	touch $(STAMP_RUN)
 
-$(STAMP_TEST): $(STAMP_RUN)
+# tests/support is the test-support package (`testkit`) that the tests and bench/ import; it is
+# installed here only, never on a server.
+$(STAMP_TEST): $(STAMP_RUN) tests/support/pyproject.toml
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e tests/support
 	touch $(STAMP_TEST)
 
 # The stream, locally: status page and live player at http://127.0.0.1:8080/, recordings under
