@@ -41,9 +41,9 @@ import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
 from streamer.config import EffectsSettings
-from streamer.filters import (SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos,
-                              first_order_sos)
+from streamer.filters import SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos, first_order_sos
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,16 @@ against), and `SectionFilter` runs a cascade of second-order sections with its s
 between calls.
 
 How `SectionFilter` runs without a per-sample loop: the cascade is one linear state-space system
-(state s, p ≤ 6 values per channel). Over a chunk of L = 16 samples the output is a Toeplitz
-matrix of the impulse response times the chunk, plus a fixed (L, p) matrix times the state at
-the chunk's start; the state then moves on by A^L plus a fixed (p, L) matrix times the chunk. Those
-are small matrix products for all chunks at once. What is left, the chunk-start states
-s[k+1] = M·s[k] + u[k], is the same kind of recursion with fewer steps, solved the same way in
-groups of 8, level upon level, until one group remains. Each output is computed from the exact
-same linear map as a sample-by-sample filter; only float rounding differs (~1e-16 relative).
+(state s: p values per channel, two per second-order section and one per first-order one). Over
+a chunk of L = 16 samples the output is a Toeplitz matrix of the impulse response times the
+chunk, plus a fixed (L, p) matrix times the state at the chunk's start; the state then moves on
+by A^L plus a fixed (p, L) matrix times the chunk. Those are small matrix products for all
+chunks at once. What is left, the chunk-start states s[k+1] = M·s[k] + u[k], is the same kind
+of recursion with fewer steps, solved the same way in groups of 8, level upon level, until one
+group remains. Each output is the same linear map of the
+input as a sample-by-sample filter's; only the rounding differs: on the tone stage (order 5) the
+output stays within 3e-11 of a long-double reference, closer than the single transfer function
+run by scipy's lfilter that this replaces (1e-10).
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ class _StateLevel:
         # block column is the input to the next level: Σ_j u[j] @ (M^(FAN−1−j))ᵀ.
         inputs = np.zeros((fan * p, (fan + 1) * p))
         for i in range(fan + 1):
-            for j in range(min(i, fan)):
+            for j in range(i):
                 inputs[j * p:(j + 1) * p, i * p:(i + 1) * p] = powers[i - 1 - j].T
         self.inputs = inputs[:, :fan * p].copy()  # (FAN·p, FAN·p)
         self.onward = inputs[:, fan * p:].copy()  # (FAN·p, p)
@@ -160,7 +163,8 @@ class SectionFilter:
         for lag in range(size):
             toeplitz[np.arange(lag, size), np.arange(size - lag)] = response[lag]
         self._toeplitz = toeplitz.T.copy()  # chunk (row) @ it: the chunk's outputs from a zero state
-        self._onward = np.stack([powers[size - 1 - j] @ b for j in range(size)])  # (CHUNK, p): Σ_j x[j]·A^(CHUNK−1−j)·B
+        # chunk @ `_onward` (CHUNK, p): what the chunk adds to the state after it, Σ_j x[j]·A^(CHUNK−1−j)·B.
+        self._onward = np.stack([powers[size - 1 - j] @ b for j in range(size)])
         self._outputs = np.stack([c @ powers[i] for i in range(size)], axis=1)  # state → chunk outputs (p, CHUNK)
         self._powers = powers
         self._levels = _StateLevel(powers[size])
