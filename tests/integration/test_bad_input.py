@@ -188,8 +188,10 @@ def write_song(path: Path, number: int) -> None:
 
 
 @pytest.fixture
-def mixed_folder(tmp_path) -> tuple[Path, int, int]:
-    """A folder of good songs and corrupt files: (folder, good, bad)."""
+def mixed_folder(tmp_path, monkeypatch) -> tuple[Path, int, int]:
+    """A folder of good songs and corrupt files: (folder, good, bad). The data cache is the
+    test's own: the folder's content, and so its cache key, is the same in every run."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = tmp_path / "songs"
     folder.mkdir()
     good = 10
