@@ -49,8 +49,11 @@ $(STAMP_RUN): pyproject.toml | $(PY)
 	$(PIP) install -q -e .
 	touch $(STAMP_RUN)
 
-$(STAMP_TEST): $(STAMP_RUN)
+# tests/support is the test-support package (`testkit`) that the tests and bench/ import; it is
+# installed here only, never on a server.
+$(STAMP_TEST): $(STAMP_RUN) tests/support/pyproject.toml
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e tests/support
 	touch $(STAMP_TEST)
 
 # The stream, locally: status page and live player at http://127.0.0.1:8080/, recordings under
@@ -58,8 +61,11 @@ $(STAMP_TEST): $(STAMP_RUN)
 run: setup-run
 	$(VENV)/bin/chiplofi stream $(if $(CONFIG),--config $(CONFIG))
 
+# The tests on TEST_WORKERS pytest-xdist workers (tests/conftest.py: what runs together, what first).
+# Most tests wait on real time, so more workers than the 2 cores finish sooner.
+TEST_WORKERS ?= 4
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Every benchmark but the long memory runs (`make soak`; bench/bench_memory.py, a diagnosis
 # tool), each timed, then a summary. A missed goal (exit 2) is a figure, not a failure: every

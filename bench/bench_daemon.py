@@ -44,15 +44,15 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streamer.config import Config
+from streamer.video import PRESETS
+from streamer.video_files import prepare_video_files
+from testkit.procfs import children, cpu_seconds, rss_mb
+from testkit.waiting import free_port
 
-from streamer.config import Config  # noqa: E402
-from streamer.video import PRESETS  # noqa: E402
-from streamer.video_files import prepare_video_files  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
-TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_RATIO, GOAL_FIRST_AUDIO, GOAL_RSS_MB = 1.25, 5.0, 400.0
 WARMUP_SECONDS = 15.0
 PRESET_WARMUP_SECONDS = 10.0  # the per-preset runs (start-up is over by then: first audio ≤ 5 s)
@@ -60,52 +60,10 @@ SETTLE_SECONDS = 3.0  # after /readyz, before a CPU window starts
 READY_TIMEOUT_SECONDS = 90.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int, include_reaped: bool = False) -> float:
-    """utime + stime of a process and (recursively) its live children; with `include_reaped`,
-    also the children it has already waited for (cutime + cstime: worker processes that ended)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if include_reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    total = ticks / TICKS
-    for child in children(pid):
-        total += cpu_seconds(child)
-    return total
-
-
 def get_status(port: int) -> dict:
     """A daemon's /status on its loopback status port."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
         return json.loads(response.read())
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def machine_description() -> dict:

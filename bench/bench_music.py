@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from models import checkpoint as ckpt  # noqa: E402
 from models.evaluate import DEFAULT_MINUTES, held_out_part, load_training_data, to_json  # noqa: E402

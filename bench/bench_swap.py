@@ -47,10 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_daemon import ROOT, free_port, get_status, machine_description  # noqa: E402
+from bench_daemon import ROOT, get_status, machine_description  # noqa: E402
+from testkit.waiting import free_port  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
 from streamer.config import Config  # noqa: E402
 

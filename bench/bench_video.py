@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_daemon import (children, cpu_seconds, free_port, get_status, machine_description,  # noqa: E402
-                          media_seconds, wait_ready)
+from bench_daemon import get_status, machine_description, media_seconds, wait_ready  # noqa: E402
+from testkit.procfs import children, cpu_seconds  # noqa: E402
+from testkit.waiting import free_port  # noqa: E402
 
 from streamer.config import Config, VideoSettings  # noqa: E402
 from streamer.video import (PRESETS, build_video_graph, encoder_options, escape_filter_value,  # noqa: E402

@@ -697,7 +697,7 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of `python -m models.train` (the same options as `chiplofi train`)."""
-    from models.commands import TRAIN_DESCRIPTION, add_train_arguments
+    from models.train_options import TRAIN_DESCRIPTION, add_train_arguments
 
     parser = argparse.ArgumentParser(prog="python -m models.train", description=TRAIN_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from soundfonts import DRUM_KEYS, PRESETS, SOUNDFONT_PATH
-from streamer.errors import SoundFontError
+from models.errors import SoundFontError
 
 __all__ = ["build_soundfont", "soundfont_bytes", "main", "GM_DRUM_MAP", "LOOP_GUARD"]
 

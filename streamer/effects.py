@@ -44,9 +44,9 @@ import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from scipy import signal
 
 from streamer.config import EffectsSettings
+from streamer.filters import SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos, first_order_sos
 
 log = logging.getLogger(__name__)
 
@@ -139,26 +139,20 @@ class Sanitizer:
 class _Filter:
     """A linear IIR filter along the last axis of (channels, frames), state carried between calls.
 
-    Designed as second-order sections but run as one transfer function with lfilter: scipy's
-    sosfilt spends ~50 µs per call in Python argument handling, more than filtering a typical
-    block takes, and in float64 the low orders used here (≤ 5) are well conditioned.
+    Runs the second-order sections with `streamer.filters.SectionFilter` (numpy block products,
+    no per-call overhead to speak of, and no scipy.signal on the stream's start path).
     """
 
     def __init__(self, sos: np.ndarray, channels: int = CHANNELS) -> None:
-        b, a = signal.sos2tf(np.atleast_2d(np.asarray(sos, dtype=np.float64)))
-        self.b, self.a = b / a[0], a / a[0]
+        self._sections = SectionFilter(np.atleast_2d(np.asarray(sos, dtype=np.float64)), channels)
         self.channels = channels
-        self.order = max(len(self.a), len(self.b)) - 1
-        self.reset()
+        self.order = self._sections.order
 
     def reset(self) -> None:
-        self._zi = np.zeros((self.channels, self.order))
+        self._sections.reset()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[-1] == 0:
-            return np.zeros(x.shape)
-        out, self._zi = signal.lfilter(self.b, self.a, x, axis=-1, zi=self._zi)
-        return out
+        return self._sections(x)
 
 
 class FilterEffect:
@@ -177,14 +171,14 @@ class FilterEffect:
 
 def highpass_sos(corner_hz: float, sample_rate: int) -> np.ndarray:
     """Second-order Butterworth high-pass: rumble and DC removal."""
-    return signal.butter(2, corner_hz, "highpass", fs=sample_rate, output="sos")
+    return butter2_sos(corner_hz, sample_rate, "highpass")
 
 
 def lowpass_sos(corner_hz: float, sample_rate: int) -> np.ndarray | None:
     """Second-order Butterworth low-pass (gentle, like a worn tape head); None when effectively off."""
     if corner_hz >= 0.45 * sample_rate:
         return None
-    return signal.butter(2, corner_hz, "lowpass", fs=sample_rate, output="sos")
+    return butter2_sos(corner_hz, sample_rate, "lowpass")
 
 
 def tilt_sos(tilt_db: float, sample_rate: int, pivot_hz: float = 1000.0) -> np.ndarray | None:
@@ -200,8 +194,7 @@ def tilt_sos(tilt_db: float, sample_rate: int, pivot_hz: float = 1000.0) -> np.n
 
     wz, wp = warp(w_zero), warp(w_pole)
     # H(s) = (1/r)·(1 + s/wz)/(1 + s/wp)
-    b, a = signal.bilinear([1.0 / (r * wz), 1.0 / r], [1.0 / wp, 1.0], fs=sample_rate)
-    return np.array([[b[0] / a[0], b[1] / a[0], 0.0, 1.0, a[1] / a[0], 0.0]])
+    return first_order_sos((1.0 / (r * wz), 1.0 / r), (1.0 / wp, 1.0), sample_rate)
 
 
 def low_shelf_sos(corner_hz: float, gain_db: float, sample_rate: int) -> np.ndarray | None:
@@ -684,7 +677,7 @@ class _ClickStream:
         bank *= np.exp(-np.arange(self.length)[None, :] / tau[:, None])
         bank[:, 1:] -= 0.5 * bank[:, :-1].copy()
         # A stylus and cartridge do not pass the top octave: soften the ticks above ~6 kHz.
-        bank = signal.lfilter(*signal.butter(1, min(6000.0, 0.4 * sample_rate), fs=sample_rate), bank, axis=1)
+        bank = _Filter(butter1_lowpass_sos(min(6000.0, 0.4 * sample_rate), sample_rate), self.BANK)(bank)
         self._bank = bank / np.abs(bank).max(axis=1, keepdims=True)
         self.reset()
 
@@ -751,11 +744,11 @@ class _BandNoise:
     def __init__(self, sample_rate: int, band_hz: tuple[float, float], rms: float, seed: SeedLike) -> None:
         low_rate = sample_rate / self.RATIO
         band = (band_hz[0], min(band_hz[1], 0.45 * low_rate))  # stay under the low rate's Nyquist
-        sos = signal.butter(1, band, "bandpass", fs=low_rate, output="sos")
+        sos = butter1_bandpass_sos(band[0], band[1], low_rate)
         self._filter = _Filter(sos)
-        impulse = np.zeros(int(low_rate))
-        impulse[0] = 1.0
-        h = signal.sosfilt(sos, impulse)
+        impulse = np.zeros((1, int(low_rate)))
+        impulse[0, 0] = 1.0
+        h = _Filter(sos, 1)(impulse)[0]
         energy = float(np.dot(h, h))
         lag1 = float(np.dot(h[:-1], h[1:])) / energy
         # For white input the filtered variance is Σh² times the input's; linear interpolation

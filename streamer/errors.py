@@ -1,6 +1,6 @@
 """Errors of the streamer; all derive from `ChiplofiError` (see models/errors.py for why it lives there)."""
 
-from models.errors import CheckpointError, ChiplofiError, DataError, ModelError
+from models.errors import CheckpointError, ChiplofiError, DataError, ModelError, SoundFontError
 
 __all__ = [
     "ChiplofiError",
@@ -26,10 +26,6 @@ class InputFileError(ChiplofiError):
 
 class OutputFileError(ChiplofiError):
     """An output file cannot be written; the message names it."""
-
-
-class SoundFontError(ChiplofiError):
-    """The SoundFont cannot be built or loaded."""
 
 
 class RenderError(ChiplofiError):

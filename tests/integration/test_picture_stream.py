@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from receiver import check_continuity, decode_frames, probe_packets, receiver_fixture
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.receiver import check_continuity, decode_frames, probe_packets, receiver_fixture
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StatusSettings, StreamSettings, VideoSettings

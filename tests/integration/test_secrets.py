@@ -25,11 +25,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from receiver import Receiver, require_tools
-from waiting import free_port, wait_for
+from testkit.procfs import children
+from testkit.receiver import Receiver, require_tools
+from testkit.waiting import free_port, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_daemon import children  # noqa: E402  (a process's children, from /proc)
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,6 @@
 errors (one warning, counted), a writer that never holds up the audio thread, /tracks over HTTP
 with strict ids, and the daemon archiving what played."""
 
-import dataclasses
 import errno
 import json
 import logging
@@ -16,7 +15,6 @@ from streamer import archive as archive_module
 from streamer.archive import (ARCHIVE_ID, NEXT_TRACK, STREAM_STOPPED, TOO_LONG, PlayedTrack, TrackArchive,
                               TrackRecorder, track_midi_bytes)
 from streamer.composer import RuleBasedComposer
-from streamer.config import Config
 from streamer.daemon import Daemon
 from streamer.fallback import RuleBasedParts
 from streamer.files import write_atomic
@@ -25,6 +23,8 @@ from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
 from streamer.track_titles import track_title
 from test_status import _get as get
+from testkit.daemon import unpaced_config
+from testkit.doubles import RecordingSink
 
 MB = 1_000_000
 
@@ -330,33 +330,9 @@ def test_tracks_404_without_an_archive():
 # ----------------------------------------------------------------------------- the daemon
 
 
-class CollectingSink:
-    kind, name = "test", "collect"
-
-    def __init__(self):
-        self.frames = 0
-
-    def start(self):
-        pass
-
-    def submit(self, block, timeout=0.0):
-        self.frames += block.frames
-        return True
-
-    def stop(self, timeout):
-        pass
-
-    def snapshot(self):
-        from streamer.sinks import SinkSnapshot
-        return SinkSnapshot(self.name, self.kind, "running", True, True, frames_written=self.frames)
-
-
 def run_daemon(tmp_path, seconds: float):
-    base = Config()
-    stream = dataclasses.replace(base.stream, speed=0.0, buffer_seconds=8.0, prefill_timeout_seconds=2.0,
-                                 ready_seconds=0.0, state_dir=str(tmp_path / "state"), seed=5)
-    config = dataclasses.replace(base, stream=stream, status=dataclasses.replace(base.status, enabled=False))
-    sink = CollectingSink()
+    config = unpaced_config(tmp_path / "state", seed=5)
+    sink = RecordingSink("collect")
     # Two-bar tracks (≈ 6 s each), so a short run plays several.
     daemon = Daemon(config, environ={}, duration=seconds, sinks=[sink],
                     composer_loader=lambda setting, seed: RuleBasedComposer(seed, track_bars=2))

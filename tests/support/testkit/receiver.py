@@ -44,7 +44,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -55,11 +54,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from waiting import free_port, wait_for
+from testkit.drift import packet_drift  # one A/V drift figure for the soak and the receiver
+from testkit.waiting import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-from bench_soak import packet_drift  # noqa: E402  (one A/V drift figure for the soak and the receiver)
+ROOT = Path(__file__).resolve().parents[3]  # the repository (for deploy/nginx-rtmp.conf)
 
 NGINX_CONF = ROOT / "deploy" / "nginx-rtmp.conf"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -417,7 +415,7 @@ class Continuity:
     audio_gaps: tuple[tuple[float, float], ...]  # (pts where it starts, length) of steps over the threshold
     max_audio_step: float  # largest step between consecutive audio timestamps
     non_monotonic: tuple[tuple[str, float, float], ...]  # (codec type, pts before, pts after) going back
-    av_drift: float  # largest |audio slip − video slip| (bench/bench_soak.py's packet_drift)
+    av_drift: float  # largest |audio slip − video slip| (testkit.drift.packet_drift)
 
     @property
     def ok(self) -> bool:
