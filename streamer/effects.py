@@ -46,7 +46,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from streamer.config import EffectsSettings
-from streamer.filters import SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos, first_order_sos
+from streamer.filters import (SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos, butter4_highpass_sos,
+                              first_order_sos)
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def low_cut_sos(corner_hz: float, sample_rate: int) -> np.ndarray | None:
     bass an octave higher, which small speakers do play."""
     if corner_hz <= 0.0:
         return None
-    return signal.butter(4, corner_hz, "highpass", fs=sample_rate, output="sos")
+    return butter4_highpass_sos(corner_hz, sample_rate)
 
 
 def tone_sos(highpass_hz: float, lowpass_hz: float, tilt_db: float, sample_rate: int, low_shelf_hz: float = 100.0,
@@ -271,8 +272,8 @@ class BassCentre:
 
     def __init__(self, sample_rate: int, below_hz: float = 150.0) -> None:
         self.below_hz = below_hz
-        low = signal.butter(2, below_hz, "lowpass", fs=sample_rate, output="sos")
-        high = signal.butter(2, below_hz, "highpass", fs=sample_rate, output="sos")
+        low = butter2_sos(below_hz, sample_rate, "lowpass")
+        high = butter2_sos(below_hz, sample_rate, "highpass")
         self._low, self._high = _Filter(np.vstack([low, low])), _Filter(np.vstack([high, high]))
 
     def reset(self) -> None:

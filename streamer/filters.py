@@ -33,11 +33,12 @@ def _prewarped(corner_hz: float, sample_rate: float) -> float:
     return math.tan(math.pi * corner_hz / sample_rate)
 
 
-def butter2_sos(corner_hz: float, sample_rate: float, kind: str) -> np.ndarray:
-    """Second-order Butterworth low-pass or high-pass as one section [b0, b1, b2, 1, a1, a2]."""
+def butter2_sos(corner_hz: float, sample_rate: float, kind: str, q: float = 1.0 / SQRT2) -> np.ndarray:
+    """Second-order low-pass or high-pass as one section [b0, b1, b2, 1, a1, a2]; at the default
+    `q` a Butterworth, other values make the sections of higher-order Butterworths."""
     k = _prewarped(corner_hz, sample_rate)
-    norm = 1.0 / (1.0 + SQRT2 * k + k * k)
-    a = [1.0, 2.0 * (k * k - 1.0) * norm, (1.0 - SQRT2 * k + k * k) * norm]
+    norm = 1.0 / (1.0 + k / q + k * k)
+    a = [1.0, 2.0 * (k * k - 1.0) * norm, (1.0 - k / q + k * k) * norm]
     if kind == "lowpass":
         b = [k * k * norm, 2.0 * k * k * norm, k * k * norm]
     elif kind == "highpass":
@@ -45,6 +46,13 @@ def butter2_sos(corner_hz: float, sample_rate: float, kind: str) -> np.ndarray:
     else:
         raise ValueError(f"kind must be 'lowpass' or 'highpass', got {kind!r}")
     return np.array([b + a])
+
+
+def butter4_highpass_sos(corner_hz: float, sample_rate: float) -> np.ndarray:
+    """Fourth-order Butterworth high-pass (24 dB per octave) as two sections (2, 6): the pole
+    pairs of a fourth-order Butterworth have Q = 1 / (2 cos(π/8)) and 1 / (2 cos(3π/8))."""
+    return np.vstack([butter2_sos(corner_hz, sample_rate, "highpass", q=1.0 / (2.0 * math.cos(angle)))
+                      for angle in (math.pi / 8.0, 3.0 * math.pi / 8.0)])
 
 
 def butter1_lowpass_sos(corner_hz: float, sample_rate: float) -> np.ndarray:

@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 SUB_BASS_HZ = 60.0
 WELCH_SECONDS = 0.5  # analysis window: 2 Hz bins, fine enough to split at 60 Hz
@@ -42,6 +41,8 @@ def stereo_figures(pcm: np.ndarray) -> StereoFigures:
 def _spectrum(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """(frequencies, power per bin summed over channels) of `x` (frames, channels)."""
     segment = min(x.shape[0], int(WELCH_SECONDS * sample_rate))
+    from scipy import signal  # here, not at import: measuring is for tests and bench/, never the stream's start
+
     freqs, psd = signal.welch(x.astype(np.float64), fs=sample_rate, nperseg=segment, axis=0)
     return freqs, psd.sum(axis=1)
 

@@ -18,6 +18,15 @@ def test_second_order_butterworth_matches_scipy(kind, corner):
                                signal.butter(2, corner, kind, fs=FS, output="sos"), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("corner", [40.0, 70.0, 200.0])
+def test_fourth_order_highpass_matches_scipy_in_response(corner):
+    # Sections may be ordered and scaled differently; the cascade's response must be the same.
+    frequencies = np.geomspace(10.0, 20000.0, 200)
+    ours = signal.sosfreqz(filters.butter4_highpass_sos(corner, FS), worN=frequencies, fs=FS)[1]
+    theirs = signal.sosfreqz(signal.butter(4, corner, "highpass", fs=FS, output="sos"), worN=frequencies, fs=FS)[1]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("corner", [100.0, 6000.0, 17640.0])
 def test_first_order_lowpass_matches_scipy(corner):
     b, a = signal.butter(1, corner, fs=FS)
