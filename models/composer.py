@@ -97,7 +97,7 @@ CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
 # chord labels, where a borrowed chord is often read as a diatonic neighbour; this brings them to
 # about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
 # colours, as in the data, where few chromatic chords move a fifth down.
-CHROMATIC_BOOST = {"borrowed": 2.0, "dominant": 0.5}
+CHROMATIC_BOOST = {"borrowed": 2.5, "dominant": 0.5}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
 SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}

@@ -141,17 +141,18 @@ def test_bass_starts_every_bar_on_the_chord():
     from models.data import CHORD_INTERVALS, parse_chord
 
     bars = compose(160, seed=4)
-    on_root = 0
+    on_root = counted = 0
     for bar in bars:
         bass = sorted((n for n in bar.notes if n[0] == "bass"), key=lambda n: n[2])
         if not bass or bar.section == "intro":
             continue
+        counted += 1
         root, quality = parse_chord(bar.chord)
         tones = {(root + i) % 12 for i in CHORD_INTERVALS[quality]}
         assert bass[0][2] == 0 and bass[0][1] % 12 in tones, (bar.chord, bass[0])
         assert all(n[1] >= BASS_FLOOR for n in bass)
         on_root += bass[0][1] % 12 == root
-    assert 0.4 <= on_root / len(bars) <= 0.9  # mostly the root, sometimes an inversion
+    assert 0.4 <= on_root / counted <= 0.85  # mostly the root, sometimes an inversion
 
 
 def test_lofi_harmony_sustains_between_bass_and_lead():
