@@ -14,7 +14,8 @@
   background reload (config, checkpoint, SoundFont, effects), validated by generating and
   rendering a bar, swapped in on a bar boundary — a failure keeps what plays; SIGTERM/SIGINT
   stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
-- systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy, STATUS= a summary.
+- systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy (with RTMP outputs, only while
+  one of them delivers), STATUS= a summary.
 - The schedule (streamer.schedule) picks the program playing; the composer thread takes its mood
   before each bar, the audio thread its effects; its jobs only post requests (a timed reload, the
   stats line) that the main loop carries out.
@@ -45,7 +46,7 @@ from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stac
 from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
-from streamer.sinks import Sink, SinkState
+from streamer.sinks import Sink, SinkSnapshot, SinkState
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
 from streamer.types import Bar
 from streamer.video import NowPlayingFile, check_video_settings, now_playing_text
@@ -559,7 +560,7 @@ class Daemon:
         # The buffer drains at the clock's speed (unpaced, it is counted as if in real time).
         buffer_lasts = self.config.stream.buffer_seconds / (self.clock.speed if self.clock.paced else 1.0)
         stalled = composing is not None and now - composing > buffer_lasts
-        return healthy and not stalled and any(s.snapshot().healthy for s in self._output_sinks())
+        return healthy and not stalled and any(s.healthy for s in self._vital_outputs())
 
     def summary(self) -> str:
         playing = self._playing
@@ -572,6 +573,12 @@ class Daemon:
 
     def _output_sinks(self) -> list[Sink]:
         return [s for s in self.sinks if s is not self.hub] or list(self.sinks)
+
+    def _vital_outputs(self) -> list[SinkSnapshot]:
+        """The outputs health is judged by: the RTMP ones if there are any (a recording that still
+        works must not make a dead ingest look healthy), else every output."""
+        outputs = [s.snapshot() for s in self._output_sinks()]
+        return [s for s in outputs if s.network] or outputs
 
     def _shutdown(self) -> None:
         self.request_stop(self.stop_reason or "shutting down")
@@ -944,7 +951,7 @@ class Daemon:
         ahead = self.ring.ahead_seconds + self._pending_frames / self.sample_rate
         if ahead < self.config.stream.ready_seconds:
             return False, f"buffer {ahead:.1f} s ahead, below {self.config.stream.ready_seconds:g} s"
-        connected = [s.name for s in self._output_sinks() if s.snapshot().connected]
+        connected = [s.name for s in self._vital_outputs() if s.connected]
         if not connected:
             return False, "no output connected"
         return True, "ready: " + ", ".join(redact(name) for name in connected)
