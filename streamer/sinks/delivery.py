@@ -10,14 +10,23 @@ never reads still has its kernel acknowledge the first kilobytes, so the queue s
 the acknowledged byte count growing means the receiver takes the stream; nothing on the far side
 (an RTMP statistics page, say) is needed, so it works the same against any ingest.
 
-    connections_of(pid)  →  [Connection(remote, port, established, bytes_acked, inode), ...]
+    connections_of(pid)  →  [Connection(remote, port, established, bytes_acked, inode, fd), ...]
+    cut(pid, connection)    shuts the connection down under the process's feet
 
 The process is found by its sockets' inodes (/proc/PID/fd); no privilege is needed for either
 (the daemon's own child, same user), but sock_diag is an AF_NETLINK socket.
+
+Why `cut`: ffmpeg's own `rw_timeout` ends a read that waits too long (an unanswered handshake),
+but not a write to a peer that stopped reading: its socket is blocking, and `send()` waits for
+room in the send buffer for ever. Shutting the socket down wakes that `send()` with an error, and
+ffmpeg's fifo then reconnects this one target as after any failure. The socket is reached with
+pidfd_getfd(2) (Linux 5.6; the daemon may ptrace its own child), then shutdown(2).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import socket
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TCP_ESTABLISHED = 1
 INET_DIAG_INFO = 1 << (2 - 1)  # the extension that carries struct tcp_info
+SYS_PIDFD_GETFD = 438  # the same number on every architecture (new system calls share one table)
 
 
 @dataclass(frozen=True)
@@ -40,28 +50,29 @@ class Connection:
     established: bool
     bytes_acked: int  # bytes the peer acknowledged since the connection opened
     inode: int  # tells one connection from the next one to the same peer
+    fd: int  # its file descriptor in the process
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets open in process `pid` (empty if it is gone)."""
-    inodes = set()
+def socket_fds(pid: int) -> dict[int, int]:
+    """Inode → file descriptor of the sockets open in process `pid` (empty if it is gone)."""
+    sockets = {}
     try:
         entries = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return inodes
+        return sockets
     for entry in entries:
         try:
             link = os.readlink(f"/proc/{pid}/fd/{entry}")
         except OSError:
             continue  # closed meanwhile
         if link.startswith("socket:["):
-            inodes.add(int(link[8:-1]))
-    return inodes
+            sockets[int(link[8:-1])] = int(entry)
+    return sockets
 
 
 def connections_of(pid: int) -> list[Connection]:
     """The TCP connections (IPv4 and IPv6) that process `pid` holds now."""
-    inodes = socket_inodes(pid)
+    inodes = socket_fds(pid)
     if not inodes:
         return []
     found = []
@@ -75,5 +86,31 @@ def connections_of(pid: int) -> list[Connection]:
                 info = message.get_attr("INET_DIAG_INFO") or {}
                 found.append(Connection(remote=message.get("idiag_dst"), port=message.get("idiag_dport"),
                                         established=message.get("idiag_state") == TCP_ESTABLISHED,
-                                        bytes_acked=int(info.get("tcpi_bytes_acked", 0)), inode=inode))
+                                        bytes_acked=int(info.get("tcpi_bytes_acked", 0)), inode=inode,
+                                        fd=inodes[inode]))
     return found
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def cut(pid: int, connection: Connection) -> None:
+    """Shut `connection` of process `pid` down: its blocked reads and writes fail at once.
+    OSError if it cannot be reached (EPERM: no ptrace right, or a seccomp filter refusing
+    pidfd_getfd; ENOSYS: an older kernel)."""
+    if socket_fds(pid).get(connection.inode) != connection.fd:
+        return  # already closed by the process (or the descriptor reused): nothing to cut
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = _libc.syscall(SYS_PIDFD_GETFD, pidfd, connection.fd, 0)
+        if copy < 0:
+            code = ctypes.get_errno() or errno.EPERM
+            raise OSError(code, f"pidfd_getfd: {os.strerror(code)}")
+    finally:
+        os.close(pidfd)
+    with socket.socket(fileno=copy) as sock:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:  # closed meanwhile
+                raise

@@ -16,12 +16,13 @@ files that a restart never overwrites.
 
 An RTMP target counts as up only while its peer acknowledges bytes (streamer.sinks.delivery:
 the kernel's count for ffmpeg's connection), never because the encoder makes progress. One that
-hangs (accepts TCP and never answers the handshake, or stops reading mid-stream) is cut by
-ffmpeg's own `rw_timeout` after `sinks.target_timeout_seconds` and retried like a refused one;
-the socket's send buffer is held to about a second of the stream so that a peer that stops
-reading fills it at once, and the per-target queue to a few seconds: a reconnect never flushes
-a stale backlog. Should a connection still sit there acknowledging nothing for twice the
-timeout, the whole ffmpeg is restarted.
+hangs (accepts TCP and never answers the handshake, or stops reading mid-stream) is cut after
+`sinks.target_timeout_seconds` without a byte acknowledged (ffmpeg's `rw_timeout` for a read,
+streamer.sinks.delivery.cut for a write, which that timeout does not cover) and retried like a
+refused one, the other targets untouched; only if the connection cannot be cut is the whole
+ffmpeg restarted. The socket's send buffer is held to about a second of the stream so that a
+peer that stops reading fills it at once, and the per-target queue to a few seconds: a
+reconnect never flushes a stale backlog.
 
 Live, the audio written to ffmpeg but not yet encoded is held under MAX_ENCODER_LAG_SECONDS:
 when ffmpeg falls behind (its CPU taken by other work), newer blocks are dropped before they
@@ -63,7 +64,7 @@ from streamer.config import SinkSettings, VideoSettings
 from streamer.logs import RateLimitedLog, redact
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
-from streamer.sinks.delivery import Connection, connections_of
+from streamer.sinks.delivery import Connection, connections_of, cut
 from streamer.video import encoder_options, filter_graph, preset_of
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,9 @@ class Target:
     acked_bytes: int = 0  # RTMP: bytes its peer acknowledged, over all connections
     delivered_at: float = 0.0  # RTMP: monotonic time the peer last acknowledged bytes
     connections: int = 0  # RTMP: connections made to it
-    _acked_by_connection: dict[int, int] = field(default_factory=dict, repr=False)
-    _silent_since: float | None = field(default=None, repr=False)  # connected, nothing acknowledged
+    cuts: int = 0  # RTMP: connections cut because the peer stopped taking bytes
+    # RTMP: per open connection (socket inode): bytes acknowledged, monotonic time that last grew
+    _seen: dict[int, tuple[int, float]] = field(default_factory=dict, repr=False)
 
     @property
     def port(self) -> int:
@@ -233,6 +235,7 @@ class FfmpegSink(QueuedSink):
         self._run_bytes = 0  # written to the current one
         self._stop_timeout = STOP_EOF_SECONDS + 1.5
         self._last_probe = 0.0
+        self._sink_started = 0.0
         self.frames_behind = 0  # live: dropped before ffmpeg because it was behind (MAX_ENCODER_LAG_SECONDS)
 
     @property
@@ -281,6 +284,7 @@ class FfmpegSink(QueuedSink):
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        self._sink_started = time.monotonic()
         for target in self.targets:
             if target.muxer == "segment" or not target.network:
                 Path(target.url).parent.mkdir(parents=True, exist_ok=True)
@@ -351,8 +355,7 @@ class FfmpegSink(QueuedSink):
         self._fifo_targets.clear()
         for target in self.targets:
             target.state = "starting"
-            target._acked_by_connection.clear()
-            target._silent_since = None
+            target._seen.clear()
         reader = threading.Thread(target=self._read_stderr, args=(proc,), name=f"{self.name}-stderr", daemon=True)
         writer = threading.Thread(target=self._write_loop, args=(proc,), name=f"{self.name}-writer", daemon=True)
         reader.start()
@@ -393,56 +396,70 @@ class FfmpegSink(QueuedSink):
         return None
 
     def _probe_delivery(self, pid: int, now: float) -> str | None:
-        """Mark each RTMP target by what its peer acknowledged; a reason to restart ffmpeg if a
-        connection has hung past the point where ffmpeg's own timeout should have cut it."""
+        """Mark each RTMP target by what its peer acknowledged, and cut a connection whose peer
+        took nothing for `target_timeout_seconds` (ffmpeg retries it). A reason to restart the
+        whole ffmpeg only if that cut is impossible."""
         try:
             connections = connections_of(pid)
         except OSError as exc:  # no netlink (a sandbox refusing AF_NETLINK): say so, once a minute
             self._ffmpeg_log.warning("cannot read ffmpeg's connections: %s", exc)
             return None
-        hang_limit = 2 * self.settings.target_timeout_seconds
+        timeout = self.settings.target_timeout_seconds
         for target in self.network_targets:
             mine = [c for c in connections if c.port == target.port and c.established]
             if self._note_acknowledged(target, mine, now):
-                target._silent_since = None
                 target.delivered_at = now
                 if target.state != "ok":
                     log.info("ffmpeg target %s delivering", target.label)
                 target.state = "ok"
-                continue
-            if not mine:
-                target._silent_since = None
+            elif not mine:
                 if target.state in ("ok", "stalled"):
                     target.state = "failing"  # the connection is gone; the fifo retries it
-                continue
-            if target._silent_since is None:
-                target._silent_since = now
-            if now - target.delivered_at >= DELIVERY_WINDOW_SECONDS and target.state != "stalled":
+            elif now - target.delivered_at >= DELIVERY_WINDOW_SECONDS and target.state != "stalled":
                 if target.state == "ok":
                     target.failures += 1
-                    log.warning("ffmpeg target %s stalled: connected, its peer acknowledges nothing",
-                                target.label)
+                    log.warning("ffmpeg target %s stalled: connected, its peer acknowledges nothing", target.label)
                 target.state = "stalled"
                 target.last_error = "connected, nothing acknowledged"
-            if now - target._silent_since > hang_limit:
-                return f"target {target.label} acknowledged nothing for {hang_limit:g} s"
+            for connection in mine:
+                acked, changed = target._seen[connection.inode]
+                if now - changed >= timeout:
+                    target._seen[connection.inode] = (acked, now)  # one cut per timeout at most
+                    reason = self._cut(pid, target, connection, now - changed)
+                    if reason:
+                        return reason
+        return None
+
+    def _cut(self, pid: int, target: Target, connection: Connection, silent: float) -> str | None:
+        log.warning("ffmpeg target %s: its peer took nothing for %.0f s; cutting the connection to retry it",
+                    target.label, silent)
+        try:
+            cut(pid, connection)
+        except OSError as exc:
+            return f"target {target.label} took nothing for {silent:.0f} s and its connection cannot be cut ({exc})"
+        target.cuts += 1
+        target.last_error = f"peer took nothing for {silent:.0f} s; connection cut"
         return None
 
     @staticmethod
     def _note_acknowledged(target: Target, connections: list[Connection], now: float) -> bool:
-        """Add what each connection's peer acknowledged since the last look; True if it grew."""
+        """Note what each connection's peer acknowledged since the last look; True if the target
+        delivered (a connection past its handshake acknowledged more)."""
         grew = False
+        seen = {}
         for connection in connections:
-            before = target._acked_by_connection.get(connection.inode)
+            before, changed = target._seen.get(connection.inode, (None, now))
             if before is None:
                 target.connections += 1
                 before = connection.bytes_acked
             if connection.bytes_acked > before:
                 target.acked_bytes += connection.bytes_acked - before
+                changed = now
                 # The kernel of any listening socket acknowledges the SYN and the handshake's first
                 # packet (C0+C1, 1537 bytes), read or not: more than that is the peer taking media.
                 grew = grew or connection.bytes_acked > HANDSHAKE_BYTES
-            target._acked_by_connection[connection.inode] = connection.bytes_acked
+            seen[connection.inode] = (connection.bytes_acked, changed)
+        target._seen = seen  # connections that closed are forgotten
         return grew
 
     def _finish(self, proc: subprocess.Popen[bytes], writer: threading.Thread, reader: threading.Thread) -> None:
@@ -652,13 +669,19 @@ class FfmpegSink(QueuedSink):
         return (self.state == SinkState.RUNNING and fresh and self._progress_seconds > 0
                 and any(t.state == "ok" for t in vital))
 
+    def _grace_from(self) -> float:
+        """A new ffmpeg counts as healthy for `stall_seconds` before it must show that it works.
+        With RTMP targets only the sink's first start has that grace: an ffmpeg restarted over and
+        over because its ingest hangs never looks healthy (a short reconnect only delays a ping)."""
+        return self._sink_started if self.network_targets else self._started_at
+
     def snapshot(self) -> SinkSnapshot:
         connected = self.connected()
         now = time.monotonic()
         return SinkSnapshot(
             name=self.name, kind=self.kind, state=self.state,
             healthy=self.state in (SinkState.RUNNING, SinkState.STARTING) and (
-                connected or now - self._started_at < self.settings.stall_seconds),
+                connected or now - self._grace_from() < self.settings.stall_seconds),
             connected=connected, network=bool(self.network_targets), restarts=self.restarts,
             bytes_written=self.bytes_written, frames_written=self.frames_written,
             frames_dropped=self.queue.stats.frames_dropped + self.frames_behind,
@@ -678,6 +701,6 @@ class FfmpegSink(QueuedSink):
         status: dict[str, object] = {"target": target.label, "state": target.state, "failures": target.failures,
                                      "overflows": target.overflows, "last_error": target.last_error}
         if target.network:
-            status.update(acked_bytes=target.acked_bytes, connections=target.connections,
+            status.update(acked_bytes=target.acked_bytes, connections=target.connections, cuts=target.cuts,
                           last_delivery_seconds_ago=round(now - target.delivered_at, 1) if target.delivered_at else None)
         return status
