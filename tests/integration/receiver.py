@@ -163,7 +163,8 @@ class Publish:
     def media_in(self, start: float, seconds: float) -> float:
         """Media seconds that reached nginx between `start` and `start + seconds` (monotonic): about
         `seconds` while the stream is live, far more when a backlog is pushed."""
-        inside = [ms for at, ms in self.history if start <= at <= start + seconds]
+        # (0 until the first media: the connect and publish commands carry timestamp 0.)
+        inside = [ms for at, ms in self.history if start <= at <= start + seconds and ms > 0]
         return (max(inside) - min(inside)) / 1000 if inside else 0.0
 
 

@@ -152,7 +152,8 @@ def test_an_ingest_frozen_mid_stream_is_cut_retried_and_gets_no_stale_backlog(tm
     not_ok = watch.first(lambda state, connected, code: state != "ok")
     not_ready = watch.first(lambda state, connected, code: code != 200)
     last_ping = max(watch.pings, default=frozen)
-    jump = after.history[0][1] / 1000 - before.timestamp_ms / 1000
+    first_media_ms = next(ms for _, ms in after.history if ms > 0)
+    jump = first_media_ms / 1000 - before.timestamp_ms / 1000
     report("frozen_ingest", frozen_seconds=FREEZE_SECONDS,
            target_not_ok_after_seconds=round(not_ok - frozen, 1), readyz_503_after_seconds=round(not_ready - frozen, 1),
            last_watchdog_ping_after_seconds=round(last_ping - frozen, 1), target_states_seen=watch.states(),
@@ -160,7 +161,8 @@ def test_an_ingest_frozen_mid_stream_is_cut_retried_and_gets_no_stale_backlog(tm
            most_media_pushed_in_1_s_after_sigcont=round(pushed, 2),
            timestamp_skip_seconds=round(jump, 1), target_failures=rtmp_target(last)["failures"],
            target_connections=rtmp_target(last)["connections"], ffmpeg_restarts=ffmpeg["restarts"],
-           restart_reasons=ffmpeg["detail"]["restart_reasons"])
+           restart_reasons=ffmpeg["detail"]["restart_reasons"],
+           sessions_after=[[(round(at - resumed, 2), ms) for at, ms in p.history[:8]] for p in sessions])
 
     # The freeze is seen within seconds, on /status, /readyz and by the watchdog.
     assert not_ok is not None and not_ok - frozen <= 10.0
@@ -196,6 +198,18 @@ def renice_tree(pid: int, niceness: int) -> int:
 BURNER = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
 
 
+def in_flight(daemon, receiver) -> tuple[float, float]:
+    """(audio the daemon released, minus audio it dropped, minus media that reached nginx), in
+    seconds of the stream, up to a constant: how much is on its way in between (ffmpeg's
+    queues). Its change over a fault is the latency the fault added between the daemon and
+    the receiver; the clock's own resyncs (a starved daemon does not catch up) are not in it."""
+    state = daemon.status()
+    ffmpeg = sink_of(state, "ffmpeg")
+    at_nginx = receiver.ingest.publishes()[-1].timestamp_ms / 1000
+    return (state["clock"]["position_seconds"] - ffmpeg["frames_dropped"] / state["sample_rate"] - at_nginx,
+            state["clock"]["position_seconds"])
+
+
 def test_a_daemon_starved_of_cpu_neither_bursts_nor_falls_behind_live(tmp_path, receiver):
     burners: list[subprocess.Popen] = []
     with stream_process(tmp_path, ["--checkpoint", "rule-based", "--output", receiver.ingest_url]) as daemon:
@@ -203,7 +217,7 @@ def test_a_daemon_starved_of_cpu_neither_bursts_nor_falls_behind_live(tmp_path, 
         assert renice_tree(daemon.proc.pid, 19) > 5
         assert receiver.wait_for_recording(5.0, 30), "the receiver records nothing"
         session = receiver.ingest.publishes()[-1]
-        lateness_before = time.monotonic() - session.timestamp_ms / 1000
+        before, _ = in_flight(daemon, receiver)
         try:
             # Every core busy at normal priority; the daemon and its ffmpeg at nice 19.
             burners = [subprocess.Popen([sys.executable, "-c", BURNER, str(STARVE_SECONDS)])
@@ -215,22 +229,21 @@ def test_a_daemon_starved_of_cpu_neither_bursts_nor_falls_behind_live(tmp_path, 
                 kill_if_running(burner)
         relieved = time.monotonic()
         time.sleep(20.0)
+        after, _ = in_flight(daemon, receiver)
         last = daemon.status()
         assert daemon.stop() == 0
     ffmpeg = sink_of(last, "ffmpeg")
     sessions = [p for p in receiver.ingest.publishes() if p.last_seen >= relieved]
     pushed = max(p.media_in(start, 1.0) for p in sessions for start in (relieved + 0.5 * i for i in range(30)))
-    final = sessions[-1]
-    lateness_after = final.last_seen - final.timestamp_ms / 1000
+    same = sessions[-1].client == session.client  # one publish session: one timeline
     report("cpu_starvation", starved_seconds=STARVE_SECONDS, burners=len(burners),
            most_media_pushed_in_1_s_after=round(pushed, 2),
-           lateness_change_seconds=round(lateness_after - lateness_before, 2) if final is session else None,
+           latency_added_seconds=round(after - before, 2) if same else None,
            receiver_sessions=len(receiver.ingest.publishes()), ffmpeg_restarts=ffmpeg["restarts"],
            frames_dropped_behind=ffmpeg["detail"]["frames_dropped_behind"],
-           clock_resyncs=last["clock"]["resyncs"])
+           frames_dropped=ffmpeg["frames_dropped"], clock_resyncs=last["clock"]["resyncs"])
 
     # No catch-up burst toward the receiver once the CPU is back ...
     assert pushed <= 2.5, pushed
-    # ... and the stream as live as before (same session: same timeline).
-    if final is session:
-        assert lateness_after - lateness_before <= 3.0
+    # ... and no backlog left between the daemon and the receiver 20 s later.
+    assert same and after - before <= 3.0, (before, after)
