@@ -119,7 +119,11 @@ def test_the_installed_unit_under_systemd_is_ready_reloads_recovers_and_stops_cl
         f'[status]\naddr = "127.0.0.1:{status_port}"\n')
     (share / "chiplofi.env").write_text(f"CHIPLOFI_STREAM_KEY={KEY}\n")
 
-    installed = ns.run("bash", "/mnt/source/deploy/install.sh", "--no-apt", timeout=1800)
+    # As root on a server would: the system's python3 and PATH (not this checkout's), pip's own
+    # settings (where the packages come from) passed through.
+    pip = [f"{name}={value}" for name, value in os.environ.items() if name.startswith("PIP_")]
+    installed = ns.run("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", *pip,
+                       "bash", "/mnt/source/deploy/install.sh", "--no-apt", timeout=1800)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     ns.check("install", "-m", "0640", "-g", "chiplofi", "/mnt/chiplofi.toml", "/etc/chiplofi/chiplofi.toml")
     ns.check("install", "-m", "0600", "/mnt/chiplofi.env", "/etc/chiplofi/chiplofi.env")
