@@ -33,6 +33,7 @@ import socket
 from dataclasses import dataclass
 
 from pyroute2 import DiagSocket
+from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +72,27 @@ def socket_fds(pid: int) -> dict[int, int]:
 
 
 def connections_of(pid: int) -> list[Connection]:
-    """The TCP connections (IPv4 and IPv6) that process `pid` holds now."""
+    """The TCP connections (IPv4 and IPv6) that process `pid` holds now. OSError if the kernel
+    cannot be asked (AF_NETLINK refused by a sandbox, say)."""
     inodes = socket_fds(pid)
     if not inodes:
         return []
     found = []
-    with DiagSocket() as diag:
-        diag.bind()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for message in diag.get_sock_stats(family=family, extensions=INET_DIAG_INFO):
-                inode = message.get("idiag_inode")
-                if inode not in inodes:
-                    continue
-                info = message.get_attr("INET_DIAG_INFO") or {}
-                found.append(Connection(remote=message.get("idiag_dst"), port=message.get("idiag_dport"),
-                                        established=message.get("idiag_state") == TCP_ESTABLISHED,
-                                        bytes_acked=int(info.get("tcpi_bytes_acked", 0)), inode=inode,
-                                        fd=inodes[inode]))
+    try:
+        with DiagSocket() as diag:
+            diag.bind()
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for message in diag.get_sock_stats(family=family, extensions=INET_DIAG_INFO):
+                    inode = message.get("idiag_inode")
+                    if inode not in inodes:
+                        continue
+                    info = message.get_attr("INET_DIAG_INFO") or {}
+                    found.append(Connection(remote=message.get("idiag_dst"), port=message.get("idiag_dport"),
+                                            established=message.get("idiag_state") == TCP_ESTABLISHED,
+                                            bytes_acked=int(info.get("tcpi_bytes_acked", 0)), inode=inode,
+                                            fd=inodes[inode]))
+    except NetlinkError as exc:
+        raise OSError(exc.code, f"sock_diag: {exc}") from exc
     return found
 
 

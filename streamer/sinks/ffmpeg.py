@@ -401,8 +401,15 @@ class FfmpegSink(QueuedSink):
         whole ffmpeg only if that cut is impossible."""
         try:
             connections = connections_of(pid)
-        except OSError as exc:  # no netlink (a sandbox refusing AF_NETLINK): say so, once a minute
-            self._ffmpeg_log.warning("cannot read ffmpeg's connections: %s", exc)
+        except OSError as exc:
+            # No sock_diag (a sandbox refusing AF_NETLINK, an old unit file): judged by the encoder's
+            # progress as a local file is, rather than never up (the watchdog would restart us for
+            # ever). Said once a minute.
+            self._ffmpeg_log.warning("cannot read ffmpeg's connections (%s): RTMP targets are judged by "
+                                     "the encoder's progress only", exc)
+            for target in self.network_targets:
+                if target.state == "starting" and self._progress_seconds > 0:
+                    target.state = "ok"
             return None
         timeout = self.settings.target_timeout_seconds
         for target in self.network_targets:
