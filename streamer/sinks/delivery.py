@@ -32,8 +32,12 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pyroute2 import DiagSocket
-from pyroute2.netlink.exceptions import NetlinkError
+# pyroute2 loads its traffic-control support with any import, and that warns when /proc/net is
+# hidden (the unit's ProcSubset=pid): nothing used here needs it.
+logging.getLogger("pyroute2.netlink.rtnl.tcmsg").setLevel(logging.ERROR)
+
+from pyroute2 import DiagSocket  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -141,6 +141,14 @@ def test_the_installed_unit_under_systemd_is_ready_reloads_recovers_and_stops_cl
     assert first["state"] == "running" and first["buffer"]["ahead_seconds"] >= 10.0
     assert first["checkpoint"]["id"] == first_id
     assert wait_for(lambda: receiver.ingest.first_media_after(0.0), 60), journal[-3000:]
+    # The hardening is in force, not only written down (a few of its marks).
+    main_pid = ns.show("MainPID")
+    process = ns.check("cat", f"/proc/{main_pid}/status")
+    mounts = {line.split()[4]: line for line in ns.check("cat", f"/proc/{main_pid}/mountinfo").splitlines()}
+    assert "NoNewPrivs:\t1" in process and "Seccomp:\t2" in process and "CapEff:\t0000000000000000" in process
+    assert mounts["/"].split()[5].startswith("ro") and mounts["/etc"].split()[5].startswith("ro")
+    assert "hidepid=invisible" in mounts["/proc"] and "subset=pid" in mounts["/proc"]
+    assert mounts["/var/lib/chiplofi"].split()[5].startswith("rw")
 
     # systemctl reload: SIGHUP, the new checkpoint swapped in without a restart.
     ns.check("cp", "-rT", "/mnt/checkpoint-b", "/etc/chiplofi/checkpoint")
