@@ -413,6 +413,9 @@ class FfmpegSink(QueuedSink):
             return None
         timeout = self.settings.target_timeout_seconds
         for target in self.network_targets:
+            # Told apart by port: ffmpeg resolves the host itself (round-robin DNS may give it
+            # another address than a lookup here would). Two targets on one port (a primary and
+            # a backup ingest) share their connections' figures; a hung connection is still cut.
             mine = [c for c in connections if c.port == target.port and c.established]
             if self._note_acknowledged(target, mine, now):
                 target.delivered_at = now
