@@ -26,7 +26,6 @@ from waiting import kill_if_running, wait_for
 pytestmark = pytest.mark.integration
 
 WATCHDOG_USEC = 2_000_000  # the daemon pings every second while healthy
-TIMEOUT_SECONDS = 5.0  # sinks.target_timeout_seconds (the default)
 HUNG_SECONDS = 30.0
 FREEZE_SECONDS = 60.0
 STARVE_SECONDS = 60.0
@@ -161,8 +160,7 @@ def test_an_ingest_frozen_mid_stream_is_cut_retried_and_gets_no_stale_backlog(tm
            most_media_pushed_in_1_s_after_sigcont=round(pushed, 2),
            timestamp_skip_seconds=round(jump, 1), target_failures=rtmp_target(last)["failures"],
            target_connections=rtmp_target(last)["connections"], ffmpeg_restarts=ffmpeg["restarts"],
-           restart_reasons=ffmpeg["detail"]["restart_reasons"],
-           sessions_after=[[(round(at - resumed, 2), ms) for at, ms in p.history[:8]] for p in sessions])
+           restart_reasons=ffmpeg["detail"]["restart_reasons"])
 
     # The freeze is seen within seconds, on /status, /readyz and by the watchdog.
     assert not_ok is not None and not_ok - frozen <= 10.0
