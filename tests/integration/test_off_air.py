@@ -187,9 +187,12 @@ def renice_tree(pid: int, niceness: int) -> int:
     while pending:
         process = pending.pop()
         for task in Path(f"/proc/{process}/task").iterdir():
-            os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+                pending += [int(child) for child in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended meanwhile
             changed += 1
-            pending += [int(child) for child in (task / "children").read_text().split()]
     return changed
 
 
