@@ -244,7 +244,9 @@ def test_a_daemon_starved_of_cpu_neither_bursts_nor_falls_behind_live(tmp_path, 
            frames_dropped_behind=ffmpeg["detail"]["frames_dropped_behind"],
            frames_dropped=ffmpeg["frames_dropped"], clock_resyncs=last["clock"]["resyncs"])
 
-    # No catch-up burst toward the receiver once the CPU is back ...
-    assert pushed <= 2.5, pushed
+    # No catch-up burst toward the receiver once the CPU is back: at most a second plus what
+    # ffmpeg may hold unencoded (MAX_ENCODER_LAG_SECONDS, 2 s) in any second; without that
+    # bound its input queue (up to 24 s) is flushed at several times real time ...
+    assert pushed <= 3.5, pushed
     # ... and no backlog left between the daemon and the receiver 20 s later.
     assert same and after - before <= 3.0, (before, after)
