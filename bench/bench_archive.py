@@ -21,14 +21,11 @@ import dataclasses
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from streamer.archive import NEXT_TRACK, PlayedTrack, TrackArchive  # noqa: E402
 from streamer.composer import load_composer  # noqa: E402

@@ -2,8 +2,9 @@
 nginx-rtmp with the same video settings.
 
 Rows:
-  bare ffmpeg     `ffmpeg -re` streaming pre-rendered audio (the daemon's own output, as WAV)
-                  through the same filter graph and encoder settings (the floor)
+  bare ffmpeg     `ffmpeg -re` streaming pre-rendered pipe audio (the mix and the voice stems,
+                  bench_video.prerender_pipe_audio) through the same filter graph and encoder
+                  settings (the floor)
   daemon          `chiplofi stream`: composer + FluidSynth + effects + clock + its ffmpeg
 CPU is measured over the same steady window (after start-up) for both, from /proc, as % of one
 core; the ratio is daemon / bare. Also: start → first audio at a receiver (a `chiplofi stream`
@@ -43,14 +44,15 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streamer.config import Config
+from streamer.video import PRESETS
+from streamer.video_files import prepare_video_files
+from testkit.procfs import children, cpu_seconds, rss_mb
+from testkit.waiting import free_port
 
-from streamer.config import Config  # noqa: E402
-from streamer.video import PRESETS, encoder_options, filter_graph  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
-TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_RATIO, GOAL_FIRST_AUDIO, GOAL_RSS_MB = 1.25, 5.0, 400.0
 WARMUP_SECONDS = 15.0
 PRESET_WARMUP_SECONDS = 10.0  # the per-preset runs (start-up is over by then: first audio ≤ 5 s)
@@ -58,52 +60,10 @@ SETTLE_SECONDS = 3.0  # after /readyz, before a CPU window starts
 READY_TIMEOUT_SECONDS = 90.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int, include_reaped: bool = False) -> float:
-    """utime + stime of a process and (recursively) its live children; with `include_reaped`,
-    also the children it has already waited for (cutime + cstime: worker processes that ended)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if include_reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    total = ticks / TICKS
-    for child in children(pid):
-        total += cpu_seconds(child)
-    return total
-
-
 def get_status(port: int) -> dict:
     """A daemon's /status on its loopback status port."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
         return json.loads(response.read())
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def machine_description() -> dict:
@@ -175,13 +135,14 @@ class FirstAudio:
             self.proc.kill()
 
 
-def bare_ffmpeg_args(config: Config, wav: Path, text: Path, url: str, progress: Path) -> list[str]:
-    """The daemon's ffmpeg command, fed from a WAV file at real time instead of a pipe."""
-    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", str(progress), "-filter_complex",
-            filter_graph(config.video, text), "-re", "-i", str(wav), "-map", "[vout]", "-map", "[aout]"]
-    for key, value in encoder_options(config.video, config.render.sample_rate).items():
-        args += [f"-{key}"] + ([value] if value is not None else [])
-    return args + ["-f", "flv", url]
+def bare_ffmpeg_args(config: Config, pcm: Path, directory: Path, url: str, progress: Path) -> list[str]:
+    """The daemon's ffmpeg command, fed from pre-rendered pipe audio at real time instead of a pipe."""
+    from bench_video import bare_picture_args
+
+    files = prepare_video_files(config.video, directory, "ffmpeg")
+    files.now_title.write_text("Mellow Harbor")
+    files.now_details.write_text("C major · 80 BPM · intro")
+    return bare_picture_args(config.video, files, pcm, url, progress)
 
 
 @dataclass
@@ -201,7 +162,7 @@ class Row:
     stop_seconds: float
 
 
-def run_row(preset: str, seconds: float, warmup: float, wav: Path, text: Path, tmp: Path,
+def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
             checkpoint: list[str]) -> Row:
     """Stream `seconds` (after `warmup`) with the daemon and, at the same time, the bare ffmpeg."""
     config = Config()
@@ -215,7 +176,7 @@ def run_row(preset: str, seconds: float, warmup: float, wav: Path, text: Path, t
         time.sleep(0.5)
         started = time.monotonic()
         status_port = free_port()
-        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--output",
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
                                    f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
                                    f"127.0.0.1:{status_port}", *checkpoint],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -227,8 +188,8 @@ def run_row(preset: str, seconds: float, warmup: float, wav: Path, text: Path, t
         # The bare ffmpeg starts then too, so its pre-rendered input lasts whatever the start-up took.
         ready_at = wait_ready(status_port, daemon, READY_TIMEOUT_SECONDS)
         progress = tmp / f"bare-{preset}.progress"
-        bare = subprocess.Popen(bare_ffmpeg_args(config, wav, text, f"rtmp://127.0.0.1:{port}/live/bare",
-                                                 progress),
+        bare = subprocess.Popen(bare_ffmpeg_args(config, pcm, tmp / f"bare-video-{preset}",
+                                                 f"rtmp://127.0.0.1:{port}/live/bare", progress),
                                 stdout=subprocess.DEVNULL, stderr=open(tmp / f"bare-{preset}.log", "wb"))
         processes.append(bare)
         time.sleep(max(SETTLE_SECONDS, started + warmup - time.monotonic()))
@@ -329,28 +290,23 @@ def main() -> int:
     machine = machine_description()
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp_name:
         tmp = Path(tmp_name)
-        env = {**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / "state")}
         if args.checkpoint == "debug":
             from models.debug import write_debug_checkpoint
 
             args.checkpoint = str(write_debug_checkpoint(tmp / "debug-checkpoint"))
         checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
-        # Pre-render the audio the bare ffmpeg streams: the daemon's own output, unpaced.
-        wav = tmp / "pre.wav"
+        # Pre-render the audio the bare ffmpeg streams: what the daemon writes to its ffmpeg's pipe.
+        from bench_video import prerender_pipe_audio
+
+        pcm = tmp / "pipe.raw"
         longest = max([args.seconds] + [args.preset_seconds] * bool(set(presets) - {args.preset}))
-        subprocess.run([sys.executable, "-m", "streamer.cli", "stream", "--speed", "0", "--duration",
-                        str(longest + WARMUP_SECONDS + 10), "--output", str(wav),
-                        "--status-addr", f"127.0.0.1:{free_port()}", *checkpoint],
-                       cwd=ROOT, env=env, check=True, capture_output=True)
-        text = tmp / "nowplaying.txt"
-        text.write_text("chiplofi · 8-bit lo-fi radio\ntrack s0-t0000 · intro\nC major · 80 BPM · Cmaj7")
+        prerender_pipe_audio(pcm, longest + WARMUP_SECONDS + 10)
         try:
-            main_row = run_row(args.preset, args.seconds, WARMUP_SECONDS, wav, text, tmp, checkpoint)
+            main_row = run_row(args.preset, args.seconds, WARMUP_SECONDS, pcm, tmp, checkpoint)
             rows = {args.preset: main_row}
             for preset in presets:
                 if preset not in rows:
-                    rows[preset] = run_row(preset, args.preset_seconds, PRESET_WARMUP_SECONDS, wav, text, tmp,
-                                           checkpoint)
+                    rows[preset] = run_row(preset, args.preset_seconds, PRESET_WARMUP_SECONDS, pcm, tmp, checkpoint)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1

@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from models import checkpoint as ckpt  # noqa: E402
 from models.composer import Composer, Controls  # noqa: E402

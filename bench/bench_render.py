@@ -28,7 +28,6 @@ import numpy as np
 import pretty_midi
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import soundfonts  # noqa: E402
 from streamer.config import Config, RenderSettings  # noqa: E402

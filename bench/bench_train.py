@@ -42,10 +42,9 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_daemon import ROOT, cpu_seconds, machine_description  # noqa: E402
+from bench_daemon import ROOT, machine_description  # noqa: E402
+from testkit.procfs import cpu_seconds  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
 from models.config import LSTMConfig, TrainConfig, VAEConfig  # noqa: E402
 

@@ -147,7 +147,7 @@ source_fingerprint() {
     (
         cd "$SOURCE_DIR"
         echo "$TORCH_PIN"
-        find pyproject.toml README.md streamer models soundfonts -type f \
+        find pyproject.toml README.md LICENSE streamer models soundfonts -type f \
             ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }

@@ -7,55 +7,24 @@ Torch is imported only when a command runs, so `chiplofi --help` stays quick. `r
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Callable
 
-from models.config import TrainConfig
 from models.errors import ModelError
+from models.train_options import TRAIN_DESCRIPTION, add_train_arguments
 
 log = logging.getLogger(__name__)
 
 RenderWav = Callable[[Path, Path], None]
-
-TRAIN_DESCRIPTION = """\
-Train the bar VAE, then the LSTM over its latents, on MIDI folders. Songs are moved to
-C major / A minor, split by song (by game for NES) into training and validation, and
-trained within a wall-clock budget with early stopping. The output directory receives
-vae.safetensors/.json, lstm.safetensors/.json (usable with `generate --checkpoint DIR`),
-loss_curves.png and resume/ (for --resume).
-
-More machines: torchrun --nproc_per_node=N -m models.train --out DIR [options]
-(data-parallel, gloo backend, CPU)."""
 
 GENERATE_DESCRIPTION = """\
 Compose whole tracks (2-4 minutes each, intro / A / B / A' / outro) until at least
 --minutes of music, and write one MIDI file per track (instruments lead, harmony, bass,
 drums; tempo and key in the file) plus index.json. The same seed and options give
 identical files."""
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of `chiplofi train` and `python -m models.train`."""
-    defaults = TrainConfig()
-    parser.add_argument("--data", nargs="+", metavar="DIR", default=None,
-                        help="MIDI folders to train on (default: ../shared/data/lofi, nes and lakh-lofi); "
-                             "a folder named 'nes...' is read by channel, others by register and role")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output directory for the checkpoints and loss_curves.png")
-    parser.add_argument("--minutes", type=float, default=defaults.minutes,
-                        help="wall-clock budget for both models (default %(default)s; reading the data not counted)")
-    parser.add_argument("--epochs", type=int, default=None, metavar="N",
-                        help=f"epoch limit per model (default: VAE {defaults.max_epochs_vae}, "
-                             f"LSTM {defaults.max_epochs_lstm})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
-    parser.add_argument("--patience", type=int, default=defaults.patience, metavar="N",
-                        help="stop a model after N epochs without validation improvement (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
-                        help="torch threads per process (default %(default)s)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -99,8 +68,24 @@ def run_generate(args: argparse.Namespace, render_wav: RenderWav | None) -> int:
             wav_path = path.with_suffix(".wav")
             render_wav(path, wav_path)  # type: ignore[misc]
             log.info("rendered %s", wav_path)
-    log.info("%d tracks in %s", len(paths), args.out)
+    sys.stdout.write(generate_summary(Path(args.out), paths, args.wav))
     return 0
+
+
+def generate_summary(out_dir: Path, paths: list[Path], wav: bool) -> str:
+    """What `generate` prints: every file it wrote with the track's key, tempo and length (from
+    the index.json it wrote beside them), and how to listen."""
+    tracks = {t["file"]: t for t in json.loads((out_dir / "index.json").read_text())["tracks"]}
+    seconds = sum(t["seconds"] for t in tracks.values())
+    lines = [f"wrote {len(paths)} track{'s' if len(paths) != 1 else ''} ({seconds / 60:.1f} min) to "
+             f"{out_dir.resolve()}, listed in index.json:"]
+    for path in paths:
+        track = tracks[path.name]
+        files = f"{path.name} + {path.with_suffix('.wav').name}" if wav else path.name
+        lines.append(f"  {files}: {track['key']}, {track['tempo_bpm']:.0f} BPM, {track['seconds']:.0f} s")
+    if paths and not wav:
+        lines.append(f"listen: chiplofi render {paths[0].resolve()} -o {paths[0].stem}.wav  (or generate with --wav)")
+    return "\n".join(lines) + "\n"
 
 
 def add_model_commands(subparsers: argparse._SubParsersAction, render_wav: RenderWav | None) -> None:
@@ -108,7 +93,7 @@ def add_model_commands(subparsers: argparse._SubParsersAction, render_wav: Rende
     train = subparsers.add_parser("train", help="train the music models (VAE + LSTM) on MIDI folders",
                                   description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(train)
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=run_train, log_level=logging.INFO)  # epoch lines while it works
 
     generate = subparsers.add_parser("generate", help="compose tracks into MIDI files (and WAV with --wav)",
                                      description=GENERATE_DESCRIPTION,

@@ -64,7 +64,40 @@ DIATONIC: dict[int, tuple[str, str, str | None]] = {
     11: ("dim", "m7b5", None),
 }
 SCALE_PCS = frozenset((0, 2, 4, 5, 7, 9, 11))  # C major / A natural minor
+# A track's scale colour (normalised key), by mode: name → (scale, chord changes (root, quality
+# → quality)). The melody takes the colour wherever the chord allows it; the one chord that
+# carries the mode's sound changes with it (dorian's major IV, mixolydian's minor v, ...).
+MODES: dict[int, dict[str, tuple[frozenset[int], dict[tuple[int, str], str]]]] = {
+    MAJOR: {
+        "ionian": (SCALE_PCS, {}),
+        "mixolydian": (frozenset((0, 2, 4, 5, 7, 9, 10)), {(7, "maj"): "min", (7, "7"): "m7", (7, "9"): "m9"}),
+        "lydian": (frozenset((0, 2, 4, 6, 7, 9, 11)), {(2, "min"): "maj", (2, "m7"): "7", (2, "m9"): "9"}),
+    },
+    MINOR: {
+        "aeolian": (SCALE_PCS, {}),
+        "dorian": (frozenset((9, 11, 0, 2, 4, 6, 7)), {(2, "min"): "maj", (2, "m7"): "7", (2, "m9"): "9"}),
+        "harmonic": (frozenset((9, 11, 0, 2, 4, 5, 8)), {(4, "min"): "7", (4, "m7"): "7"}),
+        "phrygian": (frozenset((9, 10, 0, 2, 4, 5, 7)), {}),
+    },
+}
+MODE_WEIGHTS = {MAJOR: (0.5, 0.3, 0.2), MINOR: (0.4, 0.3, 0.2, 0.1)}
 TONIC_ROOT = {MAJOR: 0, MINOR: 9}
+# Chords from outside the key that lo-fi and game music use, per mode of the normalised key:
+# (root, quality) → the root it resolves to, a fifth below (secondary dominants, the major V7 of
+# minor), or None for a borrowed colour that goes anywhere (iv, bVI, bVII in major; IV in minor).
+# The LSTM's chord head decides how often they come; the composer only makes dominants resolve.
+CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
+    MAJOR: {(2, "7"): 7, (9, "7"): 2, (4, "7"): 9, (11, "7"): 4, (0, "7"): 5, (2, "maj"): 7, (4, "maj"): 9,
+            (5, "min"): None, (5, "m7"): None, (10, "maj"): None, (10, "7"): None, (8, "maj"): None,
+            (8, "maj7"): None, (3, "maj"): None, (3, "maj7"): None},
+    MINOR: {(4, "7"): 9, (4, "maj"): 9, (9, "7"): 2, (11, "7"): 4, (0, "7"): 5, (2, "maj"): None, (2, "7"): 7,
+            (10, "maj"): None, (10, "maj7"): None, (9, "maj"): None, (6, "m7b5"): None},
+}
+# Logits added to the chromatic chords (borrowed, dominant): the LSTM learned them from estimated
+# chord labels, where a borrowed chord is often read as a diatonic neighbour; this brings them to
+# about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
+# colours, as in the data, where few chromatic chords move a fifth down.
+CHROMATIC_BOOST = {"borrowed": 2.5, "dominant": 0.5}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
 SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}
@@ -79,6 +112,20 @@ FILLS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((8, 38), (11, 38), (12, 47), (14, 45), (15, 41)),
 )
 CRASH = 49
+# How a track opens: the voices muted in the intro's first two bars (the rest enter after).
+INTROS: dict[str, tuple[str, ...]] = {"full": (), "keys": ("bass", "drums"), "beat": ("lead", "harmony"),
+                                      "keys-and-bass": ("lead", "drums")}
+# Lo-fi harmony rhythms (start step, length): sustained strikes, sometimes pushed ahead of beat 3.
+COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((0, 16),), ((0, 14),), ((0, 12),), ((0, 8), (8, 8)), ((0, 6), (6, 10)), ((0, 10), (10, 6)),
+)
+COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
+REPEAT_PENALTY = 2.5  # logits taken from the lead's last pitch: a melody moves; holding is still free
+RECENT_PENALTY = 0.5  # ... and per recent use of a pitch (the last 8 onsets), so a phrase ranges wider
+# Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
+# about the training data's own share, lo-fi ~0.64 and NES ~0.41 (chords estimated per bar).
+ROOT_SHARE = {"lofi": 0.65, "nes": 0.45}
+BASS_FLOOR = 33  # MIDI A1 (55 Hz): lower bass notes move up an octave (small speakers drop them)
 LATENT_SOURCES = ("lstm", "noise")
 
 
@@ -133,6 +180,11 @@ class _Plan:
     tempo: float
     sections: list[tuple[str, int]]  # (label, bars)
     rng: np.random.Generator
+    intro: str = "full"  # which voices open the track: see INTROS
+    colour: str = ""  # the track's scale colour in MODES (ionian/aeolian when empty)
+    density: int = 0  # -1, 0, +1: this track's lead activity against the style's
+    register: float = 0.0  # semitones this track's lead leans up (+) or down (-)
+    motif_share: float = 0.5  # chance that a phrase restates the previous one's lead on its own chords
 
     @property
     def bars(self) -> int:
@@ -147,6 +199,18 @@ class _Plan:
     def key(self) -> str:
         return key_name(self.tonic, self.mode)
 
+    @property
+    def scale(self) -> frozenset[int]:
+        """Pitch classes of the track's scale colour, in the normalised key."""
+        return MODES[self.mode][self.colour or next(iter(MODES[self.mode]))][0]
+
+    def coloured(self, chord: int) -> int:
+        """`chord` as the track's scale colour has it (dorian's IV is major, ...)."""
+        root, quality = chord_parts(chord)
+        changes = MODES[self.mode][self.colour or next(iter(MODES[self.mode]))][1]
+        name = changes.get((root, CHORD_QUALITIES[quality]))
+        return chord if name is None else chord_index(root, CHORD_QUALITIES.index(name))
+
 
 @dataclass
 class _Material:
@@ -155,6 +219,8 @@ class _Material:
     chords: list[int]  # joint chord indices of its loop, normalised key
     latents: list[np.ndarray] = field(default_factory=list)  # first phrase's latents
     tokens: list[np.ndarray] = field(default_factory=list)  # ... and its bars as first decoded
+    groove: np.ndarray | None = None  # (16,) drum tokens: the section's beat, kept bar after bar
+    comp: tuple[tuple[int, int], ...] = ((0, 16),)  # lo-fi harmony rhythm: (start step, length) per strike
 
 
 @dataclass
@@ -192,7 +258,12 @@ class Composer:
         # "noise": every bar's latent drawn from N(0, 1) instead of the LSTM's prediction (the
         # evaluation's ablation: what the LSTM adds over the VAE's prior).
         self.latent_source = latent_source
-        self._allowed = self._allowed_chords()
+        self._allowed = {mode: self._allowed_chords(mode) for mode in (MAJOR, MINOR)}
+        self._chromatic_boost = {mode: np.zeros(N_CHORDS) for mode in (MAJOR, MINOR)}
+        for mode, chords in CHROMATIC.items():
+            for (root, quality), target in chords.items():
+                boost = CHROMATIC_BOOST["borrowed" if target is None else "dominant"]
+                self._chromatic_boost[mode][chord_index(root, CHORD_QUALITIES.index(quality))] = boost
         self.controls = controls or Controls()
         self.model_id = model_id
         self._track_index = 0
@@ -235,6 +306,26 @@ class Composer:
 
     # ----------------------------------------------------------------- planning
 
+    def start_track(self, number: int, after: tuple[str, float] | None = None) -> None:
+        """Begin track `number` with the next bar, as if it followed a track in key `after[0]`
+        (e.g. "G minor") at `after[1]` BPM: the key is a related one, the tempo a nearby one.
+
+        What was composed ahead is discarded. A stream that restarts, or a model that takes over
+        from another, continues the radio's track numbering and key path this way; the music of
+        track `number` still comes from (seed, number) alone, so it is reproducible.
+        """
+        if number < 0:
+            raise ModelError(f"track number must be >= 0, not {number}")
+        previous = None
+        if after is not None:
+            tonic, mode = parse_key(after[0])
+            tempo = float(np.clip(after[1], *TEMPO_RANGE))
+            previous = _Plan(number - 1, "", tonic, mode, tempo, [], np.random.default_rng(0))
+        self._track_index = number
+        self._previous_plan = previous
+        self._pending.clear()
+        self._bars = self._bar_generator()
+
     def _plan_track(self) -> _Plan:
         index = self._track_index
         self._track_index += 1
@@ -262,9 +353,17 @@ class Composer:
         middle = max(3, int(round((total_bars - INTRO_BARS - OUTRO_BARS) / SECTION_BARS)))
         forms = {3: ["A", "B", "A'"], 4: ["A", "B", "A'", "B'"], 5: ["A", "B", "A'", "C", "A''"],
                  6: ["A", "B", "A'", "C", "B'", "A''"], 7: ["A", "A'", "B", "A'", "C", "B'", "A''"]}
+        alternatives = {4: ["A", "A'", "B", "A''"], 5: ["A", "B", "C", "B'", "A'"],
+                        6: ["A", "A'", "B", "C", "B'", "A''"]}
         form = forms[min(middle, 7)]
+        if min(middle, 7) in alternatives and rng.random() < 0.5:
+            form = alternatives[min(middle, 7)]
         sections = [("intro", INTRO_BARS)] + [(label, SECTION_BARS) for label in form] + [("outro", OUTRO_BARS)]
-        plan = _Plan(index, f"s{self.controls.seed}-t{index:04d}", tonic, mode, tempo, sections, rng)
+        colours = list(MODES[mode])
+        plan = _Plan(index, f"s{self.controls.seed}-t{index:04d}", tonic, mode, tempo, sections, rng,
+                     intro=str(rng.choice(list(INTROS))), density=int(rng.integers(-1, 2)),
+                     register=float(rng.uniform(-3.0, 3.0)), motif_share=float(rng.uniform(0.3, 0.8)),
+                     colour=colours[int(rng.choice(len(colours), p=MODE_WEIGHTS[mode]))])
         self._previous_plan = plan
         log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
                  " ".join(label for label, _ in sections))
@@ -279,17 +378,33 @@ class Composer:
         weights = {"lofi": (1 - blend) * (1 - lakh), "nes": blend * (1 - lakh), "lakh": lakh}
         return np.array([weights[s] for s in STYLES], dtype=np.float32)
 
-    def _allowed_chords(self) -> np.ndarray:
+    @staticmethod
+    def _allowed_chords(mode: int) -> np.ndarray:
+        """(N_CHORDS,) bool: the key's diatonic chords and the chromatic ones of `mode`."""
         allowed = np.zeros(N_CHORDS, dtype=bool)
         for root, qualities in DIATONIC.items():
             for quality in qualities:
                 if quality is not None:
                     allowed[chord_index(root, CHORD_QUALITIES.index(quality))] = True
+        for root, quality in CHROMATIC[mode]:
+            allowed[chord_index(root, CHORD_QUALITIES.index(quality))] = True
         return allowed
 
-    def _colour(self, chord: int, rng: np.random.Generator) -> int:
-        """Give a sampled diatonic chord its lo-fi colour: more 7ths and 9ths the more lo-fi."""
+    @staticmethod
+    def _chromatic(chord: int, mode: int) -> tuple[bool, int | None]:
+        """(is the chord from outside the key, the root it resolves to or None)."""
         root, quality = chord_parts(chord)
+        key = (root, CHORD_QUALITIES[quality])
+        if key in CHROMATIC[mode]:
+            return True, CHROMATIC[mode][key]
+        return False, None
+
+    def _colour(self, chord: int, rng: np.random.Generator) -> int:
+        """Give a sampled diatonic chord its lo-fi colour: more 7ths and 9ths the more lo-fi.
+        Chromatic chords keep the quality the LSTM chose."""
+        root, quality = chord_parts(chord)
+        if root not in DIATONIC or CHORD_QUALITIES[quality] not in DIATONIC[root]:
+            return chord
         triad, seventh, ninth = DIATONIC[root]
         lofi = 1.0 - self.controls.style_blend
         draw = rng.random()
@@ -301,16 +416,29 @@ class Composer:
             name = CHORD_QUALITIES[quality] if CHORD_QUALITIES[quality] in (triad, seventh, ninth) else triad
         return chord_index(root, CHORD_QUALITIES.index(name))
 
-    def _sample_chord(self, output: np.ndarray, rng: np.random.Generator, temperature: float,
-                      avoid: int | None = None) -> int:
-        logits = self._fast_lstm.chord_logits(output)
-        allowed = self._allowed.copy()
+    def _sample_chord(self, output: np.ndarray, rng: np.random.Generator, temperature: float, mode: int,
+                      avoid: int | None = None, resolve_to: int | None = None, last: bool = False) -> int:
+        """The next chord from the LSTM's chord head, within the key and its chromatic chords.
+
+        `resolve_to`: the root of the loop's first chord, which a chromatic dominant in the last
+        bar must resolve to (elsewhere the next bar resolves it).
+        """
+        logits = self._fast_lstm.chord_logits(output) + self._chromatic_boost[mode]
+        allowed = self._allowed[mode].copy()
         if avoid is not None:  # a loop that changes chord every bar
             root_avoid = chord_parts(avoid)[0]
             for quality in range(len(CHORD_QUALITIES)):
                 allowed[chord_index(root_avoid, quality)] = False
+        if last:  # a dominant at the loop's end must lead back to its start
+            for (root, quality), target in CHROMATIC[mode].items():
+                if target is not None and target != resolve_to:
+                    allowed[chord_index(root, CHORD_QUALITIES.index(quality))] = False
         chord = sample_from_logits(logits, max(0.3, temperature), rng, allowed)
         return self._colour(chord, rng)
+
+    def _resolution(self, target_root: int, rng: np.random.Generator) -> int:
+        """The diatonic chord on `target_root` that a dominant resolves to, coloured."""
+        return self._colour(chord_index(target_root, CHORD_QUALITIES.index(DIATONIC[target_root][0])), rng)
 
     def _draft_loop(self, state: FastState, previous: tuple[np.ndarray | None, int], mode: int,
                     rng: np.random.Generator, start_on_tonic: bool) -> list[int]:
@@ -320,13 +448,19 @@ class Composer:
         latent, chord = previous
         chords: list[int] = []
         temperature = self.controls.temperature
+        resolve: int | None = None  # the root the previous chord (a dominant) must go to
         for bar in range(LOOP_BARS):
             state, output = self._fast_lstm.step(state, latent, chord, style, mode)
             if bar == 0 and start_on_tonic:
                 tonic = TONIC_ROOT[mode]
                 next_chord = self._colour(chord_index(tonic, CHORD_QUALITIES.index(DIATONIC[tonic][0])), rng)
+            elif resolve is not None:
+                next_chord = self._resolution(resolve, rng)
             else:
-                next_chord = self._sample_chord(output, rng, temperature, avoid=chords[-1] if chords else None)
+                first_root = chord_parts(chords[0])[0] if chords else None
+                next_chord = self._sample_chord(output, rng, temperature, mode, avoid=chords[-1] if chords else None,
+                                                resolve_to=first_root, last=bar == LOOP_BARS - 1)
+            resolve = self._chromatic(next_chord, mode)[1]
             mu, logvar = self._fast_lstm.latent_distribution(output, next_chord)
             latent, chord = sample_latent(mu, logvar, 0.5 * temperature, rng), next_chord
             chords.append(next_chord)
@@ -348,10 +482,16 @@ class Composer:
                 if label in ("intro", "outro"):
                     letter = "A"
                 if letter not in materials:
-                    materials[letter] = _Material(self._draft_loop(state, previous, plan.mode, rng,
-                                                                   start_on_tonic=letter == "A"))
+                    loop = self._draft_loop(state, previous, plan.mode, rng, start_on_tonic=letter == "A")
+                    materials[letter] = _Material([plan.coloured(chord) for chord in loop],
+                                                  comp=COMP_PATTERNS[int(rng.choice(len(COMP_PATTERNS),
+                                                                                    p=COMP_WEIGHTS))])
                 material = materials[letter]
                 is_return = label.endswith("'") or label == "outro"
+                # The second phrase restates the first one's melody on its own chords (a sequence),
+                # or answers it freely; returns replay their first phrase as it was.
+                restate = n_bars >= 2 * LOOP_BARS and label not in ("intro", "outro") and rng.random() < plan.motif_share
+                section_bars: list[tuple[int, np.ndarray]] = []  # (chord, tokens) of this section so far
                 for bar_in_section in range(n_bars):
                     chord = material.chords[bar_in_section % LOOP_BARS]
                     if label == "outro" and bar_in_section == n_bars - 1:
@@ -368,12 +508,30 @@ class Composer:
                         latent = self._next_latent(output, chord, rng)
                     self.model_seconds += time.thread_time() - started
                     energy = self._energy(label, bar_in_section, n_bars)
-                    tokens, velocities = self._decode(latent, chord, plan.mode, energy, rng, tail)
-                    if reuse:  # the phrase returns as it was first played (drums keep their variation)
-                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1])[:, :3]
-                    elif label == letter and bar_in_section < LOOP_BARS:
-                        material.latents.append(latent)
-                        material.tokens.append(tokens.copy())
+                    tokens, velocities = self._decode(latent, chord, plan, energy, rng, tail)
+                    if reuse:  # the phrase returns as it was first played and arranged
+                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1], plan.scale)[:, :3]
+                    else:
+                        if restate and LOOP_BARS <= bar_in_section < n_bars - 1:
+                            source_chord, source = section_bars[bar_in_section - LOOP_BARS]
+                            tokens[:, 0] = self._restated_lead(source[:, 0], source_chord, chord)
+                            tokens = self._clean(tokens, chord, tail[-1], plan.scale)
+                        self._bass_on_chord(tokens, chord, tail, rng)
+                        if self.controls.style_blend < 0.5:
+                            self._lofi_phrasing(tokens)
+                            self._comp_harmony(tokens, chord, material.comp)
+                        else:
+                            self._chip_phrasing(tokens, chord)
+                        if label == letter and bar_in_section < LOOP_BARS:
+                            material.latents.append(latent)
+                            material.tokens.append(tokens.copy())
+                    if material.groove is None:
+                        material.groove = self._groove(tokens[:, 3])
+                    tokens[:, 3] = material.groove
+                    if label == "intro" and bar_in_section < 2:
+                        for voice in INTROS[plan.intro]:
+                            tokens[:, VOICES.index(voice)] = REST
+                    section_bars.append((chord, tokens.copy()))
                     last_of_section = bar_in_section == n_bars - 1
                     last_in_track = last_of_section and section_number == len(plan.sections) - 1
                     drum_notes = self._drums(tokens, velocities, rng, fill=last_of_section and not last_in_track,
@@ -386,6 +544,139 @@ class Composer:
                     tail = np.concatenate([tail, tokens])[-TAIL_STEPS:]
                     previous = (latent, chord)
                     bar_index += 1
+
+    # ----------------------------------------------------------------- arranging a decoded bar
+
+    @staticmethod
+    def _restated_lead(source: np.ndarray, source_chord: int, chord: int) -> np.ndarray:
+        """A lead bar (16,) replayed on another chord: the same rhythm and contour, moved by the
+        step between the chords' roots (`_clean` then pulls its notes onto the scale)."""
+        moved = source.copy()
+        source_root, root = chord_parts(source_chord)[0], chord_parts(chord)[0]
+        if source_root >= 12 or root >= 12:
+            return moved
+        step = (root - source_root + 6) % 12 - 6  # -6..5 semitones
+        onsets = moved >= FIRST_PITCH_TOKEN
+        moved[onsets] = np.clip(moved[onsets] + step, FIRST_PITCH_TOKEN, PITCHED_VOCAB - 1)
+        return moved
+
+    def _bass_on_chord(self, tokens: np.ndarray, chord: int, tail: np.ndarray, rng: np.random.Generator) -> None:
+        """The bass starts the bar on the chord (mostly its root), never holding over a change."""
+        root, quality = chord_parts(chord)
+        if root >= 12:
+            return
+        column = tokens[:, 2]
+        low, high = PITCH_RANGES["bass"]
+        tones = [(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]][:3]]
+        blend = self.controls.style_blend
+        root_share = (1.0 - blend) * ROOT_SHARE["lofi"] + blend * ROOT_SHARE["nes"]
+        target_class = root if rng.random() < root_share else tones[int(rng.integers(1, len(tones)))]
+        before = [token_to_pitch(2, t) for t in tail[:, 2] if t >= FIRST_PITCH_TOKEN]
+        near = before[-1] if before else 40
+        candidates = [p for p in range(max(low, BASS_FLOOR), high + 1) if p % 12 == target_class and p <= 55]
+        pitch = min(candidates, key=lambda p: (abs(p - near), p))
+        column[0] = FIRST_PITCH_TOKEN + pitch - low
+        if (column[1:] == REST).all():
+            column[1:8] = HOLD  # a lone downbeat note lasts half a bar
+
+    @staticmethod
+    def _groove(drums: np.ndarray) -> np.ndarray:
+        """A section's beat from its first decoded drum bar (16,): kick on one, snare on the
+        backbeat, hats at least on the eighths, so the groove never loses its pulse."""
+        groove = drums.copy()
+        groove[0] |= 1  # kick
+        groove[[4, 12]] |= 2  # snare
+        hats = (groove & (4 | 8)) > 0
+        if hats.sum() < 4:
+            groove[::2] |= 4
+        return groove
+
+    @staticmethod
+    def _lofi_phrasing(tokens: np.ndarray) -> None:
+        """Lo-fi plays few, long notes: the bass keeps its onsets on beats 1 and 3 (and the push
+        before 3), and lead (up to half a beat) and bass notes (up to 2 beats) ring on into rests."""
+        bass = tokens[:, 2]
+        for step in range(STEPS_PER_BAR):
+            if bass[step] >= FIRST_PITCH_TOKEN and step not in (0, 6, 8):
+                bass[step] = HOLD if step > 0 else bass[step]
+        for voice in (0, 2):
+            column = tokens[:, voice]
+            ringing = 0  # steps the current note has been extended over
+            sounding = False
+            for step in range(STEPS_PER_BAR):
+                if column[step] >= FIRST_PITCH_TOKEN:
+                    sounding, ringing = True, 0
+                elif column[step] == HOLD:
+                    continue
+                elif sounding and ringing < (2 if voice == 0 else 8):
+                    column[step] = HOLD
+                    ringing += 1
+                else:
+                    sounding = False
+
+    @staticmethod
+    def _chip_phrasing(tokens: np.ndarray, chord: int) -> None:
+        """NES idioms for lines that hammer one note: the second pulse sweeps an arpeggio over the
+        chord instead, and the triangle bounces between octaves."""
+        root, quality = chord_parts(chord)
+        if root >= 12:
+            return
+        tones = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+        for voice in (1, 2):
+            column = tokens[:, voice]
+            low, high = PITCH_RANGES[VOICES[voice]]
+            onsets = np.flatnonzero(column >= FIRST_PITCH_TOKEN)
+            if onsets.size < 3:
+                continue
+            pitches = [token_to_pitch(voice, column[step]) for step in onsets]
+            if voice == 1:
+                base = pitches[0]
+                ladder = [p for p in range(max(low, base - 7), min(high, base + 12) + 1) if p % 12 in tones]
+                if len(ladder) < 3:
+                    continue
+                cycle = ladder + ladder[-2:0:-1]  # up, then down, then up again
+                start = min(range(len(ladder)), key=lambda i: abs(ladder[i] - base))
+                position = start
+                for k in range(1, len(onsets)):
+                    if pitches[k] == pitches[k - 1]:
+                        position += 1
+                        column[onsets[k]] = FIRST_PITCH_TOKEN + cycle[position % len(cycle)] - low
+            else:
+                for k in range(1, len(onsets)):
+                    if pitches[k] == pitches[k - 1] and k % 2 == 1:
+                        bounced = pitches[k] + 12 if pitches[k] + 12 <= high else pitches[k] - 12
+                        if low <= bounced:
+                            column[onsets[k]] = FIRST_PITCH_TOKEN + bounced - low
+
+    def _comp_harmony(self, tokens: np.ndarray, chord: int, pattern: tuple[tuple[int, int], ...]) -> None:
+        """Lo-fi harmony: sustained strikes in the section's rhythm, the top note a chord tone
+        under the lead and above the bass (voiced wide by `_voice_harmony`)."""
+        root, quality = chord_parts(chord)
+        if root >= 12:
+            return
+        tones = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+        low, high = PITCH_RANGES["harmony"]
+        bass = [token_to_pitch(2, t) for t in tokens[:, 2] if t >= FIRST_PITCH_TOKEN]
+        decoded = [token_to_pitch(1, t) for t in tokens[:, 1] if t >= FIRST_PITCH_TOKEN]
+        floor = max(bass) + 10 if bass else 55
+        # A lead that dips into the chord's room goes up an octave where it can: it sings on top.
+        lead_low, lead_high = PITCH_RANGES["lead"]
+        lead = tokens[:, 0]
+        for step in np.flatnonzero(lead >= FIRST_PITCH_TOKEN):
+            if token_to_pitch(0, lead[step]) < floor + 6 and token_to_pitch(0, lead[step]) + 12 <= lead_high:
+                lead[step] += 12
+        lead_pitches = [token_to_pitch(0, t) for t in lead if t >= FIRST_PITCH_TOKEN]
+        ceiling = min(lead_pitches) - 1 if lead_pitches else 72
+        wanted = float(np.median(decoded)) if decoded else 64.0
+        candidates = [p for p in range(max(low, floor), min(high, ceiling) + 1) if p % 12 in tones]
+        if not candidates:
+            candidates = [p for p in range(max(low, floor), high + 1) if p % 12 in tones]
+        top = min(candidates, key=lambda p: (abs(p - wanted), p))
+        column = np.zeros(STEPS_PER_BAR, dtype=np.int64)
+        for start, length in pattern:
+            column[start] = FIRST_PITCH_TOKEN + top - low
+            column[start + 1:start + length] = HOLD
+        tokens[:, 1] = column
 
     def _next_latent(self, output: np.ndarray, chord: int, rng: np.random.Generator) -> np.ndarray:
         """The next bar's latent (L,): the LSTM's prediction given its chord, or prior noise."""
@@ -402,29 +693,47 @@ class Composer:
             base += 0.05 * bar_in_section
         return float(np.clip(base + (self.controls.energy - 0.5) * 0.8, 0.0, 1.0))
 
-    def _decode(self, latent: np.ndarray, chord: int, mode: int, energy: float, rng: np.random.Generator,
+    def _decode(self, latent: np.ndarray, chord: int, plan: _Plan, energy: float, rng: np.random.Generator,
                 tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (16, 4) and velocities (16, 4) of one bar, every voice sounding.
 
         `tail` (TAIL_STEPS, 4): the track's steps before this bar (rests before its start).
         """
         root, quality = chord_parts(chord)
-        activity = int(np.clip(round(energy * (N_ACTIVITY - 1) + 0.25), 0, N_ACTIVITY - 1))
-        cond = self._decoder.condition(root, quality, mode, 0, self._style_vector(), activity)
+        lofi = 1.0 - self.controls.style_blend
+        # Lo-fi plays fewer, longer notes: the activity level drops with the lo-fi share.
+        level = energy * (N_ACTIVITY - 1) + 0.25 - 1.5 * lofi + 0.5 * plan.density
+        activity = int(np.clip(round(level), 0, N_ACTIVITY - 1))
+        cond = self._decoder.condition(root, quality, plan.mode, 0, self._style_vector(), activity)
         temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
-        tokens, base = self._sample_tokens(latent, cond, activity, root, tail, temperature, rng)
+        tokens, base = self._sample_tokens(latent, cond, activity, root, tail, temperature, rng,
+                                           self._lead_register_bias(plan))
         held = tail[-1]
-        tokens = self._clean(tokens, chord, held)
+        tokens = self._clean(tokens, chord, held, plan.scale)
         for voice in range(4):
             if not self._sounds(tokens[:, voice], voice, held):
                 tokens[:, voice] = self._fallback(voice, chord, base[:, voice] if voice < 3 else None, rng)
         velocities = self._velocities(energy, rng)
         return tokens, velocities
 
+    def _lead_register_bias(self, plan: _Plan) -> np.ndarray:
+        """(PITCHED_VOCAB,) logits added to the lead's: NES melodies sit high (mean ~MIDI 71), lo-fi
+        ones in the middle; each track leans a little its own way."""
+        low, _ = PITCH_RANGES["lead"]
+        centre = 66.0 + 6.0 * self.controls.style_blend + plan.register
+        pitches = low + np.arange(PITCHED_VOCAB - FIRST_PITCH_TOKEN)
+        bias = np.zeros(PITCHED_VOCAB)
+        bias[FIRST_PITCH_TOKEN:] = -0.5 * ((pitches - centre) / 7.0) ** 2
+        return bias
+
     def _sample_tokens(self, latent: np.ndarray, cond: np.ndarray, activity: int, root: int, tail: np.ndarray,
-                       temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                       temperature: float, rng: np.random.Generator,
+                       lead_bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(tokens (16, 4), pitched base logits (16, 3, V)): steps drawn in order, each from the
-        decoder's logits given the tokens drawn before it (the pitched voices together, then drums)."""
+        decoder's logits given the tokens drawn before it (the pitched voices together, then drums).
+
+        The lead's logits get `lead_bias` (V,) and lose `REPEAT_PENALTY` on the pitch it just
+        played and `RECENT_PENALTY` per recent use of a pitch: melodies move and range."""
         started = time.thread_time()
         bar = self._decoder.bar(latent, cond, activity, root)
         network_seconds = time.thread_time() - started
@@ -433,9 +742,12 @@ class Composer:
         offsets = np.array(CONTEXT_OFFSETS)
         draws = rng.random((STEPS_PER_BAR, 4))
         last_pitch = np.full(3, -1, dtype=np.int64)  # each pitched voice's last onset (pitch index)
+        recent: deque[int] = deque(maxlen=8)  # the lead's last onsets (pitch index)
         for position in range(TAIL_STEPS):
             onsets = tail[position, :3] >= FIRST_PITCH_TOKEN
             last_pitch[onsets] = tail[position, :3][onsets] - FIRST_PITCH_TOKEN
+            if onsets[0]:
+                recent.append(int(last_pitch[0]))
         step_logits = np.full((4, PITCHED_VOCAB), -np.inf)  # drums use their first DRUM_VOCAB columns
         for step in range(STEPS_PER_BAR):
             started = time.thread_time()
@@ -444,17 +756,30 @@ class Composer:
             network_seconds += time.thread_time() - started
             step_logits[:3] = pitched_logits
             step_logits[3, :DRUM_VOCAB] = drum_logits
+            if lead_bias is not None:
+                step_logits[0] += lead_bias
+            for pitch in recent:
+                step_logits[0, FIRST_PITCH_TOKEN + pitch] -= RECENT_PENALTY
+            if last_pitch[0] >= 0:
+                step_logits[0, FIRST_PITCH_TOKEN + last_pitch[0]] -= REPEAT_PENALTY
             drawn = _draw(step_logits, temperature, draws[step])  # the four voices at once
             sequence[TAIL_STEPS + step] = drawn
             onsets = drawn[:3] >= FIRST_PITCH_TOKEN
             last_pitch[onsets] = drawn[:3][onsets] - FIRST_PITCH_TOKEN
+            if onsets[0]:
+                recent.append(int(last_pitch[0]))
         self.model_seconds += network_seconds
         return sequence[TAIL_STEPS:].copy(), bar["base"]
 
-    def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray) -> np.ndarray:
+    def _clean(self, tokens: np.ndarray, chord: int, held: np.ndarray,
+               track_scale: frozenset[int] = SCALE_PCS) -> np.ndarray:
         """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
         root, quality = chord_parts(chord)
         chord_pcs = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]} if root < 12 else set()
+        # Over a chord from outside the key its own tones replace the scale tones a semitone away
+        # (G# over E7 in A minor: G would clash).
+        foreign = chord_pcs - track_scale
+        scale = (track_scale - {(pc + d) % 12 for pc in foreign for d in (-1, 1)}) | chord_pcs
         for voice in range(3):
             column = tokens[:, voice]
             sounding = held[voice] != REST
@@ -464,12 +789,12 @@ class Composer:
                     column[step] = REST
                 elif token >= FIRST_PITCH_TOKEN:
                     pitch = token_to_pitch(voice, token)
-                    if pitch % 12 not in SCALE_PCS and pitch % 12 not in chord_pcs:
+                    if pitch % 12 not in scale:
                         low, high = PITCH_RANGES[VOICES[voice]]
                         for move in (-1, 1, -2, 2):
                             candidate = pitch + move
                             if low <= candidate <= high and (candidate % 12 in chord_pcs or
-                                                             (candidate % 12 in SCALE_PCS and move in (-1, 1))):
+                                                             (candidate % 12 in scale and move in (-1, 1))):
                                 column[step] = FIRST_PITCH_TOKEN + candidate - low
                                 break
                 sounding = column[step] != REST
@@ -546,23 +871,28 @@ class Composer:
         return tokens
 
     def _voice_harmony(self, tokens: np.ndarray, chord: int) -> list[list[int]]:
-        """Chord tones under each harmony onset (lo-fi: 2–3 notes; NES: the bare line)."""
+        """Chord tones under each harmony onset (lo-fi: 2–3 notes, spread wide; NES: the bare
+        line), never down to the bass: the lowest stays a minor third above the bar's highest
+        bass note."""
         root, quality = chord_parts(chord)
         if root >= 12:
             return [[] for _ in np.flatnonzero(tokens[:, 1] >= FIRST_PITCH_TOKEN)]
         tones = [(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]]
-        extra = int(round(2 * (1.0 - self.controls.style_blend)))
+        lofi = 1.0 - self.controls.style_blend
+        extra = int(round(2 * lofi))
+        spread = lofi >= 0.5  # open voicing: every other chord tone on the way down
+        bass = [token_to_pitch(2, t) for t in tokens[:, 2] if t >= FIRST_PITCH_TOKEN]
+        floor = max(bass) + 3 if bass else 0
         voicings = []
         for step in np.flatnonzero(tokens[:, 1] >= FIRST_PITCH_TOKEN):
             top = token_to_pitch(1, tokens[step, 1])
+            span = 17 if spread else 12
+            under = [p for p in range(top - 3, max(top - span, floor) - 1, -1) if p % 12 in tones]
             below: list[int] = []
-            pitch = top
-            # Walk down through chord tones, keeping at least a minor third between neighbours.
-            while len(below) < extra and pitch > top - 12:
-                pitch -= 1
-                if pitch % 12 in tones and (not below or below[-1] - pitch >= 3) and top - pitch >= 3:
+            for pitch in under[1::2] + under[0::2] if spread else under:
+                if len(below) < extra and all(abs(pitch - q) >= 3 for q in below):
                     below.append(pitch)
-            voicings.append(below)
+            voicings.append(sorted(below, reverse=True))
         return voicings
 
     # ----------------------------------------------------------------- notes
@@ -571,6 +901,9 @@ class Composer:
         shift = bar.plan.shift
         notes: list[Note] = []
         harmony_onset = 0
+        # The bass as heard (moved into the track's key, lifted above BASS_FLOOR): harmony stays above it.
+        bass_top = max((_bass_pitch(token_to_pitch(2, t) + shift) for t in bar.tokens[:, 2] if t >= FIRST_PITCH_TOKEN),
+                       default=-1)
         for voice in range(3):
             column = bar.tokens[:, voice]
             name = VOICES[voice]
@@ -586,11 +919,16 @@ class Composer:
                         k += 1
                     length += k
                 pitch = token_to_pitch(voice, column[step]) + shift
+                if voice == 2:
+                    pitch = _bass_pitch(pitch)
+                elif voice == 1 and pitch <= bass_top:
+                    pitch += 12
                 velocity = int(bar.velocities[step, voice])
                 notes.append((name, pitch, int(step), int(length), velocity))
                 if voice == 1:
                     for extra_pitch in bar.harmony_voicing[harmony_onset]:
-                        notes.append((name, extra_pitch + shift, int(step), int(length), max(1, velocity - 8)))
+                        if bass_top < extra_pitch + shift < pitch:
+                            notes.append((name, extra_pitch + shift, int(step), int(length), max(1, velocity - 8)))
                     harmony_onset += 1
         notes.extend(("drums", key, step, 1, velocity) for step, key, velocity in bar.drum_notes)
         notes.sort(key=lambda n: (n[2], VOICES.index(n[0]), n[1]))
@@ -601,11 +939,16 @@ class Composer:
             section=bar.section,
             key=bar.plan.key,
             tempo_bpm=bar.plan.tempo,
-            chord=chord_name((root + shift) % 12 if root < 12 else root, quality),
+            chord=chord_name((root + shift) % 12 if root < 12 else root, quality, (bar.plan.tonic, bar.plan.mode)),
             notes=tuple(notes),
             bars_in_track=bar.plan.bars,
             track_index=bar.plan.index,
         )
+
+
+def _bass_pitch(pitch: int) -> int:
+    """A bass pitch as played: below `BASS_FLOOR` it moves up an octave."""
+    return pitch + 12 if pitch < BASS_FLOOR else pitch
 
 
 def _draw(logits: np.ndarray, temperature: float, uniforms: np.ndarray) -> np.ndarray:

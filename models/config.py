@@ -27,6 +27,10 @@ class VAEConfig:
     drum_step_hidden_dim: int = 64
     base_rank: int = 64  # rank of the bar part's base logits
     dropout: float = 0.1  # in the decoder, while training
+    # Share of the earlier tokens the step part reads that are hidden from it while training, so
+    # the decoder must take a bar's figure from its latent and not only from the steps before it;
+    # otherwise the latent (and the LSTM that plans it) barely changes what is played.
+    context_dropout: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from models.voices import VOICES, assign_voices
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when the arrays or their meaning change: invalidates caches
+FORMAT_VERSION = 4  # bump when the arrays or their meaning change: invalidates caches
 
 PITCHED_VOICES: tuple[str, ...] = ("lead", "harmony", "bass")
 STEPS_PER_BAR = 16
@@ -114,6 +114,9 @@ for _key in (41, 43, 45, 47, 48, 50):
 # NES files: MIDI channel → voice index; written at 60 BPM with 60 ticks per beat (1 tick = 1 frame).
 NES_CHANNEL_VOICE: dict[int, int] = {0: 0, 1: 1, 2: 2, 3: 3, 9: 3}
 MIN_BARS = 2
+# Quarter-note meters read as 4/4 bars: 1/4 and 2/4 stand in many files (POP909 marks nearly every
+# song 1/4 or 2/4 at time 0) for music that moves in 4/4; 3/4, 6/8, ... are left out.
+DUPLE_NUMERATORS = (1, 2, 4)
 MAX_SONG_BARS = 512  # longer songs are cut (a few Lakh files run for many minutes)
 
 
@@ -193,11 +196,42 @@ def normalising_shift(key_tonic: int, key_mode: int) -> int:
 
 # --------------------------------------------------------------------------- names
 
-def chord_name(root: int, quality: int) -> str:
-    """'Cm7', 'F#maj9', 'N.C.' for no chord."""
+SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+# Natural tonics whose key signature has flats: F major; D, G and C minor.
+_FLAT_NATURAL_KEYS = {(5, MAJOR), (2, MINOR), (7, MINOR), (0, MINOR)}
+
+
+def key_note_names(tonic: int, mode: int) -> tuple[str, ...]:
+    """The names of the 12 pitch classes as the key (named by `key_name`) spells them: flats in
+    a flat key (Bb minor: Db, not C#), sharps in a sharp key; C major / A minor: NOTE_NAMES."""
+    tonic_name = NOTE_NAMES[tonic % 12]
+    if tonic_name.endswith("b") or (tonic % 12, mode) in _FLAT_NATURAL_KEYS:
+        return FLAT_NAMES
+    if tonic_name.endswith("#") or (tonic % 12, mode) not in {(0, MAJOR), (9, MINOR)}:
+        return SHARP_NAMES
+    return NOTE_NAMES
+
+
+def chord_name(root: int, quality: int, key: tuple[int, int] | None = None) -> str:
+    """'Cm7', 'F#maj9', 'N.C.' for no chord; spelled as `key` (tonic, mode) spells its notes."""
     if root == NO_CHORD_ROOT or root < 0:
         return "N.C."
-    return NOTE_NAMES[root % 12] + CHORD_SYMBOLS[CHORD_QUALITIES[quality]]
+    names = key_note_names(*key) if key is not None else NOTE_NAMES
+    return names[root % 12] + CHORD_SYMBOLS[CHORD_QUALITIES[quality]]
+
+
+def parse_chord(text: str) -> tuple[int, str]:
+    """(root 0..11, quality name in `CHORD_QUALITIES`) of a chord name such as 'C#maj9', 'Dbm7',
+    'G'; the inverse of `chord_name` (sharps or flats). 'N.C.' raises, as any unknown name."""
+    names = {name.lower(): i for i, name in enumerate(NOTE_NAMES)}
+    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0})
+    letters = 2 if len(text) > 1 and text[1] in "#b" else 1
+    root, symbol = text[:letters].lower(), text[letters:]
+    qualities = {CHORD_SYMBOLS[q]: q for q in CHORD_QUALITIES}
+    if root not in names or symbol not in qualities:
+        raise ModelError(f"unknown chord {text!r}: use e.g. 'C', 'F#m7', 'Bbmaj9'")
+    return names[root], qualities[symbol]
 
 
 def key_name(tonic: int, mode: int) -> str:
@@ -547,7 +581,7 @@ def _multitrack_song(path: Path) -> tuple[list[_RawNote], float] | str:
     midi = pretty_midi.PrettyMIDI(str(path))
     if implausible_timing(midi):
         return "implausible_timing"
-    if any((ts.numerator, ts.denominator) != (4, 4) for ts in midi.time_signature_changes):
+    if any(ts.denominator != 4 or ts.numerator not in DUPLE_NUMERATORS for ts in midi.time_signature_changes):
         return "not_4_4"
     part_of = {id(note): number for number, instrument in enumerate(midi.instruments) for note in instrument.notes}
     parts = assign_voices(midi)
@@ -752,7 +786,10 @@ def concatenate(corpora: Sequence[Corpus]) -> Corpus:
     return _assemble(parsed, data_hash, skipped)
 
 
-DEFAULT_FOLDERS: tuple[str, ...] = ("../shared/data/lofi", "../shared/data/nes", "../shared/data/lakh-lofi")
+# pop909 (real melodies over real progressions) and vgmidi (game-music arrangements) train as
+# the "lakh" style: full arrangements that teach every blend its leads, harmony and bass.
+DEFAULT_FOLDERS: tuple[str, ...] = ("../shared/data/lofi", "../shared/data/nes", "../shared/data/lakh-lofi",
+                                    "../shared/data/pop909", "../shared/data/vgmidi")
 
 
 def default_folders(repo_root: Path | None = None) -> list[Path]:
@@ -763,7 +800,7 @@ def default_folders(repo_root: Path | None = None) -> list[Path]:
 
 def load_corpus(folders: Sequence[str | Path] | None = None, *, use_cache: bool = True,
                 workers: int | None = None, progress: bool = True) -> Corpus:
-    """All songs of `folders` (default: the shared lofi, nes and lakh-lofi folders).
+    """All songs of `folders` (default: the shared lofi, nes, lakh-lofi, pop909 and vgmidi folders).
 
     Raises DataError when no folder holds a usable song.
     """

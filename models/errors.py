@@ -19,3 +19,7 @@ class CheckpointError(ModelError):
 
 class DataError(ChiplofiError):
     """Training or evaluation data could not be used (no usable MIDI in a folder, ...)."""
+
+
+class SoundFontError(ChiplofiError):
+    """The SoundFont cannot be built or loaded (here, not in streamer.errors: soundfonts/ raises it)."""

@@ -1,24 +1,30 @@
-"""`chiplofi eval`: the models' held-out figures beside baselines, and statistics of fresh music.
+"""`chiplofi eval`: the models' held-out figures beside baselines, and their music beside real music.
 
-    chiplofi eval --data ../shared/data/lofi [--data DIR ...] [--checkpoint DIR] [--minutes 60]
-                  [--seed 0] [--json eval.json]
+    chiplofi eval [--data DIR ...] [--checkpoint DIR] [--minutes 20] [--seed 0] [--json eval.json]
 
 `evaluate()` does, in order:
-1. reads the evaluation folders (broken files skipped and counted; a folder without a usable
-   song is a `DataError`) and the models' training data: the folders of the checkpoint's
-   `train_config.json` or else the shared defaults, split as training splits them. Evaluation
-   songs whose bars are identical to a training song's are left out: what remains is held out.
+1. reads the models' training data: the folders of the checkpoint's `train_config.json` or
+   else the shared defaults, split as training splits them (by song, by game for NES), and the
+   evaluation folders (`--data`; default: the training folders, whose held-out part is then the
+   validation split; broken files skipped and counted; a folder without a usable song is a
+   `DataError`). Evaluation songs whose bars are identical to a training song's are left out:
+   what remains is held out.
 2. VAE: per-step reconstruction accuracy on the held-out bars, teacher-forced (the posterior
    mean decoded with the true previous tokens; known voices only), beside the reconstruction
    baselines of `models.baseline` fitted on the training songs.
 3. LSTM: held-out NLL in nats per bar, next chord plus next latent (the VAE's posterior means),
    beside the chord and linear-Gaussian latent Markov chains of `models.baseline`.
-4. Composes `minutes` of music (whole tracks, default controls, `seed`) and measures the
-   statistics of `models.metrics` on it, on the held-out real songs (reference) and on random
-   notes; counts 4-bar spans repeated across generated tracks and 2-bar spans copied from the
-   training songs.
+4. Per style (lo-fi, NES, blend; `models.music_eval`): composes `minutes` of whole tracks with
+   the model and with N(0, 1) latents instead of the LSTM's, makes as many bars of rule-based
+   parts and of random notes, and measures them, the training split and the validation split
+   of the style's real songs with `models.music_features`: distance and value overlap with the
+   held-out songs (`models.overlap`) and the figures of issue 12, each beside its goal.
+5. On the blend tracks (default controls, `seed`): the statistics of `models.metrics`, beside
+   the held-out real songs of `--data` and random notes; 4-bar spans repeated across generated
+   tracks and 2-bar spans copied from the training songs.
 The result is a dict (written by `--json`); `format_table` prints it with the goals of the
-project beside each figure, and pass or miss.
+project beside each figure, and pass or miss. Data are read through `models.data`'s cache, so
+only the first run parses the MIDI files.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from models.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MINUTES = 60.0
+DEFAULT_MINUTES = 20.0  # per style and composer
 DEFAULT_VALIDATION_PERCENT = 10.0  # as models.config.TrainConfig, when the checkpoint does not say
 
 # The project's goals: figure → (text, test). Real held-out music is shown beside them.
@@ -179,27 +185,6 @@ def evaluate_models(vae: Any, lstm: Any, held_out: Corpus, training: Corpus | No
 
 # --------------------------------------------------------------------------- generated music
 
-def compose_tracks(composer: Any, minutes: float, progress: bool = True) -> list[list[Any]]:
-    """Whole tracks of `ComposedBar`s from `composer` until at least `minutes` of music."""
-    from tqdm import tqdm
-
-    tracks: list[list[Any]] = []
-    current: list[Any] = []
-    seconds = 0.0
-    total = max(1, round(minutes * 60))
-    with tqdm(total=total, desc="composing (s of music)", unit="s", disable=not progress) as bar_progress:
-        for bar in composer:
-            current.append(bar)
-            seconds += bar.steps / STEPS_PER_BEAT * 60.0 / bar.tempo_bpm
-            bar_progress.update(min(int(seconds), total) - bar_progress.n)
-            if bar.bar_index == bar.bars_in_track - 1:
-                tracks.append(current)
-                current = []
-                if seconds >= minutes * 60.0:
-                    break
-    return tracks
-
-
 def music_figures(tracks: list[list[Any]], training: Corpus | None, held_out: Corpus, seed: int,
                   composer_seconds: float, model_seconds: float) -> dict[str, Any]:
     """Statistics of generated tracks, of the held-out real songs and of random notes; repeats
@@ -246,15 +231,20 @@ def evaluate(checkpoint_dir: str | Path | None = None, data_dirs: Sequence[str |
     import torch
 
     from models import checkpoint as ckpt
-    from models.composer import Composer, Controls
+    from models.music_eval import STYLE_SETTINGS, Composed, compose, evaluate_music
 
     if threads > 0:
         torch.set_num_threads(threads)
     began = time.monotonic()
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else ckpt.shipped_directory()
     vae, lstm, infos = ckpt.load_models(directory)
-    data = load_evaluation_data(data_dirs, progress)
+    data = load_evaluation_data(data_dirs, progress) if data_dirs else None  # its errors before the long reads
     whole_training, training, train_folders = load_training_data(directory, train_dirs, progress)
+    if data is None and whole_training is not None:
+        data, data_dirs = whole_training, train_folders  # its held-out part: the validation split
+    elif data is None:
+        raise DataError("no evaluation data: the models' training folders are missing "
+                        f"({', '.join(map(str, train_folders))}); give MIDI folders with --data DIR")
     held_out, seen = held_out_part(data, training)
     if held_out.n_songs == 0:
         raise DataError(f"every song in {', '.join(map(str, data_dirs))} is in the models' training data: "
@@ -270,22 +260,30 @@ def evaluate(checkpoint_dir: str | Path | None = None, data_dirs: Sequence[str |
             "data_hash": whole_training.data_hash,
             "matches_checkpoint": whole_training.data_hash == infos["vae"].data_hash},
         "seed": seed,
+        "minutes": minutes,
     }
     if whole_training is not None and whole_training.data_hash != infos["vae"].data_hash:
         log.warning("the training data found (hash %s) are not those of the checkpoint (hash %s): "
                     "baselines are fitted on what was found", whole_training.data_hash, infos["vae"].data_hash)
     result.update(evaluate_models(vae, lstm, held_out, training))
 
-    # The numpy composer from the modules already loaded (the checkpoint is read once); it gives
-    # exactly the bars of one read from the files (tests/unit/test_models_checkpoint.py).
-    composer = Composer.from_modules(vae, lstm, Controls(seed=seed),
-                                     f"{infos['vae'].model_id}+{infos['lstm'].model_id}")
-    started = time.perf_counter()
-    tracks = compose_tracks(composer, minutes, progress)
-    composer_seconds = time.perf_counter() - started
-    result.update(music_figures(tracks, training, held_out, seed, composer_seconds, composer.model_seconds))
+    # Per style, the model beside noise latents, rules, random notes and real music, against the
+    # validation split of the training folders (split by song / game). Its blend tracks are the
+    # "generated" music of the statistics below (default controls).
+    blend: Composed
+    if whole_training is not None and training is not None:
+        validation, _ = held_out_part(whole_training, training)
+        result["music"], tracks = evaluate_music(directory, training, validation, minutes, seed, progress)
+        blend = tracks["blend"]
+    else:
+        log.warning("no training data: no per-style comparison with real music")
+        result["music"] = None
+        blend = compose(directory, STYLE_SETTINGS[-1].style_blend, "lstm", minutes, seed, progress)
+    result.update(music_figures(blend.tracks, training, held_out, seed, blend.seconds, blend.model_seconds))
     result["goals"] = goal_rows(result)
     result["all_goals_met"] = all(row["pass"] for row in result["goals"] if row["pass"] is not None)
+    music_rows = result["music"]["goals"] if result["music"] else []
+    result["all_music_goals_met"] = all(row["pass"] for row in music_rows if row["pass"] is not None)
     result["seconds"] = time.monotonic() - began
     return result
 
@@ -374,6 +372,10 @@ def format_table(result: dict[str, Any]) -> str:
     judged = sum(1 for r in result["goals"] if r["pass"] is not None)
     lines.append("")
     lines.append(f"{met} of {judged} goals met")
+    if result.get("music"):
+        from models.music_eval import format_music_table
+
+        lines.append(format_music_table(result["music"]))
     return "\n".join(lines)
 
 
@@ -395,13 +397,19 @@ def to_json(value: Any) -> Any:
 # --------------------------------------------------------------------------- command
 
 EVAL_DESCRIPTION = """\
-Judge the models on a MIDI folder: the VAE's held-out reconstruction accuracy (per step,
-teacher-forced) and the LSTM's held-out NLL (nats per bar), each beside a baseline fitted on the
-same training songs; then compose --minutes of music and measure scale consistency, consonance,
-pitch-class entropy, empty-beat rate, voice presence, repeats across tracks and spans copied
-from the training data, beside the held-out real music and random notes. Songs of the folder
-that were training data are left out. Prints a table with the project's goals; --json writes
-every figure."""
+Judge the models on held-out music: the VAE's reconstruction accuracy (per step, teacher-forced)
+and the LSTM's NLL (nats per bar), each beside a baseline fitted on the same training songs.
+Then, per style (lo-fi, NES, blend), compose --minutes of music with the model and with N(0,1)
+latents instead of the LSTM's, and measure them beside the rule-based parts, random notes and the
+training split (the real-vs-real ceiling) against the held-out songs of that style: distribution
+overlap per 4-bar segment (Yang & Lerch 2020: distance- and value-overlap of pitch count,
+pitch-class histogram and transitions, pitch range, lead interval, inter-onset interval, note
+length, notes per bar, drum onsets, rhythm entropy) and the figures of a listener (repeated lead
+notes, distinct lead pitches, bass on the chord root, grooves and fills, track-to-track
+similarity, non-diatonic chords, register order, density, self-similarity at 4/8/16 bars). The
+held-out songs are the validation split of the training folders (by song, by game for NES);
+songs of --data that were training data are left out. Prints tables with the project's goals;
+--json writes every figure."""
 
 
 def _positive_minutes(text: str) -> float:
@@ -418,7 +426,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Handler of `eval`: prints the table, writes --json."""
     import sys
 
-    result = evaluate(args.checkpoint, args.data, args.minutes, args.seed, train_dirs=args.train_data,
+    result = evaluate(args.checkpoint, args.data or (), args.minutes, args.seed, train_dirs=args.train_data,
                       progress=not args.no_progress, threads=args.threads)
     sys.stdout.write(format_table(result) + "\n")
     if args.json is not None:
@@ -426,6 +434,7 @@ def run_eval(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(to_json(result), indent=2, sort_keys=True, allow_nan=False) + "\n")
         sys.stdout.write(f"wrote {path}\n")
+    sys.stdout.write(f"eval took {result['seconds']:.0f} s\n")
     return 0
 
 
@@ -433,17 +442,19 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     """Register `eval` on the CLI's subparsers (sets `func=run_eval`)."""
     parser = subparsers.add_parser("eval", help="judge the models: held-out figures, baselines, music statistics",
                                    description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", action="extend", nargs="+", required=True, metavar="DIR",
-                        help="MIDI folder(s) to evaluate on (repeat or list several)")
+    parser.add_argument("--data", action="extend", nargs="+", default=None, metavar="DIR",
+                        help="MIDI folder(s) for the VAE and LSTM held-out figures (repeat or list several; "
+                             "default: the training folders, whose held-out part is the validation split)")
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
                         help="checkpoint directory (default: the shipped models/checkpoints)")
     parser.add_argument("--minutes", type=_positive_minutes, default=DEFAULT_MINUTES,
-                        help="minutes of music to compose and measure (default %(default)s)")
+                        help="minutes of music per style and composer (model, next seed, noise latents) "
+                             "(default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the composed music (default %(default)s)")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
     parser.add_argument("--train-data", action="extend", nargs="+", metavar="DIR", default=None,
                         help="the models' training folders, for the baselines and the copy check "
-                             "(default: the checkpoint's train_config.json, else ../shared/data/{lofi,nes,lakh-lofi})")
+                             "(default: the checkpoint's train_config.json, else ../shared/data/{lofi,nes,lakh-lofi,pop909,vgmidi})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)

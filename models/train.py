@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models import checkpoint as ckpt
+from models.baseline import bar_arrays, reconstruction_baselines
 from models.config import LSTMConfig, TrainConfig, VAEConfig
 from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES, Corpus, load_corpus,
                          split_corpus)
 from models.errors import CheckpointError, DataError, ModelError
+from models.finetune import InitialModels, load_initial_models
 from models.layout import N_CHORDS, chord_index
 from models.lstm import BarLSTM, sequence_losses
 from models.vae import (TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms,
@@ -363,6 +366,14 @@ def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequence
     return {"chord_nll": chord_sum / max(bars, 1), "latent_nll": latent_sum / max(bars, 1), "bars": bars}
 
 
+def held_out_figures(vae: BarVAE, lstm: BarLSTM, val_t: BarTensors, window: int) -> dict[str, float]:
+    """The figures the summary compares (VAE accuracy, LSTM chord NLL) of a model pair on held-out
+    bars, the LSTM reading the pair's own VAE latents. Used on the starting models of a fine-tuning."""
+    vae_metrics = evaluate_vae(vae, val_t)
+    lstm_metrics = evaluate_lstm(lstm, None, song_sequences(val_t, encode_means(vae, val_t)), window)
+    return {"val_accuracy": vae_metrics["accuracy"], "val_chord_nll": lstm_metrics["chord_nll"]}
+
+
 def chord_bigram_nll(train: SongSequences, held_out: SongSequences, smoothing: float = 0.5) -> float:
     """Held-out NLL per bar (nats) of a chord bigram Markov chain fitted on `train` (a baseline)."""
     counts = np.full((N_CHORDS + 1, N_CHORDS), smoothing)  # row N_CHORDS: song start
@@ -390,6 +401,13 @@ class TrainResult:
     vae_metrics: dict[str, Any]
     lstm_metrics: dict[str, Any]
     seconds: float
+    # The reconstruction baselines' held-out accuracy (models.baseline; the LSTM's chord bigram
+    # is in lstm_metrics["val_chord_bigram_nll"]).
+    vae_baselines: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Fine-tuning: the starting models' held_out_figures on this run's validation songs, and their directory.
+    before: dict[str, float] | None = None
+    init_from: Path | None = None
+    songs: tuple[int, int] = (0, 0)  # (training, validation)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -609,13 +627,18 @@ def plot_losses(out_dir: Path) -> Path | None:
 def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
           config: TrainConfig | None = None, vae_config: VAEConfig | None = None,
           lstm_config: LSTMConfig | None = None, resume: bool = False, progress: bool = True,
-          corpus: Corpus | None = None) -> TrainResult:
+          corpus: Corpus | None = None, init_from: str | Path | None = None) -> TrainResult:
     """Train the VAE then the LSTM on `folders` (default: the shared data) into `out_dir`.
 
     `config.minutes` bounds the wall-clock time of both stages (data reading excluded);
-    `max_epochs_*` bound the epochs. `corpus` skips reading folders (tests).
+    `max_epochs_*` bound the epochs. `corpus` skips reading folders (tests). `init_from` (a
+    checkpoint directory, or `models.finetune.SHIPPED`) starts from its models, whose configs
+    replace `vae_config` and `lstm_config` (see `models.finetune` for the settings to pair with it).
     """
     config = config or TrainConfig()
+    initial: InitialModels | None = load_initial_models(init_from) if init_from is not None else None
+    if initial is not None:
+        vae_config, lstm_config = initial.vae.config, initial.lstm.config
     vae_config = vae_config or VAEConfig()
     lstm_config = lstm_config or LSTMConfig(latent_dim=vae_config.latent_dim)
     if lstm_config.latent_dim != vae_config.latent_dim:
@@ -636,17 +659,21 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
     log.info("training on %d songs (%d bars), validating on %d songs (%d bars); skipped files: %s",
              train_corpus.n_songs, train_corpus.n_bars, val_corpus.n_songs, val_corpus.n_bars, corpus.skipped)
     train_t, val_t = bar_tensors(train_corpus), bar_tensors(val_corpus)
+    vae_baselines = reconstruction_baselines(bar_arrays(train_corpus), bar_arrays(val_corpus)) if dist.main else {}
+    before = held_out_figures(initial.vae, initial.lstm, val_t, config.lstm_window) if initial and dist.main else None
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "train_config.json").write_text(json.dumps({
             "train": dataclasses.asdict(config), "vae": dataclasses.asdict(vae_config),
             "lstm": dataclasses.asdict(lstm_config),
             "folders": [str(f) for f in (folders or [])],  # [] = the shared default folders
-            "data_hash": corpus.data_hash, "skipped": corpus.skipped}, indent=2))
+            "data_hash": corpus.data_hash, "skipped": corpus.skipped,
+            "init_from": {"directory": str(initial.directory), "vae_model_id": initial.vae_id,
+                          "lstm_model_id": initial.lstm_id} if initial else None}, indent=2))
 
     start = time.monotonic()
     budget = config.minutes * 60.0
-    vae = BarVAE(vae_config)
+    vae = initial.vae if initial else BarVAE(vae_config)
     vae_metrics = _train_vae(vae, train_t, val_t, config, out_dir, start + budget * config.vae_share,
                              dist, resume, progress, corpus.data_hash)
 
@@ -655,7 +682,7 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
     vae_id = ckpt.read_info(out_dir, "vae").model_id
     extra = {"vae_model_id": vae_id, "val_chord_bigram_nll": chord_bigram_nll(train_s, val_s)}
     torch.manual_seed(config.seed + 1)
-    lstm = BarLSTM(lstm_config)
+    lstm = initial.lstm if initial else BarLSTM(lstm_config)
     lstm_metrics = _train_lstm(lstm, train_s, val_s, config, out_dir, start + budget, dist, resume, progress,
                                corpus.data_hash, extra)
     if dist.main:
@@ -664,12 +691,13 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
     log.info("trained in %.1f min: VAE accuracy %.4f, LSTM chord NLL %.3f (bigram baseline %.3f)",
              seconds / 60, vae_metrics.get("val_accuracy", float("nan")),
              lstm_metrics.get("val_chord_nll", float("nan")), extra["val_chord_bigram_nll"])
-    return TrainResult(out_dir, vae_metrics, lstm_metrics, seconds)
+    return TrainResult(out_dir, vae_metrics, lstm_metrics, seconds, vae_baselines, before,
+                       initial.directory if initial else None, (train_corpus.n_songs, val_corpus.n_songs))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser of `python -m models.train` (the same options as `chiplofi train`)."""
-    from models.commands import TRAIN_DESCRIPTION, add_train_arguments
+    from models.train_options import TRAIN_DESCRIPTION, add_train_arguments
 
     parser = argparse.ArgumentParser(prog="python -m models.train", description=TRAIN_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -677,11 +705,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    config = TrainConfig(seed=args.seed, minutes=args.minutes, patience=args.patience, threads=args.threads)
+    """Train as the command line asks, then print the summary (rank 0 only under torchrun)."""
+    from models.finetune import fine_tuning_config
+    from models.train_summary import summary_text
+
+    config = TrainConfig(seed=args.seed, patience=args.patience, threads=args.threads)
+    config = (fine_tuning_config(config, args.minutes) if args.init_from is not None
+              else dataclasses.replace(config, minutes=config.minutes if args.minutes is None else args.minutes))
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs_vae=args.epochs, max_epochs_lstm=args.epochs)
-    result = train(args.out, args.data, config=config, resume=args.resume, progress=not args.no_progress)
-    log.info("checkpoints in %s", result.out_dir)
+    result = train(args.out, args.data, config=config, resume=args.resume, progress=not args.no_progress,
+                   init_from=args.init_from)
+    if _Dist().main:
+        sys.stdout.write(summary_text(result))
+        sys.stdout.flush()
     return 0
 
 

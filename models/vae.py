@@ -187,6 +187,10 @@ class BarVAE(nn.Module):
         earlier = context_tokens(tokens, previous_tail)  # (B, 16, K, 4)
         embedded = torch.stack([self.context_embeddings[v](earlier[..., v]) for v in range(N_VOICES)], dim=3)
         # embedded: (B, 16, K, 4, E)
+        if self.training and self.config.context_dropout > 0:
+            # Hide whole earlier tokens (inverted dropout: nothing to undo when generating).
+            keep = torch.rand(embedded.shape[:4] + (1,)) >= self.config.context_dropout  # (B, 16, K, 4, 1)
+            embedded = embedded * keep / (1.0 - self.config.context_dropout)
         steps = self.step_embedding.weight[None].expand(batch, -1, -1)  # (B, 16, STEP_EMBED)
         pitched_in = torch.cat([embedded.flatten(2), steps, context], dim=-1)
         hidden = F.dropout(F.relu(self.step_hidden(pitched_in)), self.config.dropout, self.training)  # (B, 16, A)

@@ -7,8 +7,9 @@ Rules, by role then register:
 - drum parts (`is_drum`) → drums;
 - bass programs (GM 32–39) or parts whose median pitch is below MIDI 50 → bass;
 - with no such part, the lowest of several parts takes the bass if it sits low enough;
-- of the remaining parts that play through much of the song, the one that is highest and
-  most melodic (few simultaneous notes) → lead; everything else → harmony;
+- a part named as the melody ("melody", "vocal", "lead"; POP909 names its tune `MELODY`) → lead;
+- otherwise, of the remaining parts that play through much of the song, the one that is highest
+  and most melodic (few simultaneous notes) → lead; everything else → harmony;
 - a file with a single polyphonic part (a piano loop) is split by note: in each group of
   notes that start together, a low note below C4 goes to bass, the top note of a melodic line
   to lead (only when the part has a line above its chords), the rest to harmony.
@@ -29,6 +30,7 @@ SPLIT_BASS_BELOW = 60  # single-part split: lowest chord note under C4 becomes t
 LOWEST_PART_BASS_BELOW = 57  # else: the lowest of several parts, if under A3, is the bass
 LEAD_MIN_COVERAGE = 0.33  # lead candidates sound at least this share of the busiest part's time
 ONSET_GROUP_S = 0.03  # notes starting within 30 ms of each other sound together
+MELODY_NAMES = ("melody", "vocal", "lead")  # a part whose name says it carries the tune
 
 
 def _polyphony(notes: list[pretty_midi.Note]) -> float:
@@ -109,7 +111,8 @@ def assign_voices(midi: pretty_midi.PrettyMIDI) -> dict[str, list[pretty_midi.No
             pitches = [n.pitch for n in instrument.notes]
             return float(np.median(pitches)) - 6.0 * (_polyphony(instrument.notes) - 1.0)
 
-        lead = max(candidates, key=lead_score)
+        named = [i for i in pitched if i.name.strip().lower().startswith(MELODY_NAMES)]
+        lead = named[0] if named else max(candidates, key=lead_score)
         parts["lead"].extend(lead.notes)
         for instrument in pitched:
             if instrument is not lead:

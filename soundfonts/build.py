@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from soundfonts import DRUM_KEYS, PRESETS, SOUNDFONT_PATH
-from streamer.errors import SoundFontError
+from models.errors import SoundFontError
 
 __all__ = ["build_soundfont", "soundfont_bytes", "main", "GM_DRUM_MAP", "LOOP_GUARD"]
 
@@ -70,6 +70,7 @@ NOISE_AMP = 12000
 # --- SF2 generator and modulator numbers ---
 
 G_FILTER_FC = 8
+G_PAN = 17
 G_ATTACK_VOL = 34
 G_HOLD_VOL = 35
 G_DECAY_VOL = 36
@@ -236,6 +237,13 @@ def drum_tom() -> np.ndarray:
     body = _stepped_triangle(_sweep(n, 200.0, 110.0, 0.12)) * _env(n, 0.09)
     return _to_int16(_fade_tail(body), 0.8)
 
+
+# Where each kit piece sits in the stereo image, in SF2 pan units (-500 left .. 500 right), as
+# a kit is heard from the front: kick centred (the low end stays mono), snare near the centre,
+# hats to one side, toms and cymbals to the other. The kit then has width of its own, without
+# any effect on its attack.
+KIT_PAN: dict[str, int] = {"kick": 0, "snare": -50, "closed_hat": 150, "open_hat": 150, "tom": -100,
+                           "cymbal": -175, "shaker": 200}
 
 # General MIDI drum key -> (kit piece, transpose in semitones). 35..81 is GM 1; 27..34 and 82..87
 # are the GM 2 extras, mapped too so files written for GS/XG/GM 2 kits do not drop notes.
@@ -434,6 +442,8 @@ def _contents() -> tuple[list[Sample], list[Instrument], list[Preset]]:
                 gens = [(G_KEY_RANGE, _range(key, key))]
                 if transpose:
                     gens.append((G_COARSE_TUNE, transpose))
+                if KIT_PAN[piece]:
+                    gens.append((G_PAN, KIT_PAN[piece]))
                 gens.append((G_INSTRUMENT, iid[piece]))
                 zones.append(Zone(gens))
         else:

@@ -38,6 +38,7 @@ from models.midi_write import voices_to_midi
 from streamer.files import write_atomic
 from streamer.logs import RateLimitedLog
 from streamer.ringbuffer import BarEntry
+from streamer.track_titles import track_title
 from streamer.types import Bar
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
     started = time.gmtime(track.started_at)
     millis = int(track.started_at * 1000) % 1000
     return {
-        "id": archive_id, "track_id": track.track_id, "seed": track.seed, "model_id": track.composer_id,
+        "id": archive_id, "track_id": track.track_id, "title": track_title(track.track_id), "seed": track.seed, "model_id": track.composer_id,
         "key": first.key, "tempo_bpm": first.tempo_bpm,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", started) + f".{millis:03d}Z",
         "stream_position_seconds": round(track.stream_seconds, 3),

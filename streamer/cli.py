@@ -91,8 +91,20 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from streamer.daemon import CliOverrides, run_stream
 
     overrides = CliOverrides(outputs=tuple(args.output) if args.output else None, status_addr=args.status_addr,
-                             checkpoint=args.checkpoint, speed=args.speed, monitor=args.monitor)
+                             checkpoint=args.checkpoint, speed=args.speed, monitor=args.monitor, seed=args.seed)
     return run_stream(args.config, overrides, duration=args.duration)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from streamer.config import StatusSettings
+    from streamer.daemon import CliOverrides, load_stream_config
+    from streamer.status_view import run_status
+
+    addr = args.addr
+    if addr is None:
+        addr = (load_stream_config(args.config, CliOverrides(), os.environ).status.addr if args.config is not None
+                else StatusSettings().addr)
+    return run_status(addr, as_json=args.json, watch=args.watch)
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -179,16 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--checkpoint", metavar="PATH", help="checkpoint directory, or 'rule-based'")
     stream.add_argument("--speed", type=_speed, metavar="K", help="clock at K x real time; 0 = unpaced")
     stream.add_argument("--monitor", action="store_true", help="also play on the speakers")
+    stream.add_argument("--seed", type=_seed, help="a reproducible run: this seed, from track 0, the same "
+                        "music every time (default: continue the radio kept in the state directory)")
     stream.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="stop after this many seconds of audio (tests, benchmarks)")
     stream.set_defaults(func=_cmd_stream, log_level=logging.INFO)
+
+    status = commands.add_parser(
+        "status", help="show what a running stream is doing (track, model, buffer, outputs, counters)",
+        description="Ask a running `chiplofi stream` (its status server) what it is playing: track, key, "
+                    "tempo, section, model, buffer, outputs, schedule and counters. Ctrl-C ends --watch.")
+    status.add_argument("--addr", metavar="HOST:PORT",
+                        help="the stream's status address (default: --config's [status] addr, else 127.0.0.1:8080)")
+    status.add_argument("--config", type=Path, help="read the status address from this config")
+    status.add_argument("--json", action="store_true", help="print /status as JSON (with --watch: one line each time)")
+    status.add_argument("--watch", type=_seconds, nargs="?", const=2.0, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS (default 2) until Ctrl-C")
+    status.set_defaults(func=_cmd_status)
 
     config_cmd = commands.add_parser("config", help="check a config file or print an example",
                                      description="Validate a TOML config (every key, plus environment "
                                                  "overrides CHIPLOFI_<TABLE>__<KEY>) and say what it means.")
     config_commands = config_cmd.add_subparsers(dest="config_command", metavar="ACTION")
     config_commands.required = True
-    check = config_commands.add_parser("check", help="validate FILE; exit 2 naming the first bad key")
+    check = config_commands.add_parser("check", help="validate FILE; exit 2 naming every bad key, one a line")
     check.add_argument("file", type=Path, metavar="FILE")
     check.set_defaults(func=_cmd_config_check)
     example = config_commands.add_parser("example", help="print every key with its default and meaning",
@@ -211,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        sys.stderr.write(f"chiplofi: config error: {exc}\n")
+    except ConfigError as exc:  # one line per bad key
+        sys.stderr.write("".join(f"chiplofi: config error: {line}\n" for line in str(exc).splitlines() or [""]))
         return EXIT_USAGE
     except ChiplofiError as exc:
         sys.stderr.write(f"chiplofi: error: {exc}\n")

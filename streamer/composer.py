@@ -6,7 +6,9 @@ imports torch: the trained models are read with numpy (`models.checkpoint.load_w
 and run in numpy (`models.inference`), one BLAS thread (`OPENBLAS_NUM_THREADS`, set by the CLI
 before numpy loads).
 
-A composer is anything with an `id` and `next_bar()` (`Composer`). Its id names what is loaded
+A composer is anything with an `id` and `next_bar()` (`Composer`); those of this module also
+have `start_track(number, after)`, with which the daemon continues the radio's track numbering
+and key path across restarts and model swaps. Its id names what is loaded
 — the checkpoint's model ids for the trained models, or `rule-based-<hash>` for the rule-based
 composer — and is what /status reports as the checkpoint id.
 
@@ -17,6 +19,7 @@ is shipped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -60,17 +63,36 @@ class ComposerMood:
     style_blend: float | None = None
 
 
+RULE_SECTION_BARS = 8  # the rule-based tracks' sections (A, B, A, ...), so a swap can wait for one
+RULE_TEMPO_RANGE = (72.0, 90.0)
+RELATED_STEPS = (0, 5, 7, 2, 10)  # a related key: the same, a fourth or fifth up, a tone either way
+
+
+def starts_unit(previous: Bar | None, bar: Bar, unit: str) -> bool:
+    """Does `bar` begin a new `unit` ("bar", "section" or "track") after `previous`?
+
+    A new track always begins a section; None before means nothing was played yet.
+    """
+    if unit == "bar" or previous is None:
+        return True
+    new_track = bar.track_id != previous.track_id or bar.bar_index == 0
+    if unit == "track":
+        return new_track
+    return new_track or bar.section != previous.section
+
+
 class RuleBasedComposer:
     """Endless rule-based music (streamer.fallback), in tracks of `RULE_TRACK_BARS` bars.
 
-    Each track gets its own key and tempo from the seed, so the radio is not one loop.
+    Each track gets its own key and tempo from (seed, track number), so the radio is not one
+    loop; `start_track` continues the numbering and the key path of whatever played before.
     """
 
     def __init__(self, seed: int = 0, track_bars: int = RULE_TRACK_BARS) -> None:
         self.seed = seed
         self.track_bars = track_bars
-        self._rng = np.random.default_rng([seed, 0x5EED])
         self._track = -1
+        self._after: tuple[str, float] | None = None  # the key and tempo the next track follows
         self._parts: RuleBasedParts | None = None
         self._bar_in_track = track_bars
         self.mood = ComposerMood()
@@ -86,16 +108,57 @@ class RuleBasedComposer:
         have no temperature, energy or style to steer)."""
         self.mood = mood
 
+    def start_track(self, number: int, after: tuple[str, float] | None = None) -> None:
+        """Begin track `number` with the next bar, in a key related to `after` = (key, tempo)."""
+        self._track = number - 1
+        self._after = after
+        self._parts = None
+
+    def _new_track(self) -> RuleBasedParts:
+        self._track += 1
+        rng = np.random.default_rng([self.seed, self._track, 0x5EED])
+        low, high = self.mood.tempo_bpm or RULE_TEMPO_RANGE
+        after_tonic = _tonic_of(self._after[0]) if self._after else None
+        if self._after is not None and after_tonic is not None:
+            tonic = (after_tonic + RELATED_STEPS[int(rng.integers(len(RELATED_STEPS)))]) % 12
+            tempo = float(np.clip(self._after[1] + rng.uniform(-6.0, 6.0), low, high))
+        else:
+            tonic, tempo = int(rng.integers(0, 12)), float(rng.uniform(low, high))
+        self._after = None
+        return RuleBasedParts(seed=int(rng.integers(0, 2**31)), tonic=tonic, tempo_bpm=round(tempo, 1),
+                              track_id=self.track_id(self._track))
+
+    def track_id(self, number: int) -> str:
+        return f"r{self.seed}-t{number:04d}"
+
     def next_bar(self) -> Bar:
         if self._parts is None or self._bar_in_track >= self.track_bars:
-            self._track += 1
-            tonic = int(self._rng.integers(0, 12))
-            tempo = round(float(self._rng.uniform(*(self.mood.tempo_bpm or (72.0, 90.0)))), 1)
-            self._parts = RuleBasedParts(seed=int(self._rng.integers(0, 2**31)), tonic=tonic, tempo_bpm=tempo,
-                                         track_id=f"r{self.seed}-t{self._track:04d}")
+            self._parts = self._new_track()
             self._bar_in_track = 0
+        section = "AB"[(self._bar_in_track // RULE_SECTION_BARS) % 2]
         self._bar_in_track += 1
-        return self._parts.next_bar()
+        return dataclasses.replace(self._parts.next_bar(), section=section, track_number=self._track)
+
+
+class Bridge(RuleBasedComposer):
+    """The few seconds of rule-based music that open the stream while the model loads.
+
+    It follows the key and tempo the stream last played and varies with every start (the
+    number of starts is part of its seed), and its bars are not a track: no track number, no
+    archive entry.
+    """
+
+    TRACK_ID = "bridge"
+
+    def __init__(self, seed: int, starts: int, after: tuple[str, float] | None = None) -> None:
+        super().__init__(seed)
+        self.start_track(starts, after)
+
+    def track_id(self, number: int) -> str:
+        return self.TRACK_ID
+
+    def next_bar(self) -> Bar:
+        return dataclasses.replace(super().next_bar(), track_number=-1)
 
 
 class FallbackBed:
@@ -170,6 +233,13 @@ class ModelComposer:
         span = self.mood.tempo_bpm
         return round(float(self._tempo_rng.uniform(*span)), 1) if span else None
 
+    def start_track(self, number: int, after: tuple[str, float] | None = None) -> None:
+        """Begin track `number` with the next bar, in a key related to `after` = (key, tempo)."""
+        try:
+            self._composer.start_track(number, after)  # type: ignore[attr-defined]
+        except ModelError:  # a key name the models do not read: begin without following it
+            self._composer.start_track(number, None)  # type: ignore[attr-defined]
+
     def next_bar(self) -> Bar:
         composed = next(self._composer)  # type: ignore[call-overload]
         if composed.bar_index == 0 and self.mood.tempo_bpm:  # a track began: draw the next one's tempo
@@ -179,7 +249,24 @@ class ModelComposer:
                       for voice, pitch, start, length, velocity in composed.notes)
         return Bar(notes=notes, tempo_bpm=float(composed.tempo_bpm), beats=steps / STEPS_PER_BEAT,
                    track_id=composed.track_id, bar_index=composed.bar_index, section=composed.section,
-                   key=composed.key, chord=composed.chord)
+                   key=composed.key, chord=composed.chord, track_number=composed.track_index)
+
+
+def whole_tracks(composer: Composer, count: int) -> list[list[Bar]]:
+    """The next `count` whole tracks of `composer` (from a bar 0 to the last bar before the next
+    bar 0); bars before the first bar 0 are skipped. For measuring what a composer makes."""
+    bar = composer.next_bar()
+    while bar.bar_index != 0:
+        bar = composer.next_bar()
+    tracks: list[list[Bar]] = []
+    while len(tracks) < count:
+        track = [bar]
+        bar = composer.next_bar()
+        while bar.bar_index != 0:
+            track.append(bar)
+            bar = composer.next_bar()
+        tracks.append(track)
+    return tracks
 
 
 def check_bar(bar: Bar) -> Bar:

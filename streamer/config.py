@@ -56,6 +56,9 @@ class VoiceSettings:
                           choices=PITCHED_PRESET_NAMES + DRUM_KIT_NAMES)
     pan: float = setting(0.0, "stereo position, -1 left .. 1 right", min=-1.0, max=1.0)
     volume: float = setting(0.8, "channel volume, 0 .. 1", min=0.0, max=1.0)
+    chorus: float = setting(0.0, "send to the stereo chorus (render.chorus_*), 0 .. 1; it widens the voice "
+                                 "(below effects.mono_below_hz the stream stays mono whatever it sends)",
+                            min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,16 @@ class RenderSettings:
     humanize_velocity: float = setting(
         0.08, "random velocity change, as a fraction of the velocity (deterministic per seed)",
         min=0.0, max=0.5)
-    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.15, 0.75),
+    chorus_level: float = setting(1.2, "output level of the stereo chorus the voices send to (their "
+                                       "`chorus`); 0 = off", min=0.0, max=10.0)
+    chorus_depth_ms: float = setting(6.0, "modulation depth of the stereo chorus", min=0.0, max=21.0)
+    chorus_rate_hz: float = setting(0.35, "modulation rate of the stereo chorus", min=0.1, max=5.0)
+    chorus_voices: int = setting(3, "delay lines of the stereo chorus", min=1, max=99)
+    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.45, 0.75, 0.6),
                                 metadata={"help": "lead voice (pulse 1)"})
-    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.2, 0.6),
+    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.45, 0.6, 0.5),
                                    metadata={"help": "harmony voice (pulse 2)"})
-    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9),
+    bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9, 1.0),
                                 metadata={"help": "bass voice (triangle)"})
     drums: VoiceSettings = field(default_factory=lambda: VoiceSettings("drumkit", 0.0, 0.7),
                                  metadata={"help": "drum voice (noise)"})
@@ -89,6 +97,13 @@ class EffectsSettings:
     lowpass_hz: float = setting(9000.0, "tone: low-pass corner; above 0.45 × sample rate = off",
                                 min=500.0, max=24000.0)
     tilt_db: float = setting(-2.0, "tone: tilt around 1 kHz; negative is darker", min=-12.0, max=12.0)
+    low_cut_hz: float = setting(70.0, "tone: corner of a steep (24 dB per octave) high-pass under the bass: "
+                                      "the sub-bass fundamentals that phone and laptop speakers cannot play "
+                                      "are taken down, the bass above them kept; 0 = off", min=0.0, max=200.0)
+    low_shelf_hz: float = setting(120.0, "tone: corner of the low shelf", min=20.0, max=500.0)
+    low_shelf_db: float = setting(-3.0, "tone: gain of the low shelf; 0 = off", min=-24.0, max=12.0)
+    mono_below_hz: float = setting(200.0, "below this the stereo image is mono (bass and kick centred); "
+                                          "0 = off", min=0.0, max=500.0)
     wow_rate_hz: float = setting(0.5, "wow (slow pitch drift) rate", min=0.05, max=4.0)
     wow_depth_cents: float = setting(6.0, "wow depth; 0 = off", min=0.0, max=50.0)
     flutter_rate_hz: float = setting(7.0, "flutter (fast pitch wobble) rate", min=2.0, max=20.0)
@@ -132,7 +147,11 @@ class StreamSettings:
                                 "never logged or shown")
     checkpoint: str = setting("", "composer checkpoint directory; empty = the shipped one (or the "
                                   "rule-based composer when none is shipped); 'rule-based' = no model")
-    seed: int = setting(0, "seed of the composer, humanisation and crackle", min=0, max=2**32 - 1)
+    seed: int | None = setting(None, "seed of the composer, humanisation and crackle; unset = picked at "
+                                     "random once and kept in the state directory", min=0, max=2**32 - 1)
+    swap_at: str = setting("section", "where a new checkpoint takes over from the playing one: at the next "
+                                      "bar, section or track (it begins a new track in a related key)",
+                           choices=("bar", "section", "track"))
     buffer_seconds: float = setting(30.0, "seconds of composed bars kept ahead of playback", min=4.0,
                                     max=600.0)
     prefill_timeout_seconds: float = setting(
@@ -177,7 +196,7 @@ class SinkSettings:
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """The video track ffmpeg makes from the audio (waveform, background, now-playing text)."""
+    """The picture ffmpeg draws from the audio: background, one oscilloscope per voice, titles, logo."""
 
     preset: str = setting("480p15", "size and frame rate: 720p30, 480p15 or still (720p at 5 fps)",
                           choices=VIDEO_PRESETS)
@@ -187,10 +206,31 @@ class VideoSettings:
     video_kbps: int = setting(0, "video bitrate; 0 = the preset's", min=0, max=20000)
     audio_kbps: int = setting(128, "AAC bitrate", min=64, max=320)
     x264_preset: str = setting("veryfast", "x264 speed preset (faster = less CPU)", choices=X264_PRESETS)
-    background: str = setting("#1b1530", "background colour, #RRGGBB")
-    wave_colour: str = setting("#9be7ff", "waveform colour, #RRGGBB")
-    text_colour: str = setting("#f4e9d8", "now-playing text colour, #RRGGBB")
-    font: str = setting("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "font of the text")
+    background: str = setting("#1b1530", "a colour #RRGGBB, or a file: a still image (.png, .jpg, .jpeg), an "
+                                         "animated .gif or a video loop (.mp4, .webm, .mkv), scaled and "
+                                         "cropped to the picture and looped forever; read once at start")
+    wave_colour: str = setting("#9be7ff", "colour of the waveform layer, #RRGGBB")
+    text_colour: str = setting("#f4e9d8", "colour of the title, text lines and now playing, #RRGGBB")
+    scope_colours: tuple[str, ...] = setting(
+        ("#fca044", "#f878f8", "#3cbcfc", "#b8f818"),
+        "oscilloscope colours of lead, harmony, bass and drums, #RRGGBB each")
+    font: str = setting("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf", "font of the text")
+    title: str = setting("chiplofi · 8-bit lo-fi radio", "the channel's name, at the top; empty = none")
+    text: tuple[str, ...] = setting((), "free lines of text under the title (at most 3)")
+    logo: str = setting("", "an image (.png with alpha, or .jpg) shown in a corner; empty = none; read once "
+                            "at start")
+    logo_corner: str = setting("top-right", "where the logo sits",
+                               choices=("top-left", "top-right", "bottom-left", "bottom-right"))
+    logo_height: float = setting(0.16, "logo height as a share of the picture's height", min=0.02, max=0.5)
+    layout: tuple[str, ...] = setting(
+        ("scopes", "now_playing", "title", "text", "logo"),
+        "the layers shown, from: scopes (one oscilloscope per voice), waveform (the mix's, where scopes "
+        "are not shown), now_playing, title, text, logo; a still-image channel can drop scopes to save CPU")
+    pixel_size: int = setting(0, "screen pixels per picture pixel (the 8-bit look, scaled up nearest-neighbour); "
+                                 "0 = about 180 picture pixels on the short side; 1 = full resolution",
+                              min=0, max=16)
+    thumbnail_seconds: float = setting(5.0, "refresh of the status page's thumbnail of the encoded video; "
+                                            "0 = none", min=0.0, max=600.0)
 
 
 @dataclass(frozen=True)
@@ -359,22 +399,28 @@ def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> A
     return value
 
 
-def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], prefix: str = "") -> SettingsT:
+def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], prefix: str = "",
+                          problems: list[str] | None = None) -> SettingsT:
     """Build settings class `cls` from a (TOML) mapping, validating every key against its field.
 
-    Unknown keys are errors too: a typo must not silently fall back to a default.
+    Unknown keys are errors too: a typo must not silently fall back to a default. Every bad key
+    is reported, not only the first: the ConfigError's message has one line per key (so that
+    fixing a config takes one round). `problems` collects them across nested tables.
     """
+    top = problems is None
+    problems = [] if problems is None else problems
     if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {mapping!r}")
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a table, got {mapping!r}")
+        mapping = {}
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in mapping:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            name = key if str(key).isprintable() else repr(key)  # the error stays one line
-            raise ConfigError(f"{prefix}{name}: unknown key; known keys here: {known}")
     values: dict[str, Any] = {}
     for name, value in mapping.items():
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            shown = name if str(name).isprintable() else repr(name)  # the error stays one line
+            problems.append(f"{prefix}{shown}: unknown key; known keys here: {known}")
+            continue
         kind, key = hints[name], f"{prefix}{name}"
         # tuple[Item, ...] / dict[str, Item]: the kind of the items
         item_kind = {tuple: 0, dict: 1}.get(get_origin(kind))  # type: ignore[call-overload]
@@ -385,19 +431,26 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
             default = getattr(cls(), name)  # type: ignore[call-arg]
             given = {k: v for k, v in dataclasses.asdict(default).items() if v is not None}
             merged = {**given, **value} if isinstance(value, Mapping) else value
-            values[name] = settings_from_mapping(kind, merged, f"{key}.")
+            values[name] = settings_from_mapping(kind, merged, f"{key}.", problems)
         elif get_origin(kind) is tuple and dataclasses.is_dataclass(item_kind):  # [[key]]: an array of tables
             if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
-            values[name] = tuple(settings_from_mapping(item_kind, item, f"{key}[{i}].")
+                problems.append(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
+                continue
+            values[name] = tuple(settings_from_mapping(item_kind, item, f"{key}[{i}].", problems)
                                  for i, item in enumerate(value))
         elif get_origin(kind) is dict and dataclasses.is_dataclass(item_kind):  # [key.NAME]: named tables
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{key}: expected tables [{key}.NAME], got {value!r}")
-            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.")
+                problems.append(f"{key}: expected tables [{key}.NAME], got {value!r}")
+                continue
+            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.", problems)
                             for item_name, item in value.items()}
         else:
-            values[name] = _check_value(key, value, kind, fields[name].metadata)
+            try:
+                values[name] = _check_value(key, value, kind, fields[name].metadata)
+            except ConfigError as error:
+                problems.append(str(error))
+    if top and problems:
+        raise ConfigError("\n".join(problems))
     return cls(**values)
 
 
@@ -495,7 +548,8 @@ def example_toml(settings: Any = None, prefix: str = "") -> str:
             scalars.append("".join(f"# {line}".rstrip() + "\n" for line in comment))
             continue
         comment = textwrap.wrap(f"{f.metadata['help']} ({_describe(f.metadata, hints[f.name])})", 98)
-        scalars.append("".join(f"# {line}\n" for line in comment) + f"{f.name} = {_toml_value(value)}\n")
+        line = f"{f.name} = {_toml_value(value)}" if value is not None else f"# {f.name} =   (unset by default)"
+        scalars.append("".join(f"# {line}\n" for line in comment) + line + "\n")
     parts = []
     if prefix:
         parts.append(f"[{prefix.rstrip('.')}]\n" + "\n".join(scalars))

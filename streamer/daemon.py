@@ -12,10 +12,15 @@
 - Sinks never block the clock (see streamer.sinks); the status server reads snapshots.
 - Signals only set flags (and log one line); the main thread acts on them: SIGHUP starts a
   background reload (config, checkpoint, SoundFont, effects), validated by generating and
-  rendering a bar, swapped in on a bar boundary — a failure keeps what plays; SIGTERM/SIGINT
+  rendering a bar; only what changed is swapped in: a new model at the next `stream.swap_at`
+  boundary (bar, section or track), beginning its own track; the same model plays on with its
+  queued bars; render and effects changes from the next bar — a failure keeps what plays; SIGTERM/SIGINT
   stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
 - systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy (with RTMP outputs, only while
   one of them delivers), STATUS= a summary.
+- The musical position (streamer.position) is kept in the state directory, so a restart
+  continues the radio: a new track number, in a key related to the last one, after a short
+  bridge that is not a track. `--seed` runs reproducibly from track 0 instead.
 - The schedule (streamer.schedule) picks the program playing; the composer thread takes its mood
   before each bar, the audio thread its effects; its jobs only post requests (a timed reload, the
   stats line) that the main loop carries out.
@@ -39,17 +44,21 @@ import numpy as np
 
 from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
-from streamer.composer import Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer, uses_model
+from streamer.composer import (Bridge, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer,
+                               starts_unit, uses_model)
 from streamer.config import Config, load_config
 from streamer.errors import ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
 from streamer.notify import Notifier, SystemdNotifier, status_line
+from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
 from streamer.sinks import Sink, SinkSnapshot, SinkState
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
-from streamer.types import Bar
-from streamer.video import NowPlayingFile, check_video_settings, now_playing_text
+from streamer.types import VOICES, Bar
+from streamer.track_titles import track_title
+from streamer.video import NowPlayingFile, now_playing_details
+from streamer.video_files import VideoFiles, check_video_settings, prepare_video_files
 from streamer.wavfile import to_pcm16
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,7 @@ class CliOverrides:
     checkpoint: str | None = None
     speed: float | None = None
     monitor: bool = False
+    seed: int | None = None  # --seed: a reproducible run from track 0 (the kept position is neither read nor written)
 
 
 def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
@@ -97,6 +107,8 @@ def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
         stream = dataclasses.replace(stream, speed=overrides.speed)
     if overrides.monitor:
         stream = dataclasses.replace(stream, monitor=True)
+    if overrides.seed is not None:
+        stream = dataclasses.replace(stream, seed=overrides.seed)
     status = config.status
     if overrides.status_addr is not None:
         status = dataclasses.replace(status, addr=overrides.status_addr)
@@ -104,18 +116,32 @@ def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
 
 
 def check_config(config: Config) -> None:
-    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError."""
+    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError
+    with one line per problem (every check runs)."""
     stream = config.stream
+    problems: list[str] = []
+
+    def attempt(check: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return check(*args)
+        except ConfigError as error:
+            problems.extend(str(error).splitlines())
+            return None
+
     if stream.ready_seconds > stream.buffer_seconds:
-        raise ConfigError(f"stream.ready_seconds: expected at most stream.buffer_seconds "
-                          f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
+        problems.append(f"stream.ready_seconds: expected at most stream.buffer_seconds "
+                        f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
     if config.status.enabled:
-        parse_addr(config.status.addr)
-    parse_schedule(config.schedule)
-    for spec in stream.outputs:
-        _classify_output(spec)
-    if any(_classify_output(spec) == "ffmpeg" for spec in stream.outputs) or not stream.outputs:
-        check_video_settings(config.video)
+        attempt(parse_addr, config.status.addr)
+    attempt(parse_schedule, config.schedule)
+    kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
+    for spec, kind in zip(stream.outputs, kinds):
+        if kind is not None:
+            attempt(_check_output_directory, spec, kind)
+    if "ffmpeg" in kinds or not stream.outputs:
+        attempt(check_video_settings, config.video, config.sinks.ffmpeg)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def load_stream_config(path: str | Path | None, overrides: CliOverrides,
@@ -173,6 +199,15 @@ def _classify_output(spec: str) -> str:
     return "ffmpeg"
 
 
+def _check_output_directory(spec: str, kind: str) -> None:
+    """A file output's directory must exist, as for `chiplofi render`: a typo in a path should stop
+    the stream at once, not create directories nobody asked for."""
+    if kind == "wav" or (kind == "ffmpeg" and "://" not in spec):
+        directory = Path(spec).parent
+        if not directory.is_dir():
+            raise ConfigError(f"stream.outputs: {spec}: the directory {directory} does not exist")
+
+
 @dataclass
 class OutputPlan:
     ffmpeg_urls: list[str]  # rtmp(s) URLs (without the key) and video file paths
@@ -223,6 +258,7 @@ class _StopDuringStart(Exception):
 class _Segment:
     pcm: np.ndarray  # (frames, 2) float32
     start_frame: int
+    stems: np.ndarray | None = None  # (frames, voices) float32, when the video draws one scope per voice
 
 
 @dataclass
@@ -252,7 +288,15 @@ class Daemon:
         install_redaction([self.key] if self.key else [])
         self.sample_rate = config.render.sample_rate
         self.state_dir = state_directory(config, self.environ)
-        self.seed = config.stream.seed
+        # The radio's musical position: continued from the state directory, or (--seed) a
+        # reproducible run from track 0 that leaves the kept position alone.
+        self.position_path = self.state_dir / POSITION_FILE
+        self.keeps_position = overrides.seed is None
+        self.position = (starting_position(self.position_path, config.stream.seed) if self.keeps_position
+                         else StreamPosition(seed=overrides.seed))
+        self._position_changed = self.keeps_position  # the main loop writes it (first: once the directory exists)
+        self._position_log = RateLimitedLog(log, 300.0)
+        self.seed = self.position.seed
 
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -268,7 +312,10 @@ class Daemon:
         self.sinks: list[Sink] = []
         self.hub: LiveAudioHub | None = None
         self.status_server: StatusServer | None = None
-        self.now_playing_file: NowPlayingFile | None = None
+        self.now_playing_file: NowPlayingFile | None = None  # the details line under the title
+        self.now_title_file: NowPlayingFile | None = None  # the track's title, on the video
+        self.picture: VideoFiles | None = None
+        self.stems = False  # the renderer also makes one stem per voice (the video's scopes)
         self.archive: TrackArchive | None = None
         self.track_recorder: TrackRecorder | None = None  # audio thread: collects what plays into tracks
 
@@ -299,7 +346,6 @@ class Daemon:
         # reload (SIGHUP)
         self._reload_thread: threading.Thread | None = None
         self._reload_again = False
-        self._load_attempts = 1
         self.reloads = 0
         self.reload_failures = 0
         self.last_reload_error = ""
@@ -308,7 +354,8 @@ class Daemon:
         # counters
         self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
                                        "bars_played", "bars_composed", "pcm_underruns", "render_errors",
-                                       "tracks_started", "bars_dropped_on_swap"), 0)
+                                       "tracks_started", "bars_dropped_on_swap", "swaps"), 0)
+        self.last_swap_wait_seconds = 0.0  # music played from the swap's decision to the new model's first bar
         self._threads: list[threading.Thread] = []
         self._ready = False
         self._intro = False  # fast start: the rule-based intro plays while the model loads
@@ -325,7 +372,7 @@ class Daemon:
     def _build_renderer(self, config: Config) -> Any:
         from streamer.render import BarRenderer
 
-        return BarRenderer(config.render, seed=self.seed)
+        return BarRenderer(config.render, seed=self.seed, stems=self.stems)
 
     def _build_effects(self, config: Config) -> Any:
         from streamer.effects import EffectsChain
@@ -337,12 +384,14 @@ class Daemon:
         if it cannot be used, the rule-based composer plays and /status says why."""
         try:
             composer = self.composer_loader(self.checkpoint_setting, self.seed)
+            self._start_track(composer, self.position.next_track, self.position.after)
             first = check_bar(composer.next_bar())
         except Exception as exc:
             self.checkpoint_error = redact(str(exc))
             log.error("cannot use the configured composer (%s); playing the rule-based composer instead",
                       self.checkpoint_error)
             composer = RuleBasedComposer(self.seed)
+            self._start_track(composer, self.position.next_track, self.position.after)
             first = composer.next_bar()
         self.ring.put(self._entry(first, composer))
         self.counters["bars_composed"] += 1
@@ -352,6 +401,7 @@ class Daemon:
         """Fast start: load the configured composer, then hand it over like a reload does."""
         try:
             composer = self.composer_loader(self.checkpoint_setting, self.seed)
+            self._start_track(composer, self.position.next_track, self.position.after)
             first = check_bar(composer.next_bar())
         except Exception as exc:
             self.checkpoint_error = redact(str(exc))
@@ -364,6 +414,22 @@ class Daemon:
         with self._composer_lock:
             if self._next_composer is None:  # a SIGHUP reload that finished first wins
                 self._next_composer = (composer, first, False)
+
+    @staticmethod
+    def _start_track(composer: Composer, number: int, after: tuple[str, float] | None) -> None:
+        """Have `composer` begin track `number` after (key, tempo), if it can (test doubles may not)."""
+        start_track = getattr(composer, "start_track", None)
+        if start_track is not None:
+            start_track(number, after)
+
+    def _save_position(self) -> None:
+        """Main loop: keep the musical position (a failing disk is logged; the music plays on)."""
+        self._position_changed = False
+        try:
+            write_position(self.position_path, self.position)
+        except OSError as exc:
+            self._position_log.warning("cannot keep the stream's position in %s (%s)", self.position_path,
+                                       exc.strerror or exc)
 
     def _start_composer_thread(self) -> None:
         self._composer_generation += 1
@@ -388,9 +454,14 @@ class Daemon:
                 targets.append(network_target(url, self.key) if "://" in url else file_target(url))
             if plan.record:
                 targets.append(recording_target(recordings, config.sinks.record_segment_minutes * 60))
-            self.now_playing_file = NowPlayingFile(self.state_dir / "nowplaying.txt")
+            # The operator's files are copied and the static layer drawn once, here: a bad file
+            # stops the start with an error naming its key.
+            self.picture = prepare_video_files(config.video, self.state_dir / "video", config.sinks.ffmpeg)
+            self.now_title_file = NowPlayingFile(self.picture.now_title, "")
+            self.now_playing_file = NowPlayingFile(self.picture.now_details)
+            self.stems = "scopes" in config.video.layout
             sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
-                                    settings=config.sinks, text_path=self.now_playing_file.path,
+                                    settings=config.sinks, picture=self.picture,
                                     secrets=[self.key], recordings_dir=recordings if plan.record else None,
                                     live=self.clock.paced))
         for path in plan.wav_files:
@@ -426,13 +497,15 @@ class Daemon:
             raise _StopDuringStart
 
     def _start(self) -> None:
-        log.info("chiplofi stream starting: %d Hz, seed %d, speed %s", self.sample_rate, self.seed,
-                 "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
+        log.info("chiplofi stream starting: %d Hz, seed %d, track %d, speed %s", self.sample_rate, self.seed,
+                 self.position.next_track, "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
         self.schedule.refresh()  # the program playing now shapes the first bars
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"stream.state_dir: cannot create {self.state_dir} ({exc.strerror or exc})") from exc
+        if self._position_changed:
+            self._save_position()  # a new random seed is kept from the first start on
         if self.config.archive.enabled:
             archive = self.config.archive
             self.archive = TrackArchive(self.state_dir / "tracks", archive.keep_tracks,
@@ -452,8 +525,9 @@ class Daemon:
             self.sinks.append(self.hub)
             host, port = parse_addr(self.config.status.addr)
             try:
-                self.status_server = StatusServer((host, port), self, self.hub, self.config.status.max_clients,
-                                                  archive=self.archive)
+                self.status_server = StatusServer(
+                    (host, port), self, self.hub, self.config.status.max_clients, archive=self.archive,
+                    thumbnail=self.picture.thumbnail if self.picture is not None else None)
             except OSError as exc:
                 raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
             self.status_server.start()
@@ -462,8 +536,8 @@ class Daemon:
         self._abort_if_stopping()
         if self.config.stream.fast_start and self.clock.paced and uses_model(self.checkpoint_setting):
             # Loading a checkpoint takes about half a second (more on a busy machine): open with a
-            # short rule-based intro meanwhile.
-            self.composer = RuleBasedComposer(self.seed)
+            # short rule-based bridge meanwhile, in a key following the last track's.
+            self.composer = Bridge(self.seed, self.position.starts, self.position.after)
             self._intro = True
             self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
             threading.Thread(target=self._load_in_background, name="loader", daemon=True).start()
@@ -539,6 +613,8 @@ class Daemon:
                 elif request == STATS:
                     log.info("%s", stats_line(self.status()))
             self._check_stuck_composer()
+            if self._position_changed and self.keeps_position:
+                self._save_position()
             self._notify_systemd()
 
     def _notify_systemd(self) -> None:
@@ -564,8 +640,8 @@ class Daemon:
 
     def summary(self) -> str:
         playing = self._playing
-        what = (f"{playing.entry.bar.track_id} {playing.entry.bar.key} {playing.entry.bar.tempo_bpm:.0f} BPM"
-                if playing else "starting")
+        bar = playing.entry.bar if playing else None
+        what = f"{track_title(bar.track_id)!r} {bar.key} {bar.tempo_bpm:.0f} BPM" if bar else "starting"
         outputs = [s.snapshot() for s in self._output_sinks()]
         ok = sum(1 for s in outputs if s.healthy)
         return (f"playing {what}; buffer {self.ring.ahead_seconds:.0f} s; outputs {ok}/{len(outputs)} ok; "
@@ -601,6 +677,8 @@ class Daemon:
             self.status_server.stop()
         if self.renderer is not None:
             self.renderer.close()
+        if self._position_changed and self.keeps_position:
+            self._save_position()
         log.info("stopped (%s) after %.1f s of audio, in %.2f s", self.stop_reason or "done",
                  self.clock.position_seconds, time.monotonic() - started)
 
@@ -609,23 +687,12 @@ class Daemon:
     def _composer_loop(self, generation: int) -> None:
         wait = 0.25
         while not self._stop.is_set() and generation == self._composer_generation:
-            swap = self._take_next_composer()
-            if swap is not None:
-                composer, first_bar, is_reload = swap
-                old = self.composer.id if self.composer else "none"
-                self.composer = composer
-                self.reloads += int(is_reload)
-                self.loaded_at = time.time()
-                self.checkpoint_error = ""
-                self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
-                self._intro = False
-                # The old composer's queued bars are dropped: the new model plays from the next
-                # bar (its first bar is already composed, and the rest refill in milliseconds).
-                dropped = self.ring.replace_queued(self._entry(first_bar, composer))
-                self.counters["bars_dropped_on_swap"] += dropped
-                log.info("composer swapped on a bar boundary: %s → %s (%d queued bars of %s dropped)",
-                         old, composer.id, dropped, old)
-                self.counters["bars_composed"] += 1
+            with self._composer_lock:
+                swap = self._next_composer
+            if swap is not None and self._swap_in(swap):
+                continue
+            # While a swap waits for its boundary the old composer composes on as usual: the
+            # boundary is queued a whole buffer before it plays, in time to cut there.
             if not self.ring.wait_for_room(0.25):
                 continue
             composer = self.composer
@@ -665,12 +732,66 @@ class Daemon:
             log.warning("composer %s has been busy %.0f s; a new composer thread takes over",
                         self.composer.id if self.composer else "?", time.monotonic() - since)
             self._composing_since = None
+            self._composer_failing = True  # a pending swap does not wait for its boundary from it
             self._start_composer_thread()
 
-    def _take_next_composer(self) -> tuple[Composer, Bar, bool] | None:
+    def _swap_unit(self, is_reload: bool) -> str:
+        """Where a composer takes over: a reload at `stream.swap_at`; the model replacing the
+        opening bridge at the next bar."""
+        return self.config.stream.swap_at if is_reload and not self._intro else "bar"
+
+    def _swap_in(self, swap: tuple[Composer, Bar, bool]) -> bool:
+        """Composer thread: put `swap`'s composer in place of the playing one at the first queued
+        bar that begins a bar/section/track, the new model beginning the next track number in a
+        key related to the bar before. False: no boundary queued yet (or it was taken meanwhile)."""
+        composer, first, is_reload = swap
+        unit = self._swap_unit(is_reload)
+        found = self.ring.find_start(lambda before, bar: starts_unit(before, bar, unit))
+        if found is None:
+            if not (unit == "bar" or self._composer_failing):
+                return False
+            found = (None, self.ring.last_queued())  # append: nothing queued begins a unit, or the old composer fails
+        cut, before = found
+        if getattr(composer, "start_track", None) is not None:
+            number = self.position.next_track
+            if before is not None and before.track_number >= 0:
+                number = max(number, before.track_number + 1)
+            after = (before.key, before.tempo_bpm) if before is not None and before.key else self.position.after
+            self._start_track(composer, number, after)
+            try:
+                first = check_bar(composer.next_bar())
+            except Exception as exc:  # validated a moment ago; if it fails now the old one plays on
+                with self._composer_lock:
+                    if self._next_composer is swap:
+                        self._next_composer = None
+                self.reload_failures += 1
+                self.last_reload_error = redact(f"{type(exc).__name__}: {exc}")
+                log.warning("new composer %s failed its first bar (%s); keeping %s", composer.id,
+                            self.last_reload_error, self.composer.id if self.composer else "none")
+                return False
         with self._composer_lock:
-            swap, self._next_composer = self._next_composer, None
-            return swap
+            if self._next_composer is not swap:
+                return False  # a newer reload replaced it while its first bar was composed
+            cut_result = self.ring.cut_before(cut, self._entry(first, composer))
+            if cut_result is None:
+                return False  # the boundary bar began playing meanwhile: the next boundary then
+            self._next_composer = None
+        dropped, ahead = cut_result
+        old = self.composer.id if self.composer else "none"
+        self.composer = composer
+        self.reloads += int(is_reload)
+        self.loaded_at = time.time()
+        self.checkpoint_error = ""
+        self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
+        self._intro = False
+        self.counters["bars_dropped_on_swap"] += dropped
+        self.counters["bars_composed"] += 1
+        self.counters["swaps"] += 1
+        self.last_swap_wait_seconds = round(ahead + self._pending_frames / self.sample_rate, 3)
+        log.info("composer swapped at the next %s boundary, %.1f s of music ahead: %s → %s, from %s "
+                 "(%d queued bars of %s dropped)", unit, self.last_swap_wait_seconds, old, composer.id,
+                 first.track_id or "its first bar", dropped, old)
+        return True
 
     # ------------------------------------------------------------------ audio thread
 
@@ -754,6 +875,7 @@ class Daemon:
             n = min(len(self._tail), len(pcm))
             pcm[:n] += self._tail[:n]
             self._tail = None
+        stems = getattr(self.renderer, "last_stems", None) if self.stems else None
         pcm = self.effects.process(pcm)
         if not np.isfinite(pcm).all():
             bad = ~np.isfinite(pcm)
@@ -761,28 +883,34 @@ class Daemon:
             pcm = np.where(bad, 0.0, pcm).astype(np.float32)
         pcm = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
         self._markers.append(_Marker(self._produced_frames, entry, fallback))
-        self._segments.append(_Segment(pcm, self._produced_frames))
+        self._segments.append(_Segment(pcm, self._produced_frames, stems))
         self._pending_frames += len(pcm)
         self._produced_frames += len(pcm)
 
     def _take_block(self, frames: int) -> AudioBlock:
         start = self._produced_frames - self._pending_frames
         parts = []
+        stem_parts = []
         need = frames
         while need > 0 and self._segments:
             segment = self._segments[0]
             offset = start + (frames - need) - segment.start_frame
             piece = segment.pcm[offset:offset + need]
             parts.append(piece)
+            if self.stems:
+                stem_parts.append(segment.stems[offset:offset + need] if segment.stems is not None
+                                  else np.zeros((len(piece), len(VOICES)), dtype=np.float32))
             need -= len(piece)
             if offset + len(piece) >= len(segment.pcm):
                 self._segments.popleft()
         if need > 0:  # the renderer fell behind (should not happen): pad, and count it
             self.counters["pcm_underruns"] += 1
             parts.append(np.zeros((need, 2), dtype=np.float32))
+            stem_parts.append(np.zeros((need, len(VOICES)), dtype=np.float32))
         pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        stems = (stem_parts[0] if len(stem_parts) == 1 else np.concatenate(stem_parts)) if self.stems else None
         self._pending_frames = max(0, self._pending_frames - (frames - need))
-        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate)
+        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate, stems)
 
     def _advance_now_playing(self, played_frames: int) -> None:
         changed = False
@@ -792,15 +920,26 @@ class Daemon:
                 self._recent.append((self._playing, self._playing.start_frame))
             self._playing = marker
             self.counters["bars_played"] += 1
-            if not marker.fallback and marker.entry.bar.bar_index == 0:
+            bar = marker.entry.bar
+            bridge = bar.track_id == Bridge.TRACK_ID  # the opening bridge is not a track
+            if not marker.fallback and not bridge and bar.bar_index == 0:
                 self.counters["tracks_started"] += 1
+                # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
+                log.info("now playing: %s, %r, %s, %.0f BPM (%s)", bar.track_id, track_title(bar.track_id), bar.key,
+                         bar.tempo_bpm, marker.entry.composer_id)
+            if not marker.fallback and bar.track_number >= self.position.next_track:
+                self.position = self.position.track_began(bar.track_number, bar.key, bar.tempo_bpm,
+                                                          dataclasses.asdict(self.schedule.composer_mood()))
+                self._position_changed = True
             if self.track_recorder is not None:
-                self.track_recorder.bar_started(marker.entry, marker.fallback, marker.start_frame / self.sample_rate)
+                self.track_recorder.bar_started(marker.entry, marker.fallback or bridge,
+                                                marker.start_frame / self.sample_rate)
             changed = True
         if changed and self.now_playing_file is not None and self._playing is not None:
             bar = self._playing.entry.bar
-            self.now_playing_file.write(now_playing_text(bar.track_id, bar.key, bar.tempo_bpm, bar.section,
-                                                         bar.chord))
+            self.now_playing_file.write(now_playing_details(bar.key, bar.tempo_bpm, bar.section))
+            if self.now_title_file is not None:
+                self.now_title_file.write(track_title(bar.track_id))
 
     # ------------------------------------------------------------------ reload (SIGHUP)
 
@@ -835,9 +974,10 @@ class Daemon:
                 config = dataclasses.replace(config, render=dataclasses.replace(config.render,
                                                                                   sample_rate=self.sample_rate))
             log.info("reloading: %s", setting or "the default checkpoint")
-            # A new seed per load: the new composer's tracks get new ids (and new music).
-            composer = self.composer_loader(setting, (self.seed + self._load_attempts) % 2**32)
-            self._load_attempts += 1
+            # The stream's seed: a new composer continues the track numbering (see _swap_in), so
+            # its tracks get new numbers, hence new ids and new music.
+            composer = self.composer_loader(setting, self.seed)
+            self._start_track(composer, self.position.next_track, self.position.after)
             first = check_bar(composer.next_bar())
             # Only what changed is built (against the running settings, so a later reload that
             # supersedes a pending swap still carries everything that differs).
@@ -855,14 +995,26 @@ class Daemon:
             self.last_reload_error = redact(f"{type(exc).__name__}: {exc}")
             log.warning("reload failed, keeping %s: %s", current, self.last_reload_error)
             return
+        # The same model (and nothing wrong with the playing one): it plays on, with its queued
+        # bars; a swap still waiting (to another model) is called off.
+        unchanged = composer.id == current and not self.checkpoint_error and not self._intro
         with self._composer_lock:
-            self._next_composer = (composer, first, True)
+            if unchanged:
+                self._next_composer = None
+            else:
+                self._next_composer = (composer, first, True)
             if render_swap is not None:
                 self._next_render = render_swap
         self.checkpoint_setting = setting
         self.last_reload_error = ""
         self.schedule.update(config.schedule)
-        log.info("reload validated: %s (swapping on the next bar boundary)", composer.id)
+        if unchanged:
+            self.reloads += 1
+            log.info("reload validated: %s is the model playing; it plays on%s", composer.id,
+                     " (the changed settings apply from the next bar)" if render_swap else "")
+        else:
+            log.info("reload validated: %s (taking over at the next %s boundary)", composer.id,
+                     self._swap_unit(True))
 
     def _warn_restart_needed(self, config: Config) -> None:
         changed = [name for name in ("stream", "sinks", "video", "status", "archive")
@@ -876,8 +1028,8 @@ class Daemon:
 
     def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
         bar = entry.bar
-        return {"track_id": bar.track_id, "bar": bar.bar_index, "beats": bar.beats, "tempo_bpm": bar.tempo_bpm,
-                "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
+        return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
+                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
                 "playing": playing,
                 "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
                            "velocity": n.velocity} for n in bar.notes]}
@@ -894,12 +1046,12 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         playing = self._playing
-        now_playing: dict[str, Any] = {"track_id": "", "bar": 0, "section": "", "key": "", "chord": "",
-                                       "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
+        now_playing: dict[str, Any] = {"track_id": "", "title": "", "bar": 0, "section": "", "key": "",
+                                       "chord": "", "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
         if playing is not None:
             bar = playing.entry.bar
-            now_playing = {"track_id": bar.track_id, "bar": bar.bar_index, "section": bar.section, "key": bar.key,
-                           "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
+            now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
+                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
                            "fallback": playing.fallback}
         pending = self._pending_frames / self.sample_rate
         composing = self._composing_since
@@ -920,13 +1072,32 @@ class Daemon:
                            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
                            "reloads": self.reloads, "reload_failures": self.reload_failures,
                            "last_reload_error": self.last_reload_error, "error": self.checkpoint_error,
-                           "reloading": bool(self._reload_thread and self._reload_thread.is_alive())},
+                           "reloading": bool(self._reload_thread and self._reload_thread.is_alive()),
+                           "swap_at": self.config.stream.swap_at, "swap_pending": self._next_composer is not None,
+                           "last_swap_wait_seconds": self.last_swap_wait_seconds},
+            "position": {"seed": self.position.seed, "next_track": self.position.next_track,
+                         "starts": self.position.starts, "kept": self.keeps_position},
             "composer": {"busy_seconds": round(time.monotonic() - composing, 3) if composing else 0.0},
             "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
             "archive": self.archive.snapshot() if self.archive is not None else {"enabled": False},
             "schedule": self.schedule.status(),
+            "video": self._video_status(),
             "counters": counters,
         }
+
+    def _video_status(self) -> dict[str, Any]:
+        """The picture's look, and how old the thumbnail of the encoded video is (None: none yet)."""
+        if self.picture is None:
+            return {"enabled": False}
+        age = None
+        if self.picture.thumbnail is not None:
+            try:
+                age = round(max(0.0, time.time() - os.stat(self.picture.thumbnail).st_mtime), 1)
+            except OSError:
+                pass
+        video = self.config.video
+        return {"enabled": True, "background": video.background, "layout": list(video.layout),
+                "thumbnail_age_seconds": age}
 
     def _clock_advancing(self) -> bool:
         window = max(2.0, 4 * BLOCK_FRAMES / self.sample_rate / max(self.clock.speed, 1e-9)) if self.clock.paced \
@@ -976,6 +1147,8 @@ def describe_config(config: Config, environ: Mapping[str, str]) -> list[str]:
              f"outputs: {redact(plan.describe(), [key]) or 'none'}",
              f"stream key: {'set' if key else 'not set'}",
              f"video: {config.video.preset}, audio {config.render.sample_rate} Hz AAC {config.video.audio_kbps} kbps",
+             f"picture: background {config.video.background}; layers {', '.join(config.video.layout) or 'none'}"
+             + (f"; logo {config.video.logo} ({config.video.logo_corner})" if config.video.logo else ""),
              f"buffer: {config.stream.buffer_seconds:g} s ahead; speed {config.stream.speed:g}",
              f"status: {'http://' + config.status.addr + '/' if config.status.enabled else 'off'}",
              f"state directory: {state_directory(config, environ)}"]

@@ -13,7 +13,7 @@ arrives in (up to float rounding), and every random draw comes from a seeded
 
 `EffectsChain` runs the effects in this order:
 
-    sanitise → sample-rate reduction → bit-crush → wow & flutter → tone
+    sanitise → sample-rate reduction → bit-crush → wow & flutter → tone → bass centre
              → loudness normalisation → vinyl crackle → tape hiss → soft limiter
 
 - Sanitising comes first so that no filter state is ever poisoned by NaN/Inf.
@@ -21,8 +21,11 @@ arrives in (up to float rounding), and every random draw comes from a seeded
   sampler the music went through, and the tone low-pass after them takes the edge off their
   steps, as a converter's output filter would.
 - Wow & flutter model the tape transport, so they bend the music only (not the record's surface).
-- Tone (rumble high-pass, tilt, low-pass) is a single filter stage, for speed; it follows the
-  crusher and the delay line so it shapes what they add.
+- Tone (rumble high-pass, low shelf, tilt, low-pass) is a single stage, for speed; it follows the
+  crusher and the delay line so it shapes what they add. The shelf keeps the triangle's lowest
+  notes from filling the mix with sub-bass that small speakers cannot play.
+- Bass centre takes the stereo width (pan, the renderer's chorus) off the low end: below
+  `mono_below_hz` the music is mono, so the low end folds down to mono without loss.
 - The loudness follower measures the finished music, after the tone filter (which changes
   loudness) and before the noise sources: its gate then sees real silence between tracks (silence
   is not boosted into loud hiss) and the noise beds do not pump with the music.
@@ -41,9 +44,10 @@ import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from scipy import signal
 
 from streamer.config import EffectsSettings
+from streamer.filters import (SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos, butter4_highpass_sos,
+                              first_order_sos)
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +140,20 @@ class Sanitizer:
 class _Filter:
     """A linear IIR filter along the last axis of (channels, frames), state carried between calls.
 
-    Designed as second-order sections but run as one transfer function with lfilter: scipy's
-    sosfilt spends ~50 µs per call in Python argument handling, more than filtering a typical
-    block takes, and in float64 the low orders used here (≤ 5) are well conditioned.
+    Runs the second-order sections with `streamer.filters.SectionFilter` (numpy block products,
+    no per-call overhead to speak of, and no scipy.signal on the stream's start path).
     """
 
     def __init__(self, sos: np.ndarray, channels: int = CHANNELS) -> None:
-        b, a = signal.sos2tf(np.atleast_2d(np.asarray(sos, dtype=np.float64)))
-        self.b, self.a = b / a[0], a / a[0]
+        self._sections = SectionFilter(np.atleast_2d(np.asarray(sos, dtype=np.float64)), channels)
         self.channels = channels
-        self.order = max(len(self.a), len(self.b)) - 1
-        self.reset()
+        self.order = self._sections.order
 
     def reset(self) -> None:
-        self._zi = np.zeros((self.channels, self.order))
+        self._sections.reset()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[-1] == 0:
-            return np.zeros(x.shape)
-        out, self._zi = signal.lfilter(self.b, self.a, x, axis=-1, zi=self._zi)
-        return out
+        return self._sections(x)
 
 
 class FilterEffect:
@@ -174,14 +172,14 @@ class FilterEffect:
 
 def highpass_sos(corner_hz: float, sample_rate: int) -> np.ndarray:
     """Second-order Butterworth high-pass: rumble and DC removal."""
-    return signal.butter(2, corner_hz, "highpass", fs=sample_rate, output="sos")
+    return butter2_sos(corner_hz, sample_rate, "highpass")
 
 
 def lowpass_sos(corner_hz: float, sample_rate: int) -> np.ndarray | None:
     """Second-order Butterworth low-pass (gentle, like a worn tape head); None when effectively off."""
     if corner_hz >= 0.45 * sample_rate:
         return None
-    return signal.butter(2, corner_hz, "lowpass", fs=sample_rate, output="sos")
+    return butter2_sos(corner_hz, sample_rate, "lowpass")
 
 
 def tilt_sos(tilt_db: float, sample_rate: int, pivot_hz: float = 1000.0) -> np.ndarray | None:
@@ -197,23 +195,94 @@ def tilt_sos(tilt_db: float, sample_rate: int, pivot_hz: float = 1000.0) -> np.n
 
     wz, wp = warp(w_zero), warp(w_pole)
     # H(s) = (1/r)·(1 + s/wz)/(1 + s/wp)
-    b, a = signal.bilinear([1.0 / (r * wz), 1.0 / r], [1.0 / wp, 1.0], fs=sample_rate)
-    return np.array([[b[0] / a[0], b[1] / a[0], 0.0, 1.0, a[1] / a[0], 0.0]])
+    return first_order_sos((1.0 / (r * wz), 1.0 / r), (1.0 / wp, 1.0), sample_rate)
 
 
-def tone_sos(highpass_hz: float, lowpass_hz: float, tilt_db: float, sample_rate: int) -> np.ndarray:
-    """The whole tone stage as one cascade (one filter call per block instead of three)."""
-    parts = [highpass_sos(highpass_hz, sample_rate), tilt_sos(tilt_db, sample_rate),
-             lowpass_sos(lowpass_hz, sample_rate)]
+def low_shelf_sos(corner_hz: float, gain_db: float, sample_rate: int) -> np.ndarray | None:
+    """Second-order low shelf (slope 1): `gain_db` below `corner_hz`, 0 dB above, half-way at the
+    corner (the bilinear-transform shelf of the usual audio-EQ design); None at 0 dB."""
+    if gain_db == 0.0:
+        return None
+    a = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * corner_hz / sample_rate
+    cos_w, alpha = math.cos(w0), math.sin(w0) / math.sqrt(2.0)  # Q = 1/sqrt(2): no bump at the corner
+    root = 2.0 * math.sqrt(a) * alpha
+    b = [a * ((a + 1) - (a - 1) * cos_w + root), 2 * a * ((a - 1) - (a + 1) * cos_w),
+         a * ((a + 1) - (a - 1) * cos_w - root)]
+    den = [(a + 1) + (a - 1) * cos_w + root, -2 * ((a - 1) + (a + 1) * cos_w), (a + 1) + (a - 1) * cos_w - root]
+    return np.array([[b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]]])
+
+
+def low_cut_sos(corner_hz: float, sample_rate: int) -> np.ndarray | None:
+    """Fourth-order Butterworth high-pass under the bass (24 dB per octave); None at 0 Hz (off).
+
+    Steep, so that it takes the sub-bass fundamentals (below ~60 Hz) down without thinning the
+    bass an octave higher, which small speakers do play."""
+    if corner_hz <= 0.0:
+        return None
+    return butter4_highpass_sos(corner_hz, sample_rate)
+
+
+def tone_sos(highpass_hz: float, lowpass_hz: float, tilt_db: float, sample_rate: int, low_shelf_hz: float = 100.0,
+             low_shelf_db: float = 0.0, low_cut_hz: float = 0.0) -> np.ndarray:
+    """The whole tone stage as one cascade of second-order sections."""
+    parts = [highpass_sos(highpass_hz, sample_rate), low_shelf_sos(low_shelf_hz, low_shelf_db, sample_rate),
+             low_cut_sos(low_cut_hz, sample_rate), tilt_sos(tilt_db, sample_rate), lowpass_sos(lowpass_hz, sample_rate)]
     return np.vstack([p for p in parts if p is not None])
 
 
-class ToneFilter(FilterEffect):
-    """Rumble high-pass, tilt EQ and low-pass, with filter state carried across blocks."""
+class ToneFilter:
+    """Rumble high-pass, low shelf, sub-bass cut, tilt EQ and low-pass, with filter state carried
+    across blocks.
+
+    Run as up to three filters of order ≤ 4 (rumble + shelf, the sub-bass cut, tilt + low-pass):
+    their poles near z = 1 would lose precision in float64 as one transfer function of order 11.
+    """
 
     def __init__(self, sample_rate: int, highpass_hz: float = 30.0, lowpass_hz: float = 9000.0,
-                 tilt_db: float = -2.0) -> None:
-        super().__init__(tone_sos(highpass_hz, lowpass_hz, tilt_db, sample_rate))
+                 tilt_db: float = -2.0, low_shelf_hz: float = 100.0, low_shelf_db: float = 0.0,
+                 low_cut_hz: float = 0.0) -> None:
+        self.sos = tone_sos(highpass_hz, lowpass_hz, tilt_db, sample_rate, low_shelf_hz, low_shelf_db, low_cut_hz)
+        groups = [(highpass_sos(highpass_hz, sample_rate), low_shelf_sos(low_shelf_hz, low_shelf_db, sample_rate)),
+                  (low_cut_sos(low_cut_hz, sample_rate),),
+                  (tilt_sos(tilt_db, sample_rate), lowpass_sos(lowpass_hz, sample_rate))]
+        self._filters = [_Filter(np.vstack(parts)) for parts in
+                         ([p for p in group if p is not None] for group in groups) if parts]
+
+    def reset(self) -> None:
+        for stage in self._filters:
+            stage.reset()
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        for stage in self._filters:
+            block = stage(block)
+        return block
+
+
+class BassCentre:
+    """Stereo width kept off the low end: below `below_hz` the music is made mono, so bass and
+    kick sit in the centre (a mono-compatible low end, as records are cut) while the panning and
+    chorus above stay as wide as they were.
+
+    A Linkwitz–Riley crossover (two second-order Butterworth filters in series, each side)
+    splits the signal; its low and high outputs sum to an all-pass, so the band edges add up
+    flat and both channels get the same phase: the image above the crossover does not move.
+    Blocks are (2, frames); state carries across blocks.
+    """
+
+    def __init__(self, sample_rate: int, below_hz: float = 150.0) -> None:
+        self.below_hz = below_hz
+        low = butter2_sos(below_hz, sample_rate, "lowpass")
+        high = butter2_sos(below_hz, sample_rate, "highpass")
+        self._low, self._high = _Filter(np.vstack([low, low])), _Filter(np.vstack([high, high]))
+
+    def reset(self) -> None:
+        self._low.reset()
+        self._high.reset()
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        low = self._low(block)
+        return self._high(block) + low.mean(axis=0)
 
 
 class SampleRateReducer:
@@ -609,7 +678,7 @@ class _ClickStream:
         bank *= np.exp(-np.arange(self.length)[None, :] / tau[:, None])
         bank[:, 1:] -= 0.5 * bank[:, :-1].copy()
         # A stylus and cartridge do not pass the top octave: soften the ticks above ~6 kHz.
-        bank = signal.lfilter(*signal.butter(1, min(6000.0, 0.4 * sample_rate), fs=sample_rate), bank, axis=1)
+        bank = _Filter(butter1_lowpass_sos(min(6000.0, 0.4 * sample_rate), sample_rate), self.BANK)(bank)
         self._bank = bank / np.abs(bank).max(axis=1, keepdims=True)
         self.reset()
 
@@ -676,11 +745,11 @@ class _BandNoise:
     def __init__(self, sample_rate: int, band_hz: tuple[float, float], rms: float, seed: SeedLike) -> None:
         low_rate = sample_rate / self.RATIO
         band = (band_hz[0], min(band_hz[1], 0.45 * low_rate))  # stay under the low rate's Nyquist
-        sos = signal.butter(1, band, "bandpass", fs=low_rate, output="sos")
+        sos = butter1_bandpass_sos(band[0], band[1], low_rate)
         self._filter = _Filter(sos)
-        impulse = np.zeros(int(low_rate))
-        impulse[0] = 1.0
-        h = signal.sosfilt(sos, impulse)
+        impulse = np.zeros((1, int(low_rate)))
+        impulse[0, 0] = 1.0
+        h = _Filter(sos, 1)(impulse)[0]
         energy = float(np.dot(h, h))
         lag1 = float(np.dot(h[:-1], h[1:])) / energy
         # For white input the filtered variance is Σh² times the input's; linear interpolation
@@ -850,7 +919,10 @@ class EffectsChain:
             if s.wow_depth_cents > 0.0 or s.flutter_depth_cents > 0.0:
                 before.append(WowFlutter(sample_rate, s.wow_rate_hz, s.wow_depth_cents,
                                          s.flutter_rate_hz, s.flutter_depth_cents, seeds[0]))
-            before.append(ToneFilter(sample_rate, s.highpass_hz, s.lowpass_hz, s.tilt_db))
+            before.append(ToneFilter(sample_rate, s.highpass_hz, s.lowpass_hz, s.tilt_db, s.low_shelf_hz,
+                                     s.low_shelf_db, s.low_cut_hz))
+            if s.mono_below_hz > 0.0:
+                before.append(BassCentre(sample_rate, s.mono_below_hz))
             if s.crackle_per_second > 0.0 or s.surface_noise_db > OFF_DB:
                 after.append(VinylCrackle(sample_rate, s.crackle_per_second, s.crackle_db,
                                           s.dust_per_second, s.surface_noise_db, seeds[1]))

@@ -1,6 +1,6 @@
 """Errors of the streamer; all derive from `ChiplofiError` (see models/errors.py for why it lives there)."""
 
-from models.errors import CheckpointError, ChiplofiError, DataError, ModelError
+from models.errors import CheckpointError, ChiplofiError, DataError, ModelError, SoundFontError
 
 __all__ = [
     "ChiplofiError",
@@ -12,6 +12,7 @@ __all__ = [
     "OutputFileError",
     "RenderError",
     "SoundFontError",
+    "StatusUnavailableError",
 ]
 
 
@@ -27,9 +28,9 @@ class OutputFileError(ChiplofiError):
     """An output file cannot be written; the message names it."""
 
 
-class SoundFontError(ChiplofiError):
-    """The SoundFont cannot be built or loaded."""
-
-
 class RenderError(ChiplofiError):
     """FluidSynth could not be set up or failed while rendering."""
+
+
+class StatusUnavailableError(ChiplofiError):
+    """No running stream answers at the status address (`chiplofi status`); the message names it."""

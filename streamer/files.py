@@ -1,4 +1,5 @@
-"""Files other processes read while the daemon rewrites them (track archive, now-playing text).
+"""Files other processes read while the daemon rewrites them (track archive, now-playing text),
+and the temporary files outputs are written into before they take their name.
 
 Paths here are built with `os.path`, not pathlib, on purpose: Python 3.11's pathlib interns every
 part of every `Path`, and a name interned and freed again (the temporary file of each write)
@@ -35,3 +36,19 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True
         except OSError:
             pass
         raise
+
+
+def create_temporary_beside(path: str | os.PathLike[str], suffix: str = ".part") -> tuple[int, str]:
+    """(descriptor, name) of a new, empty file in `path`'s directory, to be renamed to `path`.
+
+    Its mode is 0666 less the umask, as `open()` gives, so that the finished file can be read by
+    whoever the user's umask allows (`tempfile.mkstemp` would make every output 0600).
+    OSError when the directory cannot be written."""
+    directory, name = os.path.split(os.fspath(path))
+    for attempt in range(100):
+        temp = os.path.join(directory or ".", f".{name}.{os.getpid()}.{threading.get_ident()}.{attempt}{suffix}")
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), temp
+        except FileExistsError:  # left by a crashed writer with the same pid and thread id
+            continue
+    raise FileExistsError(f"{path}: 100 temporary files beside it already exist")

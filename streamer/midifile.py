@@ -25,6 +25,8 @@ def read_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such MIDI file")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: the file is empty (0 bytes), not a MIDI file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pretty_midi warns about odd but usable files

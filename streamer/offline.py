@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from streamer.config import Config
@@ -44,6 +45,16 @@ def render_bars_to_wav(bars: Iterable[Bar], out_path: str | Path, config: Config
     finally:
         renderer.close()
     return seconds
+
+
+def render_pcm(bars: Iterable[Bar], config: Config, *, seed: int = 0) -> np.ndarray:
+    """Render `bars` as the stream plays them (renderer + effects chain): float32 (frames, 2)."""
+    renderer = BarRenderer(config.render, seed=seed)
+    chain = EffectsChain.from_settings(config.effects, renderer.sample_rate, seed)
+    try:
+        return np.concatenate([chain.process(renderer.render_bar(bar)) for bar in bars])
+    finally:
+        renderer.close()
 
 
 def render_midi_file(midi_path: str | Path, out_path: str | Path, config: Config, *, seed: int = 0,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ class BarRing:
         self.bars_in = 0
         self.bars_out = 0
         self.empty_gets = 0  # get() found nothing in time: the player had to cover (an underrun)
+        self.last_taken: BarEntry | None = None  # the entry get() returned last
 
     @property
     def ahead_seconds(self) -> float:
@@ -100,6 +102,7 @@ class BarRing:
             entry = self._entries.popleft()
             self._seconds = max(0.0, self._seconds - entry.bar.seconds) if self._entries else 0.0
             self.bars_out += 1
+            self.last_taken = entry
             self._cond.notify_all()
             return entry
 
@@ -107,19 +110,45 @@ class BarRing:
         with self._cond:
             return list(self._entries)
 
-    def replace_queued(self, entry: BarEntry) -> int:
-        """Drop every queued entry and queue `entry` alone; returns how many were dropped.
+    def find_start(self, starts: Callable[[Bar | None, Bar], bool]) -> tuple[BarEntry | None, Bar | None] | None:
+        """The first queued entry that `starts(bar before it, its bar)` accepts, and the bar
+        before it (the last one taken for the first entry); None if no queued entry starts.
 
-        A composer swap uses it so the new model is heard from the next bar, not only after
-        the `target_seconds` the old one had composed ahead."""
+        A swap on a musical boundary cuts the queue there (`cut_before`)."""
         with self._cond:
-            dropped = len(self._entries)
-            self._entries.clear()
+            before = self.last_taken.bar if self.last_taken is not None else None
+            for entry in self._entries:
+                if starts(before, entry.bar):
+                    return entry, before
+                before = entry.bar
+            return None
+
+    def last_queued(self) -> Bar | None:
+        """The newest bar in the ring (or the last taken, if it is empty)."""
+        with self._cond:
+            entry = self._entries[-1] if self._entries else self.last_taken
+            return entry.bar if entry is not None else None
+
+    def cut_before(self, first_dropped: BarEntry | None, entry: BarEntry) -> tuple[int, float] | None:
+        """Drop `first_dropped` and every entry after it (None: none), then queue `entry`.
+
+        Returns (entries dropped, seconds of music still queued before `entry`), or None when
+        `first_dropped` is no longer queued (it was taken meanwhile): nothing changes then."""
+        with self._cond:
+            kept = len(self._entries)
+            if first_dropped is not None:
+                kept = next((i for i, queued in enumerate(self._entries) if queued is first_dropped), -1)
+                if kept < 0:
+                    return None
+            dropped = len(self._entries) - kept
+            for _ in range(dropped):
+                self._entries.pop()
+            ahead = sum(queued.bar.seconds for queued in self._entries)
             self._entries.append(entry)
-            self._seconds = entry.bar.seconds
+            self._seconds = ahead + entry.bar.seconds
             self.bars_in += 1
             self._cond.notify_all()
-            return dropped
+            return dropped, ahead
 
 
 @dataclass(slots=True)
@@ -130,6 +159,7 @@ class AudioBlock:
     pcm16: bytes  # the same, interleaved little-endian int16
     start_frame: int  # position of the first frame on the stream's sample timeline
     sample_rate: int
+    stems: np.ndarray | None = None  # (frames, voices) float32: each voice alone, for the video's scopes
 
     @property
     def frames(self) -> int:

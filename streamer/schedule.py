@@ -357,7 +357,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "SampleRateReducer": ("downsample_hz",),
     "BitCrusher": ("bitcrush_bits",),
     "WowFlutter": ("wow_rate_hz", "wow_depth_cents", "flutter_rate_hz", "flutter_depth_cents"),
-    "ToneFilter": ("highpass_hz", "lowpass_hz", "tilt_db"),
+    "ToneFilter": ("highpass_hz", "lowpass_hz", "tilt_db", "low_shelf_hz", "low_shelf_db", "low_cut_hz"),
+    "BassCentre": ("mono_below_hz",),
     "LoudnessNormalizer": ("loudness_target_lufs", "loudness_window_s", "loudness_gate_lufs", "max_gain_db"),
     "VinylCrackle": ("crackle_per_second", "crackle_db", "dust_per_second", "surface_noise_db"),
     "TapeHiss": ("hiss_db",),
@@ -609,7 +610,8 @@ class Schedule:
         }
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """[Nd ]HH:MM:SS of `seconds` (the stats line, `chiplofi status`)."""
     days, rest = divmod(int(seconds), 86400)
     hours, rest = divmod(rest, 3600)
     text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
@@ -622,7 +624,7 @@ def stats_line(status: Mapping[str, Any]) -> str:
     sinks = ", ".join(f"{s['name']} {s['state']}{'' if s['connected'] else ' (not connected)'}"
                       for s in status["sinks"]) or "none"
     program = (status.get("schedule") or {}).get("program") or "none"
-    return (f"stats: up {_duration(status['uptime_seconds'])}, audio {_duration(status['clock']['position_seconds'])}; "
+    return (f"stats: up {duration_text(status['uptime_seconds'])}, audio {duration_text(status['clock']['position_seconds'])}; "
             f"tracks {counters.get('tracks_started', 0)}, bars {counters['bars_played']}, "
             f"underruns {counters['underruns']}, composer errors {counters['composer_errors']}; "
             f"buffer {status['buffer']['ahead_seconds']:.1f} s; sinks: {sinks}; program {program}")

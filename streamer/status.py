@@ -10,6 +10,7 @@
     /live.wav   the stream's audio as it plays (16-bit WAV of unbounded length)
     /tracks     JSON: the archived tracks, newest first (`?limit=N`, default 20)
     /tracks/<id>.mid, /tracks/<id>.json   one archived track (ids as streamer.archive writes them)
+    /thumbnail.jpg   the latest frame of the encoded video, as ffmpeg writes it (404 until then)
 
 /status and /metrics are built from the same snapshot function, so they always agree. Unknown
 paths get 404, other methods 405; each connection has a socket timeout and the number of
@@ -266,6 +267,7 @@ class _Context:
     archive: TrackSource | None
     page: bytes
     stopping: threading.Event
+    thumbnail: Path | None = None
 
 
 def _page() -> bytes:
@@ -358,6 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._tracks(context.archive, query, head)
             elif path.startswith("/tracks/") and context.archive is not None:
                 self._track_file(context.archive, path[len("/tracks/"):], head)
+            elif path == "/thumbnail.jpg" and context.thumbnail is not None:
+                self._thumbnail(context.thumbnail, head)
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
@@ -395,6 +399,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+    def _thumbnail(self, path: Path, head: bool) -> None:
+        try:
+            body = path.read_bytes()  # ffmpeg replaces it whole (atomic_writing): never a half frame
+        except OSError:
+            body = b""
+        if not body:
+            self._send(404, b"no thumbnail yet\n", "text/plain; charset=utf-8", head)
+            return
+        self._send(200, body, "image/jpeg", head)
 
     def _live(self, head: bool) -> None:
         hub = self.context.hub
@@ -458,11 +472,11 @@ class StatusServer:
     """Runs the HTTP server in its own thread."""
 
     def __init__(self, addr: tuple[str, int], provider: StatusProvider, hub: LiveAudioHub | None = None,
-                 max_clients: int = 32, archive: TrackSource | None = None) -> None:
+                 max_clients: int = 32, archive: TrackSource | None = None, thumbnail: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatusCollector(provider))  # type: ignore[arg-type]
         self._stopping = threading.Event()
-        context = _Context(provider, self.registry, hub, archive, _page(), self._stopping)
+        context = _Context(provider, self.registry, hub, archive, _page(), self._stopping, thumbnail)
         handler = type("StatusHandler", (_Handler,), {"context": context})
         self._server = _Server(addr, handler, max_clients)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},

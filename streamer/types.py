@@ -30,6 +30,7 @@ class Bar:
     section: str = ""
     key: str = ""
     chord: str = ""
+    track_number: int = -1  # the radio's running track number (-1: not a track, e.g. the bridge or the bed)
 
     @property
     def seconds(self) -> float:

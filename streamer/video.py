@@ -1,10 +1,15 @@
 """The video track: made by ffmpeg from the audio itself, plus now-playing text.
 
-The filter graph draws the audio's waveform (`showwaves`) over a flat background and writes the
-now-playing text from a small file that `drawtext` re-reads every frame (`reload=1`), so the
-daemon changes the text by replacing the file (atomically, see `NowPlayingFile`).
+The daemon's pipe carries the stereo mix and, when the picture shows scopes, one more channel
+per voice (`pipe_bytes`). The filter graph (`build_video_graph`) draws one oscilloscope per voice
+from those channels (`showwaves`) on a small canvas that starts as the static layer
+(streamer.video_files: panels, labels, title, text), writes the now-playing lines from small
+files that `drawtext` re-reads every frame (`reload=1`), so the daemon changes them by
+replacing the files (atomically, see `NowPlayingFile`), scales the canvas up nearest-neighbour
+(streamer.video_layout) over the background, and adds the logo. A second output writes a JPEG
+of the finished picture every few seconds for the status page.
 
-Every video frame comes from `showwaves`, which emits frames at the preset's rate from the
+Every video frame is timed by `showwaves`, which emits frames at the preset's rate from the
 audio samples it receives: the audio drives the video timeline, so when the audio pauses the
 video pauses with it and the two can never drift apart. (A looped still image, `-loop 1`,
 would run ahead of a paced audio input and never end on its own.)
@@ -20,9 +25,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from streamer.config import VideoSettings
 from streamer.errors import ConfigError
 from streamer.files import write_atomic
+from streamer.ringbuffer import AudioBlock
+from streamer.types import VOICES
+from streamer.video_files import COLOUR, IMAGE, VideoFiles, background_kind
+from streamer.video_layout import Layout, Rect, layout_for
+from streamer.wavfile import to_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +58,6 @@ PRESETS: dict[str, VideoPreset] = {
     "still": VideoPreset(1280, 720, 5, 800),  # the picture barely moves: low rate, low CPU
 }
 
-_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
 # x264 and yuv420p want even sides; above 4K no ingest takes it, below 128x72 the text does not fit.
 SIZE_MIN, SIZE_MAX = (128, 72), (3840, 2160)
@@ -65,19 +76,6 @@ def parse_size(text: str) -> tuple[int, int]:
             or long_side > SIZE_MAX[0] or short_side > SIZE_MAX[1]):
         raise ConfigError(f"video.size: expected {accepted}, got {text!r}")
     return width, height
-
-
-def check_video_settings(settings: VideoSettings) -> None:
-    """Checks the generic validator cannot make (formats, files); raises ConfigError naming the key."""
-    for key in ("background", "wave_colour", "text_colour"):
-        value = getattr(settings, key)
-        if not _HEX_COLOUR.match(value):
-            raise ConfigError(f"video.{key}: expected a colour as #RRGGBB, got {value!r}")
-    if settings.size:
-        parse_size(settings.size)
-    if not Path(settings.font).is_file():
-        raise ConfigError(f"video.font: expected a font file, {settings.font!r} does not exist "
-                          "(Debian: fonts-dejavu-core)")
 
 
 def preset_of(settings: VideoSettings) -> VideoPreset:
@@ -99,35 +97,6 @@ def escape_filter_value(text: str) -> str:
     return value
 
 
-def _colour(hex_colour: str) -> str:
-    return "0x" + hex_colour.lstrip("#")
-
-
-def filter_graph(settings: VideoSettings, text_path: Path) -> str:
-    """The graph from input 0's audio to `[vout]` (video) and `[aout]` (audio to encode)."""
-    preset = preset_of(settings)
-    w, h, fps = preset.width, preset.height, preset.fps
-    wave_h = (h // 3) // 2 * 2
-    wave_y = (h - wave_h - h // 8) // 2 * 2
-    short_side = min(w, h)  # an upright picture keeps the text a landscape one would have
-    font_size = max(12, short_side // 20)
-    margin = max(8, short_side // 16)
-    drawtext = ":".join([
-        f"drawtext=fontfile={escape_filter_value(settings.font)}",
-        f"textfile={escape_filter_value(str(text_path))}",
-        "reload=1", "expansion=none",
-        f"fontcolor={_colour(settings.text_colour)}", f"fontsize={font_size}",
-        f"line_spacing={font_size // 2}", f"x={margin}", f"y={margin}",
-    ])
-    return ";".join([
-        "[0:a]asplit=2[aout][avis]",
-        f"[avis]showwaves=s={w}x{wave_h}:mode=cline:rate={fps}:colors={_colour(settings.wave_colour)},"
-        "format=yuva420p[wave]",
-        f"color=c={_colour(settings.background)}:s={w}x{h}:r={fps},format=yuv420p[bg]",
-        f"[bg][wave]overlay=x=0:y={wave_y}:shortest=1:format=yuv420,{drawtext},format=yuv420p[vout]",
-    ])
-
-
 def encoder_options(settings: VideoSettings, sample_rate: int) -> dict[str, str | None]:
     """Output options: H.264 yuv420p, keyframe every 2 s, steady (CBR-like) bitrate; AAC stereo."""
     preset = preset_of(settings)
@@ -146,16 +115,170 @@ def encoder_options(settings: VideoSettings, sample_rate: int) -> dict[str, str 
     }
 
 
-class NowPlayingFile:
-    """The text `drawtext` shows; replaced atomically, and only when it changes."""
+def ffmpeg_colour(hex_colour: str) -> str:
+    """#RRGGBB as ffmpeg writes it."""
+    return "0x" + hex_colour.lstrip("#")
 
-    def __init__(self, path: Path) -> None:
+
+SCOPE_SECONDS = 0.025  # audio shown across one scope
+
+
+def pipe_channels(settings: VideoSettings) -> int:
+    """PCM channels ffmpeg reads from the pipe: the stereo mix, then one per voice if scopes show."""
+    return 2 + len(VOICES) if "scopes" in settings.layout else 2
+
+
+def pipe_layout(channels: int) -> str:
+    """An ffmpeg channel layout with that many channels (the names do not matter: filters pick by index)."""
+    return {2: "stereo", 6: "5.1"}[channels]
+
+
+def pipe_bytes(block: AudioBlock, channels: int) -> bytes:
+    """What the pipe carries for `block`: its 16-bit stereo mix, or (6 channels) the mix and the
+    voice stems interleaved frame by frame; a block without stems (never expected) gets silent ones."""
+    if channels == 2:
+        return block.pcm16
+    stems = block.stems if block.stems is not None else np.zeros((block.frames, channels - 2), np.float32)
+    return to_pcm16(np.concatenate([block.pcm, stems], axis=1))
+
+
+@dataclass(frozen=True)
+class VideoGraph:
+    """What the ffmpeg command needs for the picture: extra inputs, the filter graph, and the
+    thumbnail output's label."""
+
+    inputs: list[tuple[str, dict[str, str]]]  # (path, input options), inputs 1, 2, ... after the pipe
+    graph: str  # from input 0's audio to [vout] (video) and [aout] (audio to encode), and [vthumb]
+    thumbnail: Path | None
+
+
+def _scope_filters(settings: VideoSettings, layout: Layout, fps: int, sample_rate: int,
+                   source: str) -> tuple[list[str], list[str]]:
+    """Filters that turn the stems into one oscilloscope per voice; returns (filters, labels)."""
+    channels = "|".join(f"c{i}=c{i + 2}" for i in range(len(VOICES)))
+    split = "".join(f"[v{i}]" for i in range(len(VOICES)))
+    filters = [f"{source}pan=4.0|{channels},channelsplit=channel_layout=4.0{split}"]
+    labels = []
+    for i, (voice, colour) in enumerate(zip(VOICES, settings.scope_colours)):
+        box = layout.scopes[voice]
+        width = box.w - 2
+        # A scope shows a short window (~SCOPE_SECONDS: a few cycles of each note), not all the audio
+        # between two frames: showwaves draws `n` samples per column, and `fps` keeps one frame in
+        # every few. p2p joins the samples like a trace; draw=full keeps every pixel at full colour.
+        per_column = max(1, round(SCOPE_SECONDS * sample_rate / width))
+        filters.append(f"[v{i}]showwaves=s={width}x{box.h - 2}:mode=p2p:draw=full:n={per_column}:"
+                       f"colors={ffmpeg_colour(colour)},fps={fps}[scope{i}]")
+        labels.append(f"[scope{i}]")
+    return filters, labels
+
+
+def build_video_graph(settings: VideoSettings, files: VideoFiles, sample_rate: int) -> VideoGraph:
+    """The filter graph of the picture (see streamer.video_layout for where each layer sits).
+
+    Every frame is timed by `showwaves`, which makes `fps` frames per second of audio it is fed:
+    the audio drives the video timeline. A still background is decoded once and repeated (`loop`),
+    a GIF or video loop is read again at each loop (`-stream_loop -1`) and retimed to frame N at
+    N / fps, so each output frame takes exactly one background frame and the loop cannot drift.
+    """
+    preset = preset_of(settings)
+    w, h, fps = preset.width, preset.height, preset.fps
+    layers = settings.layout
+    layout = layout_for(w, h, settings.pixel_size, len(settings.text))
+    kind = background_kind(settings.background)
+    inputs: list[tuple[str, dict[str, str]]] = [(str(files.static_layer), {})]  # input 1
+    scopes = "scopes" in layers
+    waveform = "waveform" in layers and not scopes
+    # The audio goes to the encoder (the mix alone) and to what times the picture.
+    graph = [f"[0:a]asplit=2[amix]{'[astems]' if scopes else '[avis]'}", "[amix]pan=stereo|c0=c0|c1=c1[aout]"]
+    moving: list[tuple[str, Rect]] = []  # (label, where) of what is drawn over the canvas each frame
+    if scopes:
+        filters, labels = _scope_filters(settings, layout, fps, sample_rate, "[astems]")
+        graph += filters
+        moving += [(label, layout.scopes[voice]) for label, voice in zip(labels, VOICES)]
+    else:
+        # The mix draws the waveform, or (a picture without it) a transparent 2x2 frame that only
+        # carries the audio's timing.
+        rect = layout.wave if waveform else Rect(0, 0, 4, 4)
+        colour = ffmpeg_colour(settings.wave_colour) if waveform else "0x000000@0"
+        graph.append(f"[avis]aformat=channel_layouts=mono,showwaves=s={rect.w - 2}x{rect.h - 2}:mode=cline:"
+                     f"draw=full:rate={fps}:colors={colour}[wave]")
+        moving.append(("[wave]", rect))
+
+    # The canvas each frame starts from: the static layer, on the background colour or see-through.
+    graph.append(f"[1:v]settb=1/{fps},loop=loop=-1:size=1,setpts=N[canvas0]")
+    current = "[canvas0]"
+    for i, (label, rect) in enumerate(moving):
+        out = f"[canvas{i + 1}]"
+        # The first overlay ends with the audio (shortest=1); the others follow it.
+        graph.append(f"{current}{label}overlay=x={rect.x + 1}:y={rect.y + 1}" + (":shortest=1" if i == 0 else "")
+                     + f"{out}")
+        current = out
+    if "now_playing" in layers:
+        font = escape_filter_value(settings.font)
+        shadow = "" if kind == COLOUR else ":shadowcolor=0x000000:shadowx=1:shadowy=1"
+        common = f"fontfile={font}:reload=1:expansion=none:fontcolor={ffmpeg_colour(settings.text_colour)}{shadow}"
+        graph.append(f"{current}drawtext={common}:textfile={escape_filter_value(str(files.now_title))}:"
+                     f"fontsize={layout.now_size}:x={layout.margin}:y={layout.now_title_y},"
+                     f"drawtext={common}:textfile={escape_filter_value(str(files.now_details))}:"
+                     f"fontsize={layout.small_size}:x={layout.margin}:y={layout.now_details_y}[drawn]")
+        current = "[drawn]"
+    # Scaled up by a whole factor, nearest-neighbour, then cropped to the exact output size.
+    scaled_w, scaled_h = layout.canvas_w * layout.scale, layout.canvas_h * layout.scale
+    upscale = f"scale={scaled_w}:{scaled_h}:flags=neighbor,crop={w}:{h}:0:0"
+    if kind == COLOUR:
+        graph.append(f"{current}{upscale},format=yuv420p[picture]")
+    else:
+        assert files.background is not None
+        index = len(inputs) + 1
+        # Already at the picture's size and frame rate (streamer.video_files.convert_background).
+        if kind == IMAGE:
+            inputs.append((str(files.background), {}))
+            graph.append(f"[{index}:v]format=yuv420p,settb=1/{fps},loop=loop=-1:size=1,setpts=N[bg]")
+        else:
+            inputs.append((str(files.background), {"stream_loop": "-1"}))
+            graph.append(f"[{index}:v]settb=1/{fps},setpts=N[bg]")
+        graph.append(f"{current}{upscale}[layer]")
+        graph.append("[bg][layer]overlay=x=0:y=0:shortest=1:format=yuv420,format=yuv420p[picture]")
+    current = "[picture]"
+    if files.logo is not None:
+        index = len(inputs) + 1
+        inputs.append((str(files.logo), {}))
+        logo_h = max(2, round(h * settings.logo_height) // 2 * 2)
+        margin = layout.margin * layout.scale
+        x = str(margin) if settings.logo_corner.endswith("left") else f"W-w-{margin}"
+        y = str(margin) if settings.logo_corner.startswith("top") else f"H-h-{margin}"
+        graph.append(f"[{index}:v]scale=-2:{logo_h}:flags=lanczos,format=rgba[logo]")
+        graph.append(f"{current}[logo]overlay=x={x}:y={y}:eof_action=repeat:format=yuv420,format=yuv420p[logoed]")
+        current = "[logoed]"
+    if files.thumbnail is not None:
+        every = settings.thumbnail_seconds
+        thumb_w = min(w, 480) // 2 * 2
+        graph.append(f"{current}split=2[vout][thumbsrc]")
+        graph.append(f"[thumbsrc]fps=1/{every:g},scale={thumb_w}:-2:flags=neighbor[vthumb]")
+    else:
+        graph.append(f"{current}null[vout]")
+    return VideoGraph(inputs, ";".join(graph), files.thumbnail)
+
+
+def thumbnail_output(path: Path) -> tuple[str, dict[str, str]]:
+    """The JPEG output: its own tee slave behind a fifo that ignores failures, so a thumbnail that
+    cannot be written (full disk) never stops the stream."""
+    return (f"[f=image2:update=1:atomic_writing=1:onfail=ignore]{path}",
+            {"map": "[vthumb]", "c:v": "mjpeg", "q:v": "5", "f": "tee", "use_fifo": "1",
+             "fifo_options": "drop_pkts_on_overflow=1:attempt_recovery=1:recovery_wait_time=5"})
+
+
+class NowPlayingFile:
+    """A text `drawtext` shows; replaced atomically, and only when it changes."""
+
+    def __init__(self, path: Path, initial: str = "starting…") -> None:
         self.path = path
         self._text: str | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.write("chiplofi · 8-bit lo-fi radio\nstarting…")
+        self.write(initial)
 
     def write(self, text: str) -> None:
+        text = text or " "  # drawtext fails on an empty file (at start, and on a reload mid-stream)
         if text == self._text:
             return
         try:
@@ -166,8 +289,6 @@ class NowPlayingFile:
             log.warning("now-playing text not updated: %s", exc)
 
 
-def now_playing_text(track_id: str, key: str, tempo_bpm: float, section: str, chord: str) -> str:
-    """What the video shows: title line, then track id, key and tempo."""
-    details = " · ".join(part for part in (key, f"{tempo_bpm:.0f} BPM" if tempo_bpm else "", chord) if part)
-    where = f"track {track_id}" + (f" · {section}" if section else "")
-    return f"chiplofi · 8-bit lo-fi radio\n{where}\n{details}"
+def now_playing_details(key: str, tempo_bpm: float, section: str) -> str:
+    """The line under the track's title: key, tempo and section."""
+    return " · ".join(part for part in (key, f"{tempo_bpm:.0f} BPM" if tempo_bpm else "", section) if part)

@@ -4,7 +4,6 @@ so a failed or interrupted render never leaves a truncated file under the reques
 from __future__ import annotations
 
 import os
-import tempfile
 import wave
 from pathlib import Path
 from types import TracebackType
@@ -12,6 +11,7 @@ from types import TracebackType
 import numpy as np
 
 from streamer.errors import OutputFileError
+from streamer.files import create_temporary_beside
 
 
 def to_pcm16(block: np.ndarray) -> bytes:
@@ -27,9 +27,8 @@ class WavWriter:
         self.sample_rate = sample_rate
         self.channels = channels
         self.frames_written = 0
-        directory = self.path.parent if str(self.path.parent) else Path(".")
         try:
-            handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=directory)
+            handle, temp_name = create_temporary_beside(self.path)
         except OSError as exc:
             raise OutputFileError(f"{self.path}: cannot write here ({exc.strerror or exc})") from exc
         self._temp_path = Path(temp_name)

@@ -65,7 +65,9 @@ from streamer.logs import RateLimitedLog, redact
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
 from streamer.sinks.delivery import Connection, connections_of, cut
-from streamer.video import encoder_options, filter_graph, preset_of
+from streamer.video import (build_video_graph, encoder_options, pipe_bytes, pipe_channels, pipe_layout,
+                            preset_of, thumbnail_output)
+from streamer.video_files import VideoFiles
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +204,7 @@ class FfmpegSink(QueuedSink):
     kind = "ffmpeg"
 
     def __init__(self, targets: list[Target], *, sample_rate: int, video: VideoSettings,
-                 settings: SinkSettings, text_path: Path, secrets: list[str] | None = None,
+                 settings: SinkSettings, picture: VideoFiles, secrets: list[str] | None = None,
                  recordings_dir: Path | None = None, live: bool = True, name: str = "ffmpeg") -> None:
         super().__init__(name, sample_rate, settings.queue_seconds)
         if not targets:
@@ -210,7 +212,8 @@ class FfmpegSink(QueuedSink):
         self.targets = targets
         self.video = video
         self.settings = settings
-        self.text_path = text_path
+        self.picture = picture
+        self.channels = pipe_channels(video)  # the stereo mix, and the voice stems if the picture draws them
         self.secrets = [s for s in (secrets or []) if s]
         self.recordings_dir = recordings_dir
         self.live = live  # paced: start each ffmpeg with current audio (unpaced: keep every sample)
@@ -245,18 +248,22 @@ class FfmpegSink(QueuedSink):
     # ----------------------------------------------------------------- command line
 
     def arguments(self) -> list[str]:
+        picture = build_video_graph(self.video, self.picture, self.sample_rate)
         ff = (FFmpeg(executable=self.settings.ffmpeg)
               .option("hide_banner")
               .option("loglevel", "level+info")
               .option("stats")
               .option("stats_period", "0.5")
-              .option("filter_complex", filter_graph(self.video, self.text_path))
+              .option("filter_complex", picture.graph)
               # Raw PCM needs no probing: without these ffmpeg reads ~1 s of input before starting.
-              .input("pipe:0", {"f": "s16le", "ar": self.sample_rate, "ac": 2, "ch_layout": "stereo",
+              .input("pipe:0", {"f": "s16le", "ar": self.sample_rate, "ac": self.channels,
+                                "ch_layout": pipe_layout(self.channels),
                                 # Live, a deep queue absorbs hiccups; unpaced, a shallow one makes
                                 # ffmpeg push back instead of hoarding audio it has not encoded.
                                 "thread_queue_size": 1024 if self.live else 8,
                                 "probesize": 32, "analyzeduration": 0}))
+        for path, input_options in picture.inputs:
+            ff = ff.input(path, input_options)
         options: dict[str, object] = {"map": ["[vout]", "[aout]"]}
         options.update(encoder_options(self.video, self.sample_rate))
         recovery = max(0.5, self.settings.target_retry_seconds)
@@ -279,6 +286,8 @@ class FfmpegSink(QueuedSink):
         }
         slaves = [target.tee_slave(self.runs, network if target.network else None) for target in self.targets]
         ff.output("|".join(slaves), options)  # type: ignore[arg-type]
+        if picture.thumbnail is not None:
+            ff.output(*thumbnail_output(picture.thumbnail))  # type: ignore[arg-type]
         return ff.arguments
 
     # ----------------------------------------------------------------- lifecycle
@@ -551,7 +560,7 @@ class FfmpegSink(QueuedSink):
         """Seconds of audio this ffmpeg was given and has not encoded yet (0 before it starts)."""
         if self._progress_seconds == 0.0:
             return 0.0
-        return self._run_bytes / (4 * self.sample_rate) - self._progress_seconds  # s16 stereo: 4 bytes a frame
+        return self._run_bytes / (2 * self.channels * self.sample_rate) - self._progress_seconds  # s16: 2 bytes a sample
 
     def _behind(self) -> bool:
         return self.live and self.encoder_lag() > MAX_ENCODER_LAG_SECONDS
@@ -561,7 +570,7 @@ class FfmpegSink(QueuedSink):
         return self.live and self._progress_seconds == 0.0
 
     def _write_all(self, fd: int, block: AudioBlock, timeout: float) -> str:
-        view = memoryview(block.pcm16)
+        view = memoryview(pipe_bytes(block, self.channels))
         deadline = time.monotonic() + timeout
         while view:
             remaining = deadline - time.monotonic()

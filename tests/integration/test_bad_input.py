@@ -24,16 +24,14 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from waiting import free_port, status, wait_for
+from testkit.waiting import free_port, status, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_bad_config import leaf_and_invalid_value, nest, toml_document  # noqa: E402
+from testkit.config_cases import leaf_and_invalid_value, nest, toml_document
 
 from models.midi_lib import pretty_midi  # noqa: E402
 from streamer.config import Config  # noqa: E402
@@ -190,8 +188,10 @@ def write_song(path: Path, number: int) -> None:
 
 
 @pytest.fixture
-def mixed_folder(tmp_path) -> tuple[Path, int, int]:
-    """A folder of good songs and corrupt files: (folder, good, bad)."""
+def mixed_folder(tmp_path, monkeypatch) -> tuple[Path, int, int]:
+    """A folder of good songs and corrupt files: (folder, good, bad). The data cache is the
+    test's own: the folder's content, and so its cache key, is the same in every run."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = tmp_path / "songs"
     folder.mkdir()
     good = 10

@@ -1,5 +1,6 @@
 """`chiplofi render`, `demo` and `soundfont build` as a user runs them: a real process, real files."""
 
+import stat
 import subprocess
 import sys
 import wave
@@ -14,9 +15,9 @@ import soundfonts
 pytestmark = pytest.mark.integration
 
 
-def chiplofi(*args: str) -> subprocess.CompletedProcess:
+def chiplofi(*args: str, umask: int = -1) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamer.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, umask=umask)
 
 
 def read_wav(path: Path) -> tuple[int, np.ndarray]:
@@ -97,6 +98,8 @@ def test_render_errors_are_one_line_naming_the_file(case, song, tmp_path):
     assert len(lines) == 1, lines
     named = {"unwritable": str(out), "bad-config": "effects.hiss_db"}.get(case, source.name)
     assert named in lines[0]
+    if case == "empty":  # said as it is, not as a parser's EOFError
+        assert lines[0] == f"chiplofi: error: {source}: the file is empty (0 bytes), not a MIDI file"
     assert not out.exists()
 
 
@@ -114,6 +117,14 @@ def test_demo_says_where_the_file_is(tmp_path):
     assert str(out.resolve()) in result.stdout
     rate, audio = read_wav(out)
     assert len(audio) / rate == pytest.approx(4 * 3.0 + 1.5, abs=0.01)  # 4 bars at 80 BPM + tail
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_written_files_follow_the_umask(song, tmp_path, umask, mode):
+    demo, rendered = tmp_path / "demo.wav", tmp_path / "song.wav"
+    assert chiplofi("demo", "-o", str(demo), "--bars", "1", umask=umask).returncode == 0
+    assert chiplofi("render", str(song), "-o", str(rendered), "--no-effects", umask=umask).returncode == 0
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (demo, rendered)] == [mode, mode]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["render", "--help"], ["soundfont", "build", "--help"]])

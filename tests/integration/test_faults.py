@@ -1,5 +1,5 @@
 """Faults that end real streams, injected into the real daemon while it streams to a real
-nginx-rtmp on loopback; tests/integration/receiver.py records what arrives there.
+nginx-rtmp on loopback; testkit.receiver (tests/support) records what arrives there.
 
 Each test asserts its figure and reports what it measured: printed (`pytest -s`) and written to
 FIGURES_DIR/<scenario>.json, where docs/RELIABILITY.md takes its numbers from.
@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
+from testkit.receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
 from safetensors.numpy import load_file, save_file
 from test_stream_local import start
 from test_stream_rtmp import write_checkpoint
 from test_watchdog import NotifySocket
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config

@@ -94,7 +94,8 @@ def _peaks(audio: np.ndarray) -> np.ndarray:
 
 def test_velocity_humanisation_is_deterministic_per_seed():
     def render(seed: int, amount: float) -> np.ndarray:
-        settings = dataclasses.replace(RenderSettings(), humanize_velocity=amount, swing=0.5)
+        # Without the chorus, whose moving delays would vary the peaks too.
+        settings = dataclasses.replace(RenderSettings(), humanize_velocity=amount, swing=0.5, chorus_level=0.0)
         renderer = BarRenderer(settings, seed=seed)
         audio = renderer.render_bar(_bar_of_velocity_steps())
         renderer.close()
@@ -121,3 +122,48 @@ def test_repeated_note_is_restruck_not_cut():
     notes = (Note("lead", 69, 0.0, 1.0, 100), Note("lead", 69, 1.0, 2.0, 100))
     audio = _renderer().render_bar(Bar(notes, 120.0))
     assert _rms(audio[int(2.5 * 22050):int(2.9 * 22050)]) > 0.01
+
+
+def test_stems_hold_each_voice_alone_and_leave_the_mix_as_it_was():
+    from streamer.composer import RuleBasedComposer
+    from streamer.types import VOICES
+
+    composer = RuleBasedComposer(3)
+    bars = [composer.next_bar() for _ in range(6)]
+    plain, with_stems = _renderer(humanize_velocity=0.08), BarRenderer(
+        dataclasses.replace(RenderSettings(), humanize_velocity=0.08, swing=0.5), seed=7, stems=True)
+    for bar in bars:
+        mix = with_stems.render_bar(bar)
+        assert np.array_equal(plain.render_bar(bar), mix)  # bit for bit
+        stems = with_stems.last_stems
+        assert stems is not None and stems.shape == (len(mix), len(VOICES)) and stems.dtype == np.float32
+        assert np.abs(stems).max() <= 1.0
+    # One voice at a time: only its stem sounds.
+    for index, (voice, pitch) in enumerate([("lead", 72), ("harmony", 64), ("bass", 40), ("drums", 36)]):
+        renderer = BarRenderer(RenderSettings(), stems=True)
+        renderer.render_bar(Bar((Note(voice, pitch, 0.0, 2.0, 100), Note(voice, pitch, 2.0, 1.0, 90)), 120.0))
+        stems = renderer.last_stems
+        loudness = [_rms(stems[:, i:i + 1]) for i in range(len(VOICES))]
+        assert loudness[index] > 0.05, (voice, loudness)
+        assert all(level == 0.0 for i, level in enumerate(loudness) if i != index), (voice, loudness)
+        renderer.close()
+
+
+def test_chorus_send_widens_a_voice_and_a_voice_without_it_stays_where_it_is_panned():
+    from streamer.measure import stereo_figures
+
+    chord = tuple(Note("harmony", pitch, 0.0, 3.5, 90) for pitch in (60, 64, 67, 71))
+    bass = (Note("bass", 36, 0.0, 3.5, 100),)
+    centred = {"harmony": VoiceSettings("keys", 0.0, 0.6, 0.0), "bass": VoiceSettings("triangle", 0.0, 0.9, 0.0)}
+    dry = _renderer(**centred).render_bar(Bar(chord, 120.0))
+    assert stereo_figures(dry).correlation > 0.999  # centred, no send: mono
+    wide = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}).render_bar(Bar(chord, 120.0))
+    figures = stereo_figures(wide)
+    # Wider, and still folds down to mono (alone it loses under 2 dB; in the mix, where bass and
+    # drums sit in the centre, under 1.5 dB: tests/integration/test_sound_figures.py).
+    assert figures.correlation < 0.9 and figures.mono_loss_db > -2.0
+    # With the chorus running for the harmony, the bass (no send) is untouched: still mono.
+    low = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}).render_bar(Bar(bass, 120.0))
+    assert stereo_figures(low).correlation > 0.999
+    off = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}, chorus_level=0.0)
+    assert stereo_figures(off.render_bar(Bar(chord, 120.0))).correlation > 0.999  # chorus_level 0 = off

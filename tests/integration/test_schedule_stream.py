@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_stream_local import chiplofi, start
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import ComposerMood, RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config

@@ -25,11 +25,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from receiver import Receiver, require_tools
-from waiting import free_port, wait_for
+from testkit.procfs import children
+from testkit.receiver import Receiver, require_tools
+from testkit.waiting import free_port, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_daemon import children  # noqa: E402  (a process's children, from /proc)
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +64,7 @@ def test_the_stream_key_is_never_logged_served_or_written(tmp_path, variant):
     receiver = Receiver(tmp_path / "receiver", KEY)
     status_port, dead_port = free_port(), free_port()
     state, video = tmp_path / "state", tmp_path / "out" / "stream.mkv"
+    video.parent.mkdir()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHIPLOFI_STREAM__STATE_DIR": str(state)}
     env.pop("CHIPLOFI_STREAM_KEY", None)
     if variant == "environment":

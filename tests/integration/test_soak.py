@@ -8,15 +8,12 @@ in the last 5 % of the audio against the RSS in the 5 % after the 25 % mark.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_soak import GOAL_DRIFT_SECONDS, GOAL_GROWTH, print_table, run_soak  # noqa: E402
+from bench_soak import GOAL_DRIFT_SECONDS, GOAL_GROWTH, print_table, run_soak  # bench/: pytest's pythonpath
 
 
 def test_one_hour_of_audio_keeps_memory_timestamps_and_buffer_steady(tmp_path):

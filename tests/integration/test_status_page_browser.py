@@ -15,7 +15,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from test_stream_local import start
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 

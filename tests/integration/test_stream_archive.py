@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from models.midi_lib import pretty_midi
 from test_stream_local import start
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from models.data import MINOR, parse_key
 

@@ -14,7 +14,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,7 @@ def keyframe_times(path: Path) -> list[float]:
 
 def test_unpaced_stream_to_video_and_wav_files(tmp_path):
     video, audio = tmp_path / "out dir, with: odd [chars]" / "stream.mkv", tmp_path / "stream.wav"
+    video.parent.mkdir()
     result = chiplofi("stream", "--speed", "0", "--duration", "30", "--checkpoint", "rule-based",
                       "--output", str(video), "--output", str(audio), "--output", "null",
                       "--status-addr", f"127.0.0.1:{free_port()}",
@@ -111,7 +112,8 @@ def test_local_default_records_and_serves_live_audio(tmp_path):
     recordings = sorted((state / "recordings").glob("chiplofi-*.mkv"))
     assert len(recordings) == 1, log.read_text()
     assert {s["codec_name"] for s in probe(recordings[0])["streams"]} == {"h264", "aac"}
-    assert (state / "nowplaying.txt").read_text().startswith("chiplofi")
+    assert "BPM" in (state / "video" / "nowplaying.txt").read_text()  # the now-playing lines ffmpeg draws
+    assert (state / "video" / "nowplaying-title.txt").read_text().strip()
 
 
 def test_ffmpeg_killed_mid_stream_is_restarted_within_two_seconds(tmp_path):

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from receiver import check_continuity, probe_packets, receiver_fixture
-from waiting import free_port, kill_if_running, wait_for
+from testkit.receiver import check_continuity, probe_packets, receiver_fixture
+from testkit.waiting import free_port, kill_if_running, wait_for
 
 pytestmark = pytest.mark.integration
 

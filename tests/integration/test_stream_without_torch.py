@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from waiting import free_port
+from testkit.waiting import free_port
 
 from models.checkpoint import read_info, shipped_directory
 

@@ -7,11 +7,15 @@ import json
 import logging
 
 import pretty_midi
+import pytest
 
 from models import checkpoint as ckpt
 from models.composer import Composer, Controls
-from models.debug import DEBUG_LSTM, DEBUG_TRAIN, DEBUG_VAE, synthetic_corpus
-from models.train import evaluate_lstm, evaluate_vae, main, train
+from models.data import split_corpus
+from models.debug import DEBUG_LSTM, DEBUG_TRAIN, DEBUG_VAE, synthetic_corpus, write_debug_checkpoint
+from models.errors import CheckpointError
+from models.finetune import FINE_TUNE_LEARNING_RATE, fine_tuning_config
+from models.train import bar_tensors, evaluate_lstm, evaluate_vae, held_out_figures, main, train
 
 
 def test_train_resume_and_compose(tmp_path):
@@ -46,7 +50,7 @@ def test_train_resume_and_compose(tmp_path):
     assert all(bar.notes for bar in bars)
 
 
-def test_train_command_on_a_midi_folder(tmp_path, monkeypatch, caplog):
+def test_train_command_on_a_midi_folder(tmp_path, monkeypatch, caplog, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = tmp_path / "songs"
     folder.mkdir()
@@ -67,3 +71,46 @@ def test_train_command_on_a_midi_folder(tmp_path, monkeypatch, caplog):
     assert main(["--data", str(folder), "--out", str(out), "--epochs", "1", "--minutes", "1", "--threads", "1",
                  "--no-progress"]) == 0
     assert (out / "vae.json").exists() and (out / "lstm.json").exists()
+    printed = capsys.readouterr().out  # the summary, with --no-progress too
+    assert "VAE   reconstruction accuracy" in printed and "LSTM  chord NLL" in printed
+    assert f"checkpoints in {out.resolve()}" in printed and "systemctl reload chiplofi" in printed
+
+    # Fine-tuning the run just made, from the command line: before/after on the held-out songs.
+    tuned = tmp_path / "tuned"
+    assert main(["--data", str(folder), "--out", str(tuned), "--epochs", "1", "--minutes", "1", "--threads", "1",
+                 "--no-progress", "--init-from", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"fine-tuned from {out}" in printed and "accuracy" in printed and " -> " in printed
+    saved = json.loads((tuned / "train_config.json").read_text())
+    assert saved["init_from"]["vae_model_id"] == ckpt.read_info(out, "vae").model_id
+    assert saved["train"]["learning_rate"] == FINE_TUNE_LEARNING_RATE and saved["train"]["beta_warmup_steps"] == 0
+
+
+def test_fine_tuning_starts_from_the_given_models(tmp_path):
+    corpus = synthetic_corpus(n_songs=12, bars_per_song=12)
+    config = dataclasses.replace(DEBUG_TRAIN, max_epochs_vae=1, max_epochs_lstm=1)
+    start = write_debug_checkpoint(tmp_path / "start", seed=3)
+    vae, lstm, _ = ckpt.load_models(start)
+    # The starting models' own figures on the validation songs are the "before" of the result.
+    _, val_corpus = split_corpus(corpus, config.validation_percent)
+    expected = held_out_figures(vae, lstm, bar_tensors(val_corpus), config.lstm_window)
+    # A different vae_config is ignored: the architecture is the starting checkpoint's.
+    other_vae = dataclasses.replace(DEBUG_VAE, hidden_dim=DEBUG_VAE.hidden_dim * 2)
+    result = train(tmp_path / "tuned", config=fine_tuning_config(config, minutes=0.5), vae_config=other_vae,
+                   lstm_config=DEBUG_LSTM, corpus=corpus, progress=False, init_from=start)
+    assert result.before == pytest.approx(expected)
+    assert result.init_from == start
+    assert result.vae_baselines and all(0.0 <= v <= 1.0 for v in result.vae_baselines.values())
+    tuned_vae, _, cards = ckpt.load_models(tmp_path / "tuned")
+    assert tuned_vae.config == DEBUG_VAE
+    # One epoch from the starting weights at a small learning rate stays near them (from scratch
+    # would not): the first layer moved, but by far less than its own size.
+    name = next(iter(vae.state_dict()))
+    moved = (tuned_vae.state_dict()[name] - vae.state_dict()[name]).norm()
+    assert 0 < moved < 0.5 * vae.state_dict()[name].norm()
+
+
+def test_init_from_a_missing_directory_names_it(tmp_path):
+    with pytest.raises(CheckpointError, match="nowhere"):
+        train(tmp_path / "out", config=DEBUG_TRAIN, corpus=synthetic_corpus(), progress=False,
+              init_from=tmp_path / "nowhere")

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from receiver import Nginx, require_tools
-from waiting import free_port, kill_if_running, status, wait_for
+from testkit.receiver import Nginx, require_tools
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 

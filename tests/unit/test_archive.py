@@ -2,7 +2,6 @@
 errors (one warning, counted), a writer that never holds up the audio thread, /tracks over HTTP
 with strict ids, and the daemon archiving what played."""
 
-import dataclasses
 import errno
 import json
 import logging
@@ -16,14 +15,16 @@ from streamer import archive as archive_module
 from streamer.archive import (ARCHIVE_ID, NEXT_TRACK, STREAM_STOPPED, TOO_LONG, PlayedTrack, TrackArchive,
                               TrackRecorder, track_midi_bytes)
 from streamer.composer import RuleBasedComposer
-from streamer.config import Config
 from streamer.daemon import Daemon
 from streamer.fallback import RuleBasedParts
 from streamer.files import write_atomic
 from streamer.video import NowPlayingFile
 from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
+from streamer.track_titles import track_title
 from test_status import _get as get
+from testkit.daemon import unpaced_config
+from testkit.doubles import RecordingSink
 
 MB = 1_000_000
 
@@ -89,7 +90,8 @@ def test_a_track_is_written_as_midi_and_json(tmp_path):
     assert ARCHIVE_ID.fullmatch(archive_id) and archive_id == "20231114-221320-r0-t0001"
     assert files(tmp_path / "tracks") == [f"{archive_id}.json", f"{archive_id}.mid"]
     record = json.loads((tmp_path / "tracks" / f"{archive_id}.json").read_text())
-    assert record == {"id": archive_id, "track_id": "r0-t0001", "seed": 3, "model_id": "rule-based-abc",
+    assert record == {"id": archive_id, "track_id": "r0-t0001", "title": track_title("r0-t0001"), "seed": 3,
+                      "model_id": "rule-based-abc",
                       "key": "A major", "tempo_bpm": 84.0, "started_at": "2023-11-14T22:13:20.250Z",
                       "stream_position_seconds": 12.5, "duration_seconds": round(4 * 4 * 60 / 84.0, 3),
                       "bars": 4, "first_bar": 0, "ended": NEXT_TRACK,
@@ -328,33 +330,9 @@ def test_tracks_404_without_an_archive():
 # ----------------------------------------------------------------------------- the daemon
 
 
-class CollectingSink:
-    kind, name = "test", "collect"
-
-    def __init__(self):
-        self.frames = 0
-
-    def start(self):
-        pass
-
-    def submit(self, block, timeout=0.0):
-        self.frames += block.frames
-        return True
-
-    def stop(self, timeout):
-        pass
-
-    def snapshot(self):
-        from streamer.sinks import SinkSnapshot
-        return SinkSnapshot(self.name, self.kind, "running", True, True, frames_written=self.frames)
-
-
 def run_daemon(tmp_path, seconds: float):
-    base = Config()
-    stream = dataclasses.replace(base.stream, speed=0.0, buffer_seconds=8.0, prefill_timeout_seconds=2.0,
-                                 ready_seconds=0.0, state_dir=str(tmp_path / "state"), seed=5)
-    config = dataclasses.replace(base, stream=stream, status=dataclasses.replace(base.status, enabled=False))
-    sink = CollectingSink()
+    config = unpaced_config(tmp_path / "state", seed=5)
+    sink = RecordingSink("collect")
     # Two-bar tracks (≈ 6 s each), so a short run plays several.
     daemon = Daemon(config, environ={}, duration=seconds, sinks=[sink],
                     composer_loader=lambda setting, seed: RuleBasedComposer(seed, track_bars=2))

@@ -78,7 +78,8 @@ def test_shipped_example_documents_every_key_with_its_default():
     assert shipped == CONFIG_EXAMPLE_HEADER + example_toml(), "regenerate: chiplofi config example"
     assert settings_from_mapping(Config, tomllib.loads(shipped)) == Config()
     for key in dict(_all_fields(Config)):
-        assert f"\n{key.rsplit('.', 1)[-1]} = " in shipped or f"[{key}]" in shipped, key
+        name = key.rsplit('.', 1)[-1]
+        assert f"\n{name} = " in shipped or f"\n# {name} =   (unset" in shipped or f"[{key}]" in shipped, key
     printed = subprocess.run([sys.executable, "-m", "streamer.cli", "config", "example"],
                              capture_output=True, text=True, check=True).stdout
     assert printed == shipped
@@ -86,7 +87,8 @@ def test_shipped_example_documents_every_key_with_its_default():
 
 def test_video_size_and_fps_replace_the_presets_and_valid_sizes_pass():
     from streamer.config import VideoSettings
-    from streamer.video import check_video_settings, preset_of
+    from streamer.video import preset_of
+    from streamer.video_files import check_video_settings
 
     still = preset_of(VideoSettings(preset="still"))
     assert (still.width, still.height, still.fps, still.video_kbps) == (1280, 720, 5, 800)

@@ -2,6 +2,7 @@
 (real FluidSynth and effects, unpaced, so each run takes about a second)."""
 
 import dataclasses
+import logging
 import threading
 import time
 
@@ -14,10 +15,10 @@ from streamer.daemon import (LEAD_SECONDS, CliOverrides, Daemon, YOUTUBE_PRIMARY
                              load_stream_config, plan_outputs, read_stream_key, state_directory)
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
-from streamer.ringbuffer import AudioBlock
 from streamer.schedule import Crossfade
-from streamer.sinks import SinkSnapshot
 from streamer.types import Bar
+from testkit.daemon import unpaced_config as _config, until as _until
+from testkit.doubles import FlakyComposer, HangingComposer, RecordingSink
 
 
 # ----------------------------------------------------------------------------- config
@@ -110,65 +111,6 @@ def test_default_config_checks_out():
 # ----------------------------------------------------------------------------- pipeline
 
 
-class RecordingSink:
-    """Keeps every block (a test double for the sink Protocol)."""
-
-    kind = "test"
-
-    def __init__(self, name="rec"):
-        self.name = name
-        self.blocks: list[AudioBlock] = []
-
-    def start(self):
-        pass
-
-    def submit(self, block, timeout=0.0):
-        self.blocks.append(block)
-        return True
-
-    def stop(self, timeout):
-        pass
-
-    def snapshot(self):
-        return SinkSnapshot(self.name, self.kind, "running", True, True,
-                            frames_written=sum(b.frames for b in self.blocks))
-
-    def audio(self) -> np.ndarray:
-        return np.concatenate([b.pcm for b in self.blocks])
-
-
-class FlakyComposer:
-    """Rule-based bars, but raises (or returns a broken bar) on the bars listed."""
-
-    def __init__(self, raise_on=(), bad_on=(), ident="flaky-1", seed=0):
-        self.inner = RuleBasedComposer(seed)
-        self.raise_on, self.bad_on = set(raise_on), set(bad_on)
-        self.calls = 0
-        self._id = ident
-
-    @property
-    def id(self):
-        return self._id
-
-    def next_bar(self):
-        self.calls += 1
-        if self.calls in self.raise_on:
-            raise RuntimeError("model blew up")
-        bar = self.inner.next_bar()
-        if self.calls in self.bad_on:
-            return dataclasses.replace(bar, tempo_bpm=float("nan"))
-        return bar
-
-
-def _config(tmp_path, **stream) -> Config:
-    base = Config()
-    values = dict(speed=0.0, buffer_seconds=8.0, prefill_timeout_seconds=2.0, ready_seconds=0.0,
-                  state_dir=str(tmp_path))
-    settings = dataclasses.replace(base.stream, **{**values, **stream})
-    status = dataclasses.replace(base.status, enabled=False)
-    return dataclasses.replace(base, stream=settings, status=status)
-
-
 def _run(daemon: Daemon, timeout: float = 60.0) -> int:
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()))
@@ -244,7 +186,7 @@ def test_a_checkpoint_that_cannot_load_at_start_falls_back_to_rule_based(tmp_pat
     assert checkpoint["id"].startswith("rule-based-") and "truncated" in checkpoint["error"]
 
 
-def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
+def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_old(tmp_path):
     sink = RecordingSink()
     loads = {"n": 0}
 
@@ -254,7 +196,7 @@ def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
             raise CheckpointError("corrupt checkpoint")
         return FlakyComposer(ident=f"model-{loads['n']}", seed=seed)
 
-    config = _config(tmp_path, speed=8.0)
+    config = _config(tmp_path, speed=8.0, swap_at="bar")
     daemon = Daemon(config, environ={}, duration=60.0, sinks=[sink], composer_loader=loader)
     thread = threading.Thread(target=daemon.run)
     thread.start()
@@ -285,15 +227,6 @@ def test_reload_swaps_on_a_bar_boundary_and_a_bad_one_keeps_the_old(tmp_path):
     assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # no gap across the swap
 
 
-def _until(predicate, timeout=20.0, poll=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
-
-
 def test_stop_request_ends_a_paced_run_quickly(tmp_path):
     daemon = Daemon(_config(tmp_path, speed=1.0), environ={}, sinks=[RecordingSink()],
                     composer_loader=lambda setting, seed: RuleBasedComposer(seed))
@@ -320,21 +253,6 @@ def test_bad_bars_from_the_composer_are_rejected():
                 Bar((Note("lead", 60, 9.0, 1.0, 90),), 80.0), Bar((Note("lead", 60, 0.0, float("inf"), 90),), 80.0)):
         with pytest.raises(ModelError):
             check_bar(bad)
-
-
-class HangingComposer(FlakyComposer):
-    """Hangs (until released) in the call after `hang_after` bars."""
-
-    def __init__(self, hang_after, **kwargs):
-        super().__init__(**kwargs)
-        self.hang_after = hang_after
-        self.release = threading.Event()
-
-    def next_bar(self):
-        if self.calls == self.hang_after:
-            self.calls += 1
-            self.release.wait(60)
-        return super().next_bar()
 
 
 def test_fast_start_opens_with_the_intro_then_the_model_takes_over(tmp_path):
@@ -488,3 +406,53 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
     starts = [b.start_frame for b in sink.blocks]
     assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))
     assert np.isfinite(sink.audio()).all()
+
+
+class ShortTracksComposer(FlakyComposer):
+    """Rule-based bars, each a track of its own (short-0, short-1, ...)."""
+
+    def next_bar(self):
+        bar = super().next_bar()
+        return dataclasses.replace(bar, track_id=f"short-{self.calls - 1}", bar_index=0)
+
+
+def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp_path):
+    composer = ShortTracksComposer()
+    daemon = Daemon(_config(tmp_path, fast_start=False), environ={}, duration=20.0, sinks=[RecordingSink()],
+                    composer_loader=lambda setting, seed: composer)
+    heard: list[tuple[str, str]] = []
+
+    class AtEmit(logging.Handler):  # what the daemon is playing at the moment the line is logged
+        def emit(self, record):
+            if record.getMessage().startswith("now playing: "):
+                heard.append((record.getMessage(), daemon.status()["now_playing"]["track_id"]))
+
+    handler = AtEmit(logging.INFO)
+    logger = logging.getLogger("streamer.daemon")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert _run(daemon) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(heard) == daemon.status()["counters"]["tracks_started"] >= 5
+    for number, (message, playing) in enumerate(heard):
+        assert message.startswith(f"now playing: short-{number}, ") and "BPM (flaky-1)" in message
+        assert playing == f"short-{number}"
+    # The buffer (8 s) was composed ahead and never heard: those tracks were not announced.
+    assert composer.calls >= len(heard) + 2
+
+
+@pytest.mark.parametrize("name", ["x.flv", "x.wav"])
+def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, capsys, name):
+    from streamer.cli import main
+
+    missing = tmp_path / "missing"
+    output = missing / name
+    assert main(["stream", "--output", str(output), "--output", "null"]) == 2
+    assert f"stream.outputs: {output}: the directory {missing} does not exist" in capsys.readouterr().err
+    assert not missing.exists()  # nothing created
+    missing.mkdir()
+    assert load_stream_config(None, CliOverrides(outputs=(str(output),)), {}).stream.outputs == (str(output),)

@@ -7,54 +7,9 @@ boundaries (tests/integration/test_watchdog.py runs the real process on a real N
 import threading
 import time
 
-from test_daemon import FlakyComposer, RecordingSink, _config, _until
-
 from streamer.daemon import Daemon
-
-PING_SECONDS = 0.1  # the notifier double's watchdog interval (systemd: half of WatchdogSec)
-
-
-class RecordingNotifier:
-    """Keeps every sd_notify message with the monotonic time it was sent."""
-
-    watchdog_seconds = PING_SECONDS
-
-    def __init__(self):
-        self.messages: list[tuple[float, str]] = []
-
-    def notify(self, state):
-        self.messages.append((time.monotonic(), state))
-
-    def pings(self, since=0.0):
-        return [t for t, m in list(self.messages) if m == "WATCHDOG=1" and t >= since]
-
-
-class StallingComposer(FlakyComposer):
-    """Rule-based bars; while `stall` is set, a call blocks until `release` is set."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.stall = threading.Event()
-        self.release = threading.Event()
-
-    def next_bar(self):
-        if self.stall.is_set():
-            self.release.wait(60)
-        return super().next_bar()
-
-
-class SwitchableSink(RecordingSink):
-    """A sink whose health the test switches."""
-
-    def __init__(self, name):
-        super().__init__(name)
-        self.healthy = True
-
-    def snapshot(self):
-        snapshot = super().snapshot()
-        snapshot.healthy = snapshot.connected = self.healthy
-        return snapshot
-
+from testkit.daemon import unpaced_config as _config, until as _until
+from testkit.doubles import PING_SECONDS, FlakyComposer, RecordingNotifier, RecordingSink, StallingComposer, SwitchableSink
 
 def _start(daemon):
     thread = threading.Thread(target=daemon.run)

@@ -69,6 +69,8 @@ EFFECTS: dict[str, Callable[[], fx.Effect]] = {
     "sanitizer": fx.Sanitizer,
     "tone": lambda: fx.ToneFilter(FS, 30.0, 6000.0, -3.0),
     "tone_48k_no_lowpass": lambda: fx.ToneFilter(48000, 120.0, 23000.0, 4.0),
+    "tone_low_end": lambda: fx.ToneFilter(FS, 30.0, 9000.0, -2.0, 120.0, -8.0, 70.0),
+    "bass_centre": lambda: fx.BassCentre(FS, 150.0),
     "downsample": lambda: fx.SampleRateReducer(FS, 7350.3),
     "bitcrush": lambda: fx.BitCrusher(6),
     "wow_flutter": lambda: fx.WowFlutter(FS, 0.7, 25.0, 9.0, 8.0, seed=3),
@@ -150,7 +152,7 @@ def test_disabled_chain_keeps_only_the_safety_stages():
     kinds = [type(e) for e in chain.effects]
     assert kinds == [fx.Sanitizer, fx.LoudnessNormalizer, fx.SoftLimiter]
     full = [type(e) for e in fx.EffectsChain.from_settings(CHAINS["everything_on"], FS, seed=0).effects]
-    assert full == [fx.Sanitizer, fx.SampleRateReducer, fx.BitCrusher, fx.WowFlutter, fx.ToneFilter,
+    assert full == [fx.Sanitizer, fx.SampleRateReducer, fx.BitCrusher, fx.WowFlutter, fx.ToneFilter, fx.BassCentre,
                     fx.LoudnessNormalizer, fx.VinylCrackle, fx.TapeHiss, fx.SoftLimiter]
 
 
@@ -267,6 +269,42 @@ def test_tone_filter_cuts_above_the_low_pass_and_below_the_high_pass():
     assert ratio_db(4000.0, 20000.0) < -15.0  # 2nd order: ≥ 12 dB down an octave above the corner
     assert abs(ratio_db(600.0, 900.0)) < 1.0  # the middle passes
     assert ratio_db(20.0, 60.0) < -15.0  # rumble is removed
+
+
+def _sine_gain_db(effect: fx.Effect, freq: float, left: float = 1.0, right: float = 1.0) -> tuple[float, float]:
+    """Gain (dB) of each channel for a sine of `freq` with these channel signs/levels, settled."""
+    sine = np.sin(2 * np.pi * freq * np.arange(2 * FS) / FS)
+    out = effect.process(np.stack([left * sine, right * sine]))[:, FS:]
+    return tuple(20 * math.log10(max(np.sqrt(np.mean(channel ** 2)), 1e-12) / math.sqrt(0.5)) for channel in out)
+
+
+@pytest.mark.parametrize("freq,low_db,high_db", [(25.0, -8.3, -7.5), (60.0, -8.0, -6.0), (120.0, -4.3, -3.7),
+                                                  (500.0, -0.5, 0.0)])
+def test_low_shelf_takes_the_sub_bass_down(freq, low_db, high_db):
+    """-8 dB shelf at 120 Hz: the full cut well below, half of it at the corner, nothing above."""
+    shelf = fx.FilterEffect(fx.low_shelf_sos(120.0, -8.0, FS))
+    assert low_db <= _sine_gain_db(shelf, freq)[0] <= high_db
+    assert fx.low_shelf_sos(120.0, 0.0, FS) is None
+
+
+@pytest.mark.parametrize("freq,low_db,high_db", [(35.0, -99.0, -23.0), (50.0, -13.0, -10.0), (70.0, -3.5, -2.5),
+                                                  (110.0, -0.6, 0.0), (1000.0, -0.05, 0.05)])
+def test_low_cut_takes_the_sub_bass_fundamentals_down_and_keeps_the_bass_above(freq, low_db, high_db):
+    cut = fx.FilterEffect(fx.low_cut_sos(70.0, FS))
+    assert low_db <= _sine_gain_db(cut, freq)[0] <= high_db
+    assert fx.low_cut_sos(0.0, FS) is None
+
+
+def test_bass_centre_makes_the_low_end_mono_and_leaves_the_width_above():
+    centre = fx.BassCentre(FS, 150.0)
+    # A 50 Hz tone in anti-phase (all side) is nearly gone; in phase (all mid) it is untouched.
+    assert max(_sine_gain_db(centre, 50.0, 1.0, -1.0)) < -18.0
+    centre.reset()
+    assert _sine_gain_db(centre, 50.0, 1.0, 1.0) == pytest.approx((0.0, 0.0), abs=0.01)
+    # Hard left at 1 kHz stays hard left.
+    centre.reset()
+    left, right = _sine_gain_db(centre, 1000.0, 1.0, 0.0)
+    assert left == pytest.approx(0.0, abs=0.2) and right < -30.0
 
 
 @pytest.mark.parametrize("freq,expected_db", [(100.0, -3.0), (1000.0, 0.0), (10000.0, 3.0)])

@@ -107,3 +107,129 @@ def test_model_time_is_counted():
     list(itertools.islice(composer, 20))
     assert composer.bars_made == 20
     assert 0 < composer.model_seconds / 20 < 0.05
+
+
+# ----------------------------------------------------------------- arrangement
+
+def _pitches(bar: ComposedBar, voice: str) -> list[int]:
+    return [n[1] for n in bar.notes if n[0] == voice]
+
+
+def _middle_sections(tracks: list[list[ComposedBar]]) -> list[list[ComposedBar]]:
+    """Each middle section's bars (intro and outro left out), in order."""
+    sections: list[list[ComposedBar]] = []
+    for track in tracks:
+        for bar in track:
+            if bar.section in ("intro", "outro"):
+                continue
+            if not sections or sections[-1][0].section != bar.section or sections[-1][-1].bar_index != bar.bar_index - 1:
+                sections.append([])
+            sections[-1].append(bar)
+    return sections
+
+
+def test_a_section_keeps_its_groove_with_a_backbeat(two_tracks):
+    for section in _middle_sections(two_tracks):
+        beats = [sorted((n[2], n[1]) for n in bar.notes if n[0] == "drums" and n[1] != 49) for bar in section[:-1]]
+        assert all(beat == beats[0] for beat in beats), section[0].section  # the same beat until the fill
+        assert (0, 36) in beats[0] and (4, 38) in beats[0] and (12, 38) in beats[0]
+        assert sum(1 for step, key in beats[0] if key in (42, 46)) >= 4  # hats keep the pulse
+
+
+def test_bass_starts_every_bar_on_the_chord():
+    from models.composer import BASS_FLOOR
+    from models.data import CHORD_INTERVALS, parse_chord
+
+    bars = compose(160, seed=4)
+    on_root = counted = 0
+    for bar in bars:
+        bass = sorted((n for n in bar.notes if n[0] == "bass"), key=lambda n: n[2])
+        if not bass or bar.section == "intro":
+            continue
+        counted += 1
+        root, quality = parse_chord(bar.chord)
+        tones = {(root + i) % 12 for i in CHORD_INTERVALS[quality]}
+        assert bass[0][2] == 0 and bass[0][1] % 12 in tones, (bar.chord, bass[0])
+        assert all(n[1] >= BASS_FLOOR for n in bass)
+        on_root += bass[0][1] % 12 == root
+    assert 0.4 <= on_root / counted <= 0.85  # mostly the root, sometimes an inversion
+
+
+def test_lofi_harmony_sustains_between_bass_and_lead():
+    bars = compose(160, seed=8, style_blend=0.0)
+    lead_on_top = steps = 0
+    for bar in bars:
+        harmony, bass = _pitches(bar, "harmony"), _pitches(bar, "bass")
+        if harmony and bass:
+            assert min(harmony) > max(bass), bar
+        onsets = {n[2] for n in bar.notes if n[0] == "harmony"}
+        assert len(onsets) <= 2  # one or two long chords a bar, not a re-struck arpeggio
+        for step in range(16):
+            sounding = {voice: [n[1] for n in bar.notes if n[0] == voice and n[2] <= step < n[2] + n[3]]
+                        for voice in ("lead", "harmony")}
+            if sounding["lead"] and sounding["harmony"]:
+                steps += 1
+                lead_on_top += min(sounding["lead"]) > max(sounding["harmony"])
+    assert lead_on_top / steps >= 0.85
+
+
+def test_lead_moves():
+    bars = compose(240, seed=9, style_blend=1.0)
+    onsets = [n[1] for bar in bars for n in sorted(bar.notes, key=lambda n: n[2]) if n[0] == "lead"]
+    repeats = sum(a == b for a, b in zip(onsets, onsets[1:])) / (len(onsets) - 1)
+    assert repeats <= 0.25
+
+
+def test_chromatic_dominants_resolve_a_fifth_down():
+    from models.composer import CHROMATIC, MODES
+    from models.data import key_name, parse_chord
+
+    for seed in range(3):
+        bars = compose(200, seed=seed, temperature=2.0)
+        for bar, after in zip(bars, bars[1:]):
+            if bar.track_id != after.track_id or after.bar_index % 4 == 0 or after.bar_index == after.bars_in_track - 1:
+                continue  # resolutions are written inside a four-bar loop; a track ends on its tonic
+            tonic, mode = parse_key(bar.key)
+            root, quality = parse_chord(bar.chord)
+            normalised = (root - tonic + (0 if mode == MAJOR else 9)) % 12
+            target = CHROMATIC[mode].get((normalised, quality))
+            modal = any((normalised, quality) == (root_, new) for _, changes in MODES[mode].values()
+                        for (root_, _old), new in changes.items())
+            if target is not None and not modal:  # dorian's IV7, say, is a colour, not a dominant
+                assert parse_chord(after.chord)[0] == (root + 5) % 12, (key_name(tonic, mode), bar.chord, after.chord)
+
+
+def test_latent_source_is_checked():
+    vae, lstm = debug_models()
+    noise = list(itertools.islice(Composer.from_modules(vae, lstm, Controls(seed=3), latent_source="noise"), 30))
+    model = list(itertools.islice(Composer.from_modules(vae, lstm, Controls(seed=3)), 30))
+    assert [b.notes for b in noise] != [b.notes for b in model]
+    with pytest.raises(ModelError, match="latent_source"):
+        Composer.from_modules(vae, lstm, latent_source="random")
+
+
+@pytest.mark.parametrize("key, foreign", [("Bb minor", "#"), ("E major", "b")])
+def test_chords_are_spelled_in_the_key_of_their_track(key, foreign):
+    chords = {bar.chord for bar in compose(60, seed=3, key=key)}
+    roots = {chord[1] for chord in chords if len(chord) > 1}
+    assert chords - {"N.C."} and foreign not in roots, chords
+
+
+def test_start_track_continues_numbering_in_a_related_key():
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=4))
+    first = next(composer)
+    composer.start_track(12, after=("G minor", 84.0))
+    bar = next(composer)
+    assert (bar.track_id, bar.track_index, bar.bar_index) == ("s4-t0012", 12, 0)
+    tonic, mode = parse_key(bar.key)
+    # Same key, a fifth either way, a whole tone either way, or the relative major.
+    assert ((tonic - 7) % 12, mode) in {(0, MINOR), (7, MINOR), (5, MINOR), (2, MINOR), (10, MINOR), (3, MAJOR)}
+    assert abs(bar.tempo_bpm - 84.0) <= 8.0
+    assert bar.notes != first.notes
+    # The same start gives the same track: a position is reproducible.
+    again = Composer.from_modules(vae, lstm, Controls(seed=4))
+    again.start_track(12, after=("G minor", 84.0))
+    assert next(again) == bar
+    with pytest.raises(ModelError):
+        composer.start_track(-1)

@@ -155,3 +155,19 @@ def test_real_nes_and_lofi_files():
     assert not isinstance(parsed, str)
     assert parsed.tokens.shape[0] >= D.MIN_BARS
     assert (parsed.chords[:, 0] < 12).all()
+
+
+@pytest.mark.parametrize("key, root, quality, name", [
+    ("Bb minor", 1, "maj9", "Dbmaj9"),  # not C#maj9
+    ("Eb major", 8, "maj7", "Abmaj7"),
+    ("F major", 10, "maj7", "Bbmaj7"),
+    ("D minor", 10, "maj7", "Bbmaj7"),
+    ("E major", 1, "m7", "C#m7"),
+    ("F# minor", 1, "m7", "C#m7"),
+    ("B minor", 6, "m7", "F#m7"),
+    ("D major", 10, "maj7", "A#maj7"),
+    ("C major", 10, "maj7", "Bbmaj7"),  # no signature: the default names
+])
+def test_chords_are_spelled_from_the_key(key, root, quality, name):
+    assert D.chord_name(root, D.CHORD_QUALITIES.index(quality), D.parse_key(key)) == name
+    assert D.chord_name(D.NO_CHORD_ROOT, 0, D.parse_key(key)) == "N.C."

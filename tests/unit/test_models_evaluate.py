@@ -18,6 +18,8 @@ from models import data as D
 from models.debug import synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError, DataError
 from models.evaluate import evaluate, format_table, held_out_part, to_json
+from models.music_eval import ROWS, SOURCES, STYLE_SETTINGS, evaluate_style
+from models.music_features import FEATURES
 from streamer.cli import main as cli_main
 
 # --------------------------------------------------------------------------- baselines by hand
@@ -145,11 +147,16 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     cache = pytest.MonkeyPatch()
     cache.setenv("XDG_CACHE_HOME", str(root / "cache"))
-    train_dir, eval_dir = root / "train-songs", root / "eval-songs"
+    # Training folders named as the styles are guessed: lo-fi songs, and NES games (read by channel).
+    train_dir, nes_dir, eval_dir = root / "lofi", root / "nes", root / "eval-songs"
     train_dir.mkdir()
     eval_dir.mkdir()
     for number in range(6):
         write_song(train_dir / f"song{number}.mid", seed=number)
+    for game in range(3):
+        (nes_dir / f"game{game}").mkdir(parents=True)
+        for number in range(2):
+            write_song(nes_dir / f"game{game}" / f"song{number}.mid", seed=50 + 2 * game + number)
     training, _ = D.split_corpus(D.load_folder(train_dir, progress=False, workers=1))
     seen = training.songs[0].name.split("/")[-1]
     for number in range(3):
@@ -161,8 +168,9 @@ def setup(tmp_path_factory):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = cli_main(["eval", "--data", str(eval_dir), "--checkpoint", str(checkpoint), "--train-data",
-                         str(train_dir), "--minutes", "0.5", "--seed", "3", "--json", str(out), "--no-progress"])
-    yield {"root": root, "train": train_dir, "eval": eval_dir, "checkpoint": checkpoint, "code": code,
+                         str(train_dir), str(nes_dir), "--minutes", "0.5", "--seed", "3", "--json", str(out),
+                         "--no-progress"])
+    yield {"root": root, "train": train_dir, "nes": nes_dir, "eval": eval_dir, "checkpoint": checkpoint, "code": code,
            "stdout": stdout.getvalue(), "json": out, "seen": seen}
     cache.undo()
 
@@ -202,7 +210,8 @@ def test_model_figures_beside_baselines(setup):
     # Random debug weights know nothing: the Markov chain fitted on the songs does better.
     assert lstm["chord_nll"] > lstm["baseline"]["chord_nll"]
     row = next(r for r in result["goals"] if r["figure"] == "lstm_nll")
-    assert row["pass"] is False and row["reference"] == pytest.approx(lstm["baseline"]["nll"])
+    assert row["pass"] == (lstm["nll"] < lstm["baseline"]["nll"])
+    assert row["reference"] == pytest.approx(lstm["baseline"]["nll"])
 
 
 def test_music_figures(setup):
@@ -219,6 +228,49 @@ def test_music_figures(setup):
     assert generated["model_ms_per_bar"] > 0
     row = next(r for r in result["goals"] if r["figure"] == "pitch_class_entropy")
     assert row["pass"] == (2.4 <= generated["pitch_class_entropy"] <= 3.1)
+
+
+def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
+    result = json.loads(setup["json"].read_text())
+    music = result["music"]
+    assert music["minutes_per_style"] == 0.5 and set(music["styles"]) == {"lofi", "nes", "blend"}
+    references = {name: style["reference"]["songs"] for name, style in music["styles"].items()}
+    assert references["lofi"] >= 1 and references["nes"] >= 2  # held out by song; by game (2 songs each)
+    assert references["blend"] == references["lofi"] + references["nes"]
+    for name, style in music["styles"].items():
+        assert set(style["sets"]) == set(SOURCES)
+        assert style["sets"]["model"]["minutes"] >= 0.5 and style["sets"]["noise_latents"]["minutes"] >= 0.5
+        for source, measured in style["sets"].items():
+            overlap = measured["overlap"]
+            assert set(overlap["features"]) == set(FEATURES)
+            assert 0.0 <= overlap["mean_distance"] <= 1.0 and 0.0 <= overlap["mean_value"] <= 1.0
+            assert measured["figures"]["pieces"] >= 1
+        assert style["sets"]["random"]["figures"]["bass_root_on_first_onset"] is None  # random notes: no chords
+        # The fixture songs play a root bass under their chords; the rules start every bar on the root.
+        assert style["sets"]["rules"]["figures"]["bass_root_on_first_onset"] == 1.0
+        rows = [r for r in music["goals"] if r["style"] == name]
+        assert [r["figure"] for r in rows] == [key for key, _, _ in ROWS]
+    nes_rows = {r["figure"]: r for r in music["goals"] if r["style"] == "nes"}
+    assert nes_rows["lead_mean_pitch"]["goal"] == "≥ 69"
+    assert nes_rows["lead_mean_pitch"]["pass"] == (nes_rows["lead_mean_pitch"]["values"]["model"] >= 69)
+    assert nes_rows["mean_value"]["goal"] == "≥ noise-z + 0.10; ≥ 0.75"
+    text = setup["stdout"]
+    for label in ("lo-fi (style_blend 0.0)", "NES (style_blend 1.0)", "blend (style_blend 0.3", "noise-z",
+                  "mean distance-overlap", "mean value-overlap", "lead repeated-note share", "drum-bar variety",
+                  "self-similarity at 16 bars", "music:", "eval took"):
+        assert label in text
+
+
+def test_music_evaluation_is_deterministic_for_a_seed(setup, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(setup["root"] / "cache"))
+    corpus = D.concatenate([D.load_folder(folder, progress=False) for folder in (setup["train"], setup["nes"])])
+    training, validation = D.split_corpus(corpus)
+    nes = next(s for s in STYLE_SETTINGS if s.name == "nes")
+    again, _ = evaluate_style(nes, setup["checkpoint"], training, validation, 0.5, 3, progress=False)
+    first = json.loads(setup["json"].read_text())["music"]["styles"]["nes"]  # the CLI's run, seed 3
+    assert json.loads(json.dumps(to_json(again))) == first
+    sets = first["sets"]
+    assert sets["model"]["figures"] != sets["model_next_seed"]["figures"]  # another seed, other music
 
 
 def test_folder_without_usable_midi_is_a_one_line_data_error(setup, tmp_path, monkeypatch):
@@ -253,6 +305,9 @@ def test_without_training_data_the_baselines_are_left_out(setup, tmp_path, monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     result = evaluate(setup["checkpoint"], [setup["eval"]], 0.2, 1, train_dirs=[tmp_path / "gone"], progress=False)
     assert result["training_data"] is None and result["vae"]["baselines"] is None
+    assert result["music"] is None and "style_blend" not in format_table(result)  # nothing real to compare with
+    with pytest.raises(DataError, match="--data"):  # and without --data, nothing to evaluate on
+        evaluate(setup["checkpoint"], (), 0.2, 1, train_dirs=[tmp_path / "gone"], progress=False)
     assert result["data"]["held_out_songs"] == 4  # nothing known to leave out
     assert result["generated"]["copied_from_training"] is None
     rows = {r["figure"]: r for r in result["goals"]}

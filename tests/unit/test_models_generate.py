@@ -58,7 +58,7 @@ def parser_with(render_wav):
     return parser
 
 
-def test_generate_command_with_wav(checkpoint, tmp_path):
+def test_generate_command_with_wav(checkpoint, tmp_path, capsys):
     rendered = []
     parser = parser_with(lambda midi, wav: rendered.append((midi, wav)))
     args = parser.parse_args(["generate", "--minutes", "0.5", "--seed", "3", "--out", str(tmp_path),
@@ -67,6 +67,10 @@ def test_generate_command_with_wav(checkpoint, tmp_path):
     assert len(rendered) == 1 and rendered[0][1].suffix == ".wav"
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["tracks"][0]["key"] == "D minor" and index["tracks"][0]["tempo_bpm"] == 75.0
+    printed = capsys.readouterr().out  # says what it wrote
+    track = index["tracks"][0]
+    assert f"wrote 1 track ({track['seconds'] / 60:.1f} min) to {tmp_path.resolve()}" in printed
+    assert f"{track['file']} + {track['file'][:-4]}.wav: D minor, 75 BPM" in printed
 
 
 def test_wav_without_renderer_and_help(checkpoint, tmp_path, capsys):

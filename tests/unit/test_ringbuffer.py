@@ -29,14 +29,25 @@ def test_bar_ring_is_fifo_and_counts_seconds():
     assert ring.ahead_seconds == 0.0 and ring.has_room()
 
 
-def test_bar_ring_replace_queued_keeps_only_the_new_entry():
+def test_bar_ring_cuts_at_the_first_bar_that_starts_and_queues_the_new_one():
     ring = BarRing(target_seconds=100.0)
-    for index in range(5):
-        ring.put(_entry(index))
-    assert ring.get().bar.bar_index == 0
-    assert ring.replace_queued(_entry(99, tempo=60.0)) == 4
-    assert len(ring) == 1 and ring.ahead_seconds == pytest.approx(4.0)  # one 4/4 bar at 60 BPM
-    assert ring.get().bar.bar_index == 99 and ring.get() is None
+    sections = ["A", "A", "A", "B", "B", "C"]
+    entries = [BarEntry(Bar((), 120.0, 4.0, "t", i, section=label), "c") for i, label in enumerate(sections)]
+    for entry in entries:
+        ring.put(entry)
+    assert ring.get() is entries[0] and ring.last_taken is entries[0]
+    new_section = lambda before, bar: before is None or bar.section != before.section  # noqa: E731
+    cut, before = ring.find_start(new_section)
+    assert cut is entries[3] and before is entries[2].bar
+    assert ring.cut_before(cut, _entry(99, tempo=60.0)) == (3, pytest.approx(4.0))  # 2 bars of 2 s kept
+    assert [e.bar.bar_index for e in ring.peek_all()] == [1, 2, 99]
+    assert ring.ahead_seconds == pytest.approx(8.0)
+    assert ring.cut_before(entries[4], _entry(100)) is None  # no longer queued: nothing changes
+    assert ring.find_start(lambda before, bar: bar.bar_index > 200) is None
+    assert ring.last_queued().bar_index == 99
+    assert ring.cut_before(ring.peek_all()[0], _entry(7)) == (3, 0.0)  # cut before everything queued
+    assert ring.cut_before(None, _entry(8)) == (0, pytest.approx(2.0))  # append
+    assert [ring.get().bar.bar_index for _ in range(2)] == [7, 8] and ring.get() is None
 
 
 def test_bar_ring_waits_time_out():

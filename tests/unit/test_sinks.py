@@ -24,6 +24,7 @@ from streamer.sinks.file import FileSink
 from streamer.sinks.null import NullSink
 from streamer.sinks.speakers import SpeakersSink
 from streamer.wavfile import to_pcm16
+from streamer.video_files import VideoFiles
 
 RATE = 44100
 
@@ -212,8 +213,12 @@ def _fake_sink(tmp_path: Path, mode: str, live: bool = True, network: bool = Tru
                                         **settings)
     targets = [network_target("rtmp://127.0.0.1:1/live", "topsecret")] if network else []
     targets.append(file_target(tmp_path / "out.mkv"))
-    sink = FfmpegSink(targets, sample_rate=RATE, video=VideoSettings(), settings=sink_settings,
-                      text_path=tmp_path / "np.txt", secrets=["topsecret"], live=live)
+    # A picture without scopes: the pipe carries the stereo mix alone, as the fake ffmpeg counts it.
+    video = VideoSettings(layout=("waveform", "now_playing"))
+    picture = VideoFiles(tmp_path, tmp_path / "static.png", None, None, tmp_path / "title.txt", tmp_path / "np.txt",
+                         None)
+    sink = FfmpegSink(targets, sample_rate=RATE, video=video, settings=sink_settings, picture=picture,
+                      secrets=["topsecret"], live=live)
     return sink, log_path
 
 

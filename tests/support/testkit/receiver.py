@@ -9,6 +9,7 @@
     for recording in receiver.recordings():             # one file per publish session
         report = check_continuity(recording.path)      # audio gaps, non-monotonic timestamps, A/V drift
         silences = detect_silence(recording.path)       # silencedetect: (start, seconds) of 200 ms or more
+        frames = decode_frames(recording.path, fps=5)   # the picture, as RGB arrays
         recording.live_offsets(audio_packets)           # arrival time minus media time, per packet
 
 - `Nginx`: nginx with the RTMP module, from deploy/nginx-rtmp.conf with its own ports and
@@ -44,7 +45,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -55,11 +55,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from waiting import free_port, wait_for
+from testkit.drift import packet_drift  # one A/V drift figure for the soak and the receiver
+from testkit.waiting import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-from bench_soak import packet_drift  # noqa: E402  (one A/V drift figure for the soak and the receiver)
+ROOT = Path(__file__).resolve().parents[3]  # the repository (for deploy/nginx-rtmp.conf)
 
 NGINX_CONF = ROOT / "deploy" / "nginx-rtmp.conf"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
@@ -459,7 +458,7 @@ class Continuity:
     audio_gaps: tuple[tuple[float, float], ...]  # (pts where it starts, length) of steps over the threshold
     max_audio_step: float  # largest step between consecutive audio timestamps
     non_monotonic: tuple[tuple[str, float, float], ...]  # (codec type, pts before, pts after) going back
-    av_drift: float  # largest |audio slip − video slip| (bench/bench_soak.py's packet_drift)
+    av_drift: float  # largest |audio slip − video slip| (testkit.drift.packet_drift)
 
     @property
     def ok(self) -> bool:
@@ -518,6 +517,22 @@ def detect_silence(path: Path, noise_db: float = SILENCE_DB, min_seconds: float 
     return silences
 
 
+def decode_frames(path: Path, fps: float, start: float = 0.0, seconds: float | None = None):
+    """The video of a recording as RGB frames, `fps` a second from `start`: (frames, height, width, 3) uint8."""
+    import numpy as np
+
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, timeout=60, check=True)
+    width, height = (int(v) for v in probe.stdout.strip().split(",")[:2])
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{start:g}", "-i", str(path)]
+    if seconds is not None:
+        command += ["-t", f"{seconds:g}"]
+    command += ["-vf", f"fps={fps:g}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(command, capture_output=True, timeout=600, check=True).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3)
+
+
 def audio_duration(path: Path) -> float:
     result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
                              "format=duration", "-of", "csv=p=0", str(path)],
@@ -526,4 +541,4 @@ def audio_duration(path: Path) -> float:
 
 
 __all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording", "audio_duration",
-           "check_continuity", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]
+           "check_continuity", "decode_frames", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]

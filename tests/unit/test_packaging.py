@@ -1,0 +1,61 @@
+"""Packaging: the licence as PEP 639 declares it, a bounded build backend, and what the make targets install.
+
+`make run` installs what playing needs and nothing else; `make test` adds the test packages and
+extras: the real Makefile, dry-run (`make -n -B`: every command it would run, nothing executed).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _roles() -> dict[str, list[str]]:
+    roles: dict[str, list[str]] = {"run": [], "test": []}
+    for line in (ROOT / "deploy/apt-packages.txt").read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            roles[fields[1]].append(fields[0])
+    return roles
+
+
+def _dry_run(target: str) -> str:
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", "-C", str(ROOT), target], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _apt_packages(commands: str) -> set[str]:
+    lists = re.findall(r"for p in ([^;]*); do", commands)
+    assert lists, commands
+    return {name for found in lists for name in found.split()}
+
+
+def test_make_run_installs_only_the_run_packages_and_the_project():
+    roles = _roles()
+    assert roles["run"] and roles["test"]
+    commands = _dry_run("run")
+    assert _apt_packages(commands) == set(roles["run"])
+    assert "pip install -q -e ." in commands and "[test]" not in commands
+    assert commands.rstrip().splitlines()[-1].endswith("chiplofi stream")
+
+
+def test_make_test_adds_the_test_packages_and_extras():
+    roles = _roles()
+    commands = _dry_run("test")
+    assert _apt_packages(commands) == set(roles["run"]) | set(roles["test"])
+    assert "pip install -q -e '.[test]'" in commands
+
+
+def test_licence_is_an_spdx_string_with_its_file_and_the_build_backend_is_bounded():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"  # PEP 639; the TOML table form is deprecated
+    for name in project["project"]["license-files"]:
+        assert "MIT License" in (ROOT / name).read_text()
+    (backend,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    assert re.fullmatch(r"setuptools>=77[.0-9]*,<\d+", backend), backend
