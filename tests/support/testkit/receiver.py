@@ -69,6 +69,7 @@ SILENCE_SECONDS = 0.2
 RECONNECT_SECONDS = 0.25  # the recorder's wait between attempts while nginx is down
 ANALYZE_SECONDS = 3.0
 STAT_POLL_SECONDS = 0.05
+HISTORY_POLLS = round(600 / STAT_POLL_SECONDS)  # what each Publish keeps of its media timestamps
 
 
 def require_tools() -> None:
@@ -193,6 +194,8 @@ class IngestMonitor:
                     publish.last_seen = now
                     publish.timestamp_ms = int(publisher["timestamp_ms"])
                     publish.history.append((now, publish.timestamp_ms))
+                    if len(publish.history) > 2 * HISTORY_POLLS:  # a soak runs for hours: the last 10 min
+                        del publish.history[:-HISTORY_POLLS]
                     publish.bytes_in = int(publisher["bytes_in"])
                     if publish.first_media is None and publish.timestamp_ms > 0:
                         publish.first_media = now
