@@ -185,6 +185,9 @@ class SinkSettings:
     target_retry_seconds: float = setting(2.0, "wait between reconnection attempts of one failed "
                                                "RTMP target (the others keep streaming)",
                                           min=0.5, max=120.0)
+    target_timeout_seconds: float = setting(5.0, "an RTMP target whose peer takes nothing this long (no "
+                                                 "handshake answer, a full send buffer) is disconnected "
+                                                 "and retried", min=1.0, max=120.0)
     record_segment_minutes: float = setting(60.0, "length of each local recording file", min=1.0,
                                             max=1440.0)
     record_keep_mb: float = setting(2000.0, "local recordings kept, oldest deleted first", min=10.0,

@@ -16,7 +16,8 @@
   boundary (bar, section or track), beginning its own track; the same model plays on with its
   queued bars; render and effects changes from the next bar — a failure keeps what plays; SIGTERM/SIGINT
   stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
-- systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy, STATUS= a summary.
+- systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy (with RTMP outputs, only while
+  one of them delivers), STATUS= a summary.
 - The musical position (streamer.position) is kept in the state directory, so a restart
   continues the radio: a new track number, in a key related to the last one, after a short
   bridge that is not a track. `--seed` runs reproducibly from track 0 instead.
@@ -52,7 +53,7 @@ from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
-from streamer.sinks import Sink, SinkState
+from streamer.sinks import Sink, SinkSnapshot, SinkState
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
 from streamer.types import VOICES, Bar
 from streamer.track_titles import track_title
@@ -635,7 +636,7 @@ class Daemon:
         # The buffer drains at the clock's speed (unpaced, it is counted as if in real time).
         buffer_lasts = self.config.stream.buffer_seconds / (self.clock.speed if self.clock.paced else 1.0)
         stalled = composing is not None and now - composing > buffer_lasts
-        return healthy and not stalled and any(s.snapshot().healthy for s in self._output_sinks())
+        return healthy and not stalled and any(s.healthy for s in self._vital_outputs())
 
     def summary(self) -> str:
         playing = self._playing
@@ -648,6 +649,12 @@ class Daemon:
 
     def _output_sinks(self) -> list[Sink]:
         return [s for s in self.sinks if s is not self.hub] or list(self.sinks)
+
+    def _vital_outputs(self) -> list[SinkSnapshot]:
+        """The outputs health is judged by: the RTMP ones if there are any (a recording that still
+        works must not make a dead ingest look healthy), else every output."""
+        outputs = [s.snapshot() for s in self._output_sinks()]
+        return [s for s in outputs if s.network] or outputs
 
     def _shutdown(self) -> None:
         self.request_stop(self.stop_reason or "shutting down")
@@ -1115,7 +1122,7 @@ class Daemon:
         ahead = self.ring.ahead_seconds + self._pending_frames / self.sample_rate
         if ahead < self.config.stream.ready_seconds:
             return False, f"buffer {ahead:.1f} s ahead, below {self.config.stream.ready_seconds:g} s"
-        connected = [s.name for s in self._output_sinks() if s.snapshot().connected]
+        connected = [s.name for s in self._vital_outputs() if s.connected]
         if not connected:
             return False, "no output connected"
         return True, "ready: " + ", ".join(redact(name) for name in connected)

@@ -36,6 +36,7 @@ class SinkSnapshot:
     state: str
     healthy: bool  # working as intended right now
     connected: bool  # delivering audio to its destination
+    network: bool = False  # streams to an RTMP ingest: readiness and the watchdog follow these sinks
     restarts: int = 0
     bytes_written: int = 0
     frames_written: int = 0

@@ -14,6 +14,21 @@ slow target from blocking the encoder. `onfail=ignore` keeps ffmpeg running when
 gives up. Local recordings go through the `segment` muxer, so they are cut into timestamped
 files that a restart never overwrites.
 
+An RTMP target counts as up only while its peer acknowledges bytes (streamer.sinks.delivery:
+the kernel's count for ffmpeg's connection), never because the encoder makes progress. One that
+hangs (accepts TCP and never answers the handshake, or stops reading mid-stream) is cut after
+`sinks.target_timeout_seconds` without a byte acknowledged (ffmpeg's `rw_timeout` for a read,
+streamer.sinks.delivery.cut for a write, which that timeout does not cover) and retried like a
+refused one, the other targets untouched; only if the connection cannot be cut is the whole
+ffmpeg restarted. The socket's send buffer is held to about a second of the stream so that a
+peer that stops reading fills it at once, and the per-target queue to a few seconds: a
+reconnect never flushes a stale backlog.
+
+Live, the audio written to ffmpeg but not yet encoded is held under MAX_ENCODER_LAG_SECONDS:
+when ffmpeg falls behind (its CPU taken by other work), newer blocks are dropped before they
+are written instead of piling up in its input queue, so it never catches up in a burst
+toward the receiver and the stream stays as live as before.
+
 python-ffmpeg builds the command line (`FFmpeg().option/input/output`) and parses ffmpeg's
 progress lines (`Statistics.from_line`). Its `execute()` is not used: it feeds stdin with
 blocking writes from its own copy loop (no timeout, so a stalled ffmpeg would hang the feeder)
@@ -49,7 +64,9 @@ from streamer.config import SinkSettings, VideoSettings
 from streamer.logs import RateLimitedLog, redact
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
-from streamer.video import build_video_graph, encoder_options, pipe_bytes, pipe_channels, pipe_layout, thumbnail_output
+from streamer.sinks.delivery import Connection, connections_of, cut
+from streamer.video import (build_video_graph, encoder_options, pipe_bytes, pipe_channels, pipe_layout,
+                            preset_of, thumbnail_output)
 from streamer.video_files import VideoFiles
 
 log = logging.getLogger(__name__)
@@ -60,7 +77,14 @@ START_BACKLOG_SECONDS = 0.3  # while ffmpeg starts, older queued audio is droppe
 MUXERS = {".flv": "flv", ".mkv": "matroska", ".mp4": "mp4", ".ts": "mpegts", ".mov": "mov"}
 NETWORK_SCHEMES = ("rtmp", "rtmps")
 RECORDING_PATTERN = "chiplofi-%Y%m%d-%H%M%S.mkv"
-FIFO_QUEUE_PACKETS = 1200  # ≈ 10–20 s of audio + video packets per target
+TARGET_BACKLOG_SECONDS = 3.0  # per-target queue, in media time: more is stale, dropped not flushed
+AAC_FRAME_SAMPLES = 1024  # one AAC packet; audio packets per second = sample rate / this
+SEND_BUFFER_SECONDS = 1.0  # of the stream's bitrate in an RTMP socket's send buffer
+SEND_BUFFER_MIN_BYTES = 64 * 1024  # still covers the bandwidth-delay product of a distant ingest
+DELIVERY_WINDOW_SECONDS = 3.0  # an RTMP target is up while its peer acknowledged bytes this recently
+HANDSHAKE_BYTES = 16 * 1024  # acknowledged by a peer before it has taken any media (see _note_acknowledged)
+PROBE_SECONDS = 1.0  # how often ffmpeg's connections are looked at
+MAX_ENCODER_LAG_SECONDS = 2.0  # live: audio written but not yet encoded; newer audio is dropped above it
 STOP_EOF_SECONDS = 2.5  # after EOF, time ffmpeg gets to finish its files before SIGTERM
 # An ffmpeg that encoded this much of the stream worked: its end (killed, crashed) is an incident,
 # and the next one starts after the shortest wait. Only runs that never got going back off.
@@ -76,10 +100,21 @@ class Target:
     label: str  # redacted, for logs and /status
     muxer: str  # flv, matroska, mp4, mpegts, segment
     options: dict[str, str] = field(default_factory=dict)  # extra tee slave options
-    state: str = "starting"  # starting | ok | failing
+    state: str = "starting"  # starting | ok | stalled (connected, nothing acknowledged) | failing
     failures: int = 0
     overflows: int = 0  # times its queue filled and packets were dropped (a slow peer)
     last_error: str = ""
+    acked_bytes: int = 0  # RTMP: bytes its peer acknowledged, over all connections
+    delivered_at: float = 0.0  # RTMP: monotonic time the peer last acknowledged bytes
+    connections: int = 0  # RTMP: connections made to it
+    cuts: int = 0  # RTMP: connections cut because the peer stopped taking bytes
+    # RTMP: per open connection (socket inode): bytes acknowledged, monotonic time that last grew
+    _seen: dict[int, tuple[int, float]] = field(default_factory=dict, repr=False)
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme.lower() == "rtmps" else 1935)
 
     @property
     def network(self) -> bool:
@@ -93,8 +128,8 @@ class Target:
         path = Path(self.url)
         return str(path.with_name(f"{path.stem}-{run - 1}{path.suffix}"))
 
-    def tee_slave(self, run: int = 1) -> str:
-        options = {"f": self.muxer, **self.options, "onfail": "ignore"}
+    def tee_slave(self, run: int = 1, extra: dict[str, str] | None = None) -> str:
+        options = {"f": self.muxer, **self.options, **(extra or {}), "onfail": "ignore"}
         spec = ":".join(f"{key}={value}" for key, value in options.items())
         return f"[{spec}]{_tee_escape(self.url_for_run(run))}"
 
@@ -202,6 +237,13 @@ class FfmpegSink(QueuedSink):
         self.overflows = 0
         self._run_bytes = 0  # written to the current one
         self._stop_timeout = STOP_EOF_SECONDS + 1.5
+        self._last_probe = 0.0
+        self._sink_started = 0.0
+        self.frames_behind = 0  # live: dropped before ffmpeg because it was behind (MAX_ENCODER_LAG_SECONDS)
+
+    @property
+    def network_targets(self) -> list[Target]:
+        return [target for target in self.targets if target.network]
 
     # ----------------------------------------------------------------- command line
 
@@ -225,12 +267,25 @@ class FfmpegSink(QueuedSink):
         options: dict[str, object] = {"map": ["[vout]", "[aout]"]}
         options.update(encoder_options(self.video, self.sample_rate))
         recovery = max(0.5, self.settings.target_retry_seconds)
+        preset = preset_of(self.video)
+        packets_per_second = self.sample_rate / AAC_FRAME_SAMPLES + preset.fps
+        queue_packets = max(16, round(TARGET_BACKLOG_SECONDS * packets_per_second))
         options.update({
             "f": "tee", "use_fifo": "1",
             "fifo_options": (f"attempt_recovery=1:recover_any_error=1:recovery_wait_time={recovery:g}:"
-                             f"drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size={FIFO_QUEUE_PACKETS}"),
+                             f"drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size={queue_packets}"),
         })
-        ff.output("|".join(target.tee_slave(self.runs) for target in self.targets), options)  # type: ignore[arg-type]
+        stream_bytes_per_second = (preset.video_kbps + self.video.audio_kbps) * 1000 / 8
+        network = {
+            # Passed down to the TCP connection: a read or write waiting longer fails, and the fifo
+            # reconnects this target (an ingest that never answers the handshake, or stops reading).
+            "rw_timeout": str(round(self.settings.target_timeout_seconds * 1e6)),
+            # Autotuned, a loopback send buffer grows to megabytes: seconds of stream that a frozen
+            # peer would get late in a burst, and that delay the timeout above.
+            "send_buffer_size": str(max(SEND_BUFFER_MIN_BYTES, round(SEND_BUFFER_SECONDS * stream_bytes_per_second))),
+        }
+        slaves = [target.tee_slave(self.runs, network if target.network else None) for target in self.targets]
+        ff.output("|".join(slaves), options)  # type: ignore[arg-type]
         if picture.thumbnail is not None:
             ff.output(*thumbnail_output(picture.thumbnail))  # type: ignore[arg-type]
         return ff.arguments
@@ -238,6 +293,7 @@ class FfmpegSink(QueuedSink):
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        self._sink_started = time.monotonic()
         for target in self.targets:
             if target.muxer == "segment" or not target.network:
                 Path(target.url).parent.mkdir(parents=True, exist_ok=True)
@@ -308,6 +364,7 @@ class FfmpegSink(QueuedSink):
         self._fifo_targets.clear()
         for target in self.targets:
             target.state = "starting"
+            target._seen.clear()
         reader = threading.Thread(target=self._read_stderr, args=(proc,), name=f"{self.name}-stderr", daemon=True)
         writer = threading.Thread(target=self._write_loop, args=(proc,), name=f"{self.name}-writer", daemon=True)
         reader.start()
@@ -336,11 +393,93 @@ class FfmpegSink(QueuedSink):
         if self._write_error:
             return self._write_error
         now = time.monotonic()
+        if self.network_targets and now - self._last_probe >= PROBE_SECONDS:
+            self._last_probe = now
+            hung = self._probe_delivery(proc.pid, now)
+            if hung:
+                return hung
         stall = self.settings.stall_seconds
         fed_recently = now - self._last_write_ok < stall
         if fed_recently and now - self._progress_changed > stall and now - self._started_at > stall:
             return f"made no progress for {stall:g} s"
         return None
+
+    def _probe_delivery(self, pid: int, now: float) -> str | None:
+        """Mark each RTMP target by what its peer acknowledged, and cut a connection whose peer
+        took nothing for `target_timeout_seconds` (ffmpeg retries it). A reason to restart the
+        whole ffmpeg only if that cut is impossible."""
+        try:
+            connections = connections_of(pid)
+        except OSError as exc:
+            # No sock_diag (a sandbox refusing AF_NETLINK, an old unit file): judged by the encoder's
+            # progress as a local file is, rather than never up (the watchdog would restart us for
+            # ever). Said once a minute.
+            self._ffmpeg_log.warning("cannot read ffmpeg's connections (%s): RTMP targets are judged by "
+                                     "the encoder's progress only", exc)
+            for target in self.network_targets:
+                if target.state == "starting" and self._progress_seconds > 0:
+                    target.state = "ok"
+            return None
+        timeout = self.settings.target_timeout_seconds
+        for target in self.network_targets:
+            # Told apart by port: ffmpeg resolves the host itself (round-robin DNS may give it
+            # another address than a lookup here would). Two targets on one port (a primary and
+            # a backup ingest) share their connections' figures; a hung connection is still cut.
+            mine = [c for c in connections if c.port == target.port and c.established]
+            if self._note_acknowledged(target, mine, now):
+                target.delivered_at = now
+                if target.state != "ok":
+                    log.info("ffmpeg target %s delivering", target.label)
+                target.state = "ok"
+            elif not mine:
+                if target.state in ("ok", "stalled"):
+                    target.state = "failing"  # the connection is gone; the fifo retries it
+            elif now - target.delivered_at >= DELIVERY_WINDOW_SECONDS and target.state != "stalled":
+                if target.state == "ok":
+                    target.failures += 1
+                    log.warning("ffmpeg target %s stalled: connected, its peer acknowledges nothing", target.label)
+                target.state = "stalled"
+                target.last_error = "connected, nothing acknowledged"
+            for connection in mine:
+                acked, changed = target._seen[connection.inode]
+                if now - changed >= timeout:
+                    target._seen[connection.inode] = (acked, now)  # one cut per timeout at most
+                    reason = self._cut(pid, target, connection, now - changed)
+                    if reason:
+                        return reason
+        return None
+
+    def _cut(self, pid: int, target: Target, connection: Connection, silent: float) -> str | None:
+        log.warning("ffmpeg target %s: its peer took nothing for %.0f s; cutting the connection to retry it",
+                    target.label, silent)
+        try:
+            cut(pid, connection)
+        except OSError as exc:
+            return f"target {target.label} took nothing for {silent:.0f} s and its connection cannot be cut ({exc})"
+        target.cuts += 1
+        target.last_error = f"peer took nothing for {silent:.0f} s; connection cut"
+        return None
+
+    @staticmethod
+    def _note_acknowledged(target: Target, connections: list[Connection], now: float) -> bool:
+        """Note what each connection's peer acknowledged since the last look; True if the target
+        delivered (a connection past its handshake acknowledged more)."""
+        grew = False
+        seen = {}
+        for connection in connections:
+            before, changed = target._seen.get(connection.inode, (None, now))
+            if before is None:
+                target.connections += 1
+                before = connection.bytes_acked
+            if connection.bytes_acked > before:
+                target.acked_bytes += connection.bytes_acked - before
+                changed = now
+                # The kernel of any listening socket acknowledges the SYN and the handshake's first
+                # packet (C0+C1, 1537 bytes), read or not: more than that is the peer taking media.
+                grew = grew or connection.bytes_acked > HANDSHAKE_BYTES
+            seen[connection.inode] = (connection.bytes_acked, changed)
+        target._seen = seen  # connections that closed are forgotten
+        return grew
 
     def _finish(self, proc: subprocess.Popen[bytes], writer: threading.Thread, reader: threading.Thread) -> None:
         """Stop cleanly: the writer sends what is queued and closes stdin; ffmpeg ends its files."""
@@ -406,10 +545,25 @@ class FfmpegSink(QueuedSink):
                 if self._incarnation_over.is_set() or (self._stop.is_set() and not self.queue.frames):
                     return
                 continue
+            if self._behind():
+                # ffmpeg has more than it can encode in time (starved of CPU): this block would only
+                # add to a backlog sent later in a burst. Dropping it keeps the stream live.
+                self.frames_behind += block.frames
+                self._fed(time.monotonic())
+                continue
             error = self._write_all(fd, block, timeout)
             if error:
                 self._write_error = error
                 return
+
+    def encoder_lag(self) -> float:
+        """Seconds of audio this ffmpeg was given and has not encoded yet (0 before it starts)."""
+        if self._progress_seconds == 0.0:
+            return 0.0
+        return self._run_bytes / (2 * self.channels * self.sample_rate) - self._progress_seconds  # s16: 2 bytes a sample
+
+    def _behind(self) -> bool:
+        return self.live and self.encoder_lag() > MAX_ENCODER_LAG_SECONDS
 
     def _starting(self) -> bool:
         """Live (paced) stream, and this ffmpeg has not reported progress yet."""
@@ -441,13 +595,16 @@ class FfmpegSink(QueuedSink):
             self.bytes_written += written
             self._run_bytes += written
         self.frames_written += block.frames
-        now = time.monotonic()
+        self._fed(time.monotonic())
+        return ""
+
+    def _fed(self, now: float) -> None:
+        """A block was handed to ffmpeg (or dropped because it is behind): input is there."""
         if now - self._last_write_ok > FEED_PAUSE_SECONDS:
             # ffmpeg got no input for a while (this process was stopped, say): it could make no
             # progress meanwhile, so the stall watch starts again from now.
             self._progress_changed = max(self._progress_changed, now)
         self._last_write_ok = now
-        return ""
 
     # ----------------------------------------------------------------- stderr
 
@@ -480,7 +637,9 @@ class FfmpegSink(QueuedSink):
                     self._progress_seconds = seconds
                     self._progress_changed = time.monotonic()
                     for target in self.targets:
-                        if target.state == "starting":
+                        # An RTMP target is up when its peer takes bytes (_probe_delivery), not
+                        # when the encoder runs.
+                        if target.state == "starting" and not target.network:
                             target.state = "ok"
                 return
         if match and match["module"] == "fifo" and addr:
@@ -510,8 +669,9 @@ class FfmpegSink(QueuedSink):
         if "queue full" in text:
             target.overflows += 1
         elif text.startswith("Recovery successful"):
-            target.state = "ok"
-            log.info("ffmpeg target %s recovered", target.label)
+            log.info("ffmpeg target %s reconnected", target.label)
+            if not target.network:
+                target.state = "ok"
         elif text.startswith("Error") or "failed" in text:
             if target.state != "failing":
                 target.failures += 1
@@ -521,24 +681,45 @@ class FfmpegSink(QueuedSink):
     # ----------------------------------------------------------------- status
 
     def connected(self) -> bool:
+        """Delivering: with RTMP targets, one whose peer acknowledges bytes (a recording that
+        still works does not count); with local files only, the encoder making progress."""
         fresh = time.monotonic() - self._progress_changed < self.settings.stall_seconds
+        vital = self.network_targets or self.targets
         return (self.state == SinkState.RUNNING and fresh and self._progress_seconds > 0
-                and any(t.state == "ok" for t in self.targets))
+                and any(t.state == "ok" for t in vital))
+
+    def _grace_from(self) -> float:
+        """A new ffmpeg counts as healthy for `stall_seconds` before it must show that it works.
+        With RTMP targets only the sink's first start has that grace: an ffmpeg restarted over and
+        over because its ingest hangs never looks healthy (a short reconnect only delays a ping)."""
+        return self._sink_started if self.network_targets else self._started_at
 
     def snapshot(self) -> SinkSnapshot:
         connected = self.connected()
+        now = time.monotonic()
         return SinkSnapshot(
             name=self.name, kind=self.kind, state=self.state,
             healthy=self.state in (SinkState.RUNNING, SinkState.STARTING) and (
-                connected or time.monotonic() - self._started_at < self.settings.stall_seconds),
-            connected=connected, restarts=self.restarts, bytes_written=self.bytes_written,
-            frames_written=self.frames_written, frames_dropped=self.queue.stats.frames_dropped,
+                connected or now - self._grace_from() < self.settings.stall_seconds),
+            connected=connected, network=bool(self.network_targets), restarts=self.restarts,
+            bytes_written=self.bytes_written, frames_written=self.frames_written,
+            frames_dropped=self.queue.stats.frames_dropped + self.frames_behind,
             queued_seconds=self.queue.frames / self.sample_rate, last_error=self.last_error,
             detail={
                 "pid": self.pid,
                 "encoded_seconds": round(self._progress_seconds, 2),
+                "encoder_lag_seconds": round(self.encoder_lag(), 2),
+                "frames_dropped_behind": self.frames_behind,
                 "target_overflows": self.overflows,
-                "targets": [{"target": t.label, "state": t.state, "failures": t.failures,
-                             "overflows": t.overflows, "last_error": t.last_error} for t in self.targets],
+                "targets": [self._target_status(t, now) for t in self.targets],
                 "restart_reasons": list(self.restart_reasons[-5:]),
             })
+
+    @staticmethod
+    def _target_status(target: Target, now: float) -> dict[str, object]:
+        status: dict[str, object] = {"target": target.label, "state": target.state, "failures": target.failures,
+                                     "overflows": target.overflows, "last_error": target.last_error}
+        if target.network:
+            status.update(acked_bytes=target.acked_bytes, connections=target.connections, cuts=target.cuts,
+                          last_delivery_seconds_ago=round(now - target.delivered_at, 1) if target.delivered_at else None)
+        return status

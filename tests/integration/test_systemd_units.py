@@ -99,7 +99,7 @@ def test_the_units_say_what_the_daemon_relies_on():
         ("Service", "StateDirectory"): "chiplofi/%i",  # $STATE_DIRECTORY when stream.state_dir is empty
         ("Service", "User"): "chiplofi",
         ("Service", "SupplementaryGroups"): "audio",
-        ("Service", "RestrictAddressFamilies"): "AF_UNIX AF_INET AF_INET6",
+        ("Service", "RestrictAddressFamilies"): "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
     }
     assert {key: values.get(key) for key in expected} == expected
     # systemd waits longer than the daemon takes to stop its outputs, so ffmpeg ends its files.

@@ -201,14 +201,18 @@ sys.exit(0)
 '''
 
 
-def _fake_sink(tmp_path: Path, mode: str, live: bool = True, **settings) -> tuple[FfmpegSink, Path]:
+def _fake_sink(tmp_path: Path, mode: str, live: bool = True, network: bool = True,
+               **settings) -> tuple[FfmpegSink, Path]:
+    """A sink running the fake ffmpeg above; `network=False`: a file target only (an RTMP target
+    counts as connected only when a real peer acknowledges bytes, which no fake does)."""
     log_path = tmp_path / f"{mode}.log"
     script = tmp_path / f"ffmpeg-{mode}"
     script.write_text(FAKE_FFMPEG.format(python=sys.executable, mode=mode, log=str(log_path)))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     sink_settings = dataclasses.replace(SinkSettings(), ffmpeg=str(script), restart_initial_seconds=0.2,
                                         **settings)
-    targets = [network_target("rtmp://127.0.0.1:1/live", "topsecret"), file_target(tmp_path / "out.mkv")]
+    targets = [network_target("rtmp://127.0.0.1:1/live", "topsecret")] if network else []
+    targets.append(file_target(tmp_path / "out.mkv"))
     # A picture without scopes: the pipe carries the stereo mix alone, as the fake ffmpeg counts it.
     video = VideoSettings(layout=("waveform", "now_playing"))
     picture = VideoFiles(tmp_path, tmp_path / "static.png", None, None, tmp_path / "title.txt", tmp_path / "np.txt",
@@ -229,6 +233,11 @@ def test_ffmpeg_command_line_has_youtube_settings_and_one_tee_slave_per_target(t
     assert option("-b:v") == option("-maxrate") == option("-minrate")
     assert "tee" in args and joined.count("onfail=ignore") == 2 and "attempt_recovery=1" in joined
     assert "rtmp://127.0.0.1:1/live/topsecret" in args[-1]
+    assert sink.snapshot().detail["targets"][0]["target"] == "rtmp://127.0.0.1:1/live/<redacted>"
+    # Only the RTMP slave times out a hung peer and keeps a small send buffer.
+    rtmp, recording = args[-1].split("|")
+    assert "rw_timeout=5000000" in rtmp and "send_buffer_size=" in rtmp
+    assert "rw_timeout" not in recording and "send_buffer_size" not in recording
     assert "reload=1" in option("-filter_complex") and "showwaves" in option("-filter_complex")
 
 
@@ -269,7 +278,7 @@ def test_ffmpeg_without_progress_is_restarted(tmp_path):
 
 
 def test_ffmpeg_gets_every_byte_and_ends_cleanly_on_stop(tmp_path):
-    sink, log_path = _fake_sink(tmp_path, "ok", live=False)  # unpaced: nothing may be dropped
+    sink, log_path = _fake_sink(tmp_path, "ok", live=False, network=False)  # unpaced: nothing may be dropped
     sink.start()
     blocks = _blocks(50)
     for block in blocks:
@@ -282,11 +291,11 @@ def test_ffmpeg_gets_every_byte_and_ends_cleanly_on_stop(tmp_path):
     assert re.search(r"^eof (\d+)$", log_path.read_text(), re.M).group(1) == str(sum(len(b.pcm16) for b in blocks))
     snap = sink.snapshot()
     assert snap.bytes_written == sum(len(b.pcm16) for b in blocks)
-    assert [t["target"] for t in snap.detail["targets"]][0] == "rtmp://127.0.0.1:1/live/<redacted>"
+    assert [t["target"] for t in snap.detail["targets"]][0] == str(tmp_path / "out.mkv")
 
 
 def test_live_ffmpeg_starts_with_current_audio_not_a_backlog(tmp_path):
-    sink, log_path = _fake_sink(tmp_path, "slowstart", queue_seconds=10)
+    sink, log_path = _fake_sink(tmp_path, "slowstart", queue_seconds=10, network=False)
     sink.start()
     blocks = _blocks(130)  # ≈ 3 s of audio arrives while ffmpeg is still starting
     assert _wait(lambda: sink.snapshot().state == SinkState.RUNNING)

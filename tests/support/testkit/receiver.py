@@ -27,6 +27,7 @@
   While nginx is down the recorder keeps trying to connect. ffmpeg holds the first
   ANALYZE_SECONDS of a session back while it looks for the streams, so arrival times are
   exact in steady state only; `IngestMonitor` gives the start of a session.
+- `HungIngest`: a deliberately broken ingest that accepts TCP and never reads or answers.
 - `probe_packets`, `check_continuity`, `detect_silence`: ffprobe / ffmpeg over a recording (any
   container ffprobe reads, so also the daemon's own files).
 
@@ -68,6 +69,7 @@ SILENCE_SECONDS = 0.2
 RECONNECT_SECONDS = 0.25  # the recorder's wait between attempts while nginx is down
 ANALYZE_SECONDS = 3.0
 STAT_POLL_SECONDS = 0.05
+HISTORY_POLLS = round(600 / STAT_POLL_SECONDS)  # what each Publish keeps of its media timestamps
 
 
 def require_tools() -> None:
@@ -156,6 +158,14 @@ class Publish:
     last_seen: float = 0.0
     timestamp_ms: int = 0  # media time reached
     bytes_in: int = 0
+    history: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, timestamp_ms) per poll
+
+    def media_in(self, start: float, seconds: float) -> float:
+        """Media seconds that reached nginx between `start` and `start + seconds` (monotonic): about
+        `seconds` while the stream is live, far more when a backlog is pushed."""
+        # (0 until the first media: the connect and publish commands carry timestamp 0.)
+        inside = [ms for at, ms in self.history if start <= at <= start + seconds and ms > 0]
+        return (max(inside) - min(inside)) / 1000 if inside else 0.0
 
 
 class IngestMonitor:
@@ -183,13 +193,17 @@ class IngestMonitor:
                     publish = self._publishes.setdefault(client, Publish(client, now))
                     publish.last_seen = now
                     publish.timestamp_ms = int(publisher["timestamp_ms"])
+                    publish.history.append((now, publish.timestamp_ms))
+                    if len(publish.history) > 2 * HISTORY_POLLS:  # a soak runs for hours: the last 10 min
+                        del publish.history[:-HISTORY_POLLS]
                     publish.bytes_in = int(publisher["bytes_in"])
                     if publish.first_media is None and publish.timestamp_ms > 0:
                         publish.first_media = now
 
     def publishes(self) -> list[Publish]:
         with self._lock:
-            return sorted((dataclasses.replace(p) for p in self._publishes.values()), key=lambda p: p.seen)
+            return sorted((dataclasses.replace(p, history=list(p.history)) for p in self._publishes.values()),
+                          key=lambda p: p.seen)
 
     def first_media_after(self, moment: float) -> float | None:
         """When media of a publish session that started after `moment` first reached nginx."""
@@ -199,6 +213,38 @@ class IngestMonitor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
+
+
+class HungIngest:
+    """A deliberately broken ingest on 127.0.0.1:`port`: it accepts TCP connections and never
+    reads or answers (the RTMP handshake waits for ever). Notes when each connection came."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.accepted: list[float] = []  # monotonic times
+        self._connections: list[socket.socket] = []
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen(16)
+        threading.Thread(target=self._accept, name="hung-ingest", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            self._connections.append(connection)
+
+    def close(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        for sock in [self._listener, *self._connections]:
+            sock.close()
 
 
 # ----------------------------------------------------------------------------- recorder
