@@ -372,6 +372,36 @@ def _describe(meta: Mapping[str, Any], kind: type) -> str:
     return name
 
 
+SHOWN_CHARACTERS = 80  # of a value echoed in an error
+PATH_MAX_BYTES, NAME_MAX_BYTES = 4095, 255  # Linux: a whole path, one component
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message, cut to a few dozen characters: a huge value (a 100 MB
+    string) must not make a huge one-line error."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS - 20]}…({len(text)} characters)"
+
+
+def check_path(key: str, value: str) -> str:
+    """`value` if it is a path the system can open: no NUL, no component over 255 bytes, at most
+    4095 bytes in all. Raises ConfigError naming `key` (the OS would raise ValueError or
+    ENAMETOOLONG much later)."""
+    if "\0" in value:
+        raise ConfigError(f"{key}: a path cannot hold a NUL character, got {shown(value)}")
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) > PATH_MAX_BYTES:
+        raise ConfigError(f"{key}: a path of {len(encoded)} bytes is longer than the {PATH_MAX_BYTES} "
+                          f"the system accepts, got {shown(value)}")
+    for part in encoded.split(b"/"):
+        if len(part) > NAME_MAX_BYTES:
+            raise ConfigError(f"{key}: a file or directory name of {len(part)} bytes is longer than the "
+                              f"{NAME_MAX_BYTES} the system accepts, got {shown(value)}")
+    return value
+
+
 def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
     accepted = _describe(meta, kind)
     kind = _optional_of(kind) or kind
@@ -395,7 +425,7 @@ def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> A
     if ok and meta.get("max") is not None and value > meta["max"]:
         ok = False
     if not ok:
-        raise ConfigError(f"{key}: expected {accepted}, got {value!r}")
+        raise ConfigError(f"{key}: expected {accepted}, got {shown(value)}")
     return value
 
 
@@ -410,7 +440,7 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
     top = problems is None
     problems = [] if problems is None else problems
     if not isinstance(mapping, Mapping):
-        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a table, got {mapping!r}")
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a table, got {shown(mapping)}")
         mapping = {}
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -418,8 +448,8 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
     for name, value in mapping.items():
         if name not in fields:
             known = ", ".join(sorted(fields))
-            shown = name if str(name).isprintable() else repr(name)  # the error stays one line
-            problems.append(f"{prefix}{shown}: unknown key; known keys here: {known}")
+            label = name if str(name).isprintable() else repr(name)  # the error stays one line
+            problems.append(f"{prefix}{label}: unknown key; known keys here: {known}")
             continue
         kind, key = hints[name], f"{prefix}{name}"
         # tuple[Item, ...] / dict[str, Item]: the kind of the items
@@ -434,13 +464,13 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
             values[name] = settings_from_mapping(kind, merged, f"{key}.", problems)
         elif get_origin(kind) is tuple and dataclasses.is_dataclass(item_kind):  # [[key]]: an array of tables
             if not isinstance(value, (list, tuple)):
-                problems.append(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
+                problems.append(f"{key}: expected an array of tables ([[{key}]]), got {shown(value)}")
                 continue
             values[name] = tuple(settings_from_mapping(item_kind, item, f"{key}[{i}].", problems)
                                  for i, item in enumerate(value))
         elif get_origin(kind) is dict and dataclasses.is_dataclass(item_kind):  # [key.NAME]: named tables
             if not isinstance(value, Mapping):
-                problems.append(f"{key}: expected tables [{key}.NAME], got {value!r}")
+                problems.append(f"{key}: expected tables [{key}.NAME], got {shown(value)}")
                 continue
             values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.", problems)
                             for item_name, item in value.items()}
@@ -503,6 +533,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory; expected a TOML config file")
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

@@ -46,7 +46,7 @@ from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
 from streamer.composer import (Bridge, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer,
                                starts_unit, uses_model)
-from streamer.config import Config, load_config
+from streamer.config import Config, check_path, load_config, shown
 from streamer.errors import ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
 from streamer.notify import Notifier, SystemdNotifier, status_line
@@ -134,9 +134,16 @@ def check_config(config: Config) -> None:
     if config.status.enabled:
         attempt(parse_addr, config.status.addr)
     attempt(parse_schedule, config.schedule)
+    for key in ("key_file", "state_dir"):
+        attempt(check_path, f"stream.{key}", getattr(stream, key))
+    if uses_model(stream.checkpoint):
+        attempt(check_path, "stream.checkpoint", stream.checkpoint)
+    attempt(check_path, "sinks.ffmpeg", config.sinks.ffmpeg)
+    attempt(check_path, "video.font", config.video.font)
     kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
     for spec, kind in zip(stream.outputs, kinds):
-        if kind is not None:
+        is_file = kind == "wav" or (kind == "ffmpeg" and "://" not in spec)
+        if is_file and attempt(check_path, "stream.outputs", spec) is not None:
             attempt(_check_output_directory, spec, kind)
     if "ffmpeg" in kinds or not stream.outputs:
         attempt(check_video_settings, config.video, config.sinks.ffmpeg)
@@ -152,11 +159,38 @@ def load_stream_config(path: str | Path | None, overrides: CliOverrides,
     return config
 
 
+STREAM_KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+STREAM_KEY_LENGTH = (4, 256)  # characters; ffmpeg cuts log lines at 1 kB, so a key must fit well inside one
+
+
+def check_stream_key(key: str, source: str) -> str:
+    """`key` if it can be a stream key: the characters a URL path carries as they are (RFC 3986's
+    unreserved ones), 4 to 256 of them. A line break, a space, `?`, `/`, a quote or a non-ASCII
+    character would publish under another stream name (or split the key across log lines, where
+    redaction cannot find it). The ConfigError names `source` and what is wrong, never the key."""
+    low, high = STREAM_KEY_LENGTH
+    if not low <= len(key) <= high:
+        raise ConfigError(f"{source}: the stream key is {len(key)} characters long; expected {low} to {high}")
+    bad = [c for c in key if c not in STREAM_KEY_CHARACTERS]
+    if not bad:
+        return key
+    if any(c in "\r\n" for c in bad):
+        problem = "more than one line (a key file holds the key alone, without comments)"
+    elif any(c.isspace() for c in bad):
+        problem = "a space or another blank"
+    elif any(not c.isascii() for c in bad):
+        problem = "a character that is not ASCII"
+    else:
+        problem = "punctuation that a URL does not carry as it is (such as ? # / & % + = or a quote)"
+    raise ConfigError(f"{source}: the stream key holds {problem}; expected only letters, digits and - _ . ~")
+
+
 def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
-    """The stream key: $CHIPLOFI_STREAM_KEY, else `stream.key_file`, else a systemd credential."""
+    """The stream key: $CHIPLOFI_STREAM_KEY, else `stream.key_file`, else a systemd credential.
+    Blanks around it (a file's last newline) are dropped; anything else odd is an error."""
     key = environ.get(KEY_ENV, "").strip()
     if key:
-        return key
+        return check_stream_key(key, KEY_ENV)
     path = config.stream.key_file
     if path:
         try:
@@ -166,10 +200,16 @@ def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
                               f"({getattr(exc, 'strerror', None) or exc})") from exc
         if not key:
             raise ConfigError(f"stream.key_file: {path} is empty")
-        return key
+        return check_stream_key(key, f"stream.key_file ({path})")
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / KEY_CREDENTIAL).is_file():
-        return (Path(credentials) / KEY_CREDENTIAL).read_text(encoding="utf-8").strip()
+        credential = Path(credentials) / KEY_CREDENTIAL
+        try:
+            key = credential.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"systemd credential {KEY_CREDENTIAL}: cannot read {credential} "
+                              f"({getattr(exc, 'strerror', None) or exc})") from exc
+        return check_stream_key(key, f"systemd credential {KEY_CREDENTIAL} ({credential})") if key else ""
     return ""
 
 
@@ -181,20 +221,22 @@ def state_directory(config: Config, environ: Mapping[str, str]) -> Path:
 
 
 def _classify_output(spec: str) -> str:
+    if "\0" in spec:
+        raise ConfigError(f"stream.outputs: an output cannot hold a NUL character, got {shown(spec)}")
     lowered = spec.strip().lower()
     if lowered in (SPEAKERS, NULL):
         return lowered
     if lowered.startswith(("rtmp://", "rtmps://")):
         return "ffmpeg"
     if "://" in lowered:
-        raise ConfigError(f"stream.outputs: {spec!r}: expected rtmp:// or rtmps:// URLs, file paths, "
+        raise ConfigError(f"stream.outputs: {shown(spec)}: expected rtmp:// or rtmps:// URLs, file paths, "
                           "'speakers' or 'null'")
     if lowered.endswith(".wav"):
         return "wav"
     from streamer.sinks.ffmpeg import MUXERS
 
     if Path(lowered).suffix not in MUXERS:
-        raise ConfigError(f"stream.outputs: {spec!r}: a file output must end in .wav (audio) or "
+        raise ConfigError(f"stream.outputs: {shown(spec)}: a file output must end in .wav (audio) or "
                           f"{', '.join(MUXERS)} (audio and video)")
     return "ffmpeg"
 
@@ -241,7 +283,7 @@ def plan_outputs(config: Config, key: str) -> OutputPlan:
             plan.wav_files.append(Path(spec))
         else:
             if "{key}" in spec and not key:
-                raise ConfigError(f"stream.outputs: {spec!r} needs a stream key: set {KEY_ENV} or "
+                raise ConfigError(f"stream.outputs: {shown(spec)} needs a stream key: set {KEY_ENV} or "
                                   "stream.key_file")
             plan.ffmpeg_urls.append(spec)
     return plan

@@ -17,7 +17,23 @@ __all__ = [
 
 
 class ConfigError(ChiplofiError):
-    """A configuration key has a value that is not accepted; the message names the key."""
+    """A configuration key has a value that is not accepted; the message names the key (one line
+    per bad key).
+
+    Each line stays short whatever value it echoes (a 100 MB string, say): past `MAX_LINE`
+    characters it is cut, saying how much was left out."""
+
+    MAX_LINE = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__("\n".join(self._cut(line) for line in message.split("\n")))
+
+    @classmethod
+    def _cut(cls, line: str) -> str:
+        if len(line) <= cls.MAX_LINE:
+            return line
+        keep = cls.MAX_LINE - 60
+        return f"{line[:keep]}… ({len(line) - keep} more characters)"
 
 
 class InputFileError(ChiplofiError):

@@ -6,6 +6,7 @@ reaches a log line whatever module logs it (ffmpeg's own messages name the inges
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -18,12 +19,42 @@ _secrets: list[str] = []
 _secrets_lock = threading.Lock()
 
 
+MIN_FRAGMENT = 4  # characters of a secret at a line's start or end that count as a piece of it
+MIN_INNER_FRAGMENT = 8  # characters of a secret anywhere in a line that count as a piece of it
+
+
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
-    """`text` with every secret (the given ones, and those registered) replaced."""
+    """`text` with every secret (the given ones, and those registered) replaced, and every piece
+    of one: 8 characters or more anywhere, 4 or more that end the text or start it (what is left
+    of a secret in a line cut short — ffmpeg truncates its log lines at 1 kB — or split)."""
     for secret in list(secrets or []) + _registered():
-        if secret:
-            text = text.replace(secret, REDACTED)
+        if not secret:
+            continue
+        text = text.replace(secret, REDACTED)
+        if _holds_piece(text, secret):
+            for size in range(len(secret) - 1, MIN_INNER_FRAGMENT - 1, -1):
+                for start in range(len(secret) - size + 1):
+                    text = text.replace(secret[start:start + size], REDACTED)
+        for size in range(len(secret) - 1, MIN_FRAGMENT - 1, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size] + REDACTED
+                break
+        for size in range(len(secret) - 1, MIN_FRAGMENT - 1, -1):
+            if text.startswith(secret[-size:]):
+                text = REDACTED + text[size:]
+                break
     return text
+
+
+@functools.lru_cache(maxsize=16)
+def _pieces(secret: str) -> frozenset[str]:
+    return frozenset(secret[i:i + MIN_INNER_FRAGMENT] for i in range(len(secret) - MIN_INNER_FRAGMENT + 1))
+
+
+def _holds_piece(text: str, secret: str) -> bool:
+    """Does `text` hold 8 consecutive characters of `secret`? (One pass over the text.)"""
+    pieces = _pieces(secret)
+    return any(text[i:i + MIN_INNER_FRAGMENT] in pieces for i in range(len(text) - MIN_INNER_FRAGMENT + 1))
 
 
 def _registered() -> list[str]:
@@ -47,7 +78,8 @@ class RedactingFormatter(logging.Formatter):
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(self.inner.format(record))
+        # Line by line: a cut-off key at the end of one line of a multi-line record is found too.
+        return "\n".join(redact(line) for line in self.inner.format(record).split("\n"))
 
 
 def install_redaction(secrets: Iterable[str] = ()) -> None:

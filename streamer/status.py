@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from streamer.config import shown
 from streamer.errors import ConfigError
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import SinkSnapshot, SinkState
@@ -71,9 +72,12 @@ class TrackSource(Protocol):
 def parse_addr(text: str, key: str = "status.addr") -> tuple[str, int]:
     """'HOST:PORT' → (host, port); raises ConfigError naming `key`."""
     host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: expected HOST:PORT with a port from 0 to 65535, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):  # [::1]:8080, an IPv6 address
+        host = host[1:-1]
+    if (not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535
+            or not host.isprintable()):
+        raise ConfigError(f"{key}: expected HOST:PORT (IPv6: [ADDRESS]:PORT) with a port from 0 to 65535, "
+                          f"got {shown(text)}")
     return host, int(port)
 
 
@@ -372,7 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _tracks(self, archive: TrackSource, query: str, head: bool) -> None:
         values = urllib.parse.parse_qs(query, keep_blank_values=True).get("limit", [str(TRACKS_DEFAULT)])
-        if not (values[-1].isdigit() and 1 <= int(values[-1]) <= TRACKS_MAX):
+        # ASCII digits only: "²" and "①" are digits to str.isdigit() but not to int().
+        if not (values[-1].isascii() and values[-1].isdigit() and 1 <= int(values[-1]) <= TRACKS_MAX):
             self._send(400, f"limit: expected a whole number from 1 to {TRACKS_MAX}\n".encode(),
                        "text/plain; charset=utf-8", head)
             return
@@ -444,6 +449,8 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, addr: tuple[str, int], handler: type[_Handler], max_clients: int) -> None:
+        if ":" in addr[0]:  # an IPv6 address ("::1"): the class default is IPv4
+            self.address_family = socket.AF_INET6
         super().__init__(addr, handler)
         self._slots = threading.BoundedSemaphore(max_clients)
 

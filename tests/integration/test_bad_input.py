@@ -70,6 +70,39 @@ def test_config_check_names_the_bad_key_in_one_line(tmp_path, case):
     assert_one_error_line(result, 2, f"chiplofi: config error: {leaf.key}: ")
 
 
+LONG_NAME = "n" * 256  # one byte over NAME_MAX
+
+
+@pytest.mark.parametrize("key, value", [
+    ("stream.key_file", "/tmp/k\\u0000ey"), ("stream.state_dir", "/tmp/st\\u0000ate"),
+    ("stream.outputs", ["/tmp/o\\u0000ut.wav"]), ("stream.outputs", ["/tmp/o\\u0000ut.mkv"]),
+    ("stream.key_file", f"/tmp/{LONG_NAME}"), ("stream.state_dir", f"/tmp/{LONG_NAME}/x"),
+    ("stream.outputs", [f"/tmp/{LONG_NAME}.flv"]), ("stream.checkpoint", f"/tmp/{LONG_NAME}"),
+])
+@pytest.mark.parametrize("command", [("config", "check"), ("stream", "--duration", "1", "--config")])
+def test_paths_with_a_nul_or_a_name_over_255_bytes_are_one_line_exit_2(tmp_path, key, value, command):
+    table, name = key.split(".")
+    shown = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[{table}]\n{name} = {shown}\n", encoding="utf-8")
+    result = chiplofi(*command, str(path))
+    assert_one_error_line(result, 2, f"chiplofi: config error: {key}: ")
+    assert len(result.stderr) < 500
+
+
+def test_a_100_mb_value_is_a_short_error(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text('[status]\naddr = "' + "y" * 100_000_000 + '"\n', encoding="utf-8")
+    result = chiplofi("config", "check", str(path))
+    assert_one_error_line(result, 2, "chiplofi: config error: status.addr: ")
+    assert len(result.stderr) < 500 and "100000002 characters" in result.stderr
+
+
+def test_a_config_path_that_is_a_directory_is_exit_2(tmp_path):
+    for command in (("config", "check"), ("stream", "--duration", "1", "--config")):
+        assert_one_error_line(chiplofi(*command, str(tmp_path)), 2, f"chiplofi: config error: {tmp_path}: ")
+
+
 # ----------------------------------------------------------------------------- MIDI files
 
 

@@ -83,6 +83,39 @@ def test_stream_key_sources(tmp_path):
     assert read_stream_key(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "credential"
 
 
+KEY = "abcd-efgh_ijkl.mnop~qrst"
+BAD_KEYS = {  # what a key holds → what the one-line error says
+    KEY + "\n# primary channel": "more than one line",
+    "abcd\refgh": "more than one line", "abcd\nefgh": "more than one line",
+    "abcd efgh": "a space", "abcd\tefgh": "a space",
+    "abcd?backup=1": "punctuation", "abcd;rm -rf ~": "a space", "ab$(id)cd": "punctuation",
+    "abcd'efgh": "punctuation", "abcd/efgh": "punctuation", "clé-du-flux": "not ASCII",
+    "abc": "3 characters long", "k" * 10_000: "10000 characters long",
+}
+
+
+@pytest.mark.parametrize("key", list(BAD_KEYS))
+def test_a_stream_key_that_cannot_be_one_is_refused_naming_its_source_never_its_value(tmp_path, key):
+    config = Config()
+    key_file = tmp_path / "stream.key"
+    key_file.write_text(key + "\n", encoding="utf-8")
+    with_file = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(key_file)))
+    (tmp_path / "stream-key").write_text(key, encoding="utf-8")
+    for cfg, environ, source in ((config, {"CHIPLOFI_STREAM_KEY": key}, "CHIPLOFI_STREAM_KEY: "),
+                                 (with_file, {}, f"stream.key_file ({key_file}): "),
+                                 (config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}, "systemd credential stream-key")):
+        with pytest.raises(ConfigError) as caught:
+            read_stream_key(cfg, environ)
+        message = str(caught.value)
+        assert message.startswith(source) and BAD_KEYS[key] in message and "\n" not in message
+        after_source = message[len(source):]
+        assert not [key[i:i + 5] for i in range(len(key) - 4) if key[i:i + 5] in after_source], message
+
+
+def test_a_good_key_passes_with_blanks_around_it(tmp_path):
+    assert read_stream_key(Config(), {"CHIPLOFI_STREAM_KEY": f" {KEY}\r\n"}) == KEY
+
+
 def test_output_plans():
     config = Config()
     local = plan_outputs(config, "")

@@ -231,6 +231,39 @@ def test_listener_limit(server):
 def test_parse_addr():
     assert parse_addr("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_addr("[::1]:0") == ("::1", 0)
-    for bad in ("8080", "host:", ":80", "host:99999", "host:x"):
+    assert parse_addr("[::1]:8080") == ("::1", 8080)
+    for bad in ("8080", "host:", ":80", "host:99999", "host:x", "host:²", "[]:80", "host:8080\n"):
         with pytest.raises(ConfigError, match="status.addr"):
             parse_addr(bad)
+
+
+@pytest.mark.parametrize("limit", ["²", "①", "٣", "%C2%B2", "%E2%91%A0", "1%00", "+5", "%205"])
+def test_tracks_limit_that_is_not_ascii_digits_is_a_400(tmp_path, limit):
+    from streamer.archive import TrackArchive
+
+    srv = StatusServer(("127.0.0.1", 0), FakeProvider(), archive=TrackArchive(tmp_path, 10, 10**6))
+    srv.start()
+    try:
+        with socket.create_connection(srv.address, timeout=5) as sock:  # the query as raw UTF-8 bytes
+            sock.sendall(f"GET /tracks?limit={limit} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.0 400") or reply.startswith(b"HTTP/1.1 400"), reply[:80]
+        assert b"\r\n\r\nlimit:" in reply
+        assert _get(srv, "/tracks?limit=5")[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_the_status_server_listens_on_ipv6_loopback():
+    srv = StatusServer(parse_addr("[::1]:0"), FakeProvider())
+    srv.start()
+    try:
+        host, port = srv.address
+        conn = http.client.HTTPConnection("::1", port, timeout=5)
+        conn.request("GET", "/healthz")
+        assert host == "::1" and conn.getresponse().status == 200
+        conn.close()
+    finally:
+        srv.stop()
