@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save_file
 
 from models.config import LSTMConfig, VAEConfig, config_from_dict
 from models.errors import CheckpointError
@@ -68,12 +69,45 @@ def paths(directory: str | Path, kind: str) -> tuple[Path, Path]:
     return directory / f"{kind}.safetensors", directory / f"{kind}.json"
 
 
+# A card is a few kB and the weights a few MB (models/checkpoints: 5.1 MB for the VAE); the caps
+# keep a wrong file (a disk image, /dev/zero behind a symlink) from being read into memory.
+MAX_CARD_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 1 << 30
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_regular_file(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `max_bytes`.
+
+    Opened without blocking and checked on the open descriptor: a FIFO would block `open` until a
+    writer comes (for ever), a device like /dev/zero never ends, and a check by name before
+    opening could be raced by a rename. Raises CheckpointError naming the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {what} not found") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot open {what} ({error.strerror or error})") from error
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{path}: {what} is not a regular file")
+        if info.st_size > max_bytes:
+            raise CheckpointError(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes} accepted")
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise CheckpointError(f"{path}: cannot read {what} ({error.strerror or error})") from error
+    if len(data) > max_bytes:  # it grew while being read
+        raise CheckpointError(f"{path}: {what} is more than the {max_bytes} bytes accepted")
+    return data
 
 
 def save_checkpoint(directory: str | Path, kind: str, model: nn.Module, data_hash: str = "",
@@ -114,11 +148,10 @@ def save_checkpoint(directory: str | Path, kind: str, model: nn.Module, data_has
 def read_info(directory: str | Path, kind: str) -> CheckpointInfo:
     """The JSON card of checkpoint `kind` in `directory`, checked."""
     _, card_path = paths(directory, kind)
+    text = read_regular_file(card_path, MAX_CARD_BYTES, "checkpoint card")
     try:
-        raw = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{card_path}: checkpoint card not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raw = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{card_path}: unreadable checkpoint card ({error})") from error
     if not isinstance(raw, dict):
         raise CheckpointError(f"{card_path}: checkpoint card is not a JSON object")
@@ -152,13 +185,13 @@ def load_weights(directory: str | Path, kind: str) -> LoadedWeights:
     _check_kind(kind)
     info = read_info(directory, kind)
     weights_path, card_path = paths(directory, kind)
-    if not weights_path.exists():
-        raise CheckpointError(f"{weights_path}: checkpoint weights not found")
-    size = weights_path.stat().st_size
+    # One read of one open file: the size, the checksum and the tensors are all of the same bytes.
+    weights = read_regular_file(weights_path, MAX_WEIGHTS_BYTES, "checkpoint weights")
+    size = len(weights)
     if size != info.weights_bytes:
         raise CheckpointError(f"{weights_path}: {size} bytes, the card says {info.weights_bytes} "
                               "(truncated or replaced file)")
-    if _sha256(weights_path) != info.weights_sha256:
+    if hashlib.sha256(weights).hexdigest() != info.weights_sha256:
         raise CheckpointError(f"{weights_path}: content does not match the checksum in {card_path.name}")
     config_class, shapes_of = KINDS[kind]
     config = config_from_dict(config_class, info.model_args, str(card_path))
@@ -168,7 +201,7 @@ def load_weights(directory: str | Path, kind: str) -> LoadedWeights:
         raise CheckpointError(f"{card_path}: cannot build a {kind} model from model_args ({error})") from error
     try:
         # safetensors is a JSON header plus raw little-endian arrays: nothing in it is executed.
-        arrays = load_file(str(weights_path))
+        arrays = load(weights)
     except (SafetensorError, OSError, ValueError, TypeError) as error:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({error})") from error
     return LoadedWeights(config, _check_arrays(arrays, shapes, weights_path), info)
