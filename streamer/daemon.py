@@ -503,7 +503,12 @@ class Daemon:
             self.now_playing_file = NowPlayingFile(self.picture.now_details)
             self.stems = "scopes" in config.video.layout
             sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
-                                    settings=config.sinks, picture=self.picture,
+                                    settings=config.sinks,
+                                    # ffmpeg reads the now-playing texts from memory: no file can stop it
+                                    picture=dataclasses.replace(self.picture,
+                                                                now_title=self.now_title_file.overlay_path,
+                                                                now_details=self.now_playing_file.overlay_path),
+                                    pass_fds=(self.now_title_file.overlay_fd, self.now_playing_file.overlay_fd),
                                     secrets=[self.key], recordings_dir=recordings if plan.record else None,
                                     live=self.clock.paced))
         for path in plan.wav_files:

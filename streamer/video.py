@@ -5,7 +5,7 @@ per voice (`pipe_bytes`). The filter graph (`build_video_graph`) draws one oscil
 from those channels (`showwaves`) on a small canvas that starts as the static layer
 (streamer.video_files: panels, labels, title, text), writes the now-playing lines from small
 files that `drawtext` re-reads every frame (`reload=1`), so the daemon changes them by
-replacing the files (atomically, see `NowPlayingFile`), scales the canvas up nearest-neighbour
+rewriting them (in memory, see `NowPlayingFile`), scales the canvas up nearest-neighbour
 (streamer.video_layout) over the background, and adds the logo. A second output writes a JPEG
 of the finished picture every few seconds for the status page.
 
@@ -21,6 +21,7 @@ stereo at 44.1 or 48 kHz around 128 kbps: `encoder_options` gives exactly that.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from streamer.config import VideoSettings
 from streamer.errors import ConfigError
 from streamer.files import write_atomic
+from streamer.logs import RateLimitedLog
 from streamer.ringbuffer import AudioBlock
 from streamer.types import VOICES
 from streamer.video_files import COLOUR, IMAGE, VideoFiles, background_kind
@@ -269,24 +271,56 @@ def thumbnail_output(path: Path) -> tuple[str, dict[str, str]]:
 
 
 class NowPlayingFile:
-    """A text `drawtext` shows; replaced atomically, and only when it changes."""
+    """A text `drawtext` shows, rewritten when it changes.
+
+    ffmpeg reads it from memory: `overlay_path` names a memfd that ffmpeg inherits (the sink
+    passes `overlay_fd`). drawtext fails the whole filter graph, and so the encoder and every
+    target, when its `textfile` cannot be read; a file on disk can be deleted, its directory too,
+    or never written on a full disk, and a text overlay must not be able to take the stream off
+    air. The text is also written to `path` (in the state directory) for people and scripts,
+    best effort: the directory is recreated if it went, and failures are logged once a minute.
+
+    The memfd always holds `OVERLAY_BYTES` (the text padded with spaces: never empty, which
+    drawtext refuses), so a rewrite is one `pwrite` of the same length; a frame drawn during it may
+    mix the old and the new text.
+    """
+
+    OVERLAY_BYTES = 512
 
     def __init__(self, path: Path, initial: str = "starting…") -> None:
         self.path = path
         self._text: str | None = None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.overlay_fd = os.memfd_create(f"chiplofi-{path.stem}", os.MFD_CLOEXEC)
+        self.overlay_path = Path(f"/proc/self/fd/{self.overlay_fd}")  # as ffmpeg sees it: the same fd number
+        self._log = RateLimitedLog(log, interval=60.0)
+        self._file_failing = False
         self.write(initial)
 
     def write(self, text: str) -> None:
-        text = text or " "  # drawtext fails on an empty file (at start, and on a reload mid-stream)
-        if text == self._text:
+        text = text or " "  # drawtext fails on an empty file
+        if text == self._text and not self._file_failing:
             return
-        try:
-            # The audio thread writes this at every bar: no fsync there (the text is rewritten soon).
-            write_atomic(self.path, text.encode("utf-8"), durable=False)
+        data = text.encode("utf-8")[:self.OVERLAY_BYTES].decode("utf-8", "ignore").encode("utf-8")
+        if text != self._text:
+            os.pwrite(self.overlay_fd, data.ljust(self.OVERLAY_BYTES, b" "), 0)
             self._text = text
+        self._write_file(data)
+
+    def _write_file(self, data: bytes) -> None:
+        try:
+            try:
+                # The audio thread writes this at every bar: no fsync (the text is rewritten soon).
+                write_atomic(self.path, data, durable=False)
+            except FileNotFoundError:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.path, data, durable=False)
         except OSError as exc:
-            log.warning("now-playing text not updated: %s", exc)
+            self._file_failing = True
+            self._log.warning("now-playing text file %s not updated (the video's text is): %s", self.path, exc)
+            return
+        if self._file_failing:
+            self._file_failing = False
+            log.info("now-playing text file %s written again", self.path)
 
 
 def now_playing_details(key: str, tempo_bpm: float, section: str) -> str:

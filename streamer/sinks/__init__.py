@@ -102,7 +102,8 @@ class QueuedSink:
 
     def _run(self) -> None:
         self._open()
-        self.state = SinkState.RUNNING
+        if self.state == SinkState.STARTING:  # `_open` may have said otherwise (a file sink retrying)
+            self.state = SinkState.RUNNING
         while True:
             block = self.queue.get(timeout=0.2)
             if block is None:

@@ -64,6 +64,7 @@ from streamer.config import SinkSettings, VideoSettings
 from streamer.logs import RateLimitedLog, redact
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
+from streamer.sinks.recordings import RecordingsKeeper, first_free_name
 from streamer.sinks.delivery import Connection, connections_of, cut
 from streamer.video import (build_video_graph, encoder_options, pipe_bytes, pipe_channels, pipe_layout,
                             preset_of, thumbnail_output)
@@ -120,24 +121,31 @@ class Target:
     def network(self) -> bool:
         return self.url.split(":", 1)[0].lower() in NETWORK_SCHEMES
 
-    def url_for_run(self, run: int) -> str:
-        """A plain file target is not overwritten by a restart: run 2 writes NAME-1.EXT, and so on.
-        (Network targets reconnect; segmented recordings are named by time.)"""
-        if run <= 1 or self.network or self.muxer == "segment":
+    def url_for_run(self) -> str:
+        """What the next ffmpeg opens. A plain file is never overwritten, by a restart of ffmpeg or
+        of the daemon: the first free one of NAME.EXT, NAME-1.EXT, ... (Network targets
+        reconnect; segmented recordings are named by time.)"""
+        if self.network or self.muxer == "segment":
             return self.url
-        path = Path(self.url)
-        return str(path.with_name(f"{path.stem}-{run - 1}{path.suffix}"))
+        return str(first_free_name(Path(self.url)))
 
-    def tee_slave(self, run: int = 1, extra: dict[str, str] | None = None) -> str:
+    def tee_slave(self, extra: dict[str, str] | None = None) -> str:
         options = {"f": self.muxer, **self.options, **(extra or {}), "onfail": "ignore"}
-        spec = ":".join(f"{key}={value}" for key, value in options.items())
-        return f"[{spec}]{_tee_escape(self.url_for_run(run))}"
+        # A slave's option values are unescaped twice (the tee's list of slaves, then the options).
+        spec = ":".join(f"{key}={_tee_escape(_option_escape(value))}" for key, value in options.items())
+        return f"[{spec}]{_tee_escape(self.url_for_run())}"
 
 
 def _tee_escape(url: str) -> str:
     for char in ("\\", "'", "|", "["):
         url = url.replace(char, "\\" + char)
     return url
+
+
+def _option_escape(value: str) -> str:
+    for char in ("\\", "'", ":", "="):
+        value = value.replace(char, "\\" + char)
+    return value
 
 
 def with_stream_key(url: str, key: str) -> str:
@@ -156,12 +164,18 @@ def network_target(url: str, key: str) -> Target:
     return Target(full, redact(full, [key]), "flv", {"flvflags": "no_duration_filesize"})
 
 
+FILE_QUEUE_PACKETS = 1200  # ≈ 10–20 s of packets a slow disk may lag behind before some are dropped
+
+
 def file_target(path: str | Path) -> Target:
     path = Path(path)
     muxer = MUXERS.get(path.suffix.lower())
     if muxer is None:
         raise ValueError(f"{path}: unknown video file type (use {', '.join(MUXERS)}, or .wav for audio)")
-    return Target(str(path), str(path), muxer)
+    # No recovery for a plain file: the fifo would reopen the same name and truncate what was
+    # recorded (streamer.sinks.recordings has a new ffmpeg write the next name instead).
+    return Target(str(path), str(path), muxer,
+                  {"fifo_options": f"attempt_recovery=0:drop_pkts_on_overflow=1:queue_size={FILE_QUEUE_PACKETS}"})
 
 
 def recording_target(directory: Path, segment_seconds: float) -> Target:
@@ -169,30 +183,6 @@ def recording_target(directory: Path, segment_seconds: float) -> Target:
     return Target(str(directory / RECORDING_PATTERN), str(directory / RECORDING_PATTERN), "segment",
                   {"segment_format": "matroska", "segment_time": f"{segment_seconds:g}", "strftime": "1",
                    "reset_timestamps": "1"})
-
-
-def prune_recordings(directory: Path, keep_bytes: float) -> int:
-    """Delete the oldest recordings until the rest fit in `keep_bytes`; returns files deleted."""
-    try:
-        files = sorted((p for p in directory.glob("chiplofi-*.mkv") if p.is_file()),
-                       key=lambda p: p.stat().st_mtime)
-    except OSError:
-        return 0
-    sizes = [p.stat().st_size for p in files]
-    total = sum(sizes)
-    deleted = 0
-    for path, size in zip(files[:-1], sizes[:-1]):  # never the one being written
-        if total <= keep_bytes:
-            break
-        try:
-            path.unlink()
-            deleted += 1
-            total -= size
-            log.info("deleted old recording %s", path.name)
-        except OSError as exc:
-            log.warning("cannot delete old recording %s: %s", path, exc)
-            break
-    return deleted
 
 
 _LINE = re.compile(r"^(?:\[(?P<module>\w+) @ (?P<addr>0x[0-9a-f]+)\] )?\[(?P<level>\w+)\] (?P<text>.*)$")
@@ -205,7 +195,8 @@ class FfmpegSink(QueuedSink):
 
     def __init__(self, targets: list[Target], *, sample_rate: int, video: VideoSettings,
                  settings: SinkSettings, picture: VideoFiles, secrets: list[str] | None = None,
-                 recordings_dir: Path | None = None, live: bool = True, name: str = "ffmpeg") -> None:
+                 recordings_dir: Path | None = None, live: bool = True, name: str = "ffmpeg",
+                 pass_fds: tuple[int, ...] = ()) -> None:
         super().__init__(name, sample_rate, settings.queue_seconds)
         if not targets:
             raise ValueError("the ffmpeg sink needs at least one target")
@@ -214,6 +205,7 @@ class FfmpegSink(QueuedSink):
         self.settings = settings
         self.picture = picture
         self.channels = pipe_channels(video)  # the stereo mix, and the voice stems if the picture draws them
+        self.pass_fds = pass_fds  # inherited by ffmpeg (the now-playing texts' memfds)
         self.secrets = [s for s in (secrets or []) if s]
         self.recordings_dir = recordings_dir
         self.live = live  # paced: start each ffmpeg with current audio (unpaced: keep every sample)
@@ -244,6 +236,9 @@ class FfmpegSink(QueuedSink):
     @property
     def network_targets(self) -> list[Target]:
         return [target for target in self.targets if target.network]
+        self._restart_request = ""
+        self.keeper = RecordingsKeeper(targets, recordings_dir, settings.record_keep_mb * 1e6,
+                                       self._request_restart)
 
     # ----------------------------------------------------------------- command line
 
@@ -284,7 +279,7 @@ class FfmpegSink(QueuedSink):
             # peer would get late in a burst, and that delay the timeout above.
             "send_buffer_size": str(max(SEND_BUFFER_MIN_BYTES, round(SEND_BUFFER_SECONDS * stream_bytes_per_second))),
         }
-        slaves = [target.tee_slave(self.runs, network if target.network else None) for target in self.targets]
+        slaves = [target.tee_slave(network if target.network else None) for target in self.targets]
         ff.output("|".join(slaves), options)  # type: ignore[arg-type]
         if picture.thumbnail is not None:
             ff.output(*thumbnail_output(picture.thumbnail))  # type: ignore[arg-type]
@@ -297,6 +292,7 @@ class FfmpegSink(QueuedSink):
         for target in self.targets:
             if target.muxer == "segment" or not target.network:
                 Path(target.url).parent.mkdir(parents=True, exist_ok=True)
+        self.keeper.start()
         self._supervisor = threading.Thread(target=self._supervise_guarded, name=f"sink-{self.name}",
                                             daemon=True)
         self._supervisor.start()
@@ -315,7 +311,6 @@ class FfmpegSink(QueuedSink):
     def _supervise(self) -> None:
         backoff = BackoffDelays(self.settings.restart_initial_seconds, self.settings.restart_max_seconds,
                                 healthy_after=ON_AIR_RESET_SECONDS)
-        last_prune = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
             reason = self._run_once()
@@ -332,9 +327,6 @@ class FfmpegSink(QueuedSink):
                         self.restarts)
             if self._stop.wait(delay):
                 return
-            if self.recordings_dir is not None and time.monotonic() - last_prune > 60:
-                last_prune = time.monotonic()
-                prune_recordings(self.recordings_dir, self.settings.record_keep_mb * 1e6)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         args = self.arguments()
@@ -342,7 +334,8 @@ class FfmpegSink(QueuedSink):
         # ffmpeg needs no secret from the environment ($CHIPLOFI_STREAM_KEY): it does not inherit one.
         env = {name: value for name, value in os.environ.items() if not any(s in value for s in self.secrets)}
         return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                bufsize=0, process_group=0, env=env)  # own group: a terminal's Ctrl-C is ours
+                                bufsize=0, process_group=0,  # own group: a terminal's Ctrl-C is ours
+                                env=env, pass_fds=self.pass_fds)
 
     def _run_once(self) -> str | None:
         """Run one ffmpeg until it fails (→ reason) or the sink is stopped (→ None)."""
@@ -392,6 +385,9 @@ class FfmpegSink(QueuedSink):
             return f"exited with code {code}" + (f" ({tail})" if tail else "")
         if self._write_error:
             return self._write_error
+        if self._restart_request:
+            reason, self._restart_request = self._restart_request, ""
+            return reason
         now = time.monotonic()
         if self.network_targets and now - self._last_probe >= PROBE_SECONDS:
             self._last_probe = now
@@ -516,9 +512,14 @@ class FfmpegSink(QueuedSink):
                 proc.kill()
         return proc.wait()
 
+    def _request_restart(self, reason: str) -> None:
+        """From the recordings keeper: a new ffmpeg is needed (a plain file's disk has space again)."""
+        self._restart_request = reason
+
     def stop(self, timeout: float) -> None:
         self._stop_timeout = timeout
         self._stop.set()
+        self.keeper.stop()
         if self._supervisor is not None:
             self._supervisor.join(timeout)
             if self._supervisor.is_alive():

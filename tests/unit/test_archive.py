@@ -195,7 +195,7 @@ def test_now_playing_text_is_replaced_whole_and_a_failed_write_keeps_the_old_tex
     with caplog.at_level(logging.WARNING, logger="streamer.video"):
         text.write("track c")
     assert files(tmp_path) == ["nowplaying.txt"] and (tmp_path / "nowplaying.txt").read_text() == "track b"
-    assert "now-playing text not updated" in caplog.text
+    assert "now-playing text file" in caplog.text and "not updated" in caplog.text
     monkeypatch.undo()
     text.write("track c")  # not taken as written the first time: written now
     assert (tmp_path / "nowplaying.txt").read_text() == "track c"

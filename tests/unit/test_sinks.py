@@ -18,10 +18,10 @@ import pytest
 from streamer.config import SinkSettings, VideoSettings
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, SinkState
-from streamer.sinks.ffmpeg import (FfmpegSink, file_target, network_target, prune_recordings, recording_target,
-                                   with_stream_key)
+from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, recording_target, with_stream_key
 from streamer.sinks.file import FileSink
 from streamer.sinks.null import NullSink
+from streamer.sinks.recordings import prune_recordings
 from streamer.sinks.speakers import SpeakersSink
 from streamer.wavfile import to_pcm16
 from streamer.video_files import VideoFiles
@@ -77,14 +77,24 @@ def test_file_sink_writes_the_same_samples_in_segments(tmp_path):
     assert sink.snapshot().frames_written == 5 * 1024
 
 
-def test_file_sink_failure_stays_in_that_sink(tmp_path):
+def test_file_sink_failure_stays_in_that_sink_and_it_writes_again_when_it_can(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    sink = FileSink(blocker / "out.wav", RATE)
+    sink = FileSink(blocker / "out.wav", RATE, retry_seconds=0.2)
     sink.start()
-    assert _wait(lambda: sink.snapshot().state == SinkState.FAILED)
-    assert not sink.submit(_blocks(1)[0]) or sink.snapshot().state == SinkState.FAILED
-    sink.stop(1)
+    assert _wait(lambda: sink.snapshot().state == SinkState.RESTARTING)
+    for block in _blocks(3):
+        sink.submit(block)  # never blocks
+    snap = sink.snapshot()
+    assert not snap.healthy and "not-a-dir" in snap.last_error
+    assert _wait(lambda: sink.snapshot().frames_dropped == 3 * 1024)
+    blocker.unlink()
+    for block in _blocks(3):
+        sink.submit(block)
+        time.sleep(0.1)
+    assert _wait(lambda: sink.snapshot().state == SinkState.RUNNING)
+    sink.stop(2)
+    assert wave.open(str(blocker / "out.wav")).getnframes() > 0
 
 
 def test_speakers_without_a_device_warn_once_and_discard(caplog):
