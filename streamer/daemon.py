@@ -72,6 +72,9 @@ STOP_BUDGET_SECONDS = 4.0  # for the sinks on a signal; the whole stop stays und
 DRAIN_BUDGET_SECONDS = 60.0  # for the sinks when --duration ends the run: every file is finished
 INTRO_SECONDS = 4.0  # fast start: rule-based bars buffered while the model loads
 STUCK_COMPOSER_SECONDS = 5.0  # a composer call this long blocks a pending swap: a new thread takes over
+# A reload running this long is given up on when another is asked for (a checkpoint on a hung
+# network mount, say): the new one runs, and whatever the old one returns is dropped.
+RELOAD_TIMEOUT_SECONDS = 120.0
 RECENT_BARS = 4
 UPCOMING_BARS = 4
 STATUS_LINE_SECONDS = 10.0
@@ -388,6 +391,8 @@ class Daemon:
         # reload (SIGHUP)
         self._reload_thread: threading.Thread | None = None
         self._reload_again = False
+        self._reload_generation = 0
+        self._reload_started = 0.0
         self.reloads = 0
         self.reload_failures = 0
         self.last_reload_error = ""
@@ -992,20 +997,29 @@ class Daemon:
 
     def _start_reload(self) -> None:
         if self._reload_thread is not None and self._reload_thread.is_alive():
-            self._reload_again = True
-            log.info("reload already running; another one follows it")
-            return
-        self._reload_thread = threading.Thread(target=self._reload_worker, name="reload", daemon=True)
+            busy = time.monotonic() - self._reload_started
+            if busy < RELOAD_TIMEOUT_SECONDS:
+                self._reload_again = True
+                log.info("reload already running; another one follows it")
+                return
+            self.reload_failures += 1
+            self.last_reload_error = f"a reload did not finish in {busy:.0f} s; given up on"
+            log.warning("reload running for %.0f s; giving up on it and reloading again", busy)
+        self._reload_generation += 1
+        self._reload_started = time.monotonic()
+        generation = self._reload_generation
+        self._reload_thread = threading.Thread(target=lambda: self._reload_worker(generation), name="reload",
+                                               daemon=True)
         self._reload_thread.start()
 
-    def _reload_worker(self) -> None:
-        while True:
+    def _reload_worker(self, generation: int) -> None:
+        while generation == self._reload_generation:
             self._reload_again = False
-            self._reload_once()
+            self._reload_once(generation)
             if not self._reload_again or self._stop.is_set():
                 return
 
-    def _reload_once(self) -> None:
+    def _reload_once(self, generation: int) -> None:
         current = self.composer.id if self.composer else "none"
         try:
             if self.config_path is not None:
@@ -1038,6 +1052,8 @@ class Daemon:
             render_swap = (renderer, effects, config) if renderer is not None or effects is not None else None
             self._warn_restart_needed(config)
         except Exception as exc:  # whatever is wrong with the new files, the old model plays on
+            if generation != self._reload_generation:
+                return  # given up on already (and counted then)
             self.reload_failures += 1
             self.last_reload_error = redact(f"{type(exc).__name__}: {exc}")
             log.warning("reload failed, keeping %s: %s", current, self.last_reload_error)
@@ -1046,6 +1062,9 @@ class Daemon:
         # bars; a swap still waiting (to another model) is called off.
         unchanged = composer.id == current and not self.checkpoint_error and not self._intro
         with self._composer_lock:
+            if generation != self._reload_generation:
+                log.info("a reload that was given up on finished; its result is dropped")
+                return
             if unchanged:
                 self._next_composer = None
             else:

@@ -58,12 +58,17 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def media_seconds(path: Path) -> float:
-    """Seconds of audio ffprobe reads from a file (a file without its end still counts)."""
+def media_span(path: Path) -> tuple[float, float]:
+    """(first, last) audio timestamp ffprobe reads from a file (a file without its end too)."""
     result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "packet=pts_time",
                              "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=120)
     times = [float(t) for t in result.stdout.split() if t.strip() and t != "N/A"]
-    return max(times) - min(times) if times else 0.0
+    return (min(times), max(times)) if times else (0.0, 0.0)
+
+
+def media_seconds(path: Path) -> float:
+    first, last = media_span(path)
+    return last - first
 
 
 def wav_seconds(path: Path) -> float:
@@ -162,6 +167,7 @@ def test_a_full_disk_keeps_what_was_recorded_and_the_outputs_resume_when_space_i
         parts = {p.name: p for p in disk.iterdir() if p.is_file()}
         seconds = {name: round(media_seconds(path) if name.endswith(".mkv") else wav_seconds(path), 2)
                    for name, path in sorted(parts.items())}
+        first_video_pts = media_span(video)[0]
     sessions = session_continuity(receiver)
     warnings = {"disk_full": len(re.findall(r"disk full under", log_text)),
                 "file_output": len(re.findall(r"ERROR streamer.sinks.file: file output:", log_text)),
@@ -174,8 +180,9 @@ def test_a_full_disk_keeps_what_was_recorded_and_the_outputs_resume_when_space_i
            ffmpeg_restarts=back["sinks"][0]["restarts"], restart_reasons=ffmpeg_sink(back)["detail"]["restart_reasons"],
            receiver_sessions=sessions, warnings=warnings)
 
-    # What was recorded before the disk filled is all there (a part cut short by the full disk
-    # loses at most the media ffmpeg or the writer held in memory: a Matroska cluster is ≤ 5 s).
+    # What was recorded before the disk filled is all there, from the start (a part cut short by
+    # the full disk loses at most what ffmpeg or the writer held in memory: a Matroska cluster is ≤ 5 s).
+    assert first_video_pts < 1.0, first_video_pts
     assert seconds["video.mkv"] >= filled_at - 6 and seconds["audio.wav"] >= filled_at - 1, seconds
     # ... and both outputs went on in new files once there was space.
     assert seconds.get("video-1.mkv", 0) >= 10 and seconds.get("audio-001.wav", 0) >= 10, seconds

@@ -489,3 +489,44 @@ def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, cap
     assert not missing.exists()  # nothing created
     missing.mkdir()
     assert load_stream_config(None, CliOverrides(outputs=(str(output),)), {}).stream.outputs == (str(output),)
+
+
+def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp_path, monkeypatch):
+    import streamer.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "RELOAD_TIMEOUT_SECONDS", 0.5)
+    release = threading.Event()
+    loads = {"n": 0}
+
+    def loader(setting, seed):
+        loads["n"] += 1
+        n = loads["n"]
+        if n == 2:
+            release.wait()  # a checkpoint read that hangs (a hung mount)
+        return FlakyComposer(ident=f"model-{n}", seed=seed)
+
+    daemon = Daemon(_config(tmp_path, speed=8.0), environ={}, duration=120.0, sinks=[RecordingSink()],
+                    composer_loader=loader)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
+        daemon._start_reload()  # hangs in the loader
+        assert _until(lambda: loads["n"] == 2)
+        daemon._start_reload()  # too early: queued behind the running one
+        assert daemon.status()["checkpoint"]["reloading"] and loads["n"] == 2
+        assert _until(lambda: time.monotonic() - daemon._reload_started > 0.5)
+        hung = daemon._reload_thread
+        daemon._start_reload()  # the hung one is given up on
+        assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-3", 20)
+        status = daemon.status()["checkpoint"]
+        assert status["reload_failures"] == 1 and status["reloads"] == 1
+        release.set()  # the hung call returns at last: its composer must not be swapped in
+        hung.join(10)
+        assert not hung.is_alive() and daemon._next_composer is None
+        assert daemon.status()["checkpoint"]["id"] == "model-3" and daemon.status()["checkpoint"]["reloads"] == 1
+    finally:
+        release.set()
+        daemon.request_stop("test over")
+        thread.join(10)
+    assert not thread.is_alive()
