@@ -141,10 +141,11 @@ class StreamSettings:
     outputs: tuple[str, ...] = setting(
         (), "where the stream goes: rtmp:// or rtmps:// URLs (the stream key is appended, or replaces "
             "{key}), file paths (.wav = audio only; .flv/.mkv/.mp4/.ts = audio and video), 'speakers', "
-            "'null'. Empty = with a stream key: YouTube's primary ingest plus a local recording; "
+            "'null'. A file is never overwritten: when the name is taken, the next free NAME-N is written. "
+            "Empty = with a stream key: YouTube's primary ingest plus a local recording; "
             "without: a local recording (and the status page's live player)")
-    key_file: str = setting("", "file holding the stream key (CHIPLOFI_STREAM_KEY takes precedence); "
-                                "never logged or shown")
+    key_file: str = setting("", "file holding the stream key (CHIPLOFI_STREAM_KEY takes precedence): one "
+                                "line of letters, digits and - _ . ~; never logged or shown")
     checkpoint: str = setting("", "composer checkpoint directory; empty = the shipped one (or the "
                                   "rule-based composer when none is shipped); 'rule-based' = no model")
     seed: int | None = setting(None, "seed of the composer, humanisation and crackle; unset = picked at "
