@@ -95,7 +95,11 @@ class FileSink(QueuedSink):
             self.frames_lost += block.frames
             return
         if self._writer.frames_written >= self.segment_frames:
-            self._finish()
+            try:
+                self._finish()
+            except OutputFileError as exc:
+                self._fail(exc)
+                return
             self._segment += 1
             self._reopen()
 
@@ -153,7 +157,7 @@ class FileSink(QueuedSink):
         snap = super().snapshot()
         snap.frames_dropped += self.frames_lost  # counted as written by the queue's loop: they were not
         snap.frames_written -= self.frames_lost
-        snap.bytes_written -= self.frames_lost * 4
+        snap.bytes_written -= self.frames_lost * 4  # 16-bit stereo
         snap.detail = {"file": str(self._writer.path if self._writer else self.path), "write_errors": self.write_errors,
                        "frames_lost": self.frames_lost}
         return snap

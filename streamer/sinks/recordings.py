@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -37,12 +36,17 @@ RESUME_SPACE_BYTES = 8 << 20
 
 
 class FileTarget(Protocol):
+    """What the keeper reads and sets of a target (streamer.sinks.ffmpeg.Target)."""
+
     url: str
     label: str
     muxer: str
     state: str
     failures: int
     last_error: str
+
+    @property
+    def network(self) -> bool: ...
 
 
 def first_free_name(path: Path) -> Path:
@@ -99,11 +103,10 @@ class RecordingsKeeper:
 
     def __init__(self, targets: Sequence[FileTarget], recordings_dir: Path | None, keep_bytes: float,
                  request_restart: Callable[[str], None]) -> None:
-        self.targets = [t for t in targets if t.url.split(":", 1)[0].lower() not in ("rtmp", "rtmps")]
+        self.targets = [t for t in targets if not t.network]
         self.recordings_dir = recordings_dir
         self.keep_bytes = keep_bytes
         self.request_restart = request_restart
-        self.pruned = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log = RateLimitedLog(log, interval=60.0)
@@ -140,7 +143,7 @@ class RecordingsKeeper:
             return
         # Every second rather than only when a segment begins: one listing of a few hundred names
         # is cheap, and a failed empty segment is gone before the next one is attempted.
-        self.pruned += prune_recordings(directory, self.keep_bytes)
+        prune_recordings(directory, self.keep_bytes)
 
     def _watch_space(self, target: FileTarget) -> None:
         directory = Path(target.url).parent
