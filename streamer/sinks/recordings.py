@@ -3,14 +3,16 @@ kept within `sinks.record_keep_mb`, and a watch on the free space under every fi
 
 Why the daemon watches the disk rather than ffmpeg's messages: ffmpeg 5.1 reports a failed
 write to a file (a full disk) nowhere at its `info` level, and the Matroska muxer holds up to 5 s
-of media per cluster, so a file can fail without a line. What it does then depends on the target:
+of media per cluster, so a file can fail without a line. Worse, once a write failed, a Matroska
+file or segment takes nothing more even when space is back: the failure surfaces only when the
+segment ends (up to `sinks.record_segment_minutes` later), and then the fifo's recovery reopens
+the target. For a plain file (`out.mkv`) that recovery would truncate it (it opens the same name
+again), so plain files get none.
 
-- a segmented recording (`chiplofi-%Y%m%d-%H%M%S.mkv`) is reopened by the fifo's recovery under
-  a new name every few seconds; each attempt on a full disk leaves a 0-byte file, which the
-  keeper deletes (it holds nothing); writing resumes by itself once there is space again;
-- a plain file (`out.mkv`) is never reopened by ffmpeg (its recovery would truncate it: it opens
-  the same name again); the keeper marks it failing, and once space is back asks the sink for a
-  new ffmpeg, which writes the next free name (`out-1.mkv`).
+So the keeper marks a file target failing when its disk is full (under `LOW_SPACE_BYTES` free),
+and once space is back (`RESUME_SPACE_BYTES`) asks the sink for a new ffmpeg: a plain file goes
+on under the next free name (`out-1.mkv`), a recording in a new segment. The 0-byte files that
+recovery attempts leave on a full disk are deleted (they hold nothing).
 """
 
 from __future__ import annotations
@@ -159,13 +161,7 @@ class RecordingsKeeper:
             target.state = "failing"
             target.last_error = f"disk full: {free // 1024} kB free in {directory}"
             return
-        if target.label not in self._full:
-            return
-        if target.muxer == "segment":  # ffmpeg's recovery opens the next segment by itself
-            self._full.discard(target.label)
-            target.state = "ok"
-            log.info("space again under %s (%d MB free): recording resumes", directory, free >> 20)
-        elif free >= RESUME_SPACE_BYTES:
+        if target.label in self._full and free >= RESUME_SPACE_BYTES:
             self._full.discard(target.label)
             log.info("space again under %s (%d MB free): %s resumes in a new file", directory, free >> 20,
                      target.label)

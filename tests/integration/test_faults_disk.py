@@ -48,11 +48,10 @@ def small_disk(directory: Path, megabytes: int) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a file under `directory` until the disk is full; returns it (delete it to free the disk)."""
     filler = directory / "filler"
-    with open(filler, "wb") as out:
+    with open(filler, "wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * (1 << 16))
-                out.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
     return filler
@@ -194,6 +193,39 @@ def test_a_full_disk_keeps_what_was_recorded_and_the_outputs_resume_when_space_i
     # file's new part began.
     assert len(sessions) <= 2 and ffmpeg_sink(back)["restarts"] == 1
     assert_clean_sessions(sessions)
+
+
+def test_segmented_recordings_on_a_full_disk_leave_no_empty_files_and_resume(tmp_path):
+    with small_disk(tmp_path / "disk", 48) as disk:
+        recordings = disk / "state" / "recordings"
+        with stream_process(tmp_path, ["--checkpoint", "rule-based"],
+                            {"CHIPLOFI_STREAM_KEY": "", "CHIPLOFI_STREAM__STATE_DIR": str(disk / "state")}) as daemon:
+            daemon.until(lambda s: s["clock"]["position_seconds"] > 10, 60)
+            filler = fill(disk)
+            filled_at = daemon.status()["clock"]["position_seconds"]
+            full = daemon.until(lambda s: target(s, ".mkv")["state"] == "failing", 30)
+            daemon.until(lambda s: s["clock"]["position_seconds"] > filled_at + 15, 30)
+            during = sorted((p.name, p.stat().st_size) for p in recordings.iterdir())
+            filler.unlink()
+            freed_at = daemon.status()["clock"]["position_seconds"]
+            back = daemon.until(lambda s: target(s, ".mkv")["state"] == "ok" and ffmpeg_sink(s)["connected"], 30)
+            back_at = back["clock"]["position_seconds"]
+            after = daemon.until(lambda s: s["clock"]["position_seconds"] > back_at + 12, 30)
+            assert daemon.stop() == 0
+        files = sorted((p.name, p.stat().st_size) for p in recordings.iterdir())
+        seconds = {name: round(media_seconds(recordings / name), 2) for name, _ in files}
+        log_text = daemon.text()
+    report("recordings_disk_full", filled_at_s=round(filled_at, 1), freed_at_s=round(freed_at, 1),
+           back_at_s=round(back_at, 1), restart_reasons=ffmpeg_sink(after)["detail"]["restart_reasons"],
+           status_while_full=target(full, ".mkv")["last_error"].split(" in ")[0], files_while_full=during,
+           files_seconds=seconds, ffmpeg_restarts=ffmpeg_sink(after)["restarts"],
+           disk_full_warnings=log_text.count("disk full under"), tracebacks=log_text.count("Traceback"))
+    assert all(size > 0 for _, size in during[:-1]), during  # the attempts' empty files are gone
+    assert [name for name, size in files if size == 0] == [], files
+    # The segment the disk filled in keeps what reached the disk; a new one holds what came after.
+    assert len(files) >= 2 and list(seconds.values())[0] >= 4 and list(seconds.values())[-1] >= 10, seconds
+    assert ffmpeg_sink(after)["restarts"] == 1 and log_text.count("Traceback") == 0
+    assert log_text.count("disk full under") == 1
 
 
 def test_the_state_directory_on_a_full_disk_or_deleted_never_takes_the_stream_off_air(tmp_path, receiver):
