@@ -42,12 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from models.checkpoint import read_regular_file
 from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
 from streamer.composer import (Bridge, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer,
                                starts_unit, uses_model)
 from streamer.config import Config, check_path, load_config, shown
-from streamer.errors import ChiplofiError, ConfigError
+from streamer.errors import CheckpointError, ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
 from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
@@ -188,6 +189,20 @@ def check_stream_key(key: str, source: str) -> str:
     raise ConfigError(f"{source}: the stream key holds {problem}; expected only letters, digits and - _ . ~")
 
 
+MAX_KEY_FILE_BYTES = 1 << 16  # a key is at most 256 characters: past this, the file is not a key
+
+
+def _read_key_file(path: Path, source: str) -> str:
+    """The text of a key file: a regular file of at most 64 kB (a FIFO would block the start for
+    good, /dev/zero would never end), without the blanks around it."""
+    try:
+        return read_regular_file(path, MAX_KEY_FILE_BYTES, "stream key file").decode("utf-8").strip()
+    except CheckpointError as exc:  # its message names the path and the problem
+        raise ConfigError(f"{source}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: {path} is not UTF-8 text") from exc
+
+
 def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
     """The stream key: $CHIPLOFI_STREAM_KEY, else `stream.key_file`, else a systemd credential.
     Blanks around it (a file's last newline) are dropped; anything else odd is an error."""
@@ -196,23 +211,15 @@ def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
         return check_stream_key(key, KEY_ENV)
     path = config.stream.key_file
     if path:
-        try:
-            key = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"stream.key_file: cannot read {path} "
-                              f"({getattr(exc, 'strerror', None) or exc})") from exc
+        key = _read_key_file(Path(path), "stream.key_file")
         if not key:
             raise ConfigError(f"stream.key_file: {path} is empty")
         return check_stream_key(key, f"stream.key_file ({path})")
     credentials = environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / KEY_CREDENTIAL).is_file():
-        credential = Path(credentials) / KEY_CREDENTIAL
-        try:
-            key = credential.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"systemd credential {KEY_CREDENTIAL}: cannot read {credential} "
-                              f"({getattr(exc, 'strerror', None) or exc})") from exc
-        return check_stream_key(key, f"systemd credential {KEY_CREDENTIAL} ({credential})") if key else ""
+    if credentials and (Path(credentials) / KEY_CREDENTIAL).exists():
+        source = f"systemd credential {KEY_CREDENTIAL}"
+        key = _read_key_file(Path(credentials) / KEY_CREDENTIAL, source)
+        return check_stream_key(key, f"{source} ({Path(credentials) / KEY_CREDENTIAL})") if key else ""
     return ""
 
 

@@ -3,6 +3,7 @@
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 
@@ -530,3 +531,22 @@ def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp
         daemon.request_stop("test over")
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_key_file_that_is_a_fifo_or_endless_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "key-fifo")
+    (tmp_path / "key-zero").symlink_to("/dev/zero")
+    for name in ("key-fifo", "key-zero"):
+        config = dataclasses.replace(Config(), stream=dataclasses.replace(Config().stream,
+                                                                          key_file=str(tmp_path / name)))
+        outcome = []
+
+        def read():
+            try:
+                read_stream_key(config, {})
+            except ConfigError as exc:
+                outcome.append(str(exc))
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(10)  # a blocked open would never return
+        assert outcome and outcome[0].startswith("stream.key_file: ") and "not a regular file" in outcome[0]
