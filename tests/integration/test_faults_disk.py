@@ -315,6 +315,7 @@ def stream_for(tmp_path: Path, outputs: list[Path], seconds: float, kill: bool =
 
 def test_restarts_never_overwrite_earlier_files_and_a_killed_run_is_finished_at_the_next_start(tmp_path):
     out = tmp_path / "out"
+    out.mkdir()
     video, audio = out / "show.mkv", out / "show.wav"
     stream_for(tmp_path, [video, audio], 6)
     first = {"show.mkv": media_seconds(video), "show.wav": wav_seconds(audio)}
@@ -326,7 +327,7 @@ def test_restarts_never_overwrite_earlier_files_and_a_killed_run_is_finished_at_
     seconds = {name: round(media_seconds(out / name) if name.endswith(".mkv") else wav_seconds(out / name), 2)
                for name in files if not name.startswith(".")}
     report("restarts_keep_files", after_first_run=first, hidden_after_sigkill=hidden, files=seconds)
-    assert len(hidden) == 1 and re.fullmatch(r"\.show-001\.wav\.\w+\.part", hidden[0])
+    assert len(hidden) == 1 and re.fullmatch(r"\.show-001\.wav\.[\w.]+\.part", hidden[0])
     assert files == sorted(["show.mkv", "show-1.mkv", "show-2.mkv", "show.wav", "show-001.wav", "show-002.wav"])
     assert abs(seconds["show.mkv"] - first["show.mkv"]) < 0.1 and seconds["show.wav"] == round(first["show.wav"], 2)
     assert seconds["show-001.wav"] >= 4 and seconds["show-1.mkv"] >= 3  # the killed run's, finished
