@@ -143,13 +143,13 @@ def check_config(config: Config) -> None:
     if uses_model(stream.checkpoint):
         attempt(check_path, "stream.checkpoint", stream.checkpoint)
     attempt(check_path, "sinks.ffmpeg", config.sinks.ffmpeg)
-    attempt(check_path, "video.font", config.video.font)
+    font_path_ok = attempt(check_path, "video.font", config.video.font) is not None
     kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
     for spec, kind in zip(stream.outputs, kinds):
         is_file = kind == "wav" or (kind == "ffmpeg" and "://" not in spec)
         if is_file and attempt(check_path, "stream.outputs", spec) is not None:
             attempt(_check_output_directory, spec, kind)
-    if "ffmpeg" in kinds or not stream.outputs:
+    if font_path_ok and ("ffmpeg" in kinds or not stream.outputs):  # (one line per key)
         attempt(check_video_settings, config.video, config.sinks.ffmpeg)
     if problems:
         raise ConfigError("\n".join(problems))

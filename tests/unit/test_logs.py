@@ -7,6 +7,7 @@ import sys
 from streamer.config import SinkSettings, VideoSettings
 from streamer.logs import REDACTED, RedactingFormatter, redact, register_secret
 from streamer.sinks.ffmpeg import FfmpegSink, network_target
+from streamer.video_files import VideoFiles
 
 KEY = "abcd-efgh-ijkl-mnop-qrst"
 
@@ -27,8 +28,10 @@ def test_the_formatter_redacts_every_line_of_a_record():
 
 def test_ffmpeg_output_cut_and_split_anywhere_never_logs_a_piece_of_the_key(tmp_path, caplog):
     """ffmpeg's stderr as it comes: the key in a line cut at 1 kB, chunks split inside the key."""
+    picture = VideoFiles(tmp_path, tmp_path / "static.png", None, None, tmp_path / "title.txt", tmp_path / "np.txt",
+                         None)
     sink = FfmpegSink([network_target("rtmp://127.0.0.1/live", KEY)], sample_rate=44100, video=VideoSettings(),
-                      settings=SinkSettings(), text_path=tmp_path / "t.txt", secrets=[KEY])
+                      settings=SinkSettings(), picture=picture, secrets=[KEY])
     long_line = f"[tee @ 0x55] [error] Slave '{'x' * (1000 - 40)}rtmp://127.0.0.1/live/{KEY}'"[:1023]
     lines = [long_line, f"[fifo @ 0x56] [error] Error opening rtmp://127.0.0.1/live/{KEY}: refused",
              f"[flv @ 0x57] [warning] {KEY[5:]} at the start"]
