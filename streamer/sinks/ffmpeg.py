@@ -519,7 +519,6 @@ class FfmpegSink(QueuedSink):
     def stop(self, timeout: float) -> None:
         self._stop_timeout = timeout
         self._stop.set()
-        self.keeper.stop()
         if self._supervisor is not None:
             self._supervisor.join(timeout)
             if self._supervisor.is_alive():
@@ -527,6 +526,7 @@ class FfmpegSink(QueuedSink):
                 with self._proc_lock:
                     if self._proc is not None and self._proc.poll() is None:
                         self._proc.kill()
+        self.keeper.stop()  # after ffmpeg: the last segment's end is pruned for too
         self.state = SinkState.STOPPED
 
     # ----------------------------------------------------------------- writer

@@ -120,9 +120,12 @@ class RecordingsKeeper:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the thread, after a last look (the recordings as ffmpeg left them)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+        if self.recordings_dir is not None:
+            self._keep_recordings(self.recordings_dir)
 
     def _run(self) -> None:
         while not self._stop.wait(WATCH_SECONDS):
