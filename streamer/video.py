@@ -298,7 +298,8 @@ class NowPlayingFile:
 
     def write(self, text: str) -> None:
         text = text or " "  # drawtext fails on an empty file
-        if text == self._text and not self._file_failing:
+        # Unchanged: nothing to do, unless the copy went (its directory deleted, say).
+        if text == self._text and not self._file_failing and os.path.exists(self.path):
             return
         data = text.encode("utf-8")[:self.OVERLAY_BYTES].decode("utf-8", "ignore").encode("utf-8")
         if text != self._text:
