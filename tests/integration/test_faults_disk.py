@@ -30,7 +30,7 @@ from waiting import free_port, kill_if_running, status
 pytestmark = pytest.mark.integration
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- disks and files
 
 
 @contextmanager
