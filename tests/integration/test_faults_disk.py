@@ -25,7 +25,7 @@ from test_faults import (BUFFER_SECONDS, KEY, SHORT_BUFFER, assert_clean_session
                          report, session_continuity, sink_of, stream_process, until)
 from test_stream_local import start
 from test_stream_rtmp import write_checkpoint
-from waiting import free_port, kill_if_running, status
+from testkit.waiting import free_port, kill_if_running, status
 
 pytestmark = pytest.mark.integration
 
