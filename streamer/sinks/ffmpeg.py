@@ -232,13 +232,13 @@ class FfmpegSink(QueuedSink):
         self._last_probe = 0.0
         self._sink_started = 0.0
         self.frames_behind = 0  # live: dropped before ffmpeg because it was behind (MAX_ENCODER_LAG_SECONDS)
+        self._restart_request = ""
+        self.keeper = RecordingsKeeper(targets, recordings_dir, settings.record_keep_mb * 1e6,
+                                       self._request_restart)
 
     @property
     def network_targets(self) -> list[Target]:
         return [target for target in self.targets if target.network]
-        self._restart_request = ""
-        self.keeper = RecordingsKeeper(targets, recordings_dir, settings.record_keep_mb * 1e6,
-                                       self._request_restart)
 
     # ----------------------------------------------------------------- command line
 
