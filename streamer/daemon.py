@@ -516,11 +516,14 @@ class Daemon:
             self.stems = "scopes" in config.video.layout
             sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
                                     settings=config.sinks,
-                                    # ffmpeg reads the now-playing texts from memory: no file can stop it
+                                    # ffmpeg reads the static layer and the now-playing texts from memory: no
+                                    # full or vanished state directory can stop it
                                     picture=dataclasses.replace(self.picture,
+                                                                static_layer=Path(f"/proc/self/fd/{self.picture.static_fd}"),
                                                                 now_title=self.now_title_file.overlay_path,
                                                                 now_details=self.now_playing_file.overlay_path),
-                                    pass_fds=(self.now_title_file.overlay_fd, self.now_playing_file.overlay_fd),
+                                    pass_fds=(self.picture.static_fd, self.now_title_file.overlay_fd,
+                                              self.now_playing_file.overlay_fd),
                                     secrets=[self.key], recordings_dir=recordings if plan.record else None,
                                     live=self.clock.paced))
         for path in plan.wav_files:

@@ -18,7 +18,9 @@ is drawn once at start into `static.png`, so ffmpeg does not draw text at every 
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -138,6 +140,9 @@ class VideoFiles:
     now_title: Path  # the text files drawtext re-reads: the track's title, and its details
     now_details: Path
     thumbnail: Path | None  # where ffmpeg writes the status page's JPEG
+    # The static layer in memory too (a memfd the daemon passes to ffmpeg, which reads it as
+    # /proc/self/fd/N): a full or deleted state directory can never keep ffmpeg from starting.
+    static_fd: int | None = None
 
 
 def _copy(key: str, source: str, target: Path) -> Path:
@@ -250,14 +255,19 @@ def prepare_video_files(settings: VideoSettings, directory: Path, ffmpeg: str) -
         check_picture_file("video.logo", settings.logo, IMAGE_SUFFIXES, ffmpeg)
         logo = _copy("video.logo", settings.logo, directory / f"logo{Path(settings.logo).suffix.lower()}")
     static = directory / "static.png"
-    try:
-        draw_static_layer(settings, layout, over_picture=kind != COLOUR).save(static)
+    png = io.BytesIO()
+    draw_static_layer(settings, layout, over_picture=kind != COLOUR).save(png, format="PNG")
+    static_fd = os.memfd_create("chiplofi-static", os.MFD_CLOEXEC)
+    os.write(static_fd, png.getvalue())
+    try:  # a copy on disk for tools that start their own ffmpeg (bench/); the stream reads the memfd
+        static.write_bytes(png.getvalue())
     except OSError as exc:
-        raise ConfigError(f"stream.state_dir: cannot write {static} ({exc.strerror or exc})") from exc
+        log.warning("cannot write %s (%s): the stream reads the static layer from memory", static,
+                    exc.strerror or exc)
     thumbnail = directory / "thumbnail.jpg" if settings.thumbnail_seconds > 0 else None
     try:
         (directory / "thumbnail.jpg").unlink(missing_ok=True)  # the last run's picture is not this one's
     except OSError as exc:
         log.warning("cannot delete the last run's thumbnail: %s", exc)
     return VideoFiles(directory, static, background, logo, directory / "nowplaying-title.txt",
-                      directory / "nowplaying.txt", thumbnail)
+                      directory / "nowplaying.txt", thumbnail, static_fd)

@@ -234,8 +234,7 @@ def test_the_state_directory_on_a_full_disk_or_deleted_never_takes_the_stream_of
         with stream_process(tmp_path, ["--checkpoint", "rule-based", "--output", receiver.ingest_url],
                             {"CHIPLOFI_STREAM__STATE_DIR": str(state_dir)}) as daemon:
             on_air = daemon.until(lambda s: ffmpeg_sink(s)["connected"], 60)
-            # The disk fills while streaming (full at start, the picture's static layer cannot be
-            # drawn into the state directory: the start stops with a config error naming it).
+            # The disk fills while streaming (full at start: the next test).
             filler = fill(disk)
             assert receiver.wait_for_recording(10, 60), daemon.text()[-3000:]
             filler.unlink()
@@ -256,6 +255,25 @@ def test_the_state_directory_on_a_full_disk_or_deleted_never_takes_the_stream_of
     assert ffmpeg_sink(after)["restarts"] == 0 and ffmpeg_sink(after)["connected"]
     assert len(sessions) == 1 and sessions[0]["audio_seconds"] >= after["clock"]["position_seconds"] - 15
     assert_clean_sessions(sessions)
+
+
+def test_a_state_directory_on_a_disk_full_at_start_still_goes_on_air(tmp_path, receiver):
+    with small_disk(tmp_path / "disk", 8) as disk:
+        state_dir = disk / "state"
+        state_dir.mkdir()
+        fill(disk)  # full before the daemon starts: the static layer, texts and position can't be written
+        with stream_process(tmp_path, ["--checkpoint", "rule-based", "--output", receiver.ingest_url],
+                            {"CHIPLOFI_STREAM__STATE_DIR": str(state_dir)}) as daemon:
+            on_air = daemon.until(lambda s: ffmpeg_sink(s)["connected"], 60)
+            assert receiver.wait_for_recording(10, 60), daemon.text()[-3000:]
+            after = daemon.status()
+            assert daemon.stop() == 0
+    sessions = session_continuity(receiver)
+    report("disk_full_at_start", on_air_after_start_s=on_air["clock"]["position_seconds"],
+           ffmpeg_restarts=ffmpeg_sink(after)["restarts"], receiver_sessions=sessions)
+    assert ffmpeg_sink(after)["restarts"] == 0 and len(sessions) == 1
+    assert "cannot write" in daemon.text()  # said once, not a traceback
+    assert "Traceback" not in daemon.text()
 
 
 # ----------------------------------------------------------------------------- recordings kept within bounds
