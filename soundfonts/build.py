@@ -243,7 +243,7 @@ def drum_tom() -> np.ndarray:
 # hats to one side, toms and cymbals to the other. The kit then has width of its own, without
 # any effect on its attack.
 KIT_PAN: dict[str, int] = {"kick": 0, "snare": -50, "closed_hat": 150, "open_hat": 150, "tom": -100,
-                           "cymbal": -175, "shaker": 200}
+                           "cymbal": -175, "shaker": 100}
 
 # General MIDI drum key -> (kit piece, transpose in semitones). 35..81 is GM 1; 27..34 and 82..87
 # are the GM 2 extras, mapped too so files written for GS/XG/GM 2 kits do not drop notes.

@@ -78,9 +78,9 @@ class RenderSettings:
     chorus_depth_ms: float = setting(6.0, "modulation depth of the stereo chorus", min=0.0, max=21.0)
     chorus_rate_hz: float = setting(0.35, "modulation rate of the stereo chorus", min=0.1, max=5.0)
     chorus_voices: int = setting(3, "delay lines of the stereo chorus", min=1, max=99)
-    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.45, 0.75, 0.6),
+    lead: VoiceSettings = field(default_factory=lambda: VoiceSettings("pulse12", -0.6, 0.75, 0.6),
                                 metadata={"help": "lead voice (pulse 1)"})
-    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.45, 0.6, 0.5),
+    harmony: VoiceSettings = field(default_factory=lambda: VoiceSettings("keys", 0.6, 0.6, 0.7),
                                    metadata={"help": "harmony voice (pulse 2)"})
     bass: VoiceSettings = field(default_factory=lambda: VoiceSettings("triangle", 0.0, 0.9, 1.0),
                                 metadata={"help": "bass voice (triangle)"})

@@ -43,7 +43,9 @@ mask() {
 }
 for target in sysinit local-fs sockets timers paths basic multi-user; do
     for wants in "/usr/lib/systemd/system/$target.target.wants" "$units/$target.target.wants"; do
-        [ -d "$wants" ] && mask $(ls "$wants")
+        if [ -d "$wants" ]; then
+            for unit in "$wants"/*; do [ -e "$unit" ] && mask "$(basename "$unit")"; done
+        fi
     done
 done
 mask tmp.mount systemd-remount-fs.service systemd-fsck-root.service systemd-udevd.service \

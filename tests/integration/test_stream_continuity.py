@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_stream_local import chiplofi
-from waiting import free_port
+from testkit.waiting import free_port
 
 pytestmark = pytest.mark.integration
 
