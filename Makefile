@@ -63,7 +63,7 @@ run: setup-run
 
 # The tests on TEST_WORKERS pytest-xdist workers (tests/conftest.py: what runs together, what first).
 # Most tests wait on real time, so more workers than the 2 cores finish sooner.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
