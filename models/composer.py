@@ -660,7 +660,7 @@ class Composer:
         decoded = [token_to_pitch(1, t) for t in tokens[:, 1] if t >= FIRST_PITCH_TOKEN]
         floor = max(bass) + 10 if bass else 55
         # A lead that dips into the chord's room goes up an octave where it can: it sings on top.
-        lead_low, lead_high = PITCH_RANGES["lead"]
+        lead_high = PITCH_RANGES["lead"][1]
         lead = tokens[:, 0]
         for step in np.flatnonzero(lead >= FIRST_PITCH_TOKEN):
             if token_to_pitch(0, lead[step]) < floor + 6 and token_to_pitch(0, lead[step]) + 12 <= lead_high:

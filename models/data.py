@@ -213,6 +213,11 @@ def key_note_names(tonic: int, mode: int) -> tuple[str, ...]:
     return NOTE_NAMES
 
 
+# Note names (sharps, flats and the enharmonic spellings) → pitch class, lower case.
+_NOTE_INDEX: dict[str, int] = {**{name.lower(): i for i, name in enumerate(NOTE_NAMES)},
+                               "db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0}
+
+
 def chord_name(root: int, quality: int, key: tuple[int, int] | None = None) -> str:
     """'Cm7', 'F#maj9', 'N.C.' for no chord; spelled as `key` (tonic, mode) spells its notes."""
     if root == NO_CHORD_ROOT or root < 0:
@@ -224,8 +229,7 @@ def chord_name(root: int, quality: int, key: tuple[int, int] | None = None) -> s
 def parse_chord(text: str) -> tuple[int, str]:
     """(root 0..11, quality name in `CHORD_QUALITIES`) of a chord name such as 'C#maj9', 'Dbm7',
     'G'; the inverse of `chord_name` (sharps or flats). 'N.C.' raises, as any unknown name."""
-    names = {name.lower(): i for i, name in enumerate(NOTE_NAMES)}
-    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0})
+    names = _NOTE_INDEX
     letters = 2 if len(text) > 1 and text[1] in "#b" else 1
     root, symbol = text[:letters].lower(), text[letters:]
     qualities = {CHORD_SYMBOLS[q]: q for q in CHORD_QUALITIES}
@@ -241,8 +245,7 @@ def key_name(tonic: int, mode: int) -> str:
 
 def parse_key(text: str) -> tuple[int, int]:
     """(tonic, mode) of 'C major', 'F# minor', 'Bbm', 'A' ..."""
-    names = {name.lower(): i for i, name in enumerate(NOTE_NAMES)}
-    names.update({"db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0})
+    names = _NOTE_INDEX
     cleaned = text.strip().lower().replace("♯", "#").replace("♭", "b")
     mode = MAJOR
     for suffix, value in ((" minor", MINOR), (" major", MAJOR), ("min", MINOR), ("maj", MAJOR), ("m", MINOR)):
