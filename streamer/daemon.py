@@ -50,6 +50,7 @@ from streamer.composer import (Bridge, Composer, FallbackBed, RuleBasedComposer,
 from streamer.config import Config, check_path, load_config, shown
 from streamer.errors import CheckpointError, ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
+from streamer.memory import pin_mmap_threshold
 from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
@@ -543,6 +544,8 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signals()
+        if not pin_mmap_threshold():  # per-bar buffers would otherwise grow the heap track by track
+            log.info("the C allocator keeps its own mmap threshold (no glibc mallopt)")
         try:
             self._start()
             self._main_loop()
