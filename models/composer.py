@@ -120,13 +120,20 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, 16),), ((0, 14),), ((0, 12),), ((0, 8), (8, 8)), ((0, 6), (6, 10)), ((0, 10), (10, 6)),
 )
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
-REPEAT_PENALTY = 2.5  # logits taken from the lead's last pitch: a melody moves; holding is still free
-RECENT_PENALTY = 0.5  # ... and per recent use of a pitch (the last 8 onsets), so a phrase ranges wider
+REPEAT_PENALTY = 3.0  # logits taken from the lead's last pitch: a melody moves; holding is still free
+RECENT_PENALTY = 0.9  # ... and per recent use of a pitch (the last 8 onsets), so a phrase ranges wider
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
 # about the training data's own share, lo-fi ~0.64 and NES ~0.41 (chords estimated per bar).
 ROOT_SHARE = {"lofi": 0.65, "nes": 0.45}
 BASS_FLOOR = 33  # MIDI A1 (55 Hz): lower bass notes move up an octave (small speakers drop them)
 LATENT_SOURCES = ("lstm", "noise")
+# How far a bar's latent strays from the LSTM's mean (scale of its predicted spread, times the
+# temperature control), lo-fi → NES: NES bars drawn near the mean keep the dense 16th-note runs and
+# high register the LSTM predicts for the style, where wider draws fall back to the average bar.
+LATENT_SPREAD = (0.6, 0.25)
+# σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
+# chords, as real pieces do (track-to-track pitch-class-transition similarity 0.66 → 0.5, seeds 0/1).
+TRACK_CHORD_BIAS = 1.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,7 @@ class _Plan:
     density: int = 0  # -1, 0, +1: this track's lead activity against the style's
     register: float = 0.0  # semitones this track's lead leans up (+) or down (-)
     motif_share: float = 0.5  # chance that a phrase restates the previous one's lead on its own chords
+    chord_bias: np.ndarray | None = None  # (N_CHORDS,) logits this track adds to the LSTM's chord head
 
     @property
     def bars(self) -> int:
@@ -363,7 +371,8 @@ class Composer:
         plan = _Plan(index, f"s{self.controls.seed}-t{index:04d}", tonic, mode, tempo, sections, rng,
                      intro=str(rng.choice(list(INTROS))), density=int(rng.integers(-1, 2)),
                      register=float(rng.uniform(-3.0, 3.0)), motif_share=float(rng.uniform(0.3, 0.8)),
-                     colour=colours[int(rng.choice(len(colours), p=MODE_WEIGHTS[mode]))])
+                     colour=colours[int(rng.choice(len(colours), p=MODE_WEIGHTS[mode]))],
+                     chord_bias=TRACK_CHORD_BIAS * rng.standard_normal(N_CHORDS))
         self._previous_plan = plan
         log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
                  " ".join(label for label, _ in sections))
@@ -424,6 +433,9 @@ class Composer:
         bar must resolve to (elsewhere the next bar resolves it).
         """
         logits = self._fast_lstm.chord_logits(output) + self._chromatic_boost[mode]
+        playing = self._previous_plan  # the track being drafted (planned last)
+        if playing is not None and playing.chord_bias is not None:
+            logits = logits + playing.chord_bias
         allowed = self._allowed[mode].copy()
         if avoid is not None:  # a loop that changes chord every bar
             root_avoid = chord_parts(avoid)[0]
@@ -683,7 +695,10 @@ class Composer:
         if self.latent_source == "noise":
             return rng.standard_normal(self._decoder.latent_dim).astype(np.float32)
         mu, logvar = self._fast_lstm.latent_distribution(output, chord)
-        return sample_latent(mu, logvar, 0.6 * self.controls.temperature, rng)
+        lofi_spread, nes_spread = LATENT_SPREAD
+        blend = self.controls.style_blend
+        spread = (1.0 - blend) * lofi_spread + blend * nes_spread
+        return sample_latent(mu, logvar, spread * self.controls.temperature, rng)
 
     def _energy(self, label: str, bar_in_section: int, n_bars: int) -> float:
         base = SECTION_ENERGY.get(label, 0.5)
