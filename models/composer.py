@@ -839,10 +839,13 @@ class Composer:
         pitch = candidates[int(np.argmax(scores))]
         if voice == 2:
             pitch = min((p for p in range(low, high + 1) if p % 12 == root), key=lambda p: abs(p - 40))
-        length = 8 if voice != 0 else 4
+        if voice == 0:  # one held note: two onsets of one pitch would be a lead that stutters
+            column[0] = FIRST_PITCH_TOKEN + pitch - low
+            column[1:8] = HOLD
+            return column
         for start in (0, 8):
             column[start] = FIRST_PITCH_TOKEN + pitch - low
-            column[start + 1:start + length] = HOLD
+            column[start + 1:start + 8] = HOLD
         return column
 
     def _velocities(self, energy: float, rng: np.random.Generator) -> np.ndarray:
