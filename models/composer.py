@@ -121,7 +121,8 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
 )
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
 REPEAT_PENALTY = 3.0  # logits taken from the lead's last pitch: a melody moves; holding is still free
-RECENT_PENALTY = 0.9  # ... and per recent use of a pitch (the last 8 onsets), so a phrase ranges wider
+RECENT_PENALTY = 0.9  # ... and per recent use of a pitch (the last onsets), so a phrase ranges wider
+RECENT_WINDOW = (8, 16)  # onsets the lead remembers, lo-fi → NES (a bar or two of its notes)
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
 # about the training data's own share, lo-fi ~0.64 and NES ~0.41 (chords estimated per bar).
 ROOT_SHARE = {"lofi": 0.65, "nes": 0.45}
@@ -130,7 +131,7 @@ LATENT_SOURCES = ("lstm", "noise")
 # How far a bar's latent strays from the LSTM's mean (scale of its predicted spread, times the
 # temperature control), lo-fi → NES: NES bars drawn near the mean keep the dense 16th-note runs and
 # high register the LSTM predicts for the style, where wider draws fall back to the average bar.
-LATENT_SPREAD = (0.6, 0.25)
+LATENT_SPREAD = (0.6, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
 # chords, as real pieces do (track-to-track pitch-class-transition similarity 0.66 → 0.5, seeds 0/1).
 TRACK_CHORD_BIAS = 1.0
@@ -757,7 +758,8 @@ class Composer:
         offsets = np.array(CONTEXT_OFFSETS)
         draws = rng.random((STEPS_PER_BAR, 4))
         last_pitch = np.full(3, -1, dtype=np.int64)  # each pitched voice's last onset (pitch index)
-        recent: deque[int] = deque(maxlen=8)  # the lead's last onsets (pitch index)
+        window = round(RECENT_WINDOW[0] + self.controls.style_blend * (RECENT_WINDOW[1] - RECENT_WINDOW[0]))
+        recent: deque[int] = deque(maxlen=window)  # the lead's last onsets (pitch index)
         for position in range(TAIL_STEPS):
             onsets = tail[position, :3] >= FIRST_PITCH_TOKEN
             last_pitch[onsets] = tail[position, :3][onsets] - FIRST_PITCH_TOKEN
