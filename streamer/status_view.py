@@ -8,6 +8,7 @@ never reaches /status (outputs are redacted there), so nothing here can print it
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import urllib.error
@@ -102,16 +103,30 @@ def run_status(addr: str, *, as_json: bool = False, watch: float | None = None, 
         out.write(json.dumps(status, indent=2) + "\n" if as_json else format_status(status, addr))
         return 0
     clear = CLEAR_SCREEN if out.isatty() and not as_json else ""
+    # Ctrl-C only sets a flag: a KeyboardInterrupt raised where Python runs a finaliser (the
+    # HTTP responses' sockets are closed by them) is printed and dropped, and the watch would go on.
+    stopping: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
     try:
-        while True:
+        while not stopping:
             try:
                 status = fetch_status(addr)
                 # Watching as JSON gives one object per line (for jq or a log).
                 text = json.dumps(status) + "\n" if as_json else format_status(status, addr)
             except StatusUnavailableError as error:
                 text = f"{time.strftime('%H:%M:%S')} {error}\n"
+            if stopping:
+                break
             out.write(clear + text + ("" if clear or as_json else "\n"))
             out.flush()
-            time.sleep(watch)
-    except KeyboardInterrupt:
-        return 0
+            _sleep_unless(stopping, watch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
+def _sleep_unless(stopping: list[int], seconds: float) -> None:
+    """Sleep `seconds`, in slices short enough that a Ctrl-C ends the wait within 0.1 s."""
+    deadline = time.monotonic() + seconds
+    while not stopping and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
