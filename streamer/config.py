@@ -97,7 +97,7 @@ class EffectsSettings:
     lowpass_hz: float = setting(9000.0, "tone: low-pass corner; above 0.45 × sample rate = off",
                                 min=500.0, max=24000.0)
     tilt_db: float = setting(-2.0, "tone: tilt around 1 kHz; negative is darker", min=-12.0, max=12.0)
-    low_cut_hz: float = setting(70.0, "tone: corner of a steep (24 dB per octave) high-pass under the bass: "
+    low_cut_hz: float = setting(80.0, "tone: corner of a steep (24 dB per octave) high-pass under the bass: "
                                       "the sub-bass fundamentals that phone and laptop speakers cannot play "
                                       "are taken down, the bass above them kept; 0 = off", min=0.0, max=200.0)
     low_shelf_hz: float = setting(120.0, "tone: corner of the low shelf", min=20.0, max=500.0)
