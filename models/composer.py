@@ -126,6 +126,7 @@ RECENT_WINDOW = (8, 16)  # onsets the lead remembers, lo-fi → NES (a bar or tw
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
 # about the training data's own share, lo-fi ~0.64 and NES ~0.41 (chords estimated per bar).
 ROOT_SHARE = {"lofi": 0.65, "nes": 0.45}
+ARPEGGIO_SPAN = (10, 5)  # semitones a NES arpeggio sweeps below / above the decoded note
 BASS_FLOOR = 33  # MIDI A1 (55 Hz): lower bass notes move up an octave (small speakers drop them)
 LATENT_SOURCES = ("lstm", "noise")
 # How far a bar's latent strays from the LSTM's mean (scale of its predicted spread, times the
@@ -644,7 +645,8 @@ class Composer:
             pitches = [token_to_pitch(voice, column[step]) for step in onsets]
             if voice == 1:
                 base = pitches[0]
-                ladder = [p for p in range(max(low, base - 7), min(high, base + 12) + 1) if p % 12 in tones]
+                ladder = [p for p in range(max(low, base - ARPEGGIO_SPAN[0]), min(high, base + ARPEGGIO_SPAN[1]) + 1)
+                          if p % 12 in tones]
                 if len(ladder) < 3:
                     continue
                 cycle = ladder + ladder[-2:0:-1]  # up, then down, then up again
