@@ -51,6 +51,7 @@ def _rank(item: pytest.Item) -> int:
     return len(FIRST)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids (its own hook)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = GROUPS.get(item.nodeid.split("::")[0])
