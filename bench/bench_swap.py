@@ -48,10 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from bench_daemon import ROOT, get_status, machine_description  # noqa: E402
-from testkit.waiting import free_port  # noqa: E402
-
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
 from streamer.config import Config  # noqa: E402
+from testkit.waiting import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_BARS = {"bar": 1, "section": 8 + 1, "track": None}  # None: reported, no goal (a track is 2–4 min)

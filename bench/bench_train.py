@@ -43,10 +43,9 @@ import time
 from pathlib import Path
 
 from bench_daemon import ROOT, machine_description  # noqa: E402
-from testkit.procfs import cpu_seconds  # noqa: E402
-
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
 from models.config import LSTMConfig, TrainConfig, VAEConfig  # noqa: E402
+from testkit.procfs import cpu_seconds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MINUTES = 30.0

@@ -36,13 +36,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from bench_daemon import get_status, machine_description, media_seconds, wait_ready  # noqa: E402
+from streamer.config import Config, VideoSettings  # noqa: E402
+from streamer.video import (  # noqa: E402
+    PRESETS,
+    build_video_graph,
+    encoder_options,
+    escape_filter_value,
+    pipe_channels,
+    pipe_layout,
+    preset_of,
+    thumbnail_output,
+)
+from streamer.video_files import VideoFiles, prepare_video_files  # noqa: E402
 from testkit.procfs import children, cpu_seconds  # noqa: E402
 from testkit.waiting import free_port  # noqa: E402
-
-from streamer.config import Config, VideoSettings  # noqa: E402
-from streamer.video import (PRESETS, build_video_graph, encoder_options, escape_filter_value,  # noqa: E402
-                            pipe_channels, pipe_layout, preset_of, thumbnail_output)
-from streamer.video_files import VideoFiles, prepare_video_files  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_RATIO = 1.3

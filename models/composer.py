@@ -25,16 +25,33 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models import checkpoint as ckpt
-from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, HOLD, MAJOR, MINOR,
-                         PITCH_RANGES, PITCHED_VOCAB, REST, STEPS_PER_BAR, STYLES, VOICES, chord_name, key_name,
-                         parse_key, token_to_pitch)
+from models.data import (
+    CHORD_INTERVALS,
+    CHORD_QUALITIES,
+    DRUM_VOCAB,
+    FIRST_PITCH_TOKEN,
+    HOLD,
+    MAJOR,
+    MINOR,
+    PITCH_RANGES,
+    PITCHED_VOCAB,
+    REST,
+    STEPS_PER_BAR,
+    STYLES,
+    VOICES,
+    chord_name,
+    key_name,
+    parse_key,
+    token_to_pitch,
+)
 from models.errors import ModelError
 from models.inference import FastDecoder, FastLSTM, FastState, sample_from_logits, sample_latent
 from models.layout import CONTEXT_OFFSETS, N_ACTIVITY, N_CHORDS, TAIL_STEPS, chord_index, chord_parts
@@ -285,7 +302,7 @@ class Composer:
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path | None = None, controls: Controls | None = None,
-                        latent_source: str = "lstm") -> "Composer":
+                        latent_source: str = "lstm") -> Composer:
         """A composer from a checkpoint directory (default: the shipped `models/checkpoints`), without torch."""
         vae, lstm = ckpt.load_weight_pair(directory or ckpt.shipped_directory())
         model_id = f"{vae.info.model_id}+{lstm.info.model_id}"
@@ -294,7 +311,7 @@ class Composer:
 
     @classmethod
     def from_modules(cls, vae: BarVAE, lstm: BarLSTM, controls: Controls | None = None,
-                     model_id: str = "", latent_source: str = "lstm") -> "Composer":
+                     model_id: str = "", latent_source: str = "lstm") -> Composer:
         """A composer from trained torch modules (`models.vae.BarVAE`, `models.lstm.BarLSTM`)."""
         return cls(FastDecoder.from_module(vae), FastLSTM.from_module(lstm), controls, model_id, latent_source)
 

@@ -39,10 +39,10 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class Corpus:
         lengths = np.diff(self.song_starts)
         return np.repeat(np.arange(self.n_songs, dtype=np.int64), lengths)
 
-    def subset(self, song_indices: Iterable[int]) -> "Corpus":
+    def subset(self, song_indices: Iterable[int]) -> Corpus:
         """A corpus of the given songs only (in that order)."""
         indices = list(song_indices)
         slices = [self.song_slice(i) for i in indices]
@@ -170,7 +170,7 @@ class Corpus:
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return Corpus(tokens, chords, starts, [self.songs[i] for i in indices], self.data_hash, dict(self.skipped))
 
-    def transposed(self, semitones_per_song: Sequence[int]) -> "Corpus":
+    def transposed(self, semitones_per_song: Sequence[int]) -> Corpus:
         """A copy with song `i` moved by `semitones_per_song[i]` (key, chords and notes)."""
         tokens = self.tokens.copy()
         chords = self.chords.copy()
@@ -183,7 +183,7 @@ class Corpus:
                                   song.key_mode, song.tempo_bpm, song.voices_present))
         return Corpus(tokens, chords, self.song_starts.copy(), songs, self.data_hash, dict(self.skipped))
 
-    def key_normalised(self) -> "Corpus":
+    def key_normalised(self) -> Corpus:
         """Every song moved by at most 6 semitones so that its scale is C major / A minor."""
         return self.transposed([normalising_shift(s.key_tonic, s.key_mode) for s in self.songs])
 

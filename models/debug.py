@@ -9,8 +9,7 @@ import torch
 
 from models import checkpoint as ckpt
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import (FIRST_PITCH_TOKEN, HOLD, MINOR, NO_CHORD_ROOT, STEPS_PER_BAR, Corpus, SongInfo,
-                         pitch_to_token)
+from models.data import FIRST_PITCH_TOKEN, HOLD, MINOR, NO_CHORD_ROOT, STEPS_PER_BAR, Corpus, SongInfo, pitch_to_token
 from models.lstm import BarLSTM
 from models.vae import BarVAE
 

@@ -35,15 +35,24 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from models import baseline as base
 from models import metrics
-from models.data import STEPS_PER_BAR, STEPS_PER_BEAT, VOICES, Corpus, concatenate, default_folders, load_folder, \
-    split_corpus
+from models.data import (
+    STEPS_PER_BAR,
+    STEPS_PER_BEAT,
+    VOICES,
+    Corpus,
+    concatenate,
+    default_folders,
+    load_folder,
+    split_corpus,
+)
 from models.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,7 @@ from scipy.special import erf
 from models.checkpoint import module_arrays
 from models.config import LSTMConfig, VAEConfig
 from models.data import DRUM_VOCAB, FIRST_PITCH_TOKEN, N_PITCHES, N_VOICES, NO_CHORD_ROOT, PITCHED_VOCAB, STEPS_PER_BAR
-from models.layout import (CONTEXT_OFFSETS, INTERVAL_BUCKETS, N_INTERVALS, N_PITCHED, NO_CHORD, PITCH_CLASSES,
-                           STEP_EMBED)
+from models.layout import CONTEXT_OFFSETS, INTERVAL_BUCKETS, N_INTERVALS, N_PITCHED, NO_CHORD, PITCH_CLASSES, STEP_EMBED
 
 Weights = Mapping[str, np.ndarray]  # tensor name (as in the torch state dict) → float32 array
 
@@ -131,7 +130,7 @@ class FastDecoder:
         self.voices = np.arange(N_PITCHED)
 
     @classmethod
-    def from_module(cls, vae: Any) -> "FastDecoder":
+    def from_module(cls, vae: Any) -> FastDecoder:
         """The decoder of a trained `models.vae.BarVAE`."""
         return cls(module_arrays(vae), vae.config)
 
@@ -184,7 +183,7 @@ class FastState:
     h: np.ndarray
     c: np.ndarray
 
-    def clone(self) -> "FastState":
+    def clone(self) -> FastState:
         return FastState(self.h.copy(), self.c.copy())
 
 
@@ -206,7 +205,7 @@ class FastLSTM:
         self.latent_skip = w["latent_skip.weight"].T.copy()  # (L, 2L)
 
     @classmethod
-    def from_module(cls, lstm: Any) -> "FastLSTM":
+    def from_module(cls, lstm: Any) -> FastLSTM:
         """The one-bar path of a trained `models.lstm.BarLSTM`."""
         return cls(module_arrays(lstm), lstm.config)
 

@@ -39,13 +39,27 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from models.data import (DRUM_CLASS_KEYS, DRUMS, FIRST_PITCH_TOKEN, HOLD, N_PITCHES, N_VOICES, PITCH_RANGES, PITCHED_VOICES, REST,
-                         STEPS_PER_BAR, STEPS_PER_BEAT, VOICES, Corpus, pitch_to_token)
+from models.data import (
+    DRUM_CLASS_KEYS,
+    DRUMS,
+    FIRST_PITCH_TOKEN,
+    HOLD,
+    N_PITCHES,
+    N_VOICES,
+    PITCH_RANGES,
+    PITCHED_VOICES,
+    REST,
+    STEPS_PER_BAR,
+    STEPS_PER_BEAT,
+    VOICES,
+    Corpus,
+    pitch_to_token,
+)
 
 MAJOR_SCALE: tuple[int, ...] = (0, 2, 4, 5, 7, 9, 11)
 CONSONANT_INTERVALS: frozenset[int] = frozenset((0, 3, 4, 5, 7, 8, 9))  # semitones modulo 12

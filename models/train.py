@@ -25,9 +25,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,14 +39,21 @@ from torch import nn
 from models import checkpoint as ckpt
 from models.baseline import bar_arrays, reconstruction_baselines
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES, Corpus, load_corpus,
-                         split_corpus)
+from models.data import (
+    FIRST_PITCH_TOKEN,
+    N_PITCHES,
+    NO_CHORD_ROOT,
+    STEPS_PER_BAR,
+    STYLES,
+    Corpus,
+    load_corpus,
+    split_corpus,
+)
 from models.errors import CheckpointError, DataError, ModelError
 from models.finetune import InitialModels, load_initial_models
 from models.layout import N_CHORDS, chord_index
 from models.lstm import BarLSTM, sequence_losses
-from models.vae import (TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms,
-                        reconstruction_loss)
+from models.vae import TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
 
 log = logging.getLogger(__name__)
 

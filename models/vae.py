@@ -39,10 +39,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VAEConfig
-from models.data import (CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, N_VOICES, NO_CHORD_ROOT, PITCHED_VOCAB,
-                         STEPS_PER_BAR, STYLES, VOCAB_SIZES)
-from models.layout import (CONTEXT_OFFSETS, DRUM_ACTIVITY_EMBED, INTERVAL_BUCKETS, N_ACTIVITY, N_INTERVALS, N_PITCHED,
-                           PITCH_CLASSES, STEP_EMBED, TAIL_STEPS, conditioner_sizes)
+from models.data import (
+    CHORD_QUALITIES,
+    DRUM_VOCAB,
+    FIRST_PITCH_TOKEN,
+    N_VOICES,
+    NO_CHORD_ROOT,
+    PITCHED_VOCAB,
+    STEPS_PER_BAR,
+    STYLES,
+    VOCAB_SIZES,
+)
+from models.layout import (
+    CONTEXT_OFFSETS,
+    DRUM_ACTIVITY_EMBED,
+    INTERVAL_BUCKETS,
+    N_ACTIVITY,
+    N_INTERVALS,
+    N_PITCHED,
+    PITCH_CLASSES,
+    STEP_EMBED,
+    TAIL_STEPS,
+    conditioner_sizes,
+)
 
 
 @dataclass

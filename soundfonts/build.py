@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from soundfonts import DRUM_KEYS, PRESETS, SOUNDFONT_PATH
 from models.errors import SoundFontError
+from soundfonts import DRUM_KEYS, PRESETS, SOUNDFONT_PATH
 
 __all__ = ["build_soundfont", "soundfont_bytes", "main", "GM_DRUM_MAP", "LOOP_GUARD"]
 

@@ -45,8 +45,16 @@ import numpy as np
 from models.checkpoint import read_regular_file
 from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
-from streamer.composer import (Bridge, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer,
-                               starts_unit, uses_model)
+from streamer.composer import (
+    Bridge,
+    Composer,
+    FallbackBed,
+    RuleBasedComposer,
+    check_bar,
+    load_composer,
+    starts_unit,
+    uses_model,
+)
 from streamer.config import Config, check_path, load_config, shown
 from streamer.errors import CheckpointError, ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
@@ -55,10 +63,10 @@ from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
-from streamer.sinks import Sink, SinkSnapshot, SinkState
+from streamer.sinks import Sink, SinkSnapshot
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
-from streamer.types import VOICES, Bar
 from streamer.track_titles import track_title
+from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, now_playing_details
 from streamer.video_files import VideoFiles, check_video_settings, prepare_video_files
 from streamer.wavfile import to_pcm16

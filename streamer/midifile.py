@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from models.midi_lib import implausible_timing, pretty_midi
 
+from models.midi_lib import implausible_timing, pretty_midi
 from models.voices import assign_voices
 from streamer.errors import InputFileError
 from streamer.types import VOICES, Bar, Note

@@ -40,7 +40,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -178,11 +178,11 @@ class Program:
     def end_of(self, start: datetime) -> datetime:
         """When the window opened at `start` closes."""
         if self.until is None:
-            return (start.astimezone(timezone.utc) + timedelta(minutes=self.minutes)).astimezone(self.tz)
+            return (start.astimezone(UTC) + timedelta(minutes=self.minutes)).astimezone(self.tz)
         local = start.astimezone(self.tz)
         end = datetime.combine(local.date(), self.until, tzinfo=self.tz)
         # Compared in UTC: two datetimes of one zone compare as wall-clock times, across DST too.
-        if end.astimezone(timezone.utc) <= start.astimezone(timezone.utc):
+        if end.astimezone(UTC) <= start.astimezone(UTC):
             end = datetime.combine(local.date() + timedelta(days=1), self.until, tzinfo=self.tz)
         return end
 
@@ -333,7 +333,7 @@ def describe_mood(program: Program) -> str:
 def describe_schedule(settings: ScheduleSettings, now: datetime | None = None) -> list[str]:
     """What `chiplofi config check` prints about the schedule (checked settings)."""
     parsed = parse_schedule(settings)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     stats = f"every {parsed.stats_interval_seconds:g} s" if parsed.stats_interval_seconds else "off"
     lines = [f"schedule: time zone {parsed.tz}; reload {settings.reload_cron or 'never'}; stats line {stats}"]
     active = active_program(parsed.programs, now)
@@ -441,7 +441,7 @@ class Schedule:
         self.settings = settings
         self._parsed = parse_schedule(settings)
         self._wake = wake
-        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._now = now or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._requests: list[str] = []
         self._scheduler: Any = None

@@ -64,10 +64,17 @@ from streamer.config import SinkSettings, VideoSettings
 from streamer.logs import RateLimitedLog, redact
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
-from streamer.sinks.recordings import RecordingsKeeper, first_free_name
 from streamer.sinks.delivery import Connection, connections_of, cut
-from streamer.video import (build_video_graph, encoder_options, pipe_bytes, pipe_channels, pipe_layout,
-                            preset_of, thumbnail_output)
+from streamer.sinks.recordings import RecordingsKeeper, first_free_name
+from streamer.video import (
+    build_video_graph,
+    encoder_options,
+    pipe_bytes,
+    pipe_channels,
+    pipe_layout,
+    preset_of,
+    thumbnail_output,
+)
 from streamer.video_files import VideoFiles
 
 log = logging.getLogger(__name__)

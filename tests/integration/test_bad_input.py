@@ -28,15 +28,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-from testkit.waiting import free_port, status, wait_for
-
-from testkit.config_cases import leaf_and_invalid_value, nest, toml_document
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from models.midi_lib import pretty_midi  # noqa: E402
 from streamer.config import Config  # noqa: E402
 from streamer.errors import ChiplofiError  # noqa: E402
 from streamer.offline import render_midi_file  # noqa: E402
+from testkit.config_cases import leaf_and_invalid_value, nest, toml_document
+from testkit.waiting import free_port, status, wait_for
 
 pytestmark = pytest.mark.integration
 

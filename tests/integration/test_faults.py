@@ -37,16 +37,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from testkit.receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
 from safetensors.numpy import load_file, save_file
-from test_stream_local import start
-from test_stream_rtmp import write_checkpoint
-from test_watchdog import NotifySocket
-from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
 from streamer.types import Bar
+from test_stream_local import start
+from test_stream_rtmp import write_checkpoint
+from test_watchdog import NotifySocket
+from testkit.receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, fake_package_tools, make_os_root, run_installer
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from testkit.receiver import HungIngest, receiver_fixture, require_tools
+
 from test_faults import KEY, report, sink_of, stream_process, until
 from test_stream_rtmp import get
 from test_watchdog import NotifySocket
-from testkit.waiting import kill_if_running, wait_for
+from testkit.receiver import HungIngest, receiver_fixture, require_tools
+from testkit.waiting import kill_if_running
 
 pytestmark = pytest.mark.integration
 

@@ -21,15 +21,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from testkit.receiver import check_continuity, decode_frames, probe_packets, receiver_fixture
-from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StatusSettings, StreamSettings, VideoSettings
@@ -39,6 +36,8 @@ from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, build_video_graph, encoder_options, pipe_channels, pipe_layout, preset_of
 from streamer.video_files import prepare_video_files
 from streamer.video_layout import Layout, Rect, layout_for
+from testkit.receiver import check_continuity, decode_frames, probe_packets, receiver_fixture
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 

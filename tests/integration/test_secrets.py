@@ -25,10 +25,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from testkit.procfs import children
 from testkit.receiver import Receiver, require_tools
 from testkit.waiting import free_port, wait_for
-
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ in the last 5 % of the audio against the RSS in the 5 % after the 25 % mark.
 
 from __future__ import annotations
 
-
 import pytest
 
 pytestmark = pytest.mark.integration

@@ -14,6 +14,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
 from test_stream_local import start
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 

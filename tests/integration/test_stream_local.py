@@ -14,6 +14,7 @@ import wave
 from pathlib import Path
 
 import pytest
+
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from testkit.receiver import check_continuity, probe_packets, receiver_fixture
 from testkit.waiting import free_port, kill_if_running, wait_for
 

@@ -30,11 +30,12 @@ import wave
 from pathlib import Path
 
 import pytest
+
 from conftest import copy_source
-from testkit.receiver import HungIngest, receiver_fixture, require_tools
 from test_faults import report
 from test_stream_local import probe
 from test_stream_rtmp import get, write_checkpoint
+from testkit.receiver import HungIngest, receiver_fixture, require_tools
 from testkit.waiting import free_port, status, wait_for
 
 pytestmark = pytest.mark.integration

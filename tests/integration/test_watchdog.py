@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from testkit.receiver import Nginx, require_tools
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 

@@ -9,19 +9,27 @@ import sys
 import threading
 
 import pytest
-from models.midi_lib import pretty_midi
 
+from models.midi_lib import pretty_midi
 from streamer import archive as archive_module
-from streamer.archive import (ARCHIVE_ID, NEXT_TRACK, STREAM_STOPPED, TOO_LONG, PlayedTrack, TrackArchive,
-                              TrackRecorder, track_midi_bytes)
+from streamer.archive import (
+    ARCHIVE_ID,
+    NEXT_TRACK,
+    STREAM_STOPPED,
+    TOO_LONG,
+    PlayedTrack,
+    TrackArchive,
+    TrackRecorder,
+    track_midi_bytes,
+)
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import Daemon
 from streamer.fallback import RuleBasedParts
 from streamer.files import write_atomic
-from streamer.video import NowPlayingFile
 from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
 from streamer.track_titles import track_title
+from streamer.video import NowPlayingFile
 from test_status import _get as get
 from testkit.daemon import unpaced_config
 from testkit.doubles import RecordingSink

@@ -5,12 +5,12 @@ import json
 import threading
 
 import pytest
-from test_daemon import RecordingSink, _config, _run, _until
 
 from models.data import parse_key
 from streamer.composer import Bridge, RuleBasedComposer, load_composer, starts_unit
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
 from streamer.position import POSITION_FILE, read_position
+from test_daemon import RecordingSink, _config, _run, _until
 
 RELATED_STEPS = {0, 2, 3, 5, 7, 9, 10}  # semitones between related keys (fifths, tones, relative)
 

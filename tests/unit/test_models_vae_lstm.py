@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.config import LSTMConfig, VAEConfig
 from models.data import STEPS_PER_BAR, STYLES, VOCAB_SIZES
 from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
-from models.config import LSTMConfig, VAEConfig
 from models.inference import FastDecoder, FastLSTM, sample_from_logits
 from models.layout import CONTEXT_OFFSETS, N_CHORDS, TAIL_STEPS, chord_index, lstm_shapes, vae_shapes
 from models.lstm import BarLSTM, sequence_losses

@@ -4,7 +4,7 @@
 import dataclasses
 import re
 import tomllib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -12,16 +12,29 @@ import numpy as np
 import pytest
 
 from streamer.composer import ComposerMood, ModelComposer, RuleBasedComposer, load_composer
-from streamer.config import (MOOD_EXAMPLE, PROGRAM_EXAMPLE, Config, EffectsSettings, MoodSettings, ProgramSettings,
-                             settings_from_mapping)
+from streamer.config import (
+    MOOD_EXAMPLE,
+    PROGRAM_EXAMPLE,
+    Config,
+    EffectsSettings,
+    MoodSettings,
+    ProgramSettings,
+    settings_from_mapping,
+)
 from streamer.daemon import CliOverrides, describe_config, load_stream_config
 from streamer.effects import EffectsChain, LoudnessNormalizer, to_planar
 from streamer.errors import ConfigError
-from streamer.schedule import (Crossfade, Schedule, active_program, cron_trigger, next_program, parse_schedule,
-                               stats_line)
+from streamer.schedule import (
+    Crossfade,
+    Schedule,
+    active_program,
+    cron_trigger,
+    next_program,
+    parse_schedule,
+    stats_line,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-UTC = timezone.utc
 NIGHT = """
 [schedule.mood.night]
 tempo_min_bpm = 60.0

@@ -23,8 +23,8 @@ from streamer.sinks.file import FileSink
 from streamer.sinks.null import NullSink
 from streamer.sinks.recordings import prune_recordings
 from streamer.sinks.speakers import SpeakersSink
-from streamer.wavfile import to_pcm16
 from streamer.video_files import VideoFiles
+from streamer.wavfile import to_pcm16
 
 RATE = 44100
 
