@@ -203,7 +203,7 @@ class LatentMarkov:
     @staticmethod
     def _design(data: Sequences) -> tuple[np.ndarray, np.ndarray]:
         rows, targets = [], []
-        for song, (latents, chords) in enumerate(zip(data.latents, data.chords)):
+        for song, (latents, chords) in enumerate(zip(data.latents, data.chords, strict=True)):
             latents = np.asarray(latents, dtype=np.float64)
             steps = len(latents)
             if steps == 0:

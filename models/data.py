@@ -175,7 +175,7 @@ class Corpus:
         tokens = self.tokens.copy()
         chords = self.chords.copy()
         songs = []
-        for i, (song, shift) in enumerate(zip(self.songs, semitones_per_song)):
+        for i, (song, shift) in enumerate(zip(self.songs, semitones_per_song, strict=True)):
             part = self.song_slice(i)
             tokens[part] = transpose_tokens(tokens[part], int(shift))
             chords[part] = transpose_chords(chords[part], int(shift))
@@ -562,7 +562,7 @@ def _nes_song(path: Path) -> tuple[list[_RawNote], float] | str:
 def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
     """Harmony merges every accompanying part; its line follows one: per bar, the part that
     sounds longest there. The other parts still count for key and chords (`in_line=False`)."""
-    harmony = [(note, part) for note, part in zip(raw, parts) if note.voice == 1]
+    harmony = [(note, part) for note, part in zip(raw, parts, strict=True) if note.voice == 1]
     if len({part for _, part in harmony}) < 2:
         return
     sounding: dict[tuple[int, int], float] = {}

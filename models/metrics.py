@@ -329,7 +329,7 @@ def cross_track_repeats(track_tokens: Sequence[np.ndarray], span_bars: int = 4,
     checked = repeated = 0
     found: list[list[int]] = []
     for number, (keys, starts) in enumerate(per_track):
-        for key, start in zip(keys, starts):
+        for key, start in zip(keys, starts, strict=True):
             checked += 1
             others = owners[key] - {number}
             if others:
@@ -362,7 +362,7 @@ class SpanIndex:
         for number, tokens in enumerate(track_tokens):
             keys, starts = span_keys(tokens, self.span_bars)
             checked += len(keys)
-            for key, start in zip(keys, starts):
+            for key, start in zip(keys, starts, strict=True):
                 if key in self.keys:
                     copied += 1
                     if len(found) < examples:

@@ -340,7 +340,7 @@ def root_on_downbeat(pieces: Sequence[Piece]) -> float:
         bass = _onset_order(piece.track.notes[piece.track.notes[:, 0] == BASS])
         bar_of = bass[:, 2] // STEPS_PER_BAR
         first = np.unique(bar_of, return_index=True)
-        for bar, index in zip(*first):
+        for bar, index in zip(*first, strict=True):
             root = int(piece.chords[bar, 0]) if 0 <= bar < piece.n_bars else NO_CHORD_ROOT
             if root == NO_CHORD_ROOT:
                 continue

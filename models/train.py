@@ -232,7 +232,7 @@ def _load_resume(directory: Path, stage: str, model: nn.Module,
         param_id, name = key.split(".", 1)
         opt_state.setdefault(int(param_id), {})[name] = torch.tensor(value)
     groups = optimizer.state_dict()["param_groups"]
-    for group, saved in zip(groups, payload["opt_param_groups"]):
+    for group, saved in zip(groups, payload["opt_param_groups"], strict=False):
         group.update({k: v for k, v in saved.items() if k in group and k != "params"})
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     if "rng.torch" in tensors:
@@ -617,7 +617,7 @@ def plot_losses(out_dir: Path) -> Path | None:
     if not histories:
         return None
     figure, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.6), squeeze=False)
-    for axis, (stage, history) in zip(axes[0], histories.items()):
+    for axis, (stage, history) in zip(axes[0], histories.items(), strict=True):
         epochs = [h["epoch"] for h in history]
         axis.plot(epochs, [h["train_loss"] for h in history], label="train")
         axis.plot(epochs, [h["val_loss"] for h in history], label="validation")

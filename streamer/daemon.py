@@ -154,7 +154,7 @@ def check_config(config: Config) -> None:
     attempt(check_path, "sinks.ffmpeg", config.sinks.ffmpeg)
     font_path_ok = attempt(check_path, "video.font", config.video.font) is not None
     kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
-    for spec, kind in zip(stream.outputs, kinds):
+    for spec, kind in zip(stream.outputs, kinds, strict=True):
         is_file = kind == "wav" or (kind == "ffmpeg" and "://" not in spec)
         if is_file and attempt(check_path, "stream.outputs", spec) is not None:
             attempt(_check_output_directory, spec, kind)

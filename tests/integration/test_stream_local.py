@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import wave
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_unpaced_stream_to_video_and_wav_files(tmp_path):
     assert streams["aac"]["sample_rate"] == "44100" and streams["aac"]["channels"] == 2
     assert abs(float(info["format"]["duration"]) - 30.0) < 0.3
     keys = keyframe_times(video)
-    assert len(keys) >= 14 and all(abs(b - a - 2.0) < 0.07 for a, b in zip(keys, keys[1:])), keys
+    assert len(keys) >= 14 and all(abs(b - a - 2.0) < 0.07 for a, b in pairwise(keys)), keys
     with wave.open(str(audio)) as wav:
         assert wav.getframerate() == 44100 and abs(wav.getnframes() - 30 * 44100) <= 1024
 
@@ -81,7 +82,7 @@ def test_video_size_and_rate_from_the_config_reach_the_file(tmp_path):
     assert (stream["width"], stream["height"], stream["r_frame_rate"]) == (360, 640, "10/1")
     assert abs(int(stream["nb_read_packets"]) - 80) <= 2
     keys = keyframe_times(video)
-    assert len(keys) >= 4 and all(abs(b - a - 2.0) < 0.07 for a, b in zip(keys, keys[1:])), keys
+    assert len(keys) >= 4 and all(abs(b - a - 2.0) < 0.07 for a, b in pairwise(keys)), keys
 
 
 def test_local_default_records_and_serves_live_audio(tmp_path):

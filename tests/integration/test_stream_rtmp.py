@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -143,14 +144,14 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
     audio = [p for p in packets if p.codec_type == "audio"]
     fps = 15  # the default preset, 480p15
     keyframes = [p.pts for p in video if p.keyframe]
-    intervals = [b - a for a, b in zip(keyframes, keyframes[1:])]
+    intervals = [b - a for a, b in pairwise(keyframes)]
     assert len(keyframes) >= STREAM_SECONDS / 2 - 2
     assert all(abs(interval - 2.0) <= 1.0 / fps + 0.002 for interval in intervals), intervals
     audio_pts = [p.pts for p in audio]
     # Wall time: from when media time 0 was live at the receiver (its arrival time minus its
     # media time, the median over the stream, so the receiver's own start-up does not count)
     # to SIGTERM. The recording must be as long, and stay in step with the wall clock throughout.
-    offsets = [offset for packet, offset in zip(audio, recording.live_offsets(audio))
+    offsets = [offset for packet, offset in zip(audio, recording.live_offsets(audio), strict=True)
                if recording.arrival(packet) < stopped]
     assert len(offsets) > 100
     live_from = statistics.median(offsets)

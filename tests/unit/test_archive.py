@@ -358,7 +358,7 @@ def test_the_daemon_archives_every_track_that_played(tmp_path):
     assert all(r["model_id"] == daemon.composer.id for r in records)
     positions = [r["stream_position_seconds"] for r in records]
     assert positions[0] == 0.0 and all(b - a == pytest.approx(r["duration_seconds"], abs=0.01)
-                                       for a, b, r in zip(positions, positions[1:], records))
+                                       for a, b, r in zip(positions, positions[1:], records, strict=False))
     midi = pretty_midi.PrettyMIDI(str(daemon.archive.directory / f"{records[0]['id']}.mid"))
     assert [i.name for i in midi.instruments] == ["lead", "harmony", "bass", "drums"]
     assert daemon.status()["archive"]["written"] == len(records)

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -172,7 +173,7 @@ def test_unpaced_run_plays_exactly_the_duration_without_underruns(tmp_path):
     frames = sum(b.frames for b in sink.blocks)
     assert abs(frames - 20.0 * 44100) <= 1024
     starts = [b.start_frame for b in sink.blocks]
-    assert starts == sorted(starts) and all(b - a == 1024 for a, b in zip(starts, starts[1:]))
+    assert starts == sorted(starts) and all(b - a == 1024 for a, b in pairwise(starts))
     audio = sink.audio()
     assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0 and np.abs(audio).max() > 0.05
     status = daemon.status()
@@ -268,7 +269,7 @@ def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_o
         thread.join(10)
     assert not thread.is_alive()
     starts = [b.start_frame for b in sink.blocks]
-    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # no gap across the swap
+    assert all(b - a == 1024 for a, b in pairwise(starts))  # no gap across the swap
 
 
 def test_stop_request_ends_a_paced_run_quickly(tmp_path):
@@ -448,7 +449,7 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
         daemon.request_stop("test over")
         thread.join(10)
     starts = [b.start_frame for b in sink.blocks]
-    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))
+    assert all(b - a == 1024 for a, b in pairwise(starts))
     assert np.isfinite(sink.audio()).all()
 
 

@@ -3,6 +3,7 @@ changed, model swaps land on musical boundaries (real FluidSynth and effects, ti
 
 import json
 import threading
+from itertools import pairwise
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_restarts_continue_the_radio_with_new_tracks(tmp_path, checkpoints):
     assert [bar.track_id for bar in firsts] == [f"s{seed}-t{n:04d}" for n in range(3)]
     assert all(bar.bar_index == 0 for bar in firsts)
     assert len({bar.notes for bar in firsts}) == 3  # never the same music again
-    for before, after in zip(firsts, firsts[1:]):
+    for before, after in pairwise(firsts):
         assert related(before.key, after.key)
     kept = runs[-1][2]
     assert (kept.seed, kept.next_track, kept.key, kept.starts) == (seed, 3, firsts[2].key, 3)
@@ -145,7 +146,7 @@ def test_an_effects_only_reload_leaves_the_composer_and_its_bars_alone(tmp_path,
     start = played.index(queued[0])
     assert played[start:start + len(queued)] == queued
     bars = [entry.bar for entry in played]
-    for before, after in zip(bars, bars[1:]):
+    for before, after in pairwise(bars):
         assert (after.track_id, after.bar_index) == (before.track_id, before.bar_index + 1) or \
             (after.bar_index == 0 and after.track_number == before.track_number + 1)
 
@@ -192,4 +193,4 @@ def test_a_new_model_takes_over_at_the_next_boundary_with_its_own_track(tmp_path
     status = daemon.status()
     assert status["counters"]["underruns"] == 0 and status["counters"]["swaps"] == 1
     starts = [b.start_frame for b in sink.blocks]
-    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # 0 samples lost
+    assert all(b - a == 1024 for a, b in pairwise(starts))  # 0 samples lost

@@ -50,6 +50,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -481,8 +482,8 @@ def check_continuity(path: Path, gap_seconds: float = GAP_SECONDS) -> Continuity
     video = [p for p in packets if p.codec_type == "video"]
     non_monotonic = []
     for kind, stamps in (("audio", [p.pts for p in audio]), ("video", [p.dts for p in video])):
-        non_monotonic += [(kind, a, b) for a, b in zip(stamps, stamps[1:]) if b <= a]
-    steps = [(a.pts, b.pts - a.pts) for a, b in zip(audio, audio[1:])]
+        non_monotonic += [(kind, a, b) for a, b in pairwise(stamps) if b <= a]
+    steps = [(a.pts, b.pts - a.pts) for a, b in pairwise(audio)]
     gaps = tuple((at, step) for at, step in steps if step > gap_seconds)
 
     def span(stream: list[Packet]) -> float:
