@@ -83,8 +83,9 @@ def start_nginx(prefix: Path) -> tuple[subprocess.Popen, int]:
                                                                        f"listen 127.0.0.1:{port};")
     prefix.mkdir(parents=True, exist_ok=True)
     (prefix / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
-                            stdout=subprocess.DEVNULL, stderr=open(prefix / "nginx.log", "wb"))
+    with open(prefix / "nginx.log", "wb") as log_file:
+        proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
+                                stdout=subprocess.DEVNULL, stderr=log_file)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -176,11 +177,11 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         time.sleep(0.5)
         started = time.monotonic()
         status_port = free_port()
-        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
-                                   f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
-                                   f"127.0.0.1:{status_port}", *checkpoint],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(tmp / f"daemon-{preset}.log", "wb"))
+        with open(tmp / f"daemon-{preset}.log", "wb") as log_file:
+            daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
+                                       f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
+                                       f"127.0.0.1:{status_port}", *checkpoint],
+                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         processes.append(daemon)
         receiver.watch_pid = daemon.pid
         # The window starts `warmup` after the start, and never before the daemon is ready (model
@@ -188,9 +189,10 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         # The bare ffmpeg starts then too, so its pre-rendered input lasts whatever the start-up took.
         ready_at = wait_ready(status_port, daemon, READY_TIMEOUT_SECONDS)
         progress = tmp / f"bare-{preset}.progress"
-        bare = subprocess.Popen(bare_ffmpeg_args(config, pcm, tmp / f"bare-video-{preset}",
-                                                 f"rtmp://127.0.0.1:{port}/live/bare", progress),
-                                stdout=subprocess.DEVNULL, stderr=open(tmp / f"bare-{preset}.log", "wb"))
+        with open(tmp / f"bare-{preset}.log", "wb") as log_file:
+            bare = subprocess.Popen(bare_ffmpeg_args(config, pcm, tmp / f"bare-video-{preset}",
+                                                     f"rtmp://127.0.0.1:{port}/live/bare", progress),
+                                    stdout=subprocess.DEVNULL, stderr=log_file)
         processes.append(bare)
         time.sleep(max(SETTLE_SECONDS, started + warmup - time.monotonic()))
 

@@ -198,7 +198,8 @@ def run_mode(mode: str, args: argparse.Namespace, stream, sample_rate: int, chec
                str(wav), "--status-addr", f"127.0.0.1:{port}", "--speed", f"{args.speed:g}", "--duration",
                f"{duration:g}"]
     log_path = tmp / f"daemon-{mode}.log"
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     swaps = []
     try:
         wav_name = f"file:{wav}"

@@ -167,18 +167,21 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
     status_port = free_port()
     processes: dict[str, subprocess.Popen] = {}
     try:
-        processes["daemon"] = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based", "--output",
-             str(work / "daemon.flv"), "--status-addr", f"127.0.0.1:{status_port}"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "daemon.log", "wb"))
+        with open(work / "daemon.log", "wb") as log_file:
+            processes["daemon"] = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based", "--output",
+                 str(work / "daemon.flv"), "--status-addr", f"127.0.0.1:{status_port}"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         wait_ready(status_port, processes["daemon"], 90.0)
         progress = {name: work / f"{name}.progress" for name in ("bare", "waveform")}
-        processes["bare"] = subprocess.Popen(
-            bare_picture_args(video, files, pcm, str(work / "bare.flv"), progress["bare"]),
-            stderr=open(work / "bare.log", "wb"))
-        processes["waveform"] = subprocess.Popen(
-            waveform_picture_args(video, pcm, text, str(work / "waveform.flv"), progress["waveform"]),
-            stderr=open(work / "waveform.log", "wb"))
+        with open(work / "bare.log", "wb") as log_file:
+            processes["bare"] = subprocess.Popen(
+                bare_picture_args(video, files, pcm, str(work / "bare.flv"), progress["bare"]),
+                stderr=log_file)
+        with open(work / "waveform.log", "wb") as log_file:
+            processes["waveform"] = subprocess.Popen(
+                waveform_picture_args(video, pcm, text, str(work / "waveform.flv"), progress["waveform"]),
+                stderr=log_file)
         time.sleep(warmup)
 
         def sample() -> dict[str, float]:

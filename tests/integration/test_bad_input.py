@@ -281,11 +281,12 @@ def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("status-fuzz")
     port = free_port()
     log = tmp / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
-                             "--output", "null", "--status-addr", f"127.0.0.1:{port}"], cwd=ROOT,
-                            env={**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / "state"),
-                                 "CHIPLOFI_STATUS__MAX_CLIENTS": "8"},
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
+                                 "--output", "null", "--status-addr", f"127.0.0.1:{port}"], cwd=ROOT,
+                                env={**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / "state"),
+                                     "CHIPLOFI_STATUS__MAX_CLIENTS": "8"},
+                                stdout=subprocess.DEVNULL, stderr=log_file)
     assert wait_for(lambda: healthz(port) == 200, 60), log.read_text()
     yield port, log, proc
     proc.send_signal(signal.SIGTERM)

@@ -150,8 +150,9 @@ def test_the_operators_background_and_logo_survive_their_files_and_an_ffmpeg_res
                       'logo_corner = "bottom-right"\nlayout = ["now_playing", "title", "logo"]\n')
     daemon_log = tmp_path / "daemon.log"
     env = {**os.environ, KEY_ENV: STREAM_KEY, "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)], cwd=ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=open(daemon_log, "wb"))
+    with open(daemon_log, "wb") as log_file:
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)], cwd=ROOT,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         assert receiver.wait_for_recording(4.0, 60), daemon_log.read_text()
         background.unlink()

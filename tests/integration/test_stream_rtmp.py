@@ -71,8 +71,9 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
                       f'[status]\naddr = "127.0.0.1:{status_port}"\n')
     daemon_log = tmp_path / "daemon.log"
     env = {**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(daemon_log, "wb"))
+    with open(daemon_log, "wb") as log_file:
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         assert receiver.wait_for_bytes(20_000, 30), f"no data at the receiver; daemon log:\n{daemon_log.read_text()}"
         first_data = time.monotonic()
@@ -168,12 +169,13 @@ def test_a_failing_target_does_not_drop_the_others(receiver, tmp_path):
     status_port = free_port()
     local = tmp_path / "local.mkv"
     log = tmp_path / "daemon.log"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
-         "--output", f"rtmp://127.0.0.1:{dead_port}/live", "--output", receiver.ingest_url,
-         "--output", str(local), "--status-addr", f"127.0.0.1:{status_port}"],
-        cwd=ROOT, env={**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path)},
-        stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
+             "--output", f"rtmp://127.0.0.1:{dead_port}/live", "--output", receiver.ingest_url,
+             "--output", str(local), "--status-addr", f"127.0.0.1:{status_port}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file,
+            env={**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path)})
     try:
         def targets():
             sink = json.loads(get(status_port, "/status")[1])["sinks"][0]

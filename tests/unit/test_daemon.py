@@ -552,12 +552,12 @@ def test_a_key_file_that_is_a_fifo_or_endless_is_refused_without_blocking(tmp_pa
                                                                           key_file=str(tmp_path / name)))
         outcome = []
 
-        def read():
+        def read(config, outcome):  # bound per run: a blocked reader must not see the next run's config
             try:
                 read_stream_key(config, {})
             except ConfigError as exc:
                 outcome.append(str(exc))
-        reader = threading.Thread(target=read, daemon=True)
+        reader = threading.Thread(target=read, args=(config, outcome), daemon=True)
         reader.start()
         reader.join(10)  # a blocked open would never return
         assert outcome and outcome[0].startswith("stream.key_file: ") and "not a regular file" in outcome[0]

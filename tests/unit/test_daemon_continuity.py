@@ -85,7 +85,7 @@ def test_the_opening_bridge_varies_follows_the_last_key_and_is_not_a_track(tmp_p
     for _ in range(2):
         loaded = threading.Event()
 
-        def slow_loader(setting, seed):
+        def slow_loader(setting, seed, loaded=loaded):  # this run's event, whenever the daemon calls it
             loaded.wait(10)
             return RuleBasedComposer(seed)
         sink = RecordingSink()

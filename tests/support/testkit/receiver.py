@@ -106,10 +106,9 @@ class Nginx:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "nginx is already running"
         self.starts += 1
-        log = open(self.prefix / f"nginx-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
-                                      "-e", "stderr"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.prefix / f"nginx-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
+                                          "-e", "stderr"], stdout=log, stderr=subprocess.STDOUT)
         if not wait_for(self.listening, 10):
             self.stop()
             raise RuntimeError(f"nginx did not start: {self.log_text()}")
