@@ -187,7 +187,7 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         # The window starts `warmup` after the start, and never before the daemon is ready (model
         # loaded, buffer full, output connected) plus a few seconds: a loaded machine starts slowly.
         # The bare ffmpeg starts then too, so its pre-rendered input lasts whatever the start-up took.
-        ready_at = wait_ready(status_port, daemon, READY_TIMEOUT_SECONDS)
+        wait_ready(status_port, daemon, READY_TIMEOUT_SECONDS)
         progress = tmp / f"bare-{preset}.progress"
         with open(tmp / f"bare-{preset}.log", "wb") as log_file:
             bare = subprocess.Popen(bare_ffmpeg_args(config, pcm, tmp / f"bare-video-{preset}",

@@ -22,6 +22,7 @@ fail and one line when it works again.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -99,10 +100,8 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
 
 def _remove(path: str) -> None:
     """Delete a file; already gone is fine."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class TrackArchive:
@@ -254,7 +253,7 @@ class TrackArchive:
                 return
             for path in self.directory.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
-            for archive_id, entries in self._files().items():
+            for entries in self._files().values():
                 if not any(path.endswith(".json") for path, _ in entries):
                     for path, _ in entries:
                         _remove(path)

@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -1178,10 +1179,8 @@ class Daemon:
             return {"enabled": False}
         age = None
         if self.picture.thumbnail is not None:
-            try:
+            with contextlib.suppress(OSError):
                 age = round(max(0.0, time.time() - os.stat(self.picture.thumbnail).st_mtime), 1)
-            except OSError:
-                pass
         video = self.config.video
         return {"enabled": True, "background": video.background, "layout": list(video.layout),
                 "thumbnail_age_seconds": age}

@@ -32,7 +32,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import pairwise
 from pathlib import Path
 
@@ -428,10 +428,8 @@ class SlowPeer:
     def close(self) -> None:
         self._closing.set()
         for sock in [self._listener, *self._sockets]:
-            try:
+            with suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
 
 def test_a_receiver_reading_slower_than_the_bitrate_costs_drops_not_real_time(tmp_path, receiver):

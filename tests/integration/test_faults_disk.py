@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from test_faults import (  # noqa: F401
+from test_faults import (
     BUFFER_SECONDS,
     KEY,
     SHORT_BUFFER,
     assert_clean_sessions,
     install,
-    receiver,
     report,
     session_continuity,
     sink_of,
@@ -36,9 +35,12 @@ from test_faults import (  # noqa: F401
 )
 from test_stream_local import start
 from test_stream_rtmp import write_checkpoint
+from testkit.receiver import receiver_fixture
 from testkit.waiting import free_port, kill_if_running, status
 
 pytestmark = pytest.mark.integration
+
+receiver = receiver_fixture(KEY)
 
 
 # ----------------------------------------------------------------------------- disks and files

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 from bench_soak import GOAL_DRIFT_SECONDS, GOAL_GROWTH, print_table, run_soak  # bench/: pytest's pythonpath
+
+pytestmark = pytest.mark.integration
 
 
 def test_one_hour_of_audio_keeps_memory_timestamps_and_buffer_steady(tmp_path):

@@ -21,6 +21,7 @@ Figures are reported like test_faults.py's (CHIPLOFI_FAULT_FIGURES) for docs/REL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -83,10 +84,8 @@ class Namespace:
 
     def close(self) -> None:
         """SIGKILL to PID 1 ends every process of the namespace; its mounts go with it."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.unshare.wait(30)
 
 

@@ -1,6 +1,7 @@
 """The daemon's wiring: config and outputs, and the pipeline with stand-in composers and sinks
 (real FluidSynth and effects, unpaced, so each run takes about a second)."""
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -371,10 +372,8 @@ def test_systemd_notifications(tmp_path, monkeypatch):
     deadline = time.monotonic() + 6
     try:
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 messages.append(server.recv(4096).decode())
-            except TimeoutError:
-                pass
     finally:
         daemon.request_stop("test over")
         thread.join(10)

@@ -173,7 +173,6 @@ def test_loops_are_seamless_and_dc_free(hydra, smpl, sample):
     _, start, end, ls, le, *_ = rec
     wave = smpl[start:end].astype(np.int64)
     loop = smpl[ls:le].astype(np.int64)
-    n = le - ls
     # The points around the loop end continue exactly as they do around the loop start, so playing
     # through the loop end is the same as playing on: no click, for any interpolation.
     before, after = ls - start, end - le

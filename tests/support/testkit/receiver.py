@@ -38,6 +38,7 @@ that need them fail, they never skip.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import json
 import re
@@ -239,10 +240,8 @@ class HungIngest:
             self._connections.append(connection)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
         for sock in [self._listener, *self._connections]:
             sock.close()
 
