@@ -236,7 +236,8 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         raise RuntimeError(f"{preset}: the daemon or the bare ffmpeg stopped during the run")
     first_audio = receiver.at - started if receiver.at else float("inf")
     cpu = {name: 100.0 * (cpu1[name] - cpu0[name]) / window for name in cpu0}
-    return Row(preset, window, cpu, first_audio, receiver.cpu_at, rss_daemon, rss_total, status, bare_speed, stop_code, stop_seconds)
+    return Row(preset, window, cpu, first_audio, receiver.cpu_at, rss_daemon, rss_total, status, bare_speed, stop_code,
+               stop_seconds)
 
 
 def wait_ready(status_port: int, daemon: subprocess.Popen, timeout: float) -> float:

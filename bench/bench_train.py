@@ -90,7 +90,8 @@ def run_training(out: Path, cache: Path, epochs: int | None, log_path: Path) -> 
     assert process.stdout is not None
     with open(log_path, "w") as log:
         for line in process.stdout:
-            stamps.append(Stamp(time.monotonic() - started, cpu_seconds(process.pid, include_reaped=True), line.rstrip()))
+            stamps.append(Stamp(time.monotonic() - started, cpu_seconds(process.pid, include_reaped=True),
+                                line.rstrip()))
             log.write(f"{stamps[-1].wall:9.2f} {stamps[-1].cpu:9.2f} {line}")
             log.flush()
     code = process.wait()

@@ -11,7 +11,8 @@ time for --seconds after --warmup, CPU from /proc as % of one core:
 Ratios: bare / waveform (the picture's own cost; goal at 480p15 with the default ≤ 1.3) and
 daemon / bare. Speeds (media seconds per wall second over the window, from each ffmpeg's
 progress; the daemon's from /status) say whether each kept real time: on a machine too busy to
-give them what they need, a CPU figure is what they got, and a speed under ~0.97 marks it. Backgrounds are made here by ffmpeg's own sources (a GIF, a video loop, a still).
+give them what they need, a CPU figure is what they got, and a speed under ~0.97 marks it.
+Backgrounds are made here by ffmpeg's own sources (a GIF, a video loop, a still).
 Run: .venv/bin/python bench/bench_video.py [--seconds 20] [--warmup 8] [--preset 480p15]
      [--presets 720p30,480p15,still]
 Writes bench/results/video.json.
@@ -163,7 +164,8 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
     for field in dataclasses.fields(VideoSettings):
         value = getattr(video, field.name)
         if value != getattr(VideoSettings(), field.name):
-            env[f"CHIPLOFI_VIDEO__{field.name.upper()}"] = json.dumps(list(value) if isinstance(value, tuple) else value)
+            env[f"CHIPLOFI_VIDEO__{field.name.upper()}"] = json.dumps(list(value) if isinstance(value, tuple)
+                                                                      else value)
     status_port = free_port()
     processes: dict[str, subprocess.Popen] = {}
     try:

@@ -241,5 +241,6 @@ def sequence_baselines(train: Sequences, held_out: Sequences) -> dict[str, float
 def sequences_from(latents: Sequence[np.ndarray], chords: Sequence[np.ndarray], style: np.ndarray,
                    mode: np.ndarray) -> Sequences:
     """`Sequences` from per-song arrays (any array-likes, e.g. torch tensors)."""
-    return Sequences([np.asarray(z, dtype=np.float64) for z in latents], [np.asarray(c, dtype=np.int64) for c in chords],
+    return Sequences([np.asarray(z, dtype=np.float64) for z in latents],
+                     [np.asarray(c, dtype=np.int64) for c in chords],
                      np.asarray(style, dtype=np.float64), np.asarray(mode, dtype=np.int64))

@@ -521,7 +521,8 @@ class Composer:
                 is_return = label.endswith("'") or label == "outro"
                 # The second phrase restates the first one's melody on its own chords (a sequence),
                 # or answers it freely; returns replay their first phrase as it was.
-                restate = n_bars >= 2 * LOOP_BARS and label not in ("intro", "outro") and rng.random() < plan.motif_share
+                restate = (n_bars >= 2 * LOOP_BARS and label not in ("intro", "outro")
+                           and rng.random() < plan.motif_share)
                 section_bars: list[tuple[int, np.ndarray]] = []  # (chord, tokens) of this section so far
                 for bar_in_section in range(n_bars):
                     chord = material.chords[bar_in_section % LOOP_BARS]
@@ -541,7 +542,8 @@ class Composer:
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan, energy, rng, tail)
                     if reuse:  # the phrase returns as it was first played and arranged
-                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1], plan.scale)[:, :3]
+                        as_played = material.tokens[bar_in_section].copy()
+                        tokens[:, :3] = self._clean(as_played, chord, tail[-1], plan.scale)[:, :3]
                     else:
                         if restate and LOOP_BARS <= bar_in_section < n_bars - 1:
                             source_chord, source = section_bars[bar_in_section - LOOP_BARS]

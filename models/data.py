@@ -713,7 +713,8 @@ def load_folder(folder: str | Path, style: str | int | None = None, *, use_cache
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder not found: {folder}")
-    style_index = guess_style(folder) if style is None else (STYLES.index(style) if isinstance(style, str) else int(style))
+    style_index = (guess_style(folder) if style is None
+                   else STYLES.index(style) if isinstance(style, str) else int(style))
     files = midi_files(folder)
     data_hash = _content_hash(folder, files, style_index)
     cache_path = cache_dir() / f"data-{data_hash}.npz"

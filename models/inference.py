@@ -55,7 +55,8 @@ class FastDecoder:
 
     def __init__(self, weights: Weights, config: VAEConfig) -> None:
         """`weights`: at least the decoder's tensors of `models.layout.vae_shapes(config)`."""
-        w = _float32({name: array for name, array in weights.items() if not name.startswith(("encoder", "embeddings."))})
+        w = _float32({name: array for name, array in weights.items()
+                      if not name.startswith(("encoder", "embeddings."))})
         self.config = config
         self.latent_dim = config.latent_dim
         prefix = "decoder_conditioner."
@@ -155,7 +156,8 @@ class FastDecoder:
         return {
             "base": ((hidden @ self.base_head[0][0] + self.base_head[0][1]) @ self.base_head[1][0]
                      + self.base_head[1][1]).reshape(STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB),
-            "drum_base": (drum_hidden @ self.drum_base_head[0] + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
+            "drum_base": (drum_hidden @ self.drum_base_head[0]
+                          + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
             "pre": self.step_rows + (pre + self.step_biases),  # (16, 2A): hidden inputs before tokens
             # Output columns of each pitch's chord-tone score (none without a chord).
             "tone_index": (self.tone_start + self.voices[:, None] * 12 + (PITCH_CLASSES - root) % 12

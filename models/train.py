@@ -353,7 +353,8 @@ def _window_batch(seqs: SongSequences, items: Sequence[tuple[int, int]], window:
 
 
 @torch.inference_mode()
-def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequences, window: int = 64) -> dict[str, float]:
+def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequences,
+                  window: int = 64) -> dict[str, float]:
     """Held-out NLL per bar (nats) of the LSTM: next chord, next latent (VAE posterior means)."""
     if isinstance(data, Corpus):
         if vae is None:
@@ -621,7 +622,8 @@ def plot_losses(out_dir: Path) -> Path | None:
         epochs = [h["epoch"] for h in history]
         axis.plot(epochs, [h["train_loss"] for h in history], label="train")
         axis.plot(epochs, [h["val_loss"] for h in history], label="validation")
-        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar", "lstm": "LSTM: chord NLL + 0.1 × latent NLL per bar"}[stage])
+        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar",
+                        "lstm": "LSTM: chord NLL + 0.1 × latent NLL per bar"}[stage])
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)

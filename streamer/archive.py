@@ -89,8 +89,8 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
     started = time.gmtime(track.started_at)
     millis = int(track.started_at * 1000) % 1000
     return {
-        "id": archive_id, "track_id": track.track_id, "title": track_title(track.track_id), "seed": track.seed, "model_id": track.composer_id,
-        "key": first.key, "tempo_bpm": first.tempo_bpm,
+        "id": archive_id, "track_id": track.track_id, "title": track_title(track.track_id), "seed": track.seed,
+        "model_id": track.composer_id, "key": first.key, "tempo_bpm": first.tempo_bpm,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", started) + f".{millis:03d}Z",
         "stream_position_seconds": round(track.stream_seconds, 3),
         "duration_seconds": round(track.duration_seconds, 3), "bars": len(track.bars),
@@ -287,8 +287,8 @@ class TrackArchive:
 
     def snapshot(self) -> dict[str, Any]:
         return {"enabled": True, "directory": str(self.directory), "written": self.written,
-                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors, "dropped": self.dropped,
-                "last_error": self.last_error, "queued": self._queue.qsize()}
+                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors,
+                "dropped": self.dropped, "last_error": self.last_error, "queued": self._queue.qsize()}
 
 
 class TrackRecorder:

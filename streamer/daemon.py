@@ -1117,8 +1117,8 @@ class Daemon:
     def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
         bar = entry.bar
         return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
-                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
-                "playing": playing,
+                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord,
+                "section": bar.section, "composer_id": entry.composer_id, "playing": playing,
                 "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
                            "velocity": n.velocity} for n in bar.notes]}
 
@@ -1139,8 +1139,8 @@ class Daemon:
         if playing is not None:
             bar = playing.entry.bar
             now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
-                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
-                           "fallback": playing.fallback}
+                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm,
+                           "composer_id": playing.entry.composer_id, "fallback": playing.fallback}
         pending = self._pending_frames / self.sample_rate
         composing = self._composing_since
         counters = dict(self.counters)
