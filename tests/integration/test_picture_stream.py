@@ -1,8 +1,8 @@
 """The picture viewers see, taken from real streams to nginx-rtmp and from ffmpeg's own output.
 
-- Only the bass plays (then only the lead and the drums): only those scopes move; the title and the track's title are drawn;
-  the status page's thumbnail is a JPEG of the encoded picture; the title is in /status, the
-  archive and the log.
+- Only the bass plays (then only the lead and the drums): only those scopes move; the title and
+  the track's title are drawn; the status page's thumbnail is a JPEG of the encoded picture; the
+  title is in /status, the archive and the log.
 - An operator's still background and logo: their pixels where expected; the original files
   deleted while streaming and ffmpeg killed: the restarted ffmpeg draws the same picture.
 - A looped video background over an accelerated hour: audio and video end together (≤ 40 ms)

@@ -59,7 +59,8 @@ def test_unpaced_stream_to_video_and_wav_files(tmp_path):
     info = probe(video)
     streams = {s["codec_name"]: s for s in info["streams"]}
     assert set(streams) == {"h264", "aac"}
-    assert streams["h264"]["pix_fmt"] == "yuv420p" and (streams["h264"]["width"], streams["h264"]["height"]) == (854, 480)
+    h264 = streams["h264"]
+    assert h264["pix_fmt"] == "yuv420p" and (h264["width"], h264["height"]) == (854, 480)
     assert streams["aac"]["sample_rate"] == "44100" and streams["aac"]["channels"] == 2
     assert abs(float(info["format"]["duration"]) - 30.0) < 0.3
     keys = keyframe_times(video)

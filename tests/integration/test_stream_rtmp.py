@@ -52,8 +52,9 @@ def metric_samples(text: str) -> dict[str, float]:
 
 def write_checkpoint(directory: Path, seed: int) -> str:
     """A tiny real checkpoint (models.debug) in `directory`; returns its composer id."""
-    code = ("import sys; from models.debug import write_debug_checkpoint as w; from models.checkpoint import read_info as r;"
-            "d = sys.argv[1]; w(d, int(sys.argv[2])); print(r(d, 'vae').model_id + '+' + r(d, 'lstm').model_id)")
+    code = ("import sys; from models.debug import write_debug_checkpoint as w; "
+            "from models.checkpoint import read_info as r; d = sys.argv[1]; w(d, int(sys.argv[2])); "
+            "print(r(d, 'vae').model_id + '+' + r(d, 'lstm').model_id)")
     result = subprocess.run([sys.executable, "-c", code, str(directory), str(seed)], capture_output=True, text=True,
                             cwd=ROOT, timeout=120, check=True)
     return result.stdout.strip().splitlines()[-1]
@@ -110,7 +111,8 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
             <= later["clock"]["position_seconds"]
         ff_before = next(s for s in before["sinks"] if s["kind"] == "ffmpeg")
         ff_later = next(s for s in later["sinks"] if s["kind"] == "ffmpeg")
-        assert ff_before["bytes_written"] <= metrics[key("chiplofi_sink_bytes_total", sink)] <= ff_later["bytes_written"]
+        written = metrics[key("chiplofi_sink_bytes_total", sink)]
+        assert ff_before["bytes_written"] <= written <= ff_later["bytes_written"]
         assert metrics[key("chiplofi_sink_restarts_total", sink)] == ff_later["restarts"] == 0
         assert metrics[key("chiplofi_sink_connected", sink)] == 1 and ff_later["connected"]
         assert metrics[key("chiplofi_checkpoint_info", {"id": second_id})] == 1

@@ -217,7 +217,8 @@ def test_the_installed_unit_under_systemd_is_ready_reloads_recovers_and_stops_cl
            watchdog_restart_after_sigstop_seconds=round(watchdog_restart_seconds, 1),
            hung_seconds=HUNG_SECONDS, hung_connection_attempts=len(hung.accepted),
            target_states_while_hung=sorted(states), readyz_while_hung=sorted(codes),
-           watchdog_restarts_while_hung=restarts_while_hung, on_air_after_ingest_answered_seconds=round(on_air - answered, 2),
+           watchdog_restarts_while_hung=restarts_while_hung,
+           on_air_after_ingest_answered_seconds=round(on_air - answered, 2),
            stop_seconds=round(stop_seconds, 1), result=result, wav_seconds=round(wav_seconds, 1),
            mkv_seconds=round(mkv_seconds, 1))
 

@@ -74,8 +74,9 @@ def test_ready_after_prefill_and_watchdog_only_while_an_output_works(tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
     status_port = free_port()
     log = tmp_path / "daemon.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(WATCHDOG_USEC),
-           "CHIPLOFI_STREAM_KEY": KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state"),
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(notify.path),
+           "WATCHDOG_USEC": str(WATCHDOG_USEC), "CHIPLOFI_STREAM_KEY": KEY,
+           "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state"),
            "CHIPLOFI_STREAM__BUFFER_SECONDS": str(BUFFER_SECONDS), "CHIPLOFI_STREAM__PREFILL_TIMEOUT_SECONDS": "60",
            # A new ffmpeg counts as healthy for stall_seconds before it has to show progress.
            "CHIPLOFI_SINKS__STALL_SECONDS": "2", "CHIPLOFI_SINKS__TARGET_RETRY_SECONDS": "0.5"}

@@ -71,7 +71,8 @@ def test_fills_and_crashes_at_section_edges(two_tracks):
     for before, after in pairwise(track):
         if before.section != after.section:
             assert any(n[0] == "drums" and n[1] == 49 and n[2] == 0 for n in after.notes) or after.section == "intro"
-            late_toms_or_snares = [n for n in before.notes if n[0] == "drums" and n[2] >= 8 and n[1] in (38, 41, 43, 45, 47, 50)]
+            late_toms_or_snares = [n for n in before.notes
+                                   if n[0] == "drums" and n[2] >= 8 and n[1] in (38, 41, 43, 45, 47, 50)]
             assert late_toms_or_snares
 
 
@@ -123,7 +124,8 @@ def _middle_sections(tracks: list[list[ComposedBar]]) -> list[list[ComposedBar]]
         for bar in track:
             if bar.section in ("intro", "outro"):
                 continue
-            if not sections or sections[-1][0].section != bar.section or sections[-1][-1].bar_index != bar.bar_index - 1:
+            if (not sections or sections[-1][0].section != bar.section
+                    or sections[-1][-1].bar_index != bar.bar_index - 1):
                 sections.append([])
             sections[-1].append(bar)
     return sections

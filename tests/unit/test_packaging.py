@@ -24,8 +24,8 @@ def _roles() -> dict[str, list[str]]:
 
 
 def _dry_run(target: str) -> str:
-    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", "-C", str(ROOT), target], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", "-C", str(ROOT), target],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

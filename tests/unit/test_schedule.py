@@ -350,7 +350,8 @@ def test_a_reload_swapping_the_chain_gets_the_mood_again():
 
 def test_lowpass_mood_darkens_the_sound():
     chain = EffectsChain.from_settings(QUIET, 44100, 0)
-    schedule = Schedule(schedule_from('[schedule]\ntimezone = "UTC"\n' + NIGHT + PROGRAM), now=Clock(at("2024-05-10 23:00")))
+    schedule = Schedule(schedule_from('[schedule]\ntimezone = "UTC"\n' + NIGHT + PROGRAM),
+                        now=Clock(at("2024-05-10 23:00")))
     schedule.refresh()
     dark = schedule.tune_effects(chain, QUIET, 44100, 0)
     noise = np.random.default_rng(0).normal(0, 0.05, (4 * 44100, 2)).astype(np.float32)

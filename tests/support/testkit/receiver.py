@@ -144,7 +144,8 @@ class Nginx:
                 continue
             for client in node.iter("client"):
                 if client.find("publishing") is not None:
-                    found.append({"id": client.findtext("id", ""), "timestamp_ms": int(client.findtext("timestamp", "0")),
+                    found.append({"id": client.findtext("id", ""),
+                                  "timestamp_ms": int(client.findtext("timestamp", "0")),
                                   "bytes_in": int(node.findtext("bytes_in", "0"))})
         return found
 
@@ -542,5 +543,6 @@ def audio_duration(path: Path) -> float:
     return float(result.stdout.strip() or 0.0)
 
 
-__all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording", "audio_duration",
-           "check_continuity", "decode_frames", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]
+__all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording",
+           "audio_duration", "check_continuity", "decode_frames", "detect_silence", "probe_packets", "receiver_fixture",
+           "require_tools"]
