@@ -17,7 +17,8 @@ Decoder, in two parts that add up to each step's logits:
   true earlier tokens (teacher forcing); generation samples the 16 steps in order. Because the
   step MLP's first layer is linear in one-hot tokens, `models.inference.FastDecoder` (numpy)
   folds it into lookup tables: a step costs a few table rows, one small matrix product and a
-  draw, so a whole bar decodes in well under a millisecond. Sizes and weight shapes come from `models.layout`.
+  draw, so a whole bar decodes in well under a millisecond. Sizes and weight shapes come from
+  `models.layout`.
 
 Condition (`BarCondition`): chord root (0..11, 12 = none) and quality, key mode (major/minor),
 key offset (semitones the bar was moved from C major / A minor, 0 when generating), style
