@@ -164,8 +164,8 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
     for field in dataclasses.fields(VideoSettings):
         value = getattr(video, field.name)
         if value != getattr(VideoSettings(), field.name):
-            env[f"CHIPLOFI_VIDEO__{field.name.upper()}"] = json.dumps(list(value) if isinstance(value, tuple)
-                                                                      else value)
+            variable = f"CHIPLOFI_VIDEO__{field.name.upper()}"
+            env[variable] = json.dumps(list(value) if isinstance(value, tuple) else value)
     status_port = free_port()
     processes: dict[str, subprocess.Popen] = {}
     try:
