@@ -41,8 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from models import baseline as base
-from models import metrics
+from models import baseline as base, metrics
 from models.data import (
     STEPS_PER_BAR,
     STEPS_PER_BEAT,

@@ -327,8 +327,7 @@ def load_composer(setting: str, seed: int) -> Composer:
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     try:
-        from models.composer import Composer as TrainedComposer
-        from models.composer import Controls
+        from models.composer import Composer as TrainedComposer, Controls
     except ImportError as exc:
         raise CheckpointError(f"{directory}: the models package cannot be imported ({exc})") from exc
     try:

@@ -28,8 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from models.midi_lib import pretty_midi  # noqa: E402
 from streamer.config import Config  # noqa: E402

@@ -14,8 +14,7 @@ import re
 from typing import Any, get_origin
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streamer.config import Config, load_config, settings_from_mapping
 from streamer.daemon import CliOverrides, load_stream_config

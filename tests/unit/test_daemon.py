@@ -30,8 +30,7 @@ from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
 from streamer.schedule import Crossfade
 from streamer.types import Bar
-from testkit.daemon import unpaced_config as _config
-from testkit.daemon import until as _until
+from testkit.daemon import unpaced_config as _config, until as _until
 from testkit.doubles import FlakyComposer, HangingComposer, RecordingSink
 
 # ----------------------------------------------------------------------------- config

@@ -8,8 +8,7 @@ import threading
 import time
 
 from streamer.daemon import Daemon
-from testkit.daemon import unpaced_config as _config
-from testkit.daemon import until as _until
+from testkit.daemon import unpaced_config as _config, until as _until
 from testkit.doubles import (
     PING_SECONDS,
     FlakyComposer,

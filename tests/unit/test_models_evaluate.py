@@ -13,8 +13,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from models import baseline as B
-from models import data as D
+from models import baseline as B, data as D
 from models.debug import synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError, DataError
 from models.evaluate import evaluate, format_table, held_out_part, to_json

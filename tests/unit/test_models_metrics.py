@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models import data as D
-from models import metrics as M
+from models import data as D, metrics as M
 from models.debug import synthetic_corpus
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
