@@ -2,7 +2,8 @@
 # `make run` and `make test` work on a fresh Debian machine as root: they install whatever is
 # missing and are idempotent. `make run` installs only what playing needs (the Debian packages
 # marked "run" in deploy/apt-packages.txt, .venv with torch pinned to the CPU build, the project);
-# `make test` (and `make setup`) add the "test" packages and the project's [test] extras.
+# `make test` (and `make setup`) add the "test" packages and the project's [test] extras; `make
+# test` then lints (ruff) before it runs the tests.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -61,10 +62,13 @@ $(STAMP_TEST): $(STAMP_RUN) tests/support/pyproject.toml
 run: setup-run
 	$(VENV)/bin/chiplofi stream $(if $(CONFIG),--config $(CONFIG))
 
-# The tests on TEST_WORKERS pytest-xdist workers (tests/conftest.py: what runs together, what first).
-# Most tests wait on real time, so more workers than the 2 cores finish sooner.
+# The linter first (ruff, [tool.ruff] in pyproject.toml: under a second, so a finding fails CI
+# before the minutes of tests), then the tests on TEST_WORKERS pytest-xdist workers
+# (tests/conftest.py: what runs together, what first). Most tests wait on real time, so more
+# workers than the 2 cores finish sooner.
 TEST_WORKERS ?= 3
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Every benchmark but the long memory runs (`make soak`; bench/bench_memory.py, a diagnosis
@@ -88,4 +92,4 @@ soundfont: setup-run
 	$(VENV)/bin/chiplofi soundfont build
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -27,12 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from bench_memory import heap_reader  # noqa: E402
 from streamer.archive import NEXT_TRACK, PlayedTrack, TrackArchive  # noqa: E402
 from streamer.composer import load_composer  # noqa: E402
 from streamer.config import ArchiveSettings  # noqa: E402
 from streamer.video import NowPlayingFile  # noqa: E402
-
-from bench_memory import heap_reader  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -83,8 +83,9 @@ def start_nginx(prefix: Path) -> tuple[subprocess.Popen, int]:
                                                                        f"listen 127.0.0.1:{port};")
     prefix.mkdir(parents=True, exist_ok=True)
     (prefix / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
-                            stdout=subprocess.DEVNULL, stderr=open(prefix / "nginx.log", "wb"))
+    with open(prefix / "nginx.log", "wb") as log_file:
+        proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
+                                stdout=subprocess.DEVNULL, stderr=log_file)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -176,21 +177,22 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         time.sleep(0.5)
         started = time.monotonic()
         status_port = free_port()
-        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
-                                   f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
-                                   f"127.0.0.1:{status_port}", *checkpoint],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(tmp / f"daemon-{preset}.log", "wb"))
+        with open(tmp / f"daemon-{preset}.log", "wb") as log_file:
+            daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--seed", "0", "--output",
+                                       f"rtmp://127.0.0.1:{port}/live/daemon", "--status-addr",
+                                       f"127.0.0.1:{status_port}", *checkpoint],
+                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         processes.append(daemon)
         receiver.watch_pid = daemon.pid
         # The window starts `warmup` after the start, and never before the daemon is ready (model
         # loaded, buffer full, output connected) plus a few seconds: a loaded machine starts slowly.
         # The bare ffmpeg starts then too, so its pre-rendered input lasts whatever the start-up took.
-        ready_at = wait_ready(status_port, daemon, READY_TIMEOUT_SECONDS)
+        wait_ready(status_port, daemon, READY_TIMEOUT_SECONDS)
         progress = tmp / f"bare-{preset}.progress"
-        bare = subprocess.Popen(bare_ffmpeg_args(config, pcm, tmp / f"bare-video-{preset}",
-                                                 f"rtmp://127.0.0.1:{port}/live/bare", progress),
-                                stdout=subprocess.DEVNULL, stderr=open(tmp / f"bare-{preset}.log", "wb"))
+        with open(tmp / f"bare-{preset}.log", "wb") as log_file:
+            bare = subprocess.Popen(bare_ffmpeg_args(config, pcm, tmp / f"bare-video-{preset}",
+                                                     f"rtmp://127.0.0.1:{port}/live/bare", progress),
+                                    stdout=subprocess.DEVNULL, stderr=log_file)
         processes.append(bare)
         time.sleep(max(SETTLE_SECONDS, started + warmup - time.monotonic()))
 
@@ -234,7 +236,8 @@ def run_row(preset: str, seconds: float, warmup: float, pcm: Path, tmp: Path,
         raise RuntimeError(f"{preset}: the daemon or the bare ffmpeg stopped during the run")
     first_audio = receiver.at - started if receiver.at else float("inf")
     cpu = {name: 100.0 * (cpu1[name] - cpu0[name]) / window for name in cpu0}
-    return Row(preset, window, cpu, first_audio, receiver.cpu_at, rss_daemon, rss_total, status, bare_speed, stop_code, stop_seconds)
+    return Row(preset, window, cpu, first_audio, receiver.cpu_at, rss_daemon, rss_total, status, bare_speed, stop_code,
+               stop_seconds)
 
 
 def wait_ready(status_port: int, daemon: subprocess.Popen, timeout: float) -> float:

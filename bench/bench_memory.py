@@ -37,9 +37,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench_daemon import RESULTS, ROOT, get_status, machine_description  # noqa: E402
+from bench_soak import rss_figures  # noqa: E402
 from testkit.procfs import rss_mb  # noqa: E402
 from testkit.waiting import free_port  # noqa: E402
-from bench_soak import rss_figures  # noqa: E402
 
 TOP_SITES = 25
 

@@ -77,9 +77,11 @@ def main() -> int:
         print(f"{row['track_id']}: {row['key']:<9} {row['seconds']:>6.1f} s, bass {row['bass_lowest']}..median "
               f"{row['bass_median']}: " + "; ".join(
                   f"{name} corr {f['correlation']:.3f}, mono {f['mono_loss_db']:+.2f} dB, side {f['side_db']:+.1f} dB, "
-                  f"<60 Hz {f['below_60_hz_db']:+.1f} dB, side <120 Hz {f['side_below_120_hz_db']:+.1f} dB" for name, f in ((n, row[n]) for n in configs)), flush=True)
+                  f"<60 Hz {f['below_60_hz_db']:+.1f} dB, side <120 Hz {f['side_below_120_hz_db']:+.1f} dB"
+                  for name, f in ((n, row[n]) for n in configs)), flush=True)
     now = [row["now"] for row in rows]
-    summary = {name: {"correlation": [min(r[name]["correlation"] for r in rows), max(r[name]["correlation"] for r in rows)],
+    summary = {name: {"correlation": [min(r[name]["correlation"] for r in rows),
+                                      max(r[name]["correlation"] for r in rows)],
                       "mono_loss_db_min": min(r[name]["mono_loss_db"] for r in rows),
                       "below_60_hz_db_max": max(r[name]["below_60_hz_db"] for r in rows)} for name in configs}
     low, high = GOALS["correlation"]
@@ -89,8 +91,8 @@ def main() -> int:
     for name, figures_of in summary.items():
         print(f"{name:<7} correlation {figures_of['correlation'][0]:.3f} .. {figures_of['correlation'][1]:.3f} "
               f"(goal {low}..{high}); mono fold-down loss down to {figures_of['mono_loss_db_min']:+.2f} dB "
-              f"(goal ≥ {GOALS['mono_loss_db_min']}); energy below 60 Hz at most {figures_of['below_60_hz_db_max']:+.1f} "
-              f"dB (goal ≤ {GOALS['below_60_hz_db_max']})")
+              f"(goal ≥ {GOALS['mono_loss_db_min']}); energy below 60 Hz at most "
+              f"{figures_of['below_60_hz_db_max']:+.1f} dB (goal ≤ {GOALS['below_60_hz_db_max']})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"figure": "stereo width and low end of generated tracks (render + effects)",
                                      "command": f"bench/bench_sound.py --tracks {args.tracks} --seed {args.seed}",

@@ -48,10 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from bench_daemon import ROOT, get_status, machine_description  # noqa: E402
-from testkit.waiting import free_port  # noqa: E402
-
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
 from streamer.config import Config  # noqa: E402
+from testkit.waiting import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_BARS = {"bar": 1, "section": 8 + 1, "track": None}  # None: reported, no goal (a track is 2–4 min)
@@ -199,7 +198,8 @@ def run_mode(mode: str, args: argparse.Namespace, stream, sample_rate: int, chec
                str(wav), "--status-addr", f"127.0.0.1:{port}", "--speed", f"{args.speed:g}", "--duration",
                f"{duration:g}"]
     log_path = tmp / f"daemon-{mode}.log"
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     swaps = []
     try:
         wav_name = f"file:{wav}"

@@ -43,10 +43,9 @@ import time
 from pathlib import Path
 
 from bench_daemon import ROOT, machine_description  # noqa: E402
-from testkit.procfs import cpu_seconds  # noqa: E402
-
 from models.checkpoint import read_info, shipped_directory  # noqa: E402
 from models.config import LSTMConfig, TrainConfig, VAEConfig  # noqa: E402
+from testkit.procfs import cpu_seconds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_MINUTES = 30.0
@@ -91,7 +90,8 @@ def run_training(out: Path, cache: Path, epochs: int | None, log_path: Path) -> 
     assert process.stdout is not None
     with open(log_path, "w") as log:
         for line in process.stdout:
-            stamps.append(Stamp(time.monotonic() - started, cpu_seconds(process.pid, include_reaped=True), line.rstrip()))
+            stamps.append(Stamp(time.monotonic() - started, cpu_seconds(process.pid, include_reaped=True),
+                                line.rstrip()))
             log.write(f"{stamps[-1].wall:9.2f} {stamps[-1].cpu:9.2f} {line}")
             log.flush()
     code = process.wait()

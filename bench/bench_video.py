@@ -11,7 +11,8 @@ time for --seconds after --warmup, CPU from /proc as % of one core:
 Ratios: bare / waveform (the picture's own cost; goal at 480p15 with the default ≤ 1.3) and
 daemon / bare. Speeds (media seconds per wall second over the window, from each ffmpeg's
 progress; the daemon's from /status) say whether each kept real time: on a machine too busy to
-give them what they need, a CPU figure is what they got, and a speed under ~0.97 marks it. Backgrounds are made here by ffmpeg's own sources (a GIF, a video loop, a still).
+give them what they need, a CPU figure is what they got, and a speed under ~0.97 marks it.
+Backgrounds are made here by ffmpeg's own sources (a GIF, a video loop, a still).
 Run: .venv/bin/python bench/bench_video.py [--seconds 20] [--warmup 8] [--preset 480p15]
      [--presets 720p30,480p15,still]
 Writes bench/results/video.json.
@@ -36,13 +37,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from bench_daemon import get_status, machine_description, media_seconds, wait_ready  # noqa: E402
+from streamer.config import Config, VideoSettings  # noqa: E402
+from streamer.video import (  # noqa: E402
+    PRESETS,
+    build_video_graph,
+    encoder_options,
+    escape_filter_value,
+    pipe_channels,
+    pipe_layout,
+    preset_of,
+    thumbnail_output,
+)
+from streamer.video_files import VideoFiles, prepare_video_files  # noqa: E402
 from testkit.procfs import children, cpu_seconds  # noqa: E402
 from testkit.waiting import free_port  # noqa: E402
-
-from streamer.config import Config, VideoSettings  # noqa: E402
-from streamer.video import (PRESETS, build_video_graph, encoder_options, escape_filter_value,  # noqa: E402
-                            pipe_channels, pipe_layout, preset_of, thumbnail_output)
-from streamer.video_files import VideoFiles, prepare_video_files  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_RATIO = 1.3
@@ -156,22 +164,26 @@ def run_row(name: str, video: VideoSettings, pcm: Path, tmp: Path, seconds: floa
     for field in dataclasses.fields(VideoSettings):
         value = getattr(video, field.name)
         if value != getattr(VideoSettings(), field.name):
-            env[f"CHIPLOFI_VIDEO__{field.name.upper()}"] = json.dumps(list(value) if isinstance(value, tuple) else value)
+            variable = f"CHIPLOFI_VIDEO__{field.name.upper()}"
+            env[variable] = json.dumps(list(value) if isinstance(value, tuple) else value)
     status_port = free_port()
     processes: dict[str, subprocess.Popen] = {}
     try:
-        processes["daemon"] = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based", "--output",
-             str(work / "daemon.flv"), "--status-addr", f"127.0.0.1:{status_port}"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "daemon.log", "wb"))
+        with open(work / "daemon.log", "wb") as log_file:
+            processes["daemon"] = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based", "--output",
+                 str(work / "daemon.flv"), "--status-addr", f"127.0.0.1:{status_port}"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         wait_ready(status_port, processes["daemon"], 90.0)
         progress = {name: work / f"{name}.progress" for name in ("bare", "waveform")}
-        processes["bare"] = subprocess.Popen(
-            bare_picture_args(video, files, pcm, str(work / "bare.flv"), progress["bare"]),
-            stderr=open(work / "bare.log", "wb"))
-        processes["waveform"] = subprocess.Popen(
-            waveform_picture_args(video, pcm, text, str(work / "waveform.flv"), progress["waveform"]),
-            stderr=open(work / "waveform.log", "wb"))
+        with open(work / "bare.log", "wb") as log_file:
+            processes["bare"] = subprocess.Popen(
+                bare_picture_args(video, files, pcm, str(work / "bare.flv"), progress["bare"]),
+                stderr=log_file)
+        with open(work / "waveform.log", "wb") as log_file:
+            processes["waveform"] = subprocess.Popen(
+                waveform_picture_args(video, pcm, text, str(work / "waveform.flv"), progress["waveform"]),
+                stderr=log_file)
         time.sleep(warmup)
 
         def sample() -> dict[str, float]:

@@ -29,8 +29,8 @@ is compared with the LSTM's sum.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -203,7 +203,7 @@ class LatentMarkov:
     @staticmethod
     def _design(data: Sequences) -> tuple[np.ndarray, np.ndarray]:
         rows, targets = [], []
-        for song, (latents, chords) in enumerate(zip(data.latents, data.chords)):
+        for song, (latents, chords) in enumerate(zip(data.latents, data.chords, strict=True)):
             latents = np.asarray(latents, dtype=np.float64)
             steps = len(latents)
             if steps == 0:
@@ -241,5 +241,6 @@ def sequence_baselines(train: Sequences, held_out: Sequences) -> dict[str, float
 def sequences_from(latents: Sequence[np.ndarray], chords: Sequence[np.ndarray], style: np.ndarray,
                    mode: np.ndarray) -> Sequences:
     """`Sequences` from per-song arrays (any array-likes, e.g. torch tensors)."""
-    return Sequences([np.asarray(z, dtype=np.float64) for z in latents], [np.asarray(c, dtype=np.int64) for c in chords],
+    return Sequences([np.asarray(z, dtype=np.float64) for z in latents],
+                     [np.asarray(c, dtype=np.int64) for c in chords],
                      np.asarray(style, dtype=np.float64), np.asarray(mode, dtype=np.int64))

@@ -25,7 +25,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +132,7 @@ def save_checkpoint(directory: str | Path, kind: str, model: nn.Module, data_has
         model_args=dataclasses.asdict(model.config),
         data_hash=data_hash,
         metrics=dict(metrics or {}),
-        created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         model_id=f"chiplofi-{kind}-{sha[:10]}",
         weights_sha256=sha,
         weights_bytes=tmp_weights.stat().st_size,

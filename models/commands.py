@@ -10,8 +10,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from models.errors import ModelError
 from models.train_options import TRAIN_DESCRIPTION, add_train_arguments

@@ -25,16 +25,33 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models import checkpoint as ckpt
-from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, HOLD, MAJOR, MINOR,
-                         PITCH_RANGES, PITCHED_VOCAB, REST, STEPS_PER_BAR, STYLES, VOICES, chord_name, key_name,
-                         parse_key, token_to_pitch)
+from models.data import (
+    CHORD_INTERVALS,
+    CHORD_QUALITIES,
+    DRUM_VOCAB,
+    FIRST_PITCH_TOKEN,
+    HOLD,
+    MAJOR,
+    MINOR,
+    PITCH_RANGES,
+    PITCHED_VOCAB,
+    REST,
+    STEPS_PER_BAR,
+    STYLES,
+    VOICES,
+    chord_name,
+    key_name,
+    parse_key,
+    token_to_pitch,
+)
 from models.errors import ModelError
 from models.inference import FastDecoder, FastLSTM, FastState, sample_from_logits, sample_latent
 from models.layout import CONTEXT_OFFSETS, N_ACTIVITY, N_CHORDS, TAIL_STEPS, chord_index, chord_parts
@@ -285,7 +302,7 @@ class Composer:
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path | None = None, controls: Controls | None = None,
-                        latent_source: str = "lstm") -> "Composer":
+                        latent_source: str = "lstm") -> Composer:
         """A composer from a checkpoint directory (default: the shipped `models/checkpoints`), without torch."""
         vae, lstm = ckpt.load_weight_pair(directory or ckpt.shipped_directory())
         model_id = f"{vae.info.model_id}+{lstm.info.model_id}"
@@ -294,7 +311,7 @@ class Composer:
 
     @classmethod
     def from_modules(cls, vae: BarVAE, lstm: BarLSTM, controls: Controls | None = None,
-                     model_id: str = "", latent_source: str = "lstm") -> "Composer":
+                     model_id: str = "", latent_source: str = "lstm") -> Composer:
         """A composer from trained torch modules (`models.vae.BarVAE`, `models.lstm.BarLSTM`)."""
         return cls(FastDecoder.from_module(vae), FastLSTM.from_module(lstm), controls, model_id, latent_source)
 
@@ -504,7 +521,8 @@ class Composer:
                 is_return = label.endswith("'") or label == "outro"
                 # The second phrase restates the first one's melody on its own chords (a sequence),
                 # or answers it freely; returns replay their first phrase as it was.
-                restate = n_bars >= 2 * LOOP_BARS and label not in ("intro", "outro") and rng.random() < plan.motif_share
+                restate = (n_bars >= 2 * LOOP_BARS and label not in ("intro", "outro")
+                           and rng.random() < plan.motif_share)
                 section_bars: list[tuple[int, np.ndarray]] = []  # (chord, tokens) of this section so far
                 for bar_in_section in range(n_bars):
                     chord = material.chords[bar_in_section % LOOP_BARS]
@@ -524,7 +542,8 @@ class Composer:
                     energy = self._energy(label, bar_in_section, n_bars)
                     tokens, velocities = self._decode(latent, chord, plan, energy, rng, tail)
                     if reuse:  # the phrase returns as it was first played and arranged
-                        tokens[:, :3] = self._clean(material.tokens[bar_in_section].copy(), chord, tail[-1], plan.scale)[:, :3]
+                        as_played = material.tokens[bar_in_section].copy()
+                        tokens[:, :3] = self._clean(as_played, chord, tail[-1], plan.scale)[:, :3]
                     else:
                         if restate and LOOP_BARS <= bar_in_section < n_bars - 1:
                             source_chord, source = section_bars[bar_in_section - LOOP_BARS]

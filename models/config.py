@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Type, TypeVar
+from typing import Any, TypeVar
 
 from models.errors import CheckpointError
 
@@ -70,7 +70,7 @@ class TrainConfig:
     threads: int = 2
 
 
-def config_from_dict(cls: Type[ConfigT], values: dict[str, Any], source: str = "") -> ConfigT:
+def config_from_dict(cls: type[ConfigT], values: dict[str, Any], source: str = "") -> ConfigT:
     """Build a config dataclass from a dict; unknown or mistyped keys raise CheckpointError."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)

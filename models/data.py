@@ -39,10 +39,10 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class Corpus:
         lengths = np.diff(self.song_starts)
         return np.repeat(np.arange(self.n_songs, dtype=np.int64), lengths)
 
-    def subset(self, song_indices: Iterable[int]) -> "Corpus":
+    def subset(self, song_indices: Iterable[int]) -> Corpus:
         """A corpus of the given songs only (in that order)."""
         indices = list(song_indices)
         slices = [self.song_slice(i) for i in indices]
@@ -170,12 +170,12 @@ class Corpus:
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return Corpus(tokens, chords, starts, [self.songs[i] for i in indices], self.data_hash, dict(self.skipped))
 
-    def transposed(self, semitones_per_song: Sequence[int]) -> "Corpus":
+    def transposed(self, semitones_per_song: Sequence[int]) -> Corpus:
         """A copy with song `i` moved by `semitones_per_song[i]` (key, chords and notes)."""
         tokens = self.tokens.copy()
         chords = self.chords.copy()
         songs = []
-        for i, (song, shift) in enumerate(zip(self.songs, semitones_per_song)):
+        for i, (song, shift) in enumerate(zip(self.songs, semitones_per_song, strict=True)):
             part = self.song_slice(i)
             tokens[part] = transpose_tokens(tokens[part], int(shift))
             chords[part] = transpose_chords(chords[part], int(shift))
@@ -183,7 +183,7 @@ class Corpus:
                                   song.key_mode, song.tempo_bpm, song.voices_present))
         return Corpus(tokens, chords, self.song_starts.copy(), songs, self.data_hash, dict(self.skipped))
 
-    def key_normalised(self) -> "Corpus":
+    def key_normalised(self) -> Corpus:
         """Every song moved by at most 6 semitones so that its scale is C major / A minor."""
         return self.transposed([normalising_shift(s.key_tonic, s.key_mode) for s in self.songs])
 
@@ -562,7 +562,7 @@ def _nes_song(path: Path) -> tuple[list[_RawNote], float] | str:
 def _keep_main_harmony_part(raw: list[_RawNote], parts: list[int]) -> None:
     """Harmony merges every accompanying part; its line follows one: per bar, the part that
     sounds longest there. The other parts still count for key and chords (`in_line=False`)."""
-    harmony = [(note, part) for note, part in zip(raw, parts) if note.voice == 1]
+    harmony = [(note, part) for note, part in zip(raw, parts, strict=True) if note.voice == 1]
     if len({part for _, part in harmony}) < 2:
         return
     sounding: dict[tuple[int, int], float] = {}
@@ -713,7 +713,8 @@ def load_folder(folder: str | Path, style: str | int | None = None, *, use_cache
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder not found: {folder}")
-    style_index = guess_style(folder) if style is None else (STYLES.index(style) if isinstance(style, str) else int(style))
+    style_index = (guess_style(folder) if style is None
+                   else STYLES.index(style) if isinstance(style, str) else int(style))
     files = midi_files(folder)
     data_hash = _content_hash(folder, files, style_index)
     cache_path = cache_dir() / f"data-{data_hash}.npz"

@@ -9,8 +9,7 @@ import torch
 
 from models import checkpoint as ckpt
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import (FIRST_PITCH_TOKEN, HOLD, MINOR, NO_CHORD_ROOT, STEPS_PER_BAR, Corpus, SongInfo,
-                         pitch_to_token)
+from models.data import FIRST_PITCH_TOKEN, HOLD, MINOR, NO_CHORD_ROOT, STEPS_PER_BAR, Corpus, SongInfo, pitch_to_token
 from models.lstm import BarLSTM
 from models.vae import BarVAE
 
@@ -50,7 +49,7 @@ def synthetic_corpus(n_songs: int = 12, bars_per_song: int = 16, seed: int = 0) 
             root = (root + tonic) % 12
             chords[bar] = (root, quality)
             third = 3 if quality == 1 else 4
-            for step, interval in zip(range(0, 16, 4), (0, third, 7, 12)):
+            for step, interval in zip(range(0, 16, 4), (0, third, 7, 12), strict=True):
                 tokens[bar, step, 0] = pitch_to_token(0, 60 + root + interval)
                 tokens[bar, step + 1, 0] = HOLD
             tokens[bar, 0, 1] = pitch_to_token(1, 64 + root + third)

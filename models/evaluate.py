@@ -35,15 +35,23 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from models import baseline as base
-from models import metrics
-from models.data import STEPS_PER_BAR, STEPS_PER_BEAT, VOICES, Corpus, concatenate, default_folders, load_folder, \
-    split_corpus
+from models import baseline as base, metrics
+from models.data import (
+    STEPS_PER_BAR,
+    STEPS_PER_BEAT,
+    VOICES,
+    Corpus,
+    concatenate,
+    default_folders,
+    load_folder,
+    split_corpus,
+)
 from models.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
@@ -312,7 +320,8 @@ def goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     lstm_base = lstm.get("baseline") or {}
     for key, label in (("nll", "LSTM NLL, nats/bar (chord + latent)"), ("chord_nll", "  chord part"),
                        ("latent_nll", "  latent part")):
-        add(f"lstm_{key}", f"lstm_{key}", label, lstm[key], lstm_base.get(key), "baseline (Markov)" if lstm_base else "")
+        add(f"lstm_{key}", f"lstm_{key}", label, lstm[key], lstm_base.get(key),
+            "baseline (Markov)" if lstm_base else "")
     generated, real, random = result["generated"], result["held_out_real"], result["random_notes"]
     for key, label in (("scale_consistency", "scale consistency"), ("consonance", "consonance"),
                        ("pitch_class_entropy", "pitch-class entropy, bits"), ("empty_beat_rate", "empty-beat rate")):
@@ -454,7 +463,8 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
     parser.add_argument("--train-data", action="extend", nargs="+", metavar="DIR", default=None,
                         help="the models' training folders, for the baselines and the copy check "
-                             "(default: the checkpoint's train_config.json, else ../shared/data/{lofi,nes,lakh-lofi,pop909,vgmidi})")
+                             "(default: the checkpoint's train_config.json, else "
+                             "../shared/data/{lofi,nes,lakh-lofi,pop909,vgmidi})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)

@@ -22,8 +22,7 @@ from scipy.special import erf
 from models.checkpoint import module_arrays
 from models.config import LSTMConfig, VAEConfig
 from models.data import DRUM_VOCAB, FIRST_PITCH_TOKEN, N_PITCHES, N_VOICES, NO_CHORD_ROOT, PITCHED_VOCAB, STEPS_PER_BAR
-from models.layout import (CONTEXT_OFFSETS, INTERVAL_BUCKETS, N_INTERVALS, N_PITCHED, NO_CHORD, PITCH_CLASSES,
-                           STEP_EMBED)
+from models.layout import CONTEXT_OFFSETS, INTERVAL_BUCKETS, N_INTERVALS, N_PITCHED, NO_CHORD, PITCH_CLASSES, STEP_EMBED
 
 Weights = Mapping[str, np.ndarray]  # tensor name (as in the torch state dict) → float32 array
 
@@ -56,7 +55,8 @@ class FastDecoder:
 
     def __init__(self, weights: Weights, config: VAEConfig) -> None:
         """`weights`: at least the decoder's tensors of `models.layout.vae_shapes(config)`."""
-        w = _float32({name: array for name, array in weights.items() if not name.startswith(("encoder", "embeddings."))})
+        w = _float32({name: array for name, array in weights.items()
+                      if not name.startswith(("encoder", "embeddings."))})
         self.config = config
         self.latent_dim = config.latent_dim
         prefix = "decoder_conditioner."
@@ -131,7 +131,7 @@ class FastDecoder:
         self.voices = np.arange(N_PITCHED)
 
     @classmethod
-    def from_module(cls, vae: Any) -> "FastDecoder":
+    def from_module(cls, vae: Any) -> FastDecoder:
         """The decoder of a trained `models.vae.BarVAE`."""
         return cls(module_arrays(vae), vae.config)
 
@@ -156,7 +156,8 @@ class FastDecoder:
         return {
             "base": ((hidden @ self.base_head[0][0] + self.base_head[0][1]) @ self.base_head[1][0]
                      + self.base_head[1][1]).reshape(STEPS_PER_BAR, N_PITCHED, PITCHED_VOCAB),
-            "drum_base": (drum_hidden @ self.drum_base_head[0] + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
+            "drum_base": (drum_hidden @ self.drum_base_head[0]
+                          + self.drum_base_head[1]).reshape(STEPS_PER_BAR, DRUM_VOCAB),
             "pre": self.step_rows + (pre + self.step_biases),  # (16, 2A): hidden inputs before tokens
             # Output columns of each pitch's chord-tone score (none without a chord).
             "tone_index": (self.tone_start + self.voices[:, None] * 12 + (PITCH_CLASSES - root) % 12
@@ -184,7 +185,7 @@ class FastState:
     h: np.ndarray
     c: np.ndarray
 
-    def clone(self) -> "FastState":
+    def clone(self) -> FastState:
         return FastState(self.h.copy(), self.c.copy())
 
 
@@ -206,7 +207,7 @@ class FastLSTM:
         self.latent_skip = w["latent_skip.weight"].T.copy()  # (L, 2L)
 
     @classmethod
-    def from_module(cls, lstm: Any) -> "FastLSTM":
+    def from_module(cls, lstm: Any) -> FastLSTM:
         """The one-bar path of a trained `models.lstm.BarLSTM`."""
         return cls(module_arrays(lstm), lstm.config)
 

@@ -14,8 +14,20 @@ from typing import TypeVar
 import numpy as np
 
 from models.config import LSTMConfig, VAEConfig
-from models.data import (CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, N_PITCHES, N_VOICES, NO_CHORD_ROOT,
-                         PITCH_RANGES, PITCHED_VOCAB, STEPS_PER_BAR, STYLES, VOCAB_SIZES, VOICES)
+from models.data import (
+    CHORD_QUALITIES,
+    DRUM_VOCAB,
+    FIRST_PITCH_TOKEN,
+    N_PITCHES,
+    N_VOICES,
+    NO_CHORD_ROOT,
+    PITCH_RANGES,
+    PITCHED_VOCAB,
+    STEPS_PER_BAR,
+    STYLES,
+    VOCAB_SIZES,
+    VOICES,
+)
 
 IndexT = TypeVar("IndexT")  # an int, a numpy array or a torch tensor of indices
 Shapes = dict[str, tuple[int, ...]]  # tensor name → shape, as in the torch module's state dict
@@ -46,7 +58,7 @@ def _pitch_classes() -> np.ndarray:
 
 INTERVAL_BUCKETS = _interval_buckets()
 PITCH_CLASSES = _pitch_classes()
-assert PITCHED_VOCAB == FIRST_PITCH_TOKEN + N_PITCHES == VOCAB_SIZES[0] and DRUM_VOCAB == VOCAB_SIZES[3]
+assert PITCHED_VOCAB == FIRST_PITCH_TOKEN + N_PITCHES == VOCAB_SIZES[0] and VOCAB_SIZES[3] == DRUM_VOCAB
 
 
 def conditioner_sizes(cond_dim: int) -> dict[str, int]:

@@ -32,7 +32,7 @@ class LSTMState:
     c: torch.Tensor
     started: bool = False  # False until the first bar has been fed
 
-    def clone(self) -> "LSTMState":
+    def clone(self) -> LSTMState:
         return LSTMState(self.h.clone(), self.c.clone(), self.started)
 
 

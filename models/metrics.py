@@ -39,13 +39,27 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from models.data import (DRUM_CLASS_KEYS, DRUMS, FIRST_PITCH_TOKEN, HOLD, N_PITCHES, N_VOICES, PITCH_RANGES, PITCHED_VOICES, REST,
-                         STEPS_PER_BAR, STEPS_PER_BEAT, VOICES, Corpus, pitch_to_token)
+from models.data import (
+    DRUM_CLASS_KEYS,
+    DRUMS,
+    FIRST_PITCH_TOKEN,
+    HOLD,
+    N_PITCHES,
+    N_VOICES,
+    PITCH_RANGES,
+    PITCHED_VOICES,
+    REST,
+    STEPS_PER_BAR,
+    STEPS_PER_BEAT,
+    VOICES,
+    Corpus,
+    pitch_to_token,
+)
 
 MAJOR_SCALE: tuple[int, ...] = (0, 2, 4, 5, 7, 9, 11)
 CONSONANT_INTERVALS: frozenset[int] = frozenset((0, 3, 4, 5, 7, 8, 9))  # semitones modulo 12
@@ -315,7 +329,7 @@ def cross_track_repeats(track_tokens: Sequence[np.ndarray], span_bars: int = 4,
     checked = repeated = 0
     found: list[list[int]] = []
     for number, (keys, starts) in enumerate(per_track):
-        for key, start in zip(keys, starts):
+        for key, start in zip(keys, starts, strict=True):
             checked += 1
             others = owners[key] - {number}
             if others:
@@ -348,7 +362,7 @@ class SpanIndex:
         for number, tokens in enumerate(track_tokens):
             keys, starts = span_keys(tokens, self.span_bars)
             checked += len(keys)
-            for key, start in zip(keys, starts):
+            for key, start in zip(keys, starts, strict=True):
                 if key in self.keys:
                     copied += 1
                     if len(found) < examples:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from models.midi_lib import pretty_midi
-
 from models.data import MINOR, STEPS_PER_BEAT, VOICES, parse_key
+from models.midi_lib import pretty_midi
 
 # General MIDI programs for players without chiplofi's SoundFont (square lead, e-piano,
 # synth bass); the names are what chiplofi's renderer goes by.

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -319,8 +320,8 @@ def format_music_table(result: dict[str, Any]) -> str:
             table.append((row["label"], *(_cell(row["values"][c]) for c in columns), row["goal"], verdict))
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for number, cells in enumerate(table):
-            text = "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:-2], widths[1:-2])]
-                             + [cells[-2].ljust(widths[-2]), cells[-1]])
+            right_aligned = [c.rjust(w) for c, w in zip(cells[1:-2], widths[1:-2], strict=True)]
+            text = "  ".join([cells[0].ljust(widths[0])] + right_aligned + [cells[-2].ljust(widths[-2]), cells[-1]])
             lines.append(text.rstrip())
             if number == 0:
                 lines.append("-" * len(text.rstrip()))

@@ -30,14 +30,24 @@ Figures of a set (`set_figures`), each defined where it is computed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from models import data, metrics
-from models.data import (CHORD_INTERVALS, CHORD_QUALITIES, DRUMS, NO_CHORD_ROOT, STEPS_PER_BAR,
-                         STEPS_PER_BEAT, Corpus, normalising_shift, parse_key)
+from models.data import (
+    CHORD_INTERVALS,
+    CHORD_QUALITIES,
+    DRUMS,
+    NO_CHORD_ROOT,
+    STEPS_PER_BAR,
+    STEPS_PER_BEAT,
+    Corpus,
+    normalising_shift,
+    parse_key,
+)
 
 LEAD, HARMONY, BASS = 0, 1, 2
 SEGMENT_BARS = 4
@@ -263,7 +273,7 @@ class FeatureSet:
             values = matrix[:, 0].astype(np.float64)
         return values[np.isfinite(values)]
 
-    def subset(self, rows: np.ndarray) -> "FeatureSet":
+    def subset(self, rows: np.ndarray) -> FeatureSet:
         return FeatureSet({name: matrix[rows] for name, matrix in self.vectors.items()})
 
 
@@ -330,7 +340,7 @@ def root_on_downbeat(pieces: Sequence[Piece]) -> float:
         bass = _onset_order(piece.track.notes[piece.track.notes[:, 0] == BASS])
         bar_of = bass[:, 2] // STEPS_PER_BAR
         first = np.unique(bar_of, return_index=True)
-        for bar, index in zip(*first):
+        for bar, index in zip(*first, strict=True):
             root = int(piece.chords[bar, 0]) if 0 <= bar < piece.n_bars else NO_CHORD_ROOT
             if root == NO_CHORD_ROOT:
                 continue

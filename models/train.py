@@ -25,9 +25,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,14 +39,21 @@ from torch import nn
 from models import checkpoint as ckpt
 from models.baseline import bar_arrays, reconstruction_baselines
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import (FIRST_PITCH_TOKEN, N_PITCHES, NO_CHORD_ROOT, STEPS_PER_BAR, STYLES, Corpus, load_corpus,
-                         split_corpus)
+from models.data import (
+    FIRST_PITCH_TOKEN,
+    N_PITCHES,
+    NO_CHORD_ROOT,
+    STEPS_PER_BAR,
+    STYLES,
+    Corpus,
+    load_corpus,
+    split_corpus,
+)
 from models.errors import CheckpointError, DataError, ModelError
 from models.finetune import InitialModels, load_initial_models
 from models.layout import N_CHORDS, chord_index
 from models.lstm import BarLSTM, sequence_losses
-from models.vae import (TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms,
-                        reconstruction_loss)
+from models.vae import TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +232,7 @@ def _load_resume(directory: Path, stage: str, model: nn.Module,
         param_id, name = key.split(".", 1)
         opt_state.setdefault(int(param_id), {})[name] = torch.tensor(value)
     groups = optimizer.state_dict()["param_groups"]
-    for group, saved in zip(groups, payload["opt_param_groups"]):
+    for group, saved in zip(groups, payload["opt_param_groups"], strict=False):
         group.update({k: v for k, v in saved.items() if k in group and k != "params"})
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     if "rng.torch" in tensors:
@@ -345,7 +353,8 @@ def _window_batch(seqs: SongSequences, items: Sequence[tuple[int, int]], window:
 
 
 @torch.inference_mode()
-def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequences, window: int = 64) -> dict[str, float]:
+def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequences,
+                  window: int = 64) -> dict[str, float]:
     """Held-out NLL per bar (nats) of the LSTM: next chord, next latent (VAE posterior means)."""
     if isinstance(data, Corpus):
         if vae is None:
@@ -609,11 +618,12 @@ def plot_losses(out_dir: Path) -> Path | None:
     if not histories:
         return None
     figure, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.6), squeeze=False)
-    for axis, (stage, history) in zip(axes[0], histories.items()):
+    for axis, (stage, history) in zip(axes[0], histories.items(), strict=True):
         epochs = [h["epoch"] for h in history]
         axis.plot(epochs, [h["train_loss"] for h in history], label="train")
         axis.plot(epochs, [h["val_loss"] for h in history], label="validation")
-        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar", "lstm": "LSTM: chord NLL + 0.1 × latent NLL per bar"}[stage])
+        axis.set_title({"vae": "VAE: reconstruction + β·KL per bar",
+                        "lstm": "LSTM: chord NLL + 0.1 × latent NLL per bar"}[stage])
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)

@@ -29,8 +29,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """Options of `chiplofi train` and `python -m models.train`."""
     defaults = TrainConfig()
     parser.add_argument("--data", nargs="+", metavar="DIR", default=None,
-                        help="MIDI folders to train on (default: ../shared/data/lofi, nes, lakh-lofi, pop909 and vgmidi); "
-                             "a folder named 'nes...' is read by channel, others by register and role")
+                        help="MIDI folders to train on (default: ../shared/data/lofi, nes, lakh-lofi, pop909 and "
+                             "vgmidi); a folder named 'nes...' is read by channel, others by register and role")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory for the checkpoints and loss_curves.png")
     parser.add_argument("--minutes", type=float, default=None,

@@ -13,11 +13,12 @@ Decoder, in two parts that add up to each step's logits:
   position and its context vector. Besides logits it scores pitches relative to what they are heard against:
   an interval from the voice's last pitch (-12..12 semitones, wider together) and a pitch
   class relative to the bar's chord root — melody moves by steps and lands on chord tones in
-  every key, which absolute pitch logits would have to learn once per pitch. Training feeds the true earlier tokens (teacher forcing);
-  generation samples the 16 steps in order. Because the step MLP's first layer is linear in
-  one-hot tokens, `models.inference.FastDecoder` (numpy) folds it into lookup tables: a step
-  costs a few table rows, one small matrix product and a draw, so a whole bar decodes in well
-  under a millisecond. Sizes and weight shapes come from `models.layout`.
+  every key, which absolute pitch logits would have to learn once per pitch. Training feeds the
+  true earlier tokens (teacher forcing); generation samples the 16 steps in order. Because the
+  step MLP's first layer is linear in one-hot tokens, `models.inference.FastDecoder` (numpy)
+  folds it into lookup tables: a step costs a few table rows, one small matrix product and a
+  draw, so a whole bar decodes in well under a millisecond. Sizes and weight shapes come from
+  `models.layout`.
 
 Condition (`BarCondition`): chord root (0..11, 12 = none) and quality, key mode (major/minor),
 key offset (semitones the bar was moved from C major / A minor, 0 when generating), style
@@ -39,10 +40,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VAEConfig
-from models.data import (CHORD_QUALITIES, DRUM_VOCAB, FIRST_PITCH_TOKEN, N_VOICES, NO_CHORD_ROOT, PITCHED_VOCAB,
-                         STEPS_PER_BAR, STYLES, VOCAB_SIZES)
-from models.layout import (CONTEXT_OFFSETS, DRUM_ACTIVITY_EMBED, INTERVAL_BUCKETS, N_ACTIVITY, N_INTERVALS, N_PITCHED,
-                           PITCH_CLASSES, STEP_EMBED, TAIL_STEPS, conditioner_sizes)
+from models.data import (
+    CHORD_QUALITIES,
+    DRUM_VOCAB,
+    FIRST_PITCH_TOKEN,
+    N_VOICES,
+    NO_CHORD_ROOT,
+    PITCHED_VOCAB,
+    STEPS_PER_BAR,
+    STYLES,
+    VOCAB_SIZES,
+)
+from models.layout import (
+    CONTEXT_OFFSETS,
+    DRUM_ACTIVITY_EMBED,
+    INTERVAL_BUCKETS,
+    N_ACTIVITY,
+    N_INTERVALS,
+    N_PITCHED,
+    PITCH_CLASSES,
+    STEP_EMBED,
+    TAIL_STEPS,
+    conditioner_sizes,
+)
 
 
 @dataclass
@@ -164,7 +184,8 @@ class BarVAE(nn.Module):
         mu, logvar = stats.chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def bar_part(self, z: torch.Tensor, cond: BarCondition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def bar_part(self, z: torch.Tensor,
+                 cond: BarCondition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pitched base logits (B, 16, 3, V), pitched context (B, 16, ctx), drum base logits
         (B, 16, Vd), drum context (B, 16, ctx)) of latents `z` (B, L)."""
         hidden = self.decoder(torch.cat([z, self.decoder_conditioner(cond)], dim=-1))  # (B, H)

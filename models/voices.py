@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+
 from models.midi_lib import pretty_midi
 
 VOICES: tuple[str, ...] = ("lead", "harmony", "bass", "drums")

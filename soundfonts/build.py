@@ -32,6 +32,7 @@ rate is chosen so that the root key (69) plays exactly 440 Hz with pitchCorrecti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import struct
@@ -43,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from soundfonts import DRUM_KEYS, PRESETS, SOUNDFONT_PATH
 from models.errors import SoundFontError
+from soundfonts import DRUM_KEYS, PRESETS, SOUNDFONT_PATH
 
 __all__ = ["build_soundfont", "soundfont_bytes", "main", "GM_DRUM_MAP", "LOOP_GUARD"]
 
@@ -573,10 +574,8 @@ def build_soundfont(path: Path = SOUNDFONT_PATH) -> Path:
         os.replace(tmp_name, path)
     except OSError as exc:
         if tmp_name is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
-            except OSError:
-                pass
         raise SoundFontError(f"{path}: cannot write the SoundFont ({exc.strerror or exc})") from exc
     return path
 

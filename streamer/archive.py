@@ -22,6 +22,7 @@ fail and one line when it works again.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -88,8 +89,8 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
     started = time.gmtime(track.started_at)
     millis = int(track.started_at * 1000) % 1000
     return {
-        "id": archive_id, "track_id": track.track_id, "title": track_title(track.track_id), "seed": track.seed, "model_id": track.composer_id,
-        "key": first.key, "tempo_bpm": first.tempo_bpm,
+        "id": archive_id, "track_id": track.track_id, "title": track_title(track.track_id), "seed": track.seed,
+        "model_id": track.composer_id, "key": first.key, "tempo_bpm": first.tempo_bpm,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", started) + f".{millis:03d}Z",
         "stream_position_seconds": round(track.stream_seconds, 3),
         "duration_seconds": round(track.duration_seconds, 3), "bars": len(track.bars),
@@ -99,10 +100,8 @@ def track_record(track: PlayedTrack, archive_id: str) -> dict[str, Any]:
 
 def _remove(path: str) -> None:
     """Delete a file; already gone is fine."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class TrackArchive:
@@ -254,7 +253,7 @@ class TrackArchive:
                 return
             for path in self.directory.glob(".*.tmp"):
                 path.unlink(missing_ok=True)
-            for archive_id, entries in self._files().items():
+            for entries in self._files().values():
                 if not any(path.endswith(".json") for path, _ in entries):
                     for path, _ in entries:
                         _remove(path)
@@ -288,8 +287,8 @@ class TrackArchive:
 
     def snapshot(self) -> dict[str, Any]:
         return {"enabled": True, "directory": str(self.directory), "written": self.written,
-                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors, "dropped": self.dropped,
-                "last_error": self.last_error, "queued": self._queue.qsize()}
+                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors,
+                "dropped": self.dropped, "last_error": self.last_error, "queued": self._queue.qsize()}
 
 
 class TrackRecorder:

@@ -14,8 +14,9 @@ import sys
 # numpy's BLAS threads cost more than they give on chiplofi's small per-bar matrices (measured:
 # 0.93 → 6.7 ms per composed bar on a busy 2-core machine). Must be set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from models.commands import add_model_commands  # torch-free: torch loads only when a command runs
 from models.evaluate import add_eval_command  # torch-free too

@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -45,8 +46,16 @@ import numpy as np
 from models.checkpoint import read_regular_file
 from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
-from streamer.composer import (Bridge, Composer, FallbackBed, RuleBasedComposer, check_bar, load_composer,
-                               starts_unit, uses_model)
+from streamer.composer import (
+    Bridge,
+    Composer,
+    FallbackBed,
+    RuleBasedComposer,
+    check_bar,
+    load_composer,
+    starts_unit,
+    uses_model,
+)
 from streamer.config import Config, check_path, load_config, shown
 from streamer.errors import CheckpointError, ChiplofiError, ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
@@ -55,10 +64,10 @@ from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
-from streamer.sinks import Sink, SinkSnapshot, SinkState
+from streamer.sinks import Sink, SinkSnapshot
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
-from streamer.types import VOICES, Bar
 from streamer.track_titles import track_title
+from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, now_playing_details
 from streamer.video_files import VideoFiles, check_video_settings, prepare_video_files
 from streamer.wavfile import to_pcm16
@@ -146,7 +155,7 @@ def check_config(config: Config) -> None:
     attempt(check_path, "sinks.ffmpeg", config.sinks.ffmpeg)
     font_path_ok = attempt(check_path, "video.font", config.video.font) is not None
     kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
-    for spec, kind in zip(stream.outputs, kinds):
+    for spec, kind in zip(stream.outputs, kinds, strict=True):
         is_file = kind == "wav" or (kind == "ffmpeg" and "://" not in spec)
         if is_file and attempt(check_path, "stream.outputs", spec) is not None:
             attempt(_check_output_directory, spec, kind)
@@ -1108,8 +1117,8 @@ class Daemon:
     def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
         bar = entry.bar
         return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
-                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord, "section": bar.section, "composer_id": entry.composer_id,
-                "playing": playing,
+                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord,
+                "section": bar.section, "composer_id": entry.composer_id, "playing": playing,
                 "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
                            "velocity": n.velocity} for n in bar.notes]}
 
@@ -1130,8 +1139,8 @@ class Daemon:
         if playing is not None:
             bar = playing.entry.bar
             now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
-                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm, "composer_id": playing.entry.composer_id,
-                           "fallback": playing.fallback}
+                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm,
+                           "composer_id": playing.entry.composer_id, "fallback": playing.fallback}
         pending = self._pending_frames / self.sample_rate
         composing = self._composing_since
         counters = dict(self.counters)
@@ -1170,10 +1179,8 @@ class Daemon:
             return {"enabled": False}
         age = None
         if self.picture.thumbnail is not None:
-            try:
+            with contextlib.suppress(OSError):
                 age = round(max(0.0, time.time() - os.stat(self.picture.thumbnail).st_mtime), 1)
-            except OSError:
-                pass
         video = self.config.video
         return {"enabled": True, "background": video.background, "layout": list(video.layout),
                 "thumbnail_age_seconds": age}

@@ -46,8 +46,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from streamer.config import EffectsSettings
-from streamer.filters import (SectionFilter, butter1_bandpass_sos, butter1_lowpass_sos, butter2_sos, butter4_highpass_sos,
-                              first_order_sos)
+from streamer.filters import (
+    SectionFilter,
+    butter1_bandpass_sos,
+    butter1_lowpass_sos,
+    butter2_sos,
+    butter4_highpass_sos,
+    first_order_sos,
+)
 
 log = logging.getLogger(__name__)
 

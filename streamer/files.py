@@ -10,6 +10,7 @@ after every bar and every track.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -31,10 +32,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True
                 os.fsync(out.fileno())
         os.replace(temp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         raise
 
 

@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from models.midi_lib import implausible_timing, pretty_midi
 
+from models.midi_lib import implausible_timing, pretty_midi
 from models.voices import assign_voices
 from streamer.errors import InputFileError
 from streamer.types import VOICES, Bar, Note
@@ -93,7 +93,7 @@ def midi_to_bars(midi: pretty_midi.PrettyMIDI, track_id: str = "") -> list[Bar]:
         starts = _beat_position(np.array([n.start for n in notes]), beat_times)
         ends = _beat_position(np.array([n.end for n in notes]), beat_times)
         bar_of = np.searchsorted(bar_lines, starts, side="right") - 1
-        for note, start, end, index in zip(notes, starts, ends, bar_of):
+        for note, start, end, index in zip(notes, starts, ends, bar_of, strict=True):
             index = int(np.clip(index, 0, len(notes_by_bar) - 1))
             bar_start = bar_lines[index]
             notes_by_bar[index].append(Note(voice, int(note.pitch), float(max(start - bar_start, 0.0)),

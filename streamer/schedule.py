@@ -40,7 +40,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -178,11 +178,11 @@ class Program:
     def end_of(self, start: datetime) -> datetime:
         """When the window opened at `start` closes."""
         if self.until is None:
-            return (start.astimezone(timezone.utc) + timedelta(minutes=self.minutes)).astimezone(self.tz)
+            return (start.astimezone(UTC) + timedelta(minutes=self.minutes)).astimezone(self.tz)
         local = start.astimezone(self.tz)
         end = datetime.combine(local.date(), self.until, tzinfo=self.tz)
         # Compared in UTC: two datetimes of one zone compare as wall-clock times, across DST too.
-        if end.astimezone(timezone.utc) <= start.astimezone(timezone.utc):
+        if end.astimezone(UTC) <= start.astimezone(UTC):
             end = datetime.combine(local.date() + timedelta(days=1), self.until, tzinfo=self.tz)
         return end
 
@@ -333,7 +333,7 @@ def describe_mood(program: Program) -> str:
 def describe_schedule(settings: ScheduleSettings, now: datetime | None = None) -> list[str]:
     """What `chiplofi config check` prints about the schedule (checked settings)."""
     parsed = parse_schedule(settings)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     stats = f"every {parsed.stats_interval_seconds:g} s" if parsed.stats_interval_seconds else "off"
     lines = [f"schedule: time zone {parsed.tz}; reload {settings.reload_cron or 'never'}; stats line {stats}"]
     active = active_program(parsed.programs, now)
@@ -441,7 +441,7 @@ class Schedule:
         self.settings = settings
         self._parsed = parse_schedule(settings)
         self._wake = wake
-        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._now = now or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._requests: list[str] = []
         self._scheduler: Any = None
@@ -487,7 +487,8 @@ class Schedule:
     def _log_change(self, before: ActiveProgram | None, after: ActiveProgram | None) -> None:
         tz = self._parsed.tz
         if after is None:
-            log.info("schedule: program %s ended; the config's settings are back", before.program.name if before else "?")
+            log.info("schedule: program %s ended; the config's settings are back",
+                     before.program.name if before else "?")
             return
         log.info("schedule: program %s (mood %s) plays until %s: %s", after.program.name, after.program.mood_name,
                  _iso(after.end, tz), describe_mood(after.program))
@@ -580,7 +581,8 @@ class Schedule:
             return chain
         retuned = retune_chain(chain, current, wanted, sample_rate, seed)
         changed = [f"{key} {getattr(current, key)} → {getattr(wanted, key)}"
-                   for key in (f.name for f in dataclasses.fields(wanted)) if getattr(current, key) != getattr(wanted, key)]
+                   for key in (f.name for f in dataclasses.fields(wanted))
+                   if getattr(current, key) != getattr(wanted, key)]
         log.info("schedule: effects from this bar: %s", ", ".join(changed))
         self._chain, self._chain_settings, self.effects_applied = retuned, wanted, changes
         return retuned
@@ -594,7 +596,8 @@ class Schedule:
         reload_at = parsed.reload_trigger.get_next_fire_time(None, now) if parsed.reload_trigger else None
         mood: dict[str, Any] = {}
         if active is not None:
-            mood = {k: v for k, v in dataclasses.asdict(active.program.mood).items() if v is not None and k != "effects"}
+            mood = {k: v for k, v in dataclasses.asdict(active.program.mood).items()
+                    if v is not None and k != "effects"}
         return {
             "timezone": str(parsed.tz),
             "program": active.program.name if active else None,
@@ -624,7 +627,8 @@ def stats_line(status: Mapping[str, Any]) -> str:
     sinks = ", ".join(f"{s['name']} {s['state']}{'' if s['connected'] else ' (not connected)'}"
                       for s in status["sinks"]) or "none"
     program = (status.get("schedule") or {}).get("program") or "none"
-    return (f"stats: up {duration_text(status['uptime_seconds'])}, audio {duration_text(status['clock']['position_seconds'])}; "
+    return (f"stats: up {duration_text(status['uptime_seconds'])}, "
+            f"audio {duration_text(status['clock']['position_seconds'])}; "
             f"tracks {counters.get('tracks_started', 0)}, bars {counters['bars_played']}, "
             f"underruns {counters['underruns']}, composer errors {counters['composer_errors']}; "
             f"buffer {status['buffer']['ahead_seconds']:.1f} s; sinks: {sinks}; program {program}")

@@ -19,6 +19,7 @@ connections is capped (503 beyond), so malformed or slow clients cannot take the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -307,10 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drop_slow_client(self) -> None:
         log.debug("http %s: request not complete after %g s; closing", self.address_string(), HEADER_SECONDS)
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def __getattr__(self, name: str) -> Callable[[], None]:
         # BaseHTTPRequestHandler answers an unknown method with 501; a method we do not allow is 405.
@@ -456,11 +455,9 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            try:
+            with contextlib.suppress(OSError):
                 request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                 b"Connection: close\r\n\r\n")
-            except OSError:
-                pass
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)

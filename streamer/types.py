@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.voices import VOICES  # (lead, harmony, bass, drums): pulse 1, pulse 2, triangle, noise
+# Re-exported: the pipeline imports the voice order from here, beside the Note and Bar that carry it.
+from models.voices import VOICES as VOICES  # (lead, harmony, bass, drums): pulse 1, pulse 2, triangle, noise
 
 
 @dataclass(frozen=True, slots=True)

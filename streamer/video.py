@@ -161,7 +161,7 @@ def _scope_filters(settings: VideoSettings, layout: Layout, fps: int, sample_rat
     split = "".join(f"[v{i}]" for i in range(len(VOICES)))
     filters = [f"{source}pan=4.0|{channels},channelsplit=channel_layout=4.0{split}"]
     labels = []
-    for i, (voice, colour) in enumerate(zip(VOICES, settings.scope_colours)):
+    for i, (voice, colour) in enumerate(zip(VOICES, settings.scope_colours, strict=True)):
         box = layout.scopes[voice]
         width = box.w - 2
         # A scope shows a short window (~SCOPE_SECONDS: a few cycles of each note), not all the audio
@@ -196,7 +196,7 @@ def build_video_graph(settings: VideoSettings, files: VideoFiles, sample_rate: i
     if scopes:
         filters, labels = _scope_filters(settings, layout, fps, sample_rate, "[astems]")
         graph += filters
-        moving += [(label, layout.scopes[voice]) for label, voice in zip(labels, VOICES)]
+        moving += [(label, layout.scopes[voice]) for label, voice in zip(labels, VOICES, strict=True)]
     else:
         # The mix draws the waveform, or (a picture without it) a transparent 2x2 frame that only
         # carries the audio's timing.

@@ -216,7 +216,7 @@ def draw_static_layer(settings: VideoSettings, layout: Layout, over_picture: boo
     boxes = []
     if "scopes" in layers:
         boxes = [(layout.scopes[voice], colour, VOICE_LABELS[voice])
-                 for voice, colour in zip(VOICES, settings.scope_colours)]
+                 for voice, colour in zip(VOICES, settings.scope_colours, strict=True)]
     elif "waveform" in layers:
         boxes = [(layout.wave, "", "")]
     for box, _, _ in boxes:
@@ -229,7 +229,7 @@ def draw_static_layer(settings: VideoSettings, layout: Layout, over_picture: boo
     if "title" in layers and settings.title:
         text((layout.margin, layout.title_y), settings.title, settings.text_colour, layout.title_size)
     if "text" in layers:
-        for line, y in zip(settings.text, layout.text_y):
+        for line, y in zip(settings.text, layout.text_y, strict=False):
             text((layout.margin, y), line, settings.text_colour, layout.small_size)
     return image
 

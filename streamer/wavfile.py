@@ -9,6 +9,7 @@ the file with what it holds; `abort()` is for callers that want nothing rather t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from pathlib import Path
@@ -107,10 +108,8 @@ class WavWriter:
         """Drop the partial file."""
         if not self._closed:
             self._closed = True
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
         self._temp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> WavWriter:

@@ -64,10 +64,17 @@ from streamer.config import SinkSettings, VideoSettings
 from streamer.logs import RateLimitedLog, redact
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, QueuedSink, SinkSnapshot, SinkState
-from streamer.sinks.recordings import RecordingsKeeper, first_free_name
 from streamer.sinks.delivery import Connection, connections_of, cut
-from streamer.video import (build_video_graph, encoder_options, pipe_bytes, pipe_channels, pipe_layout,
-                            preset_of, thumbnail_output)
+from streamer.sinks.recordings import RecordingsKeeper, first_free_name
+from streamer.video import (
+    build_video_graph,
+    encoder_options,
+    pipe_bytes,
+    pipe_channels,
+    pipe_layout,
+    preset_of,
+    thumbnail_output,
+)
 from streamer.video_files import VideoFiles
 
 log = logging.getLogger(__name__)
@@ -561,7 +568,8 @@ class FfmpegSink(QueuedSink):
         """Seconds of audio this ffmpeg was given and has not encoded yet (0 before it starts)."""
         if self._progress_seconds == 0.0:
             return 0.0
-        return self._run_bytes / (2 * self.channels * self.sample_rate) - self._progress_seconds  # s16: 2 bytes a sample
+        # s16: 2 bytes a sample
+        return self._run_bytes / (2 * self.channels * self.sample_rate) - self._progress_seconds
 
     def _behind(self) -> bool:
         return self.live and self.encoder_lag() > MAX_ENCODER_LAG_SECONDS
@@ -721,6 +729,7 @@ class FfmpegSink(QueuedSink):
         status: dict[str, object] = {"target": target.label, "state": target.state, "failures": target.failures,
                                      "overflows": target.overflows, "last_error": target.last_error}
         if target.network:
+            delivered_ago = round(now - target.delivered_at, 1) if target.delivered_at else None
             status.update(acked_bytes=target.acked_bytes, connections=target.connections, cuts=target.cuts,
-                          last_delivery_seconds_ago=round(now - target.delivered_at, 1) if target.delivered_at else None)
+                          last_delivery_seconds_ago=delivered_ago)
         return status

@@ -81,7 +81,7 @@ def prune_recordings(directory: Path, keep_bytes: float) -> int:
         return 0
     total = sum(sizes)
     deleted = 0
-    for path, size in zip(files[:-1], sizes[:-1]):
+    for path, size in zip(files[:-1], sizes[:-1], strict=True):
         if total <= keep_bytes and size > 0:
             continue
         try:

@@ -73,7 +73,8 @@ def fake_package_tools(directory: Path) -> dict[str, str]:
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DPKG": str(directory)}
 
 
-SOURCE_PARTS = ("pyproject.toml", "README.md", "LICENSE", "Makefile", "streamer", "models", "soundfonts", "systemd", "deploy")
+SOURCE_PARTS = ("pyproject.toml", "README.md", "LICENSE", "Makefile", "streamer", "models", "soundfonts", "systemd",
+                "deploy")
 
 
 def copy_source(target: Path) -> Path:

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from testkit.waiting import free_port, status, wait_for
-
-from testkit.config_cases import leaf_and_invalid_value, nest, toml_document
 
 from models.midi_lib import pretty_midi  # noqa: E402
 from streamer.config import Config  # noqa: E402
 from streamer.errors import ChiplofiError  # noqa: E402
 from streamer.offline import render_midi_file  # noqa: E402
+from testkit.config_cases import leaf_and_invalid_value, nest, toml_document
+from testkit.waiting import free_port, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -185,7 +184,8 @@ def corrupt_files(real_file: Path, seed: int) -> dict[str, bytes]:
 
 
 @settings(FUZZ, max_examples=150)
-@given(st.one_of(st.binary(max_size=2000), garbage_midi(), truncated_real_midi(), st.sampled_from(list(HOSTILE.values()))))
+@given(st.one_of(st.binary(max_size=2000), garbage_midi(), truncated_real_midi(),
+                 st.sampled_from(list(HOSTILE.values()))))
 def test_render_reads_any_bytes_as_music_or_an_input_error(tmp_path, data):
     path = tmp_path / "in.mid"
     path.write_bytes(data)
@@ -281,11 +281,12 @@ def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("status-fuzz")
     port = free_port()
     log = tmp / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
-                             "--output", "null", "--status-addr", f"127.0.0.1:{port}"], cwd=ROOT,
-                            env={**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / "state"),
-                                 "CHIPLOFI_STATUS__MAX_CLIENTS": "8"},
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
+                                 "--output", "null", "--status-addr", f"127.0.0.1:{port}"], cwd=ROOT,
+                                env={**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp / "state"),
+                                     "CHIPLOFI_STATUS__MAX_CLIENTS": "8"},
+                                stdout=subprocess.DEVNULL, stderr=log_file)
     assert wait_for(lambda: healthz(port) == 200, 60), log.read_text()
     yield port, log, proc
     proc.send_signal(signal.SIGTERM)
@@ -344,7 +345,8 @@ methods = st.one_of(st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OP
 paths = st.one_of(st.sampled_from(["/", "/status", "/bars", "/metrics", "/healthz", "/readyz", "/tracks",
                                    "/tracks?limit=-1", "/tracks?limit=99999999999999999999", "/tracks/../../etc/passwd",
                                    "/tracks/%2e%2e%2fetc", "/live.wav?x", "//status", "/status?" + "a" * 5000]),
-                  st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=80).map(lambda p: "/" + p))
+                  st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
+                          max_size=80).map(lambda p: "/" + p))
 header_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-ABCXYZ", min_size=1, max_size=20)
 header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
@@ -372,10 +374,10 @@ def test_random_requests_get_4xx_or_an_answer_never_a_server_error(daemon, metho
     assert healthz(port) == 200
 
 
+versions = st.sampled_from(["HTTP/1.0", "HTTP/1.1", "HTTP/0.9", "HTTP/2.0", "HTTP/1.1x", "HTCPCP/1.0", "HTTP/1", ""])
 request_lines = st.one_of(
     st.binary(max_size=300),
-    st.tuples(methods, paths, st.sampled_from(["HTTP/1.0", "HTTP/1.1", "HTTP/0.9", "HTTP/2.0", "HTTP/1.1x", "HTCPCP/1.0",
-                                               "HTTP/1", ""])).map(lambda t: " ".join(t).strip().encode()),
+    st.tuples(methods, paths, versions).map(lambda t: " ".join(t).strip().encode()),
 )
 
 
@@ -383,7 +385,8 @@ request_lines = st.one_of(
 @given(request_lines, st.lists(st.binary(max_size=120), max_size=8), st.binary(max_size=500))
 def test_malformed_raw_requests_never_crash_the_server(daemon, request_line, header_lines, body):
     port = daemon[0]
-    data = request_line + b"\r\n" + b"".join(line.replace(b"\n", b" ") + b"\r\n" for line in header_lines) + b"\r\n" + body
+    headers = b"".join(line.replace(b"\n", b" ") + b"\r\n" for line in header_lines)
+    data = request_line + b"\r\n" + headers + b"\r\n" + body
     data = data.replace(b"/live.wav", b"/live.wax")  # the live stream never ends: it has its own test
     reply = raw_exchange(port, data)
     first_line = request_line.split(b"\r")[0].split(b"\n")[0]
@@ -433,9 +436,9 @@ def test_partial_requests_held_open_do_not_stop_the_server_or_the_stream(daemon)
 def test_clients_trickling_a_request_into_every_slot_are_dropped(daemon):
     """Slowloris: as many clients as status.max_clients (8 here) each start a request and then
     send one byte of a header line every second, never finishing it (within every limit on
-    header count and line length, and every read's timeout). They hold every slot, so others get 503 at first; each request
-    has a deadline for its headers (streamer.status.HEADER_SECONDS), after which the server drops
-    it and answers others again while the trickling goes on."""
+    header count and line length, and every read's timeout). They hold every slot, so others get
+    503 at first; each request has a deadline for its headers (streamer.status.HEADER_SECONDS),
+    after which the server drops it and answers others again while the trickling goes on."""
     port = daemon[0]
     stop = threading.Event()
     dropped: list[socket.socket] = []

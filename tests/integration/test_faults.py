@@ -32,21 +32,22 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
-from testkit.receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
 from safetensors.numpy import load_file, save_file
-from test_stream_local import start
-from test_stream_rtmp import write_checkpoint
-from test_watchdog import NotifySocket
-from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
 from streamer.types import Bar
+from test_stream_local import start
+from test_stream_rtmp import write_checkpoint
+from test_watchdog import NotifySocket
+from testkit.receiver import Receiver, check_continuity, detect_silence, probe_packets, receiver_fixture, require_tools
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -318,7 +319,7 @@ def steady_offset(recording, packets) -> float:
     session's media time 0 was live at the receiver."""
     audio = [p for p in packets if p.codec_type == "audio"]
     offsets = recording.live_offsets(audio)
-    settled = [o for p, o in zip(audio, offsets) if recording.arrival(p) > recording.first_arrival + 1.0]
+    settled = [o for p, o in zip(audio, offsets, strict=True) if recording.arrival(p) > recording.first_arrival + 1.0]
     return statistics.median(settled or offsets)
 
 
@@ -354,7 +355,7 @@ def test_receiver_down_for_5_s_then_30_s_the_daemon_reconnects_and_never_exits(t
     recordings = receiver.recordings()
     sessions = session_continuity(receiver)
     packets = [probe_packets(recording.path) for recording in recordings]
-    offsets = [steady_offset(recording, p) for recording, p in zip(recordings, packets)]
+    offsets = [steady_offset(recording, p) for recording, p in zip(recordings, packets, strict=True)]
     for index, outage in enumerate(outages):
         before = [p.pts for p in packets[index] if p.codec_type == "audio"]
         after = [p.pts for p in packets[index + 1] if p.codec_type == "audio"]
@@ -427,10 +428,8 @@ class SlowPeer:
     def close(self) -> None:
         self._closing.set()
         for sock in [self._listener, *self._sockets]:
-            try:
+            with suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
 
 def test_a_receiver_reading_slower_than_the_bitrate_costs_drops_not_real_time(tmp_path, receiver):
@@ -747,14 +746,14 @@ def test_sigstop_then_sigcont_resumes_the_stream_and_the_watchdog_notices(tmp_pa
     finally:
         notify.close()
     pings = notify.received("WATCHDOG=1")
-    gap = max(b - a for a, b in zip(pings, pings[1:]))
+    gap = max(b - a for a, b in pairwise(pings))
     first_ping_after = min(t for t in pings if t > resumed) - resumed
     [recording] = receiver.recordings()
     continuity = check_continuity(recording.path)
     audio = [p for p in probe_packets(recording.path) if p.codec_type == "audio"]
     arrivals = [recording.arrival(p) for p in audio]
-    arrival_gap = max(b - a for a, b in zip(arrivals, arrivals[1:]))
-    burst = [p.pts for p, at in zip(audio, arrivals) if resumed < at <= resumed + 3.0]
+    arrival_gap = max(b - a for a, b in pairwise(arrivals))
+    burst = [p.pts for p, at in zip(audio, arrivals, strict=True) if resumed < at <= resumed + 3.0]
     text = daemon.text()
     report("sigstop", stopped_seconds=STOP_SECONDS, watchdog_usec=WATCHDOG_USEC,
            longest_ping_gap_seconds=round(gap, 2), first_ping_after_sigcont_seconds=round(first_ping_after, 2),

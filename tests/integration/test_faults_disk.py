@@ -8,7 +8,6 @@ fills up for real; figures go to docs/RELIABILITY.md like the other fault scenar
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -21,13 +20,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_faults import (BUFFER_SECONDS, KEY, SHORT_BUFFER, assert_clean_sessions, install, receiver,  # noqa: F401
-                         report, session_continuity, sink_of, stream_process, until)
+
+from test_faults import (
+    BUFFER_SECONDS,
+    KEY,
+    SHORT_BUFFER,
+    assert_clean_sessions,
+    install,
+    report,
+    session_continuity,
+    sink_of,
+    stream_process,
+    until,
+)
 from test_stream_local import start
 from test_stream_rtmp import write_checkpoint
+from testkit.receiver import receiver_fixture
 from testkit.waiting import free_port, kill_if_running, status
 
 pytestmark = pytest.mark.integration
+
+receiver = receiver_fixture(KEY)
 
 
 # ----------------------------------------------------------------------------- disks and files

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, fake_package_tools, make_os_root, run_installer
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,8 @@ def test_install_lays_out_venv_user_config_and_units(installed_root):
     venv = installed_root.path("/opt/chiplofi/venv")
     pin = next(line.split(":=")[1].strip() for line in (source / "Makefile").read_text().splitlines()
                if line.startswith("TORCH_PIN"))
-    version = subprocess.run([str(venv / "bin/python"), "-c", "import importlib.metadata as m; print(m.version('torch'))"],
+    version = subprocess.run([str(venv / "bin/python"), "-c",
+                              "import importlib.metadata as m; print(m.version('torch'))"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert pin == f"torch=={version.split('+')[0]}"  # 2.13.0+cpu
     help_text = subprocess.run([str(venv / "bin/chiplofi"), "stream", "--help"], capture_output=True, text=True,

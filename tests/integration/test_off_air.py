@@ -14,14 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from testkit.receiver import HungIngest, receiver_fixture, require_tools
+
 from test_faults import KEY, report, sink_of, stream_process, until
 from test_stream_rtmp import get
 from test_watchdog import NotifySocket
-from testkit.waiting import kill_if_running, wait_for
+from testkit.receiver import HungIngest, receiver_fixture, require_tools
+from testkit.waiting import kill_if_running
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +103,7 @@ def test_an_ingest_that_never_answers_the_handshake_is_off_air_everywhere_and_re
         hung.close()
         notify.close()
     ffmpeg = sink_of(last, "ffmpeg")
-    attempts = [b - a for a, b in zip(hung.accepted, hung.accepted[1:])]
+    attempts = [b - a for a, b in pairwise(hung.accepted)]
     report("hung_handshake", hung_seconds=round(watch.samples[-1][0] - hung.accepted[0], 1),
            connection_attempts=len(hung.accepted), seconds_between_attempts=[round(a, 1) for a in attempts],
            target_states_seen=watch.states(), readyz_codes_seen=sorted({code for *_, code in watch.samples}),

@@ -1,8 +1,8 @@
 """The picture viewers see, taken from real streams to nginx-rtmp and from ffmpeg's own output.
 
-- Only the bass plays (then only the lead and the drums): only those scopes move; the title and the track's title are drawn;
-  the status page's thumbnail is a JPEG of the encoded picture; the title is in /status, the
-  archive and the log.
+- Only the bass plays (then only the lead and the drums): only those scopes move; the title and
+  the track's title are drawn; the status page's thumbnail is a JPEG of the encoded picture; the
+  title is in /status, the archive and the log.
 - An operator's still background and logo: their pixels where expected; the original files
   deleted while streaming and ffmpeg killed: the restarted ffmpeg draws the same picture.
 - A looped video background over an accelerated hour: audio and video end together (≤ 40 ms)
@@ -21,15 +21,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from testkit.receiver import check_continuity, decode_frames, probe_packets, receiver_fixture
-from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StatusSettings, StreamSettings, VideoSettings
@@ -39,6 +36,8 @@ from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, build_video_graph, encoder_options, pipe_channels, pipe_layout, preset_of
 from streamer.video_files import prepare_video_files
 from streamer.video_layout import Layout, Rect, layout_for
+from testkit.receiver import check_continuity, decode_frames, probe_packets, receiver_fixture
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -151,8 +150,9 @@ def test_the_operators_background_and_logo_survive_their_files_and_an_ffmpeg_res
                       'logo_corner = "bottom-right"\nlayout = ["now_playing", "title", "logo"]\n')
     daemon_log = tmp_path / "daemon.log"
     env = {**os.environ, KEY_ENV: STREAM_KEY, "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)], cwd=ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=open(daemon_log, "wb"))
+    with open(daemon_log, "wb") as log_file:
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)], cwd=ROOT,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         assert receiver.wait_for_recording(4.0, 60), daemon_log.read_text()
         background.unlink()

@@ -157,13 +157,14 @@ def test_chorus_send_widens_a_voice_and_a_voice_without_it_stays_where_it_is_pan
     centred = {"harmony": VoiceSettings("keys", 0.0, 0.6, 0.0), "bass": VoiceSettings("triangle", 0.0, 0.9, 0.0)}
     dry = _renderer(**centred).render_bar(Bar(chord, 120.0))
     assert stereo_figures(dry).correlation > 0.999  # centred, no send: mono
-    wide = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}).render_bar(Bar(chord, 120.0))
+    chorused = {**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}
+    wide = _renderer(**chorused).render_bar(Bar(chord, 120.0))
     figures = stereo_figures(wide)
     # Wider, and still folds down to mono (alone it loses under 2 dB; in the mix, where bass and
     # drums sit in the centre, under 1.5 dB: tests/integration/test_sound_figures.py).
     assert figures.correlation < 0.9 and figures.mono_loss_db > -2.0
     # With the chorus running for the harmony, the bass (no send) is untouched: still mono.
-    low = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}).render_bar(Bar(bass, 120.0))
+    low = _renderer(**chorused).render_bar(Bar(bass, 120.0))
     assert stereo_figures(low).correlation > 0.999
-    off = _renderer(**{**centred, "harmony": VoiceSettings("keys", 0.0, 0.6, RenderSettings().harmony.chorus)}, chorus_level=0.0)
+    off = _renderer(**chorused, chorus_level=0.0)
     assert stereo_figures(off.render_bar(Bar(chord, 120.0))).correlation > 0.999  # chorus_level 0 = off

@@ -9,20 +9,19 @@ import logging
 import signal
 import threading
 import wave
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_stream_local import chiplofi, start
-from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 from streamer.composer import ComposerMood, RuleBasedComposer
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
+from test_stream_local import chiplofi, start
+from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
 
-UTC = timezone.utc
 DARK = {"lowpass_hz": 1000.0, "crackle_per_second": 10.0}
 
 

@@ -25,10 +25,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from testkit.procfs import children
 from testkit.receiver import Receiver, require_tools
 from testkit.waiting import free_port, wait_for
-
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,8 @@ def test_the_stream_key_is_never_logged_served_or_written(tmp_path, variant):
     args = [sys.executable, "-m", "streamer.cli", "-v", "stream", "--status-addr", f"127.0.0.1:{status_port}"]
     for output in outputs:
         args += ["--output", output]
-    daemon = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as log_file:
+        daemon = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     seen: dict[str, bytes] = {}
     try:
         assert receiver.wait_for_bytes(50_000, timeout=60), f"nothing published under the key:\n{log.read_text()}"

@@ -8,12 +8,11 @@ in the last 5 % of the audio against the RSS in the 5 % after the 25 % mark.
 
 from __future__ import annotations
 
-
 import pytest
 
-pytestmark = pytest.mark.integration
-
 from bench_soak import GOAL_DRIFT_SECONDS, GOAL_GROWTH, print_table, run_soak  # bench/: pytest's pythonpath
+
+pytestmark = pytest.mark.integration
 
 
 def test_one_hour_of_audio_keeps_memory_timestamps_and_buffer_steady(tmp_path):

@@ -10,11 +10,11 @@ import ctypes
 import struct
 from pathlib import Path
 
-from models.midi_lib import fluidsynth
 import numpy as np
 import pytest
 
 import soundfonts
+from models.midi_lib import fluidsynth
 from soundfonts.build import GM_DRUM_MAP
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,10 +27,11 @@ def chiplofi(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_status_views_of_a_running_stream(tmp_path):
     port = free_port()
     addr = f"127.0.0.1:{port}"
-    stream = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
-                               "--output", "null", "--status-addr", addr], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stream.log", "wb"),
-                              env={**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state")})
+    with open(tmp_path / "stream.log", "wb") as log_file:
+        stream = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
+                                   "--output", "null", "--status-addr", addr], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=log_file,
+                                  env={**os.environ, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state")})
     try:
         playing = wait_for(lambda: status(port)["now_playing"]["track_id"], timeout=60)
         assert playing, (tmp_path / "stream.log").read_text()

@@ -14,6 +14,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
 from test_stream_local import start
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 
@@ -31,7 +32,8 @@ AUDIO_STATE = """const a = document.getElementById("player");
 return {readyState: a.readyState, currentTime: a.currentTime, paused: a.paused,
         error: a.error && a.error.message, buffered: a.buffered.length ? a.buffered.end(a.buffered.length - 1) : 0};"""
 # Pixels of the piano roll that are neither its background nor the bar lines: the notes drawn.
-PAINTED_PIXELS = """const c = document.getElementById("roll"), d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+PAINTED_PIXELS = """const c = document.getElementById("roll");
+const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
 const plain = new Set(["18,14,34", "21,17,42", "42,33,80", "46,38,80"]);
 let n = 0;
 for (let i = 0; i < d.length; i += 4) if (!plain.has(`${d[i]},${d[i + 1]},${d[i + 2]}`)) n++;

@@ -11,11 +11,11 @@ import signal
 from pathlib import Path
 
 import pytest
+
+from models.data import MINOR, parse_key
 from models.midi_lib import pretty_midi
 from test_stream_local import start
 from testkit.waiting import free_port, kill_if_running, status, wait_for
-
-from models.data import MINOR, parse_key
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,8 @@ def test_played_tracks_download_as_midi_with_their_voices_tempo_and_key(tmp_path
         assert played, log.read_text()
         for record in played:
             assert record["ended"] == "next track" and record["bars"] >= 16
-            assert get(port, f"/tracks/{record['id']}.json")[2] == (state / "tracks" / f"{record['id']}.json").read_bytes()
+            card = (state / "tracks" / f"{record['id']}.json").read_bytes()
+            assert get(port, f"/tracks/{record['id']}.json")[2] == card
             code, ctype, body = get(port, f"/tracks/{record['id']}.mid")
             assert code == 200 and ctype == "audio/midi"
             assert body == (state / "tracks" / f"{record['id']}.mid").read_bytes()
@@ -67,7 +68,8 @@ def test_played_tracks_download_as_midi_with_their_voices_tempo_and_key(tmp_path
             assert midi.key_signature_changes[0].key_number == tonic + 12 * (mode == MINOR)
             bar_seconds = 4 * 60.0 / record["tempo_bpm"]
             assert record["duration_seconds"] == pytest.approx(record["bars"] * bar_seconds, abs=0.01)
-            assert record["duration_seconds"] - bar_seconds < midi.get_end_time() <= record["duration_seconds"] + bar_seconds
+            duration = record["duration_seconds"]
+            assert duration - bar_seconds < midi.get_end_time() <= duration + bar_seconds
         first, second = played
         assert second["stream_position_seconds"] >= first["stream_position_seconds"] + first["duration_seconds"] - 0.01
         for path in ("/tracks/../status", "/tracks/..%2f..%2fetc%2fpasswd", "/tracks/%2e%2e/daemon.log",

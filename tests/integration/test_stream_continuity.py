@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from test_stream_local import chiplofi
 from testkit.waiting import free_port
 

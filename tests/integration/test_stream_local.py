@@ -11,9 +11,11 @@ import sys
 import time
 import urllib.request
 import wave
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,11 +59,12 @@ def test_unpaced_stream_to_video_and_wav_files(tmp_path):
     info = probe(video)
     streams = {s["codec_name"]: s for s in info["streams"]}
     assert set(streams) == {"h264", "aac"}
-    assert streams["h264"]["pix_fmt"] == "yuv420p" and (streams["h264"]["width"], streams["h264"]["height"]) == (854, 480)
+    h264 = streams["h264"]
+    assert h264["pix_fmt"] == "yuv420p" and (h264["width"], h264["height"]) == (854, 480)
     assert streams["aac"]["sample_rate"] == "44100" and streams["aac"]["channels"] == 2
     assert abs(float(info["format"]["duration"]) - 30.0) < 0.3
     keys = keyframe_times(video)
-    assert len(keys) >= 14 and all(abs(b - a - 2.0) < 0.07 for a, b in zip(keys, keys[1:])), keys
+    assert len(keys) >= 14 and all(abs(b - a - 2.0) < 0.07 for a, b in pairwise(keys)), keys
     with wave.open(str(audio)) as wav:
         assert wav.getframerate() == 44100 and abs(wav.getnframes() - 30 * 44100) <= 1024
 
@@ -80,7 +83,7 @@ def test_video_size_and_rate_from_the_config_reach_the_file(tmp_path):
     assert (stream["width"], stream["height"], stream["r_frame_rate"]) == (360, 640, "10/1")
     assert abs(int(stream["nb_read_packets"]) - 80) <= 2
     keys = keyframe_times(video)
-    assert len(keys) >= 4 and all(abs(b - a - 2.0) < 0.07 for a, b in zip(keys, keys[1:])), keys
+    assert len(keys) >= 4 and all(abs(b - a - 2.0) < 0.07 for a, b in pairwise(keys)), keys
 
 
 def test_local_default_records_and_serves_live_audio(tmp_path):

@@ -17,9 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+
 from testkit.receiver import check_continuity, probe_packets, receiver_fixture
 from testkit.waiting import free_port, kill_if_running, wait_for
 
@@ -50,8 +52,9 @@ def metric_samples(text: str) -> dict[str, float]:
 
 def write_checkpoint(directory: Path, seed: int) -> str:
     """A tiny real checkpoint (models.debug) in `directory`; returns its composer id."""
-    code = ("import sys; from models.debug import write_debug_checkpoint as w; from models.checkpoint import read_info as r;"
-            "d = sys.argv[1]; w(d, int(sys.argv[2])); print(r(d, 'vae').model_id + '+' + r(d, 'lstm').model_id)")
+    code = ("import sys; from models.debug import write_debug_checkpoint as w; "
+            "from models.checkpoint import read_info as r; d = sys.argv[1]; w(d, int(sys.argv[2])); "
+            "print(r(d, 'vae').model_id + '+' + r(d, 'lstm').model_id)")
     result = subprocess.run([sys.executable, "-c", code, str(directory), str(seed)], capture_output=True, text=True,
                             cwd=ROOT, timeout=120, check=True)
     return result.stdout.strip().splitlines()[-1]
@@ -69,8 +72,9 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
                       f'[status]\naddr = "127.0.0.1:{status_port}"\n')
     daemon_log = tmp_path / "daemon.log"
     env = {**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(daemon_log, "wb"))
+    with open(daemon_log, "wb") as log_file:
+        daemon = subprocess.Popen([sys.executable, "-m", "streamer.cli", "stream", "--config", str(config)],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         assert receiver.wait_for_bytes(20_000, 30), f"no data at the receiver; daemon log:\n{daemon_log.read_text()}"
         first_data = time.monotonic()
@@ -107,7 +111,8 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
             <= later["clock"]["position_seconds"]
         ff_before = next(s for s in before["sinks"] if s["kind"] == "ffmpeg")
         ff_later = next(s for s in later["sinks"] if s["kind"] == "ffmpeg")
-        assert ff_before["bytes_written"] <= metrics[key("chiplofi_sink_bytes_total", sink)] <= ff_later["bytes_written"]
+        written = metrics[key("chiplofi_sink_bytes_total", sink)]
+        assert ff_before["bytes_written"] <= written <= ff_later["bytes_written"]
         assert metrics[key("chiplofi_sink_restarts_total", sink)] == ff_later["restarts"] == 0
         assert metrics[key("chiplofi_sink_connected", sink)] == 1 and ff_later["connected"]
         assert metrics[key("chiplofi_checkpoint_info", {"id": second_id})] == 1
@@ -142,14 +147,14 @@ def test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop(receiver, tmp
     audio = [p for p in packets if p.codec_type == "audio"]
     fps = 15  # the default preset, 480p15
     keyframes = [p.pts for p in video if p.keyframe]
-    intervals = [b - a for a, b in zip(keyframes, keyframes[1:])]
+    intervals = [b - a for a, b in pairwise(keyframes)]
     assert len(keyframes) >= STREAM_SECONDS / 2 - 2
     assert all(abs(interval - 2.0) <= 1.0 / fps + 0.002 for interval in intervals), intervals
     audio_pts = [p.pts for p in audio]
     # Wall time: from when media time 0 was live at the receiver (its arrival time minus its
     # media time, the median over the stream, so the receiver's own start-up does not count)
     # to SIGTERM. The recording must be as long, and stay in step with the wall clock throughout.
-    offsets = [offset for packet, offset in zip(audio, recording.live_offsets(audio))
+    offsets = [offset for packet, offset in zip(audio, recording.live_offsets(audio), strict=True)
                if recording.arrival(packet) < stopped]
     assert len(offsets) > 100
     live_from = statistics.median(offsets)
@@ -166,12 +171,13 @@ def test_a_failing_target_does_not_drop_the_others(receiver, tmp_path):
     status_port = free_port()
     local = tmp_path / "local.mkv"
     log = tmp_path / "daemon.log"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
-         "--output", f"rtmp://127.0.0.1:{dead_port}/live", "--output", receiver.ingest_url,
-         "--output", str(local), "--status-addr", f"127.0.0.1:{status_port}"],
-        cwd=ROOT, env={**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path)},
-        stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", "rule-based",
+             "--output", f"rtmp://127.0.0.1:{dead_port}/live", "--output", receiver.ingest_url,
+             "--output", str(local), "--status-addr", f"127.0.0.1:{status_port}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file,
+            env={**os.environ, "CHIPLOFI_STREAM_KEY": STREAM_KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path)})
     try:
         def targets():
             sink = json.loads(get(status_port, "/status")[1])["sinks"][0]

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit.waiting import free_port
 
 from models.checkpoint import read_info, shipped_directory
+from testkit.waiting import free_port
 
 pytestmark = pytest.mark.integration
 

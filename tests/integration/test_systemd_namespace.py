@@ -21,6 +21,7 @@ Figures are reported like test_faults.py's (CHIPLOFI_FAULT_FIGURES) for docs/REL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -30,11 +31,12 @@ import wave
 from pathlib import Path
 
 import pytest
+
 from conftest import copy_source
-from testkit.receiver import HungIngest, receiver_fixture, require_tools
 from test_faults import report
 from test_stream_local import probe
 from test_stream_rtmp import get, write_checkpoint
+from testkit.receiver import HungIngest, receiver_fixture, require_tools
 from testkit.waiting import free_port, status, wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,10 +84,8 @@ class Namespace:
 
     def close(self) -> None:
         """SIGKILL to PID 1 ends every process of the namespace; its mounts go with it."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.unshare.wait(30)
 
 
@@ -217,7 +217,8 @@ def test_the_installed_unit_under_systemd_is_ready_reloads_recovers_and_stops_cl
            watchdog_restart_after_sigstop_seconds=round(watchdog_restart_seconds, 1),
            hung_seconds=HUNG_SECONDS, hung_connection_attempts=len(hung.accepted),
            target_states_while_hung=sorted(states), readyz_while_hung=sorted(codes),
-           watchdog_restarts_while_hung=restarts_while_hung, on_air_after_ingest_answered_seconds=round(on_air - answered, 2),
+           watchdog_restarts_while_hung=restarts_while_hung,
+           on_air_after_ingest_answered_seconds=round(on_air - answered, 2),
            stop_seconds=round(stop_seconds, 1), result=result, wav_seconds=round(wav_seconds, 1),
            mkv_seconds=round(mkv_seconds, 1))
 

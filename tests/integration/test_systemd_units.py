@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_os_root
 
+from conftest import ROOT, make_os_root
 from streamer.daemon import STOP_BUDGET_SECONDS
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from testkit.receiver import Nginx, require_tools
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 
@@ -73,15 +74,17 @@ def test_ready_after_prefill_and_watchdog_only_while_an_output_works(tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
     status_port = free_port()
     log = tmp_path / "daemon.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(WATCHDOG_USEC),
-           "CHIPLOFI_STREAM_KEY": KEY, "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state"),
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(notify.path),
+           "WATCHDOG_USEC": str(WATCHDOG_USEC), "CHIPLOFI_STREAM_KEY": KEY,
+           "CHIPLOFI_STREAM__STATE_DIR": str(tmp_path / "state"),
            "CHIPLOFI_STREAM__BUFFER_SECONDS": str(BUFFER_SECONDS), "CHIPLOFI_STREAM__PREFILL_TIMEOUT_SECONDS": "60",
            # A new ffmpeg counts as healthy for stall_seconds before it has to show progress.
            "CHIPLOFI_SINKS__STALL_SECONDS": "2", "CHIPLOFI_SINKS__TARGET_RETRY_SECONDS": "0.5"}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "stream", "--speed", "2", "--checkpoint", "rule-based",
-         "--output", f"rtmp://127.0.0.1:{nginx.port}/live", "--status-addr", f"127.0.0.1:{status_port}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "stream", "--speed", "2", "--checkpoint", "rule-based",
+             "--output", f"rtmp://127.0.0.1:{nginx.port}/live", "--status-addr", f"127.0.0.1:{status_port}"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         # READY=1 comes first, after the prefill: the log line is written before it is sent.
         assert wait_for(lambda: notify.received("READY=1"), 60), log.read_text()

@@ -9,19 +9,27 @@ import sys
 import threading
 
 import pytest
-from models.midi_lib import pretty_midi
 
+from models.midi_lib import pretty_midi
 from streamer import archive as archive_module
-from streamer.archive import (ARCHIVE_ID, NEXT_TRACK, STREAM_STOPPED, TOO_LONG, PlayedTrack, TrackArchive,
-                              TrackRecorder, track_midi_bytes)
+from streamer.archive import (
+    ARCHIVE_ID,
+    NEXT_TRACK,
+    STREAM_STOPPED,
+    TOO_LONG,
+    PlayedTrack,
+    TrackArchive,
+    TrackRecorder,
+    track_midi_bytes,
+)
 from streamer.composer import RuleBasedComposer
 from streamer.daemon import Daemon
 from streamer.fallback import RuleBasedParts
 from streamer.files import write_atomic
-from streamer.video import NowPlayingFile
 from streamer.ringbuffer import BarEntry
 from streamer.status import StatusServer
 from streamer.track_titles import track_title
+from streamer.video import NowPlayingFile
 from test_status import _get as get
 from testkit.daemon import unpaced_config
 from testkit.doubles import RecordingSink
@@ -350,7 +358,7 @@ def test_the_daemon_archives_every_track_that_played(tmp_path):
     assert all(r["model_id"] == daemon.composer.id for r in records)
     positions = [r["stream_position_seconds"] for r in records]
     assert positions[0] == 0.0 and all(b - a == pytest.approx(r["duration_seconds"], abs=0.01)
-                                       for a, b, r in zip(positions, positions[1:], records))
+                                       for a, b, r in zip(positions, positions[1:], records, strict=False))
     midi = pretty_midi.PrettyMIDI(str(daemon.archive.directory / f"{records[0]['id']}.mid"))
     assert [i.name for i in midi.instruments] == ["lead", "harmony", "bass", "drums"]
     assert daemon.status()["archive"]["written"] == len(records)

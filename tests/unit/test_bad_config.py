@@ -19,8 +19,18 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from streamer.config import Config, load_config, settings_from_mapping
 from streamer.daemon import CliOverrides, load_stream_config
 from streamer.errors import ConfigError
-from testkit.config_cases import (LEAVES, TABLES, dotted, invalid_values, leaf_and_invalid_value, nest,
-                                  toml_document, toml_scalars, toml_values)
+from testkit.config_cases import (
+    LEAVES,
+    TABLES,
+    dotted,
+    invalid_values,
+    leaf_and_invalid_value,
+    nest,
+    toml_document,
+    toml_scalars,
+    toml_values,
+)
+
 
 def _holds_items(path: tuple[str | int, ...]) -> bool:
     """[schedule.mood]-like tables take any name; [[schedule.program]] is an array."""

@@ -1,26 +1,37 @@
 """The daemon's wiring: config and outputs, and the pipeline with stand-in composers and sinks
 (real FluidSynth and effects, unpaced, so each run takes about a second)."""
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
-from streamer.daemon import (LEAD_SECONDS, CliOverrides, Daemon, YOUTUBE_PRIMARY, apply_overrides, check_config,
-                             load_stream_config, plan_outputs, read_stream_key, state_directory)
+from streamer.daemon import (
+    LEAD_SECONDS,
+    YOUTUBE_PRIMARY,
+    CliOverrides,
+    Daemon,
+    apply_overrides,
+    check_config,
+    load_stream_config,
+    plan_outputs,
+    read_stream_key,
+    state_directory,
+)
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
 from streamer.schedule import Crossfade
 from streamer.types import Bar
 from testkit.daemon import unpaced_config as _config, until as _until
 from testkit.doubles import FlakyComposer, HangingComposer, RecordingSink
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -162,7 +173,7 @@ def test_unpaced_run_plays_exactly_the_duration_without_underruns(tmp_path):
     frames = sum(b.frames for b in sink.blocks)
     assert abs(frames - 20.0 * 44100) <= 1024
     starts = [b.start_frame for b in sink.blocks]
-    assert starts == sorted(starts) and all(b - a == 1024 for a, b in zip(starts, starts[1:]))
+    assert starts == sorted(starts) and all(b - a == 1024 for a, b in pairwise(starts))
     audio = sink.audio()
     assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0 and np.abs(audio).max() > 0.05
     status = daemon.status()
@@ -258,7 +269,7 @@ def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_o
         thread.join(10)
     assert not thread.is_alive()
     starts = [b.start_frame for b in sink.blocks]
-    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # no gap across the swap
+    assert all(b - a == 1024 for a, b in pairwise(starts))  # no gap across the swap
 
 
 def test_stop_request_ends_a_paced_run_quickly(tmp_path):
@@ -360,10 +371,8 @@ def test_systemd_notifications(tmp_path, monkeypatch):
     deadline = time.monotonic() + 6
     try:
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 messages.append(server.recv(4096).decode())
-            except TimeoutError:
-                pass
     finally:
         daemon.request_stop("test over")
         thread.join(10)
@@ -438,7 +447,7 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
         daemon.request_stop("test over")
         thread.join(10)
     starts = [b.start_frame for b in sink.blocks]
-    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))
+    assert all(b - a == 1024 for a, b in pairwise(starts))
     assert np.isfinite(sink.audio()).all()
 
 
@@ -541,12 +550,12 @@ def test_a_key_file_that_is_a_fifo_or_endless_is_refused_without_blocking(tmp_pa
                                                                           key_file=str(tmp_path / name)))
         outcome = []
 
-        def read():
+        def read(config, outcome):  # bound per run: a blocked reader must not see the next run's config
             try:
                 read_stream_key(config, {})
             except ConfigError as exc:
                 outcome.append(str(exc))
-        reader = threading.Thread(target=read, daemon=True)
+        reader = threading.Thread(target=read, args=(config, outcome), daemon=True)
         reader.start()
         reader.join(10)  # a blocked open would never return
         assert outcome and outcome[0].startswith("stream.key_file: ") and "not a regular file" in outcome[0]

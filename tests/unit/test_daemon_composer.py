@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from streamer.composer import (RULE_BASED, FallbackBed, ModelComposer, RuleBasedComposer, check_bar, load_composer,
-                               uses_model)
+from streamer.composer import (
+    RULE_BASED,
+    FallbackBed,
+    ModelComposer,
+    RuleBasedComposer,
+    check_bar,
+    load_composer,
+    uses_model,
+)
 from streamer.errors import CheckpointError
 from streamer.types import Bar
 

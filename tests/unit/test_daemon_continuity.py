@@ -3,14 +3,15 @@ changed, model swaps land on musical boundaries (real FluidSynth and effects, ti
 
 import json
 import threading
+from itertools import pairwise
 
 import pytest
-from test_daemon import RecordingSink, _config, _run, _until
 
 from models.data import parse_key
 from streamer.composer import Bridge, RuleBasedComposer, load_composer, starts_unit
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
 from streamer.position import POSITION_FILE, read_position
+from test_daemon import RecordingSink, _config, _run, _until
 
 RELATED_STEPS = {0, 2, 3, 5, 7, 9, 10}  # semitones between related keys (fifths, tones, relative)
 
@@ -54,7 +55,7 @@ def test_restarts_continue_the_radio_with_new_tracks(tmp_path, checkpoints):
     assert [bar.track_id for bar in firsts] == [f"s{seed}-t{n:04d}" for n in range(3)]
     assert all(bar.bar_index == 0 for bar in firsts)
     assert len({bar.notes for bar in firsts}) == 3  # never the same music again
-    for before, after in zip(firsts, firsts[1:]):
+    for before, after in pairwise(firsts):
         assert related(before.key, after.key)
     kept = runs[-1][2]
     assert (kept.seed, kept.next_track, kept.key, kept.starts) == (seed, 3, firsts[2].key, 3)
@@ -84,7 +85,7 @@ def test_the_opening_bridge_varies_follows_the_last_key_and_is_not_a_track(tmp_p
     for _ in range(2):
         loaded = threading.Event()
 
-        def slow_loader(setting, seed):
+        def slow_loader(setting, seed, loaded=loaded):  # this run's event, whenever the daemon calls it
             loaded.wait(10)
             return RuleBasedComposer(seed)
         sink = RecordingSink()
@@ -145,7 +146,7 @@ def test_an_effects_only_reload_leaves_the_composer_and_its_bars_alone(tmp_path,
     start = played.index(queued[0])
     assert played[start:start + len(queued)] == queued
     bars = [entry.bar for entry in played]
-    for before, after in zip(bars, bars[1:]):
+    for before, after in pairwise(bars):
         assert (after.track_id, after.bar_index) == (before.track_id, before.bar_index + 1) or \
             (after.bar_index == 0 and after.track_number == before.track_number + 1)
 
@@ -192,4 +193,4 @@ def test_a_new_model_takes_over_at_the_next_boundary_with_its_own_track(tmp_path
     status = daemon.status()
     assert status["counters"]["underruns"] == 0 and status["counters"]["swaps"] == 1
     starts = [b.start_frame for b in sink.blocks]
-    assert all(b - a == 1024 for a, b in zip(starts, starts[1:]))  # 0 samples lost
+    assert all(b - a == 1024 for a, b in pairwise(starts))  # 0 samples lost

@@ -9,7 +9,15 @@ import time
 
 from streamer.daemon import Daemon
 from testkit.daemon import unpaced_config as _config, until as _until
-from testkit.doubles import PING_SECONDS, FlakyComposer, RecordingNotifier, RecordingSink, StallingComposer, SwitchableSink
+from testkit.doubles import (
+    PING_SECONDS,
+    FlakyComposer,
+    RecordingNotifier,
+    RecordingSink,
+    StallingComposer,
+    SwitchableSink,
+)
+
 
 def _start(daemon):
     thread = threading.Thread(target=daemon.run)

@@ -43,7 +43,7 @@ def test_round_trip(tmp_path):
     for name, tensor in vae.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name])
     assert not loaded.training
-    v, l, cards = ckpt.load_models(tmp_path)
+    _, _, cards = ckpt.load_models(tmp_path)
     assert set(cards) == {"vae", "lstm"}
     raw = json.loads((tmp_path / "vae.json").read_text())
     assert {"model_args", "format_version", "data_hash", "metrics", "created"} <= set(raw)

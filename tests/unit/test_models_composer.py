@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from itertools import pairwise
 
 import pytest
 
@@ -67,10 +68,11 @@ def test_phrases_return(two_tracks):
 
 def test_fills_and_crashes_at_section_edges(two_tracks):
     track = two_tracks[0]
-    for before, after in zip(track, track[1:]):
+    for before, after in pairwise(track):
         if before.section != after.section:
             assert any(n[0] == "drums" and n[1] == 49 and n[2] == 0 for n in after.notes) or after.section == "intro"
-            late_toms_or_snares = [n for n in before.notes if n[0] == "drums" and n[2] >= 8 and n[1] in (38, 41, 43, 45, 47, 50)]
+            late_toms_or_snares = [n for n in before.notes
+                                   if n[0] == "drums" and n[2] >= 8 and n[1] in (38, 41, 43, 45, 47, 50)]
             assert late_toms_or_snares
 
 
@@ -122,7 +124,8 @@ def _middle_sections(tracks: list[list[ComposedBar]]) -> list[list[ComposedBar]]
         for bar in track:
             if bar.section in ("intro", "outro"):
                 continue
-            if not sections or sections[-1][0].section != bar.section or sections[-1][-1].bar_index != bar.bar_index - 1:
+            if (not sections or sections[-1][0].section != bar.section
+                    or sections[-1][-1].bar_index != bar.bar_index - 1):
                 sections.append([])
             sections[-1].append(bar)
     return sections
@@ -176,7 +179,7 @@ def test_lofi_harmony_sustains_between_bass_and_lead():
 def test_lead_moves():
     bars = compose(240, seed=9, style_blend=1.0)
     onsets = [n[1] for bar in bars for n in sorted(bar.notes, key=lambda n: n[2]) if n[0] == "lead"]
-    repeats = sum(a == b for a, b in zip(onsets, onsets[1:])) / (len(onsets) - 1)
+    repeats = sum(a == b for a, b in pairwise(onsets)) / (len(onsets) - 1)
     assert repeats <= 0.25
 
 
@@ -186,7 +189,7 @@ def test_chromatic_dominants_resolve_a_fifth_down():
 
     for seed in range(3):
         bars = compose(200, seed=seed, temperature=2.0)
-        for bar, after in zip(bars, bars[1:]):
+        for bar, after in pairwise(bars):
             if bar.track_id != after.track_id or after.bar_index % 4 == 0 or after.bar_index == after.bars_in_track - 1:
                 continue  # resolutions are written inside a four-bar loop; a track ends on its tonic
             tonic, mode = parse_key(bar.key)

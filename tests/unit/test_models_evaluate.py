@@ -13,8 +13,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from models import baseline as B
-from models import data as D
+from models import baseline as B, data as D
 from models.debug import synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError, DataError
 from models.evaluate import evaluate, format_table, held_out_part, to_json
@@ -240,7 +239,7 @@ def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
     for name, style in music["styles"].items():
         assert set(style["sets"]) == set(SOURCES)
         assert style["sets"]["model"]["minutes"] >= 0.5 and style["sets"]["noise_latents"]["minutes"] >= 0.5
-        for source, measured in style["sets"].items():
+        for measured in style["sets"].values():
             overlap = measured["overlap"]
             assert set(overlap["features"]) == set(FEATURES)
             assert 0.0 <= overlap["mean_distance"] <= 1.0 and 0.0 <= overlap["mean_value"] <= 1.0

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models import data as D
-from models import metrics as M
+from models import data as D, metrics as M
 from models.debug import synthetic_corpus
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -50,7 +48,8 @@ def test_pitch_class_entropy():
     assert M.pitch_class_entropy(melody([60, 72, 48])) == 0.0
     assert M.pitch_class_entropy(melody([60, 67, 72, 79])) == pytest.approx(1.0)
     assert M.pitch_class_entropy(melody(list(range(60, 72)))) == pytest.approx(math.log2(12))
-    assert M.pitch_class_entropy(melody([60, 60, 60, 64])) == pytest.approx(-(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)))
+    three_to_one = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    assert M.pitch_class_entropy(melody([60, 60, 60, 64])) == pytest.approx(three_to_one)
     assert math.isnan(M.pitch_class_entropy(track([], 1)))
 
 

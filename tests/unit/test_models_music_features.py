@@ -161,7 +161,7 @@ def test_rule_parts_and_random_notes_as_sets():
     assert mf.root_on_downbeat(rules) == 1.0  # the rule bass starts every bar on the root
     assert mf.chord_figures(rules)["non_diatonic_chords"] == 0.0
     again = rule_pieces([16, 12], seed=1)
-    assert all(np.array_equal(a.played.notes, b.played.notes) for a, b in zip(rules, again))
+    assert all(np.array_equal(a.played.notes, b.played.notes) for a, b in zip(rules, again, strict=True))
     noise = random_pieces([8], seed=1)
     assert noise[0].chords is None and math.isnan(mf.root_on_downbeat(noise))
     figures = mf.set_figures(rules + noise)

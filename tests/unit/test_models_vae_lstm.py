@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.config import LSTMConfig, VAEConfig
 from models.data import STEPS_PER_BAR, STYLES, VOCAB_SIZES
 from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
-from models.config import LSTMConfig, VAEConfig
 from models.inference import FastDecoder, FastLSTM, sample_from_logits
 from models.layout import CONTEXT_OFFSETS, N_CHORDS, TAIL_STEPS, chord_index, lstm_shapes, vae_shapes
 from models.lstm import BarLSTM, sequence_losses
@@ -30,9 +30,9 @@ def test_vae_shapes():
     mu, logvar = vae.encode(tokens, cond, torch.ones(6, 4, dtype=torch.bool))
     assert mu.shape == logvar.shape == (6, DEBUG_VAE.latent_dim)
     logits = vae.decode(mu, cond, tokens)
-    assert [tuple(l.shape) for l in logits] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
+    assert [tuple(voice.shape) for voice in logits] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
     logits_tf, _, _ = vae(tokens, cond, None, torch.zeros(6, TAIL_STEPS, 4, dtype=torch.int64), sample=False)
-    assert [tuple(l.shape) for l in logits_tf] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
+    assert [tuple(voice.shape) for voice in logits_tf] == [(6, STEPS_PER_BAR, v) for v in VOCAB_SIZES]
     earlier = context_tokens(tokens, None)  # (B, 16, K, 4)
     assert earlier.shape == (6, STEPS_PER_BAR, len(CONTEXT_OFFSETS), 4)
     for index, offset in enumerate(CONTEXT_OFFSETS):
@@ -64,7 +64,7 @@ def test_a_few_vae_steps_lower_the_loss():
     data = bar_tensors(synthetic_corpus())
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
     losses = []
-    for step in range(40):
+    for _ in range(40):
         index = torch.randint(0, len(data), (32,))
         cond = data.condition(index)
         logits, mu, logvar = vae(data.tokens[index], cond, data.voice_mask[index], data.previous_tail[index])
@@ -116,7 +116,7 @@ def test_fast_decoder_matches_torch():
     tokens = bar_tensors(synthetic_corpus(n_songs=1, bars_per_song=2)).tokens[1:2]  # (1, 16, 4)
     tail = torch.randint(0, 30, (1, TAIL_STEPS, 4))  # (1, TAIL_STEPS, 4)
     with torch.no_grad():
-        expected = [l[0].numpy() for l in vae.decode(z, cond, tokens, tail)]
+        expected = [voice[0].numpy() for voice in vae.decode(z, cond, tokens, tail)]
     bar = decoder.bar(z[0].numpy(), decoder.condition(4, 3, 1, 0, style[0].numpy(), 2), 2, root=4)
     sequence = torch.cat([tail[0], tokens[0]]).numpy()
     for step in range(STEPS_PER_BAR):

@@ -1,7 +1,8 @@
 """Packaging: the licence as PEP 639 declares it, a bounded build backend, and what the make targets install.
 
 `make run` installs what playing needs and nothing else; `make test` adds the test packages and
-extras: the real Makefile, dry-run (`make -n -B`: every command it would run, nothing executed).
+extras and lints before the tests: the real Makefile, dry-run (`make -n -B`: every command it
+would run, nothing executed).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def _roles() -> dict[str, list[str]]:
 
 
 def _dry_run(target: str) -> str:
-    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", "-C", str(ROOT), target], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", "-C", str(ROOT), target],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -59,3 +60,14 @@ def test_licence_is_an_spdx_string_with_its_file_and_the_build_backend_is_bounde
         assert "MIT License" in (ROOT / name).read_text()
     (backend,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
     assert re.fullmatch(r"setuptools>=77[.0-9]*,<\d+", backend), backend
+
+
+def test_make_test_lints_before_the_tests_with_ruff_from_the_test_extras():
+    commands = _dry_run("test").splitlines()
+    lint = [i for i, line in enumerate(commands) if line.endswith(" -m ruff check .")]
+    tests = [i for i, line in enumerate(commands) if " -m pytest " in line]
+    assert len(lint) == 1 and len(tests) == 1 and lint[0] < tests[0], commands
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(r.startswith("ruff") for r in project["project"]["optional-dependencies"]["test"])
+    assert not any(r.startswith("ruff") for r in project["project"]["dependencies"])  # `make run` stays lean
+    assert {"E", "F", "B", "I", "UP", "SIM"} <= set(project["tool"]["ruff"]["lint"]["select"])

@@ -4,7 +4,7 @@
 import dataclasses
 import re
 import tomllib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -12,16 +12,29 @@ import numpy as np
 import pytest
 
 from streamer.composer import ComposerMood, ModelComposer, RuleBasedComposer, load_composer
-from streamer.config import (MOOD_EXAMPLE, PROGRAM_EXAMPLE, Config, EffectsSettings, MoodSettings, ProgramSettings,
-                             settings_from_mapping)
+from streamer.config import (
+    MOOD_EXAMPLE,
+    PROGRAM_EXAMPLE,
+    Config,
+    EffectsSettings,
+    MoodSettings,
+    ProgramSettings,
+    settings_from_mapping,
+)
 from streamer.daemon import CliOverrides, describe_config, load_stream_config
 from streamer.effects import EffectsChain, LoudnessNormalizer, to_planar
 from streamer.errors import ConfigError
-from streamer.schedule import (Crossfade, Schedule, active_program, cron_trigger, next_program, parse_schedule,
-                               stats_line)
+from streamer.schedule import (
+    Crossfade,
+    Schedule,
+    active_program,
+    cron_trigger,
+    next_program,
+    parse_schedule,
+    stats_line,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-UTC = timezone.utc
 NIGHT = """
 [schedule.mood.night]
 tempo_min_bpm = 60.0
@@ -337,7 +350,8 @@ def test_a_reload_swapping_the_chain_gets_the_mood_again():
 
 def test_lowpass_mood_darkens_the_sound():
     chain = EffectsChain.from_settings(QUIET, 44100, 0)
-    schedule = Schedule(schedule_from('[schedule]\ntimezone = "UTC"\n' + NIGHT + PROGRAM), now=Clock(at("2024-05-10 23:00")))
+    schedule = Schedule(schedule_from('[schedule]\ntimezone = "UTC"\n' + NIGHT + PROGRAM),
+                        now=Clock(at("2024-05-10 23:00")))
     schedule.refresh()
     dark = schedule.tune_effects(chain, QUIET, 44100, 0)
     noise = np.random.default_rng(0).normal(0, 0.05, (4 * 44100, 2)).astype(np.float32)

@@ -23,8 +23,8 @@ from streamer.sinks.file import FileSink
 from streamer.sinks.null import NullSink
 from streamer.sinks.recordings import prune_recordings
 from streamer.sinks.speakers import SpeakersSink
-from streamer.wavfile import to_pcm16
 from streamer.video_files import VideoFiles
+from streamer.wavfile import to_pcm16
 
 RATE = 44100
 
@@ -94,7 +94,8 @@ def test_file_sink_failure_stays_in_that_sink_and_it_writes_again_when_it_can(tm
         time.sleep(0.1)
     assert _wait(lambda: sink.snapshot().state == SinkState.RUNNING)
     sink.stop(2)
-    assert wave.open(str(blocker / "out.wav")).getnframes() > 0
+    with wave.open(str(blocker / "out.wav")) as wav:
+        assert wav.getnframes() > 0
 
 
 def test_speakers_without_a_device_warn_once_and_discard(caplog):

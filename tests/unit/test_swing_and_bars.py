@@ -1,5 +1,6 @@
 """Pure timing helpers of the renderer and the MIDI reader (no FluidSynth)."""
 
+from itertools import pairwise
 from pathlib import Path
 
 import pretty_midi
@@ -24,7 +25,7 @@ def test_swing_moves_the_offbeat_16th():
 def test_swing_is_monotonic():
     positions = [i / 64 for i in range(64 * 4)]
     moved = [swing_position(p, 0.66) for p in positions]
-    assert all(b > a for a, b in zip(moved, moved[1:]))
+    assert all(b > a for a, b in pairwise(moved))
 
 
 def _write_midi(path: Path, tempo: float = 100.0) -> Path:

@@ -44,7 +44,7 @@ def test_layout_puts_every_scope_inside_the_canvas_without_overlap(size, lines, 
     boxes = [layout.scopes[voice] for voice in VOICES]
     assert len({box.x for box in boxes}) == columns
     for i, box in enumerate(boxes):
-        assert 0 <= box.x and box.x + box.w <= layout.canvas_w and 0 <= box.y and box.y + box.h <= layout.canvas_h
+        assert box.x >= 0 and box.x + box.w <= layout.canvas_w and box.y >= 0 and box.y + box.h <= layout.canvas_h
         for other in boxes[i + 1:]:
             apart = (box.x + box.w <= other.x or other.x + other.w <= box.x
                      or box.y + box.h <= other.y or other.y + other.h <= box.y)

@@ -38,6 +38,7 @@ that need them fail, they never skip.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import json
 import re
@@ -50,6 +51,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -105,10 +107,9 @@ class Nginx:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "nginx is already running"
         self.starts += 1
-        log = open(self.prefix / f"nginx-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
-                                      "-e", "stderr"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.prefix / f"nginx-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
+                                          "-e", "stderr"], stdout=log, stderr=subprocess.STDOUT)
         if not wait_for(self.listening, 10):
             self.stop()
             raise RuntimeError(f"nginx did not start: {self.log_text()}")
@@ -143,7 +144,8 @@ class Nginx:
                 continue
             for client in node.iter("client"):
                 if client.find("publishing") is not None:
-                    found.append({"id": client.findtext("id", ""), "timestamp_ms": int(client.findtext("timestamp", "0")),
+                    found.append({"id": client.findtext("id", ""),
+                                  "timestamp_ms": int(client.findtext("timestamp", "0")),
                                   "bytes_in": int(node.findtext("bytes_in", "0"))})
         return found
 
@@ -239,10 +241,8 @@ class HungIngest:
             self._connections.append(connection)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
         for sock in [self._listener, *self._connections]:
             sock.close()
 
@@ -481,8 +481,8 @@ def check_continuity(path: Path, gap_seconds: float = GAP_SECONDS) -> Continuity
     video = [p for p in packets if p.codec_type == "video"]
     non_monotonic = []
     for kind, stamps in (("audio", [p.pts for p in audio]), ("video", [p.dts for p in video])):
-        non_monotonic += [(kind, a, b) for a, b in zip(stamps, stamps[1:]) if b <= a]
-    steps = [(a.pts, b.pts - a.pts) for a, b in zip(audio, audio[1:])]
+        non_monotonic += [(kind, a, b) for a, b in pairwise(stamps) if b <= a]
+    steps = [(a.pts, b.pts - a.pts) for a, b in pairwise(audio)]
     gaps = tuple((at, step) for at, step in steps if step > gap_seconds)
 
     def span(stream: list[Packet]) -> float:
@@ -543,5 +543,6 @@ def audio_duration(path: Path) -> float:
     return float(result.stdout.strip() or 0.0)
 
 
-__all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording", "audio_duration",
-           "check_continuity", "decode_frames", "detect_silence", "probe_packets", "receiver_fixture", "require_tools"]
+__all__ = ["Continuity", "IngestMonitor", "Nginx", "Packet", "Publish", "Receiver", "Recorder", "Recording",
+           "audio_duration", "check_continuity", "decode_frames", "detect_silence", "probe_packets", "receiver_fixture",
+           "require_tools"]
