@@ -154,7 +154,7 @@ class Nginx:
 class Publish:
     """One publish session as nginx saw it (its statistics page, polled every STAT_POLL_SECONDS)."""
 
-    client: str  # nginx's client id
+    client: str  # "<nginx run>:<nginx's client id>"
     seen: float  # monotonic time it was first seen publishing
     first_media: float | None = None  # first seen with a media timestamp past 0: data is arriving
     last_seen: float = 0.0
@@ -184,14 +184,19 @@ class IngestMonitor:
 
     def _run(self) -> None:
         while not self._stop.wait(STAT_POLL_SECONDS):
+            # nginx numbers its clients afresh when it restarts: a session after a restart may get
+            # the id of one before it, so a session is known by the nginx run and the id.
+            run = self.nginx.starts
             try:
                 publishers = self.nginx.publishers(self.stream)
             except (OSError, ElementTree.ParseError):  # nginx down or restarting
                 continue
+            if self.nginx.starts != run:  # restarted during the poll: whose ids these are is unclear
+                continue
             now = time.monotonic()
             with self._lock:
                 for publisher in publishers:
-                    client = str(publisher["id"])
+                    client = f"{run}:{publisher['id']}"
                     publish = self._publishes.setdefault(client, Publish(client, now))
                     publish.last_seen = now
                     publish.timestamp_ms = int(publisher["timestamp_ms"])
