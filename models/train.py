@@ -4,11 +4,12 @@
     torchrun --nproc_per_node=4 -m models.train --out runs/big     # data-parallel (gloo, CPU)
 
 `train()` reads the MIDI folders (cached), normalises every song to C major / A minor, splits
-by song (by game for NES), and trains within a wall-clock budget (`minutes`) and/or epoch
-limits, keeping the best model by validation loss and stopping early after `patience` epochs
-without improvement. After every epoch it writes `resume/` (weights, optimiser, history) so
-an interrupted run continues with `resume=True`. The output directory ends with the two
-checkpoints (`vae.*`, `lstm.*`, see `models.checkpoint`) and `loss_curves.png`.
+by song (by game for NES), and trains each network with `models.fit.fit` within a wall-clock
+budget (`minutes`) and/or epoch limits, keeping the best model by a held-out figure (the VAE's
+accuracy, the LSTM's NLL) and stopping early after `patience` epochs without improvement. After
+every epoch it writes `resume/` (weights, optimiser, history) so an interrupted run continues
+with `resume=True`. The output directory ends with the two checkpoints (`vae.*`, `lstm.*`, see
+`models.checkpoint`) and `loss_curves.png`.
 
 Under torchrun (WORLD_SIZE > 1) each process trains on its share of every epoch's batches and
 gradients are averaged (DistributedDataParallel, gloo backend); rank 0 validates, saves and
@@ -19,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
-import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models import checkpoint as ckpt
@@ -49,8 +48,9 @@ from models.data import (
     load_corpus,
     split_corpus,
 )
-from models.errors import CheckpointError, DataError, ModelError
+from models.errors import DataError, ModelError
 from models.finetune import InitialModels, load_initial_models
+from models.fit import Budget, CheckpointKeeper, Dist, Epoch, Step, Validation, fit, new_state, saved_state
 from models.layout import N_CHORDS, chord_index
 from models.lstm import BarLSTM, sequence_losses
 from models.vae import TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
@@ -140,104 +140,6 @@ def transpose_batch(tokens: torch.Tensor, root: torch.Tensor, shift: torch.Tenso
     tokens[..., :3] = torch.where(onset, index + FIRST_PITCH_TOKEN, pitched)
     root = torch.where(root == NO_CHORD_ROOT, root, (root + shift) % 12)
     return tokens, root
-
-
-# --------------------------------------------------------------------------- distributed helpers
-
-class _Dist:
-    """Rank, world size and collective helpers; a single process when not under torchrun."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, model: nn.Module) -> nn.Module:
-        if self.world > 1:
-            return nn.parallel.DistributedDataParallel(model)
-        return model
-
-    def agree(self, flag: bool) -> bool:
-        """Rank 0's decision, shared by all ranks (time budget, early stop)."""
-        if self.world == 1:
-            return flag
-        value = torch.tensor([1 if flag else 0])
-        torch.distributed.broadcast(value, 0)
-        return bool(value.item())
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
-# --------------------------------------------------------------------------- resume state
-
-def _save_resume(directory: Path, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 state: dict[str, Any]) -> None:
-    """Weights, optimiser tensors and the loop's state, without pickle (safetensors + JSON)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    opt_state = optimizer.state_dict()
-    scalars: dict[str, Any] = {}
-    for param_id, param_state in opt_state["state"].items():
-        for name, value in param_state.items():
-            if torch.is_tensor(value) and value.dim() > 0:
-                tensors[f"opt.{param_id}.{name}"] = value.detach().clone().contiguous()
-            else:
-                scalars[f"{param_id}.{name}"] = float(value.item() if torch.is_tensor(value) else value)
-    tensors["rng.torch"] = torch.get_rng_state()
-    tmp = directory / f"{stage}.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / f"{stage}.safetensors")
-    payload = {"stage": stage, "state": state, "opt_scalars": scalars,
-               "opt_param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_state["param_groups"]]}
-    (directory / f"{stage}.json.tmp").write_text(json.dumps(payload))
-    os.replace(directory / f"{stage}.json.tmp", directory / f"{stage}.json")
-
-
-def _resume_state(directory: Path, stage: str) -> dict[str, Any]:
-    """The loop state saved for `stage`, or {} when there is none or it does not parse."""
-    try:
-        return json.loads((directory / f"{stage}.json").read_text())["state"]
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def _load_resume(directory: Path, stage: str, model: nn.Module,
-                 optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    weights, card = directory / f"{stage}.safetensors", directory / f"{stage}.json"
-    if not (weights.exists() and card.exists()):
-        return None
-    try:
-        payload = json.loads(card.read_text())
-        tensors = load_file(str(weights))
-    except Exception as error:  # noqa: BLE001 - any damage means "start this stage again"
-        raise CheckpointError(f"{weights}: cannot resume ({error})") from error
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state)
-    except RuntimeError as error:
-        raise CheckpointError(f"{weights}: resume state does not fit the model ({error})") from error
-    opt_state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, param_id, name = key.split(".", 2)
-            opt_state.setdefault(int(param_id), {})[name] = value
-    for key, value in payload["opt_scalars"].items():
-        param_id, name = key.split(".", 1)
-        opt_state.setdefault(int(param_id), {})[name] = torch.tensor(value)
-    groups = optimizer.state_dict()["param_groups"]
-    for group, saved in zip(groups, payload["opt_param_groups"], strict=False):
-        group.update({k: v for k, v in saved.items() if k in group and k != "params"})
-    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    return payload["state"]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -402,7 +304,7 @@ def chord_bigram_nll(train: SongSequences, held_out: SongSequences, smoothing: f
     return total / max(bars, 1)
 
 
-# --------------------------------------------------------------------------- training loops
+# --------------------------------------------------------------------------- the two stages
 
 @dataclass
 class TrainResult:
@@ -419,44 +321,27 @@ class TrainResult:
     songs: tuple[int, int] = (0, 0)  # (training, validation)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
-
-
 def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: TrainConfig, out_dir: Path,
-               deadline: float, dist: _Dist, resume: bool, progress: bool, data_hash: str) -> dict[str, Any]:
+               deadline: float, dist: Dist, resume: bool, progress: bool, data_hash: str) -> dict[str, Any]:
+    """The VAE's stage of `fit`: distinct bars, shuffled per epoch, at random transpositions; kept by
+    held-out accuracy, the learning rate halved on a plateau."""
     model = dist.wrap(vae)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    resume_dir = out_dir / "resume"
-    state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": [], "done": False}
-    if resume:
-        loaded = _load_resume(resume_dir, "vae", vae, optimizer)
-        if loaded is not None:
-            state = loaded
-            log.info("resuming VAE training at epoch %d", state["epoch"])
-    if state["done"]:
-        best, _ = ckpt.load_checkpoint(out_dir, "vae")
-        vae.load_state_dict(best.state_dict())
-        return ckpt.read_info(out_dir, "vae").metrics
-    distinct = train_t.distinct_bars()
-    n = len(distinct)
-    log.info("VAE: %d distinct training bars of %d", n, len(train_t))
-    steps_per_epoch = max(1, n // (config.batch_size * dist.world))
     generator = torch.Generator().manual_seed(config.seed)
-    best_metrics: dict[str, Any] = {}
-    while state["epoch"] < config.max_epochs_vae:
+
+    @functools.cache
+    def distinct() -> torch.Tensor:  # only when an epoch runs (not for a finished stage)
+        bars = train_t.distinct_bars()
+        log.info("VAE: %d distinct training bars of %d", len(bars), len(train_t))
+        return bars
+
+    def epoch(state: dict[str, Any]) -> Epoch:
+        bars = distinct()
+        n = len(bars)
         generator.manual_seed(config.seed * 1000 + state["epoch"])
-        order = distinct[torch.randperm(n, generator=generator)]
-        model.train()
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-        out_of_time = False
-        bar = _progress(steps_per_epoch, f"VAE epoch {state['epoch'] + 1}", progress and dist.main)
-        for batch_number in range(steps_per_epoch):
-            if dist.agree(time.monotonic() > deadline):
-                out_of_time = True
-                break
+        order = bars[torch.randperm(n, generator=generator)]
+
+        def train_batch(batch_number: int) -> Step:
             begin = (batch_number * dist.world + dist.rank) * config.batch_size
             index = order[begin:begin + config.batch_size]
             tokens, mask, root = train_t.tokens[index], train_t.voice_mask[index], train_t.root[index]
@@ -479,86 +364,55 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
             nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
             optimizer.step()
             state["step"] += 1
-            sums["loss"] += float(loss.detach())
-            sums["recon"] += float(recon.detach())
-            sums["kl"] += float(kl.detach())
-            bar.update()
-            bar.set_postfix(recon=f"{float(recon.detach()):.1f}", kl=f"{float(kl.detach()):.1f}", beta=f"{beta:.2f}")
-        bar.close()
-        done_batches = max(1, batch_number + (0 if out_of_time else 1))
-        if out_of_time and batch_number < steps_per_epoch // 4:
-            break  # too little of an epoch to be worth validating
-        state["epoch"] += 1
-        metrics = evaluate_vae(vae, val_t) if dist.main else {}
-        improved = False
-        if dist.main:
-            val_loss = metrics["cross_entropy_per_bar"] + config.beta_max * metrics["kl_per_bar"]
-            # Both curves as recon + beta_max * KL (training itself anneals beta and uses free bits).
-            train_loss = (sums["recon"] + config.beta_max * sums["kl"]) / done_batches
-            state["history"].append({"epoch": state["epoch"], "train_loss": train_loss,
-                                     "train_recon": sums["recon"] / done_batches,
-                                     "val_loss": val_loss, "val_recon": metrics["cross_entropy_per_bar"],
-                                     "val_accuracy": metrics["accuracy"], "active_units": metrics["active_units"]})
-            log.info("VAE epoch %d: train %.2f, val recon %.2f, KL %.2f, accuracy %.4f, active units %d/%d",
-                     state["epoch"], train_loss, metrics["cross_entropy_per_bar"],
-                     metrics["kl_per_bar"], metrics["accuracy"], metrics["active_units"], vae.config.latent_dim)
-            # The figure that matters is held-out accuracy: keep and stop by it.
-            improved = -metrics["accuracy"] < state["best"] - 1e-4
-            if improved:
-                state["best"], state["bad_epochs"] = -metrics["accuracy"], 0
-                best_metrics = {f"val_{k}": v for k, v in metrics.items()}
-                best_metrics.update(epoch=state["epoch"], train_bars=len(train_t))
-                ckpt.save_checkpoint(out_dir, "vae", vae, data_hash, best_metrics)
-            else:
-                state["bad_epochs"] += 1
-        if dist.agree(dist.main and not improved):
-            for group in optimizer.param_groups:  # a plateau: smaller steps (on every rank)
-                group["lr"] = max(group["lr"] * 0.5, 1e-5)
-        if dist.main:
-            _save_resume(resume_dir, "vae", vae, optimizer, state)
-        if dist.agree(out_of_time or state["bad_epochs"] >= config.patience):
-            break
-    dist.barrier()
-    if dist.main:
-        state["done"] = True
-        _save_resume(resume_dir, "vae", vae, optimizer, state)
-    best, info = ckpt.load_checkpoint(out_dir, "vae")
-    vae.load_state_dict(best.state_dict())
-    return info.metrics
+            recon_value, kl_value = float(recon.detach()), float(kl.detach())
+            return Step({"loss": float(loss.detach()), "recon": recon_value, "kl": kl_value},
+                        {"recon": f"{recon_value:.1f}", "kl": f"{kl_value:.1f}", "beta": f"{beta:.2f}"})
+
+        return Epoch(max(1, n // (config.batch_size * dist.world)), train_batch)
+
+    def validate(sums: dict[str, float], batches: int, epoch_number: int) -> Validation:
+        metrics = evaluate_vae(vae, val_t)
+        val_loss = metrics["cross_entropy_per_bar"] + config.beta_max * metrics["kl_per_bar"]
+        # Both curves as recon + beta_max * KL (training itself anneals beta and uses free bits).
+        train_loss = (sums["recon"] + config.beta_max * sums["kl"]) / batches
+        log.info("VAE epoch %d: train %.2f, val recon %.2f, KL %.2f, accuracy %.4f, active units %d/%d",
+                 epoch_number, train_loss, metrics["cross_entropy_per_bar"],
+                 metrics["kl_per_bar"], metrics["accuracy"], metrics["active_units"], vae.config.latent_dim)
+        kept = {f"val_{k}": v for k, v in metrics.items()}
+        kept.update(epoch=epoch_number, train_bars=len(train_t))
+        # The figure that matters is held-out accuracy: keep and stop by it.
+        return Validation(-metrics["accuracy"],
+                          {"epoch": epoch_number, "train_loss": train_loss, "train_recon": sums["recon"] / batches,
+                           "val_loss": val_loss, "val_recon": metrics["cross_entropy_per_bar"],
+                           "val_accuracy": metrics["accuracy"], "active_units": metrics["active_units"]},
+                          kept)
+
+    return fit("vae", vae, optimizer, epoch=epoch, validate=validate,
+               keeper=CheckpointKeeper(out_dir, "vae", vae, data_hash),
+               budget=Budget(config.max_epochs_vae, config.patience, deadline), resume_dir=out_dir / "resume",
+               resume=resume, state=new_state(step=0), halve_lr_on_plateau=True, dist=dist, progress=progress)
 
 
 def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, config: TrainConfig, out_dir: Path,
-                deadline: float, dist: _Dist, resume: bool, progress: bool, data_hash: str,
+                deadline: float, dist: Dist, resume: bool, progress: bool, data_hash: str,
                 extra_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The LSTM's stage of `fit`: windows of every song at a random phase per epoch; kept by
+    held-out chord + latent NLL, at a constant learning rate. A run whose VAE changed starts over."""
     model = dist.wrap(lstm)
     optimizer = torch.optim.AdamW(lstm.parameters(), lr=config.lstm_learning_rate, weight_decay=config.weight_decay)
     resume_dir = out_dir / "resume"
     vae_id = extra_metrics.get("vae_model_id", "")
-    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "done": False, "vae_model_id": vae_id}
-    if resume and _resume_state(resume_dir, "lstm").get("vae_model_id") != vae_id:
+    if resume and saved_state(resume_dir, "lstm").get("vae_model_id") != vae_id:
         log.info("the VAE changed since the LSTM was trained: training the LSTM from the start")
-    elif resume:
-        loaded = _load_resume(resume_dir, "lstm", lstm, optimizer)
-        if loaded is not None:
-            state = loaded
-            log.info("resuming LSTM training at epoch %d", state["epoch"])
-    if state["done"]:
-        return ckpt.read_info(out_dir, "lstm").metrics
+        resume = False
     latent_weight = config.lstm_latent_weight
-    best_metrics: dict[str, Any] = {}
-    while state["epoch"] < config.max_epochs_lstm:
+
+    def epoch(state: dict[str, Any]) -> Epoch:
         rng = np.random.default_rng(config.seed * 1000 + state["epoch"])
         items = _windows(train_s, config.lstm_window, rng)
         order = rng.permutation(len(items))
-        steps = max(1, len(items) // (config.lstm_batch_size * dist.world))
-        model.train()
-        total = 0.0
-        out_of_time = False
-        bar = _progress(steps, f"LSTM epoch {state['epoch'] + 1}", progress and dist.main)
-        for batch_number in range(steps):
-            if dist.agree(time.monotonic() > deadline):
-                out_of_time = True
-                break
+
+        def train_batch(batch_number: int) -> Step:
             begin = (batch_number * dist.world + dist.rank) * config.lstm_batch_size
             chosen = [items[i] for i in order[begin:begin + config.lstm_batch_size]]
             latents, chords, style, mode, start, lengths = _window_batch(train_s, chosen, config.lstm_window)
@@ -569,38 +423,26 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
             loss.backward()
             nn.utils.clip_grad_norm_(lstm.parameters(), 1.0)
             optimizer.step()
-            total += float(loss.detach())
-            bar.update()
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        bar.close()
-        done_batches = max(1, batch_number + (0 if out_of_time else 1))
-        if out_of_time and batch_number < steps // 4:
-            break
-        state["epoch"] += 1
-        if dist.main:
-            metrics = evaluate_lstm(lstm, None, val_s, config.lstm_window)
-            val_loss = metrics["chord_nll"] + latent_weight * metrics["latent_nll"]
-            state["history"].append({"epoch": state["epoch"], "train_loss": total / done_batches, "val_loss": val_loss,
-                                     "val_chord_nll": metrics["chord_nll"], "val_latent_nll": metrics["latent_nll"]})
-            log.info("LSTM epoch %d: train %.3f, val chord NLL %.3f, latent NLL %.2f", state["epoch"],
-                     total / done_batches, metrics["chord_nll"], metrics["latent_nll"])
-            if val_loss < state["best"] - 1e-4:
-                state["best"], state["bad_epochs"] = val_loss, 0
-                best_metrics = {"val_chord_nll": metrics["chord_nll"], "val_latent_nll": metrics["latent_nll"],
-                                "epoch": state["epoch"], **extra_metrics}
-                ckpt.save_checkpoint(out_dir, "lstm", lstm, data_hash, best_metrics)
-            else:
-                state["bad_epochs"] += 1
-            _save_resume(resume_dir, "lstm", lstm, optimizer, state)
-        if dist.agree(out_of_time or state["bad_epochs"] >= config.patience):
-            break
-    dist.barrier()
-    if dist.main:
-        state["done"] = True
-        _save_resume(resume_dir, "lstm", lstm, optimizer, state)
-    best, info = ckpt.load_checkpoint(out_dir, "lstm")
-    lstm.load_state_dict(best.state_dict())
-    return info.metrics
+            value = float(loss.detach())
+            return Step({"loss": value}, {"loss": f"{value:.3f}"})
+
+        return Epoch(max(1, len(items) // (config.lstm_batch_size * dist.world)), train_batch)
+
+    def validate(sums: dict[str, float], batches: int, epoch_number: int) -> Validation:
+        metrics = evaluate_lstm(lstm, None, val_s, config.lstm_window)
+        val_loss = metrics["chord_nll"] + latent_weight * metrics["latent_nll"]
+        log.info("LSTM epoch %d: train %.3f, val chord NLL %.3f, latent NLL %.2f", epoch_number,
+                 sums["loss"] / batches, metrics["chord_nll"], metrics["latent_nll"])
+        return Validation(val_loss,
+                          {"epoch": epoch_number, "train_loss": sums["loss"] / batches, "val_loss": val_loss,
+                           "val_chord_nll": metrics["chord_nll"], "val_latent_nll": metrics["latent_nll"]},
+                          {"val_chord_nll": metrics["chord_nll"], "val_latent_nll": metrics["latent_nll"],
+                           "epoch": epoch_number, **extra_metrics})
+
+    return fit("lstm", lstm, optimizer, epoch=epoch, validate=validate,
+               keeper=CheckpointKeeper(out_dir, "lstm", lstm, data_hash),
+               budget=Budget(config.max_epochs_lstm, config.patience, deadline), resume_dir=resume_dir,
+               resume=resume, state=new_state(vae_model_id=vae_id), dist=dist, progress=progress)
 
 
 def plot_losses(out_dir: Path) -> Path | None:
@@ -654,7 +496,7 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
     if lstm_config.latent_dim != vae_config.latent_dim:
         raise ModelError("the LSTM's latent_dim must equal the VAE's")
     out_dir = Path(out_dir)
-    dist = _Dist()
+    dist = Dist()
     torch.manual_seed(config.seed)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -726,7 +568,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, max_epochs_vae=args.epochs, max_epochs_lstm=args.epochs)
     result = train(args.out, args.data, config=config, resume=args.resume, progress=not args.no_progress,
                    init_from=args.init_from)
-    if _Dist().main:
+    if Dist().main:
         sys.stdout.write(summary_text(result))
         sys.stdout.flush()
     return 0
