@@ -5,7 +5,7 @@ Per style (lo-fi, NES, blend) the model, the model with N(0, 1) latents instead 
 the rule-based parts, random notes and the training split (the real-vs-real ceiling), each
 against the style's held-out songs (the validation split of the checkpoint's training folders):
 mean distance- and value-overlap over the Yang & Lerch features, and the figures of issue 12
-with their goals. Deterministic for a seed; the data are read through `models.data`'s cache.
+with their goals. Deterministic for a seed; the data are read through `models.data_cache`.
 Writes bench/results/music.json; exits 2 when a goal is missed (a figure, not a failure).
 Run: .venv/bin/python bench/bench_music.py [--minutes 20] [--seed 0] [--checkpoint DIR]
 """

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data import N_VOICES, STEPS_PER_BAR, STYLES, VOCAB_SIZES, Corpus
+from models.corpus import Corpus
 from models.layout import N_CHORDS  # joint (root, quality) chord indices, as the LSTM's
+from models.tokens import N_VOICES, STEPS_PER_BAR, STYLES, VOCAB_SIZES
 
 
 @dataclass

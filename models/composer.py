@@ -33,28 +33,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models import checkpoint as ckpt
-from models.data import (
-    CHORD_INTERVALS,
-    CHORD_QUALITIES,
+from models.errors import ModelError
+from models.inference import FastDecoder, FastLSTM, FastState, sample_from_logits, sample_latent
+from models.layout import CONTEXT_OFFSETS, N_ACTIVITY, N_CHORDS, TAIL_STEPS, chord_index, chord_parts
+from models.theory import CHORD_INTERVALS, CHORD_QUALITIES, MAJOR, MINOR, chord_name, key_name, parse_key
+from models.tokens import (
     DRUM_VOCAB,
     FIRST_PITCH_TOKEN,
     HOLD,
-    MAJOR,
-    MINOR,
     PITCH_RANGES,
     PITCHED_VOCAB,
     REST,
     STEPS_PER_BAR,
     STYLES,
-    VOICES,
-    chord_name,
-    key_name,
-    parse_key,
     token_to_pitch,
 )
-from models.errors import ModelError
-from models.inference import FastDecoder, FastLSTM, FastState, sample_from_logits, sample_latent
-from models.layout import CONTEXT_OFFSETS, N_ACTIVITY, N_CHORDS, TAIL_STEPS, chord_index, chord_parts
+from models.voices import VOICES
 
 if TYPE_CHECKING:
     from models.lstm import BarLSTM
@@ -882,7 +876,7 @@ class Composer:
 
     def _drums(self, tokens: np.ndarray, velocities: np.ndarray, rng: np.random.Generator, *, fill: bool,
                crash: bool, sparse: bool) -> list[tuple[int, int, int]]:
-        from models.data import DRUM_CLASS_KEYS
+        from models.tokens import DRUM_CLASS_KEYS
 
         notes = []
         fill_pattern = FILLS[int(rng.integers(len(FILLS)))] if fill else ()

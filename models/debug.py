@@ -9,8 +9,10 @@ import torch
 
 from models import checkpoint as ckpt
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import FIRST_PITCH_TOKEN, HOLD, MINOR, NO_CHORD_ROOT, STEPS_PER_BAR, Corpus, SongInfo, pitch_to_token
+from models.corpus import Corpus, SongInfo
 from models.lstm import BarLSTM
+from models.theory import MINOR, NO_CHORD_ROOT
+from models.tokens import FIRST_PITCH_TOKEN, HOLD, STEPS_PER_BAR, pitch_to_token
 from models.vae import BarVAE
 
 DEBUG_VAE = VAEConfig(latent_dim=8, embed_dim=4, hidden_dim=64, drum_hidden_dim=32, cond_dim=20, context_dim=8,

@@ -23,7 +23,7 @@
    the held-out real songs of `--data` and random notes; 4-bar spans repeated across generated
    tracks and 2-bar spans copied from the training songs.
 The result is a dict (written by `--json`); `format_table` prints it with the goals of the
-project beside each figure, and pass or miss. Data are read through `models.data`'s cache, so
+project beside each figure, and pass or miss. Data are read through `models.data_cache`, so
 only the first run parses the MIDI files.
 """
 
@@ -42,17 +42,12 @@ from typing import Any
 import numpy as np
 
 from models import baseline as base, metrics
-from models.data import (
-    STEPS_PER_BAR,
-    STEPS_PER_BEAT,
-    VOICES,
-    Corpus,
-    concatenate,
-    default_folders,
-    load_folder,
-    split_corpus,
-)
+from models.corpus import Corpus, concatenate
+from models.data import default_folders, load_folder
 from models.errors import DataError, ModelError
+from models.split import split_corpus
+from models.tokens import STEPS_PER_BAR, STEPS_PER_BEAT
+from models.voices import VOICES
 
 log = logging.getLogger(__name__)
 

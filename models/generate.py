@@ -14,10 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from models.composer import ComposedBar, Composer, Controls
-from models.data import STEPS_PER_BEAT
 from models.errors import ModelError
 from models.midi_lib import pretty_midi
 from models.midi_write import voices_to_midi
+from models.tokens import STEPS_PER_BEAT
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from scipy.special import erf
 
 from models.checkpoint import module_arrays
 from models.config import LSTMConfig, VAEConfig
-from models.data import DRUM_VOCAB, FIRST_PITCH_TOKEN, N_PITCHES, N_VOICES, NO_CHORD_ROOT, PITCHED_VOCAB, STEPS_PER_BAR
 from models.layout import CONTEXT_OFFSETS, INTERVAL_BUCKETS, N_INTERVALS, N_PITCHED, NO_CHORD, PITCH_CLASSES, STEP_EMBED
+from models.theory import NO_CHORD_ROOT
+from models.tokens import DRUM_VOCAB, FIRST_PITCH_TOKEN, N_PITCHES, N_VOICES, PITCHED_VOCAB, STEPS_PER_BAR
 
 Weights = Mapping[str, np.ndarray]  # tensor name (as in the torch state dict) → float32 array
 

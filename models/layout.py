@@ -14,20 +14,19 @@ from typing import TypeVar
 import numpy as np
 
 from models.config import LSTMConfig, VAEConfig
-from models.data import (
-    CHORD_QUALITIES,
+from models.theory import CHORD_QUALITIES, NO_CHORD_ROOT
+from models.tokens import (
     DRUM_VOCAB,
     FIRST_PITCH_TOKEN,
     N_PITCHES,
     N_VOICES,
-    NO_CHORD_ROOT,
     PITCH_RANGES,
     PITCHED_VOCAB,
     STEPS_PER_BAR,
     STYLES,
     VOCAB_SIZES,
-    VOICES,
 )
+from models.voices import VOICES
 
 IndexT = TypeVar("IndexT")  # an int, a numpy array or a torch tensor of indices
 Shapes = dict[str, tuple[int, ...]]  # tensor name → shape, as in the torch module's state dict

@@ -3,7 +3,7 @@
 The next bar is predicted in two parts: p(chord | history), then p(latent | history, chord) as a
 diagonal Gaussian, so the composer can choose or override the chord (a planned progression, a
 phrase that returns) and still draw a latent that fits it. Chords are key-normalised (C major /
-A minor, see `models.data.Corpus.key_normalised`); latents are the VAE encoder's means.
+A minor, see `models.corpus.Corpus.key_normalised`); latents are the VAE encoder's means.
 
 One bar at a time: `BarLSTM.initial_state()` gives an `LSTMState`; `step` feeds one bar and
 returns the new state with an output that `chord_logits` and `latent_distribution` read. The

@@ -2,7 +2,7 @@
 
 Torch-free. A `Track` is the notes of one piece, ``(voice, pitch, start, length)`` with times in
 16th steps from the track's first downbeat (`track_from_bars` builds one from the composer's
-bars, `track_from_tokens` from a song of a `models.data.Corpus`, `random_track` draws random
+bars, `track_from_tokens` from a song of a `models.corpus.Corpus`, `random_track` draws random
 notes). Every statistic is computed per track; `summarize` averages tracks with equal weight.
 "Pitched notes" are those of lead, harmony and bass; drums count only where said.
 
@@ -24,7 +24,7 @@ Definitions
   sounds in a bar if one of its notes covers any step of the bar (held notes included), drums
   if a hit starts in it. Pooled over all bars of all tracks.
 
-Repetition (token space, `models.data` format)
+Repetition (token space, `models.tokens` format)
 ----------------------------------------------
 A span of ``k`` consecutive bars is keyed by its three pitched voices only (rests, holds and
 onsets per step), each onset written as its pitch class relative to the span's first onset
@@ -44,7 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data import (
+from models.corpus import Corpus
+from models.tokens import (
     DRUM_CLASS_KEYS,
     DRUMS,
     FIRST_PITCH_TOKEN,
@@ -56,10 +57,9 @@ from models.data import (
     REST,
     STEPS_PER_BAR,
     STEPS_PER_BEAT,
-    VOICES,
-    Corpus,
     pitch_to_token,
 )
+from models.voices import VOICES
 
 MAJOR_SCALE: tuple[int, ...] = (0, 2, 4, 5, 7, 9, 11)
 CONSONANT_INTERVALS: frozenset[int] = frozenset((0, 3, 4, 5, 7, 8, 9))  # semitones modulo 12
@@ -113,7 +113,7 @@ def track_from_bars(bars: Sequence[Iterable[tuple[str, int, int, int, int]]]) ->
 
 
 def track_from_tokens(tokens: np.ndarray) -> Track:
-    """A track from one song's tokens ``(n_bars, 16, 4)`` (see `models.data`): a pitched note
+    """A track from one song's tokens ``(n_bars, 16, 4)`` (see `models.tokens`): a pitched note
     lasts from its onset through the holds after it, across bar lines; holds with no note
     before them are ignored; each drum class bit is a one-step note of its key."""
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -260,7 +260,7 @@ def summarize(tracks: Sequence[Track]) -> dict[str, object]:
 # --------------------------------------------------------------------------- tokens and repetition
 
 def tokens_from_track(track: Track) -> np.ndarray:
-    """Tokens ``(n_bars, 16, 4)`` int16 of a track, by the rules of `models.data`: each voice is
+    """Tokens ``(n_bars, 16, 4)`` int16 of a track, by the rules of `models.tokens`: each voice is
     monophonic, of notes starting together the top one is kept (the lowest for the bass), a new
     onset cuts the note before, pitches fold by octaves into the voice's range; drums become
     class bit masks (keys of no class are left out)."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from models.data import MINOR, STEPS_PER_BEAT, VOICES, parse_key
 from models.midi_lib import pretty_midi
+from models.theory import MINOR, parse_key
+from models.tokens import STEPS_PER_BEAT
+from models.voices import VOICES
 
 # General MIDI programs for players without chiplofi's SoundFont (square lead, e-piano,
 # synth bass); the names are what chiplofi's renderer goes by.

@@ -29,9 +29,10 @@ import numpy as np
 
 from models import music_features as mf
 from models.composer import Composer, Controls
-from models.data import STEPS_PER_BAR, STEPS_PER_BEAT, STYLES, Corpus
+from models.corpus import Corpus
 from models.overlap import set_overlaps
 from models.rule_parts import RuleParts
+from models.tokens import STEPS_PER_BAR, STEPS_PER_BEAT, STYLES
 
 SOURCES: tuple[str, ...] = ("model", "model_next_seed", "noise_latents", "rules", "random", "real_train")
 SOURCE_LABELS = {"model": "model", "model_next_seed": "seed+1", "noise_latents": "noise-z", "rules": "rules",
@@ -46,7 +47,7 @@ RULE_TEMPO = (72.0, 90.0)  # as the stream's rule-based composer
 class StyleSetting:
     name: str
     style_blend: float
-    reference_styles: tuple[str, ...]  # names in models.data.STYLES
+    reference_styles: tuple[str, ...]  # names in models.tokens.STYLES
     description: str
 
 

@@ -2,8 +2,8 @@
 
 Torch-free (numpy). Every set of music — real songs, the composer's tracks, the rule-based
 parts, random notes — first becomes `Piece`s in one space: key-normalised (C major / A minor,
-by `models.data.normalising_shift`), on the 16-step grid, and in the token view of
-`models.data` (each pitched voice monophonic, pitches folded into the voice's range, drums as
+by `models.theory.normalising_shift`), on the 16-step grid, and in the token view of
+`models.tokens` (each pitched voice monophonic, pitches folded into the voice's range, drums as
 class hits), so that real and generated music are measured the same way. Generated pieces also
 keep their notes *as played* (the harmony's full voicings) for the figures that need them.
 
@@ -36,24 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from models import data, metrics
-from models.data import (
-    CHORD_INTERVALS,
-    CHORD_QUALITIES,
-    DRUMS,
-    NO_CHORD_ROOT,
-    STEPS_PER_BAR,
-    STEPS_PER_BEAT,
-    Corpus,
-    normalising_shift,
-    parse_key,
-)
+from models import metrics, theory
+from models.corpus import Corpus
+from models.theory import CHORD_INTERVALS, CHORD_QUALITIES, NO_CHORD_ROOT, normalising_shift, parse_key
+from models.tokens import DRUMS, STEPS_PER_BAR, STEPS_PER_BEAT
 
 LEAD, HARMONY, BASS = 0, 1, 2
 SEGMENT_BARS = 4
 MIN_SEGMENT_ONSETS = 2
 SCALE = frozenset((0, 2, 4, 5, 7, 9, 11))  # C major = A natural minor, the normalised key's scale
-SNARE_BIT, TOM_BIT = 1 << 1, 1 << 4  # drum class bits (models.data.DRUM_CLASSES)
+SNARE_BIT, TOM_BIT = 1 << 1, 1 << 4  # drum class bits (models.tokens.DRUM_CLASSES)
 PHRASE_BARS = 8  # where a piece has no section labels, its sections are taken as 8-bar phrases
 SELF_SIMILARITY_LAGS = (4, 8, 16)
 MIN_DRUM_BARS = 8  # a piece with fewer drum bars says nothing about grooves within a track
@@ -64,7 +56,7 @@ LENGTH_BIN_EDGES = np.array([1, 2, 3, 4, 5, 7, 9, 13, 17])  # lower edges in ste
 class Piece:
     """One song or track, key-normalised.
 
-    `chords` per bar (root, quality) as `models.data` stores them, NO_CHORD_ROOT for none, or
+    `chords` per bar (root, quality) as `models.corpus` stores them, NO_CHORD_ROOT for none, or
     None when the source has no chord labels (random notes). `section_ends` marks the last bar
     of each section but the piece's last bar."""
 
@@ -97,11 +89,11 @@ def section_ends_from_labels(labels: Sequence[str]) -> np.ndarray:
 
 
 def parse_chord(name: str) -> tuple[int, int]:
-    """(root, quality index) of a chord name such as 'Dm9', 'F#maj7', 'Bb' (`models.data.parse_chord`);
+    """(root, quality index) of a chord name such as 'Dm9', 'F#maj7', 'Bb' (`models.theory.parse_chord`);
     'N.C.' gives (NO_CHORD_ROOT, 0). Raises ModelError naming the text for an unknown chord."""
     if name in ("N.C.", ""):
         return NO_CHORD_ROOT, 0
-    root, quality = data.parse_chord(name)
+    root, quality = theory.parse_chord(name)
     return root, CHORD_QUALITIES.index(quality)
 
 

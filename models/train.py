@@ -38,21 +38,16 @@ from torch import nn
 from models import checkpoint as ckpt
 from models.baseline import bar_arrays, reconstruction_baselines
 from models.config import LSTMConfig, TrainConfig, VAEConfig
-from models.data import (
-    FIRST_PITCH_TOKEN,
-    N_PITCHES,
-    NO_CHORD_ROOT,
-    STEPS_PER_BAR,
-    STYLES,
-    Corpus,
-    load_corpus,
-    split_corpus,
-)
+from models.corpus import Corpus
+from models.data import load_corpus
 from models.errors import DataError, ModelError
 from models.finetune import InitialModels, load_initial_models
 from models.fit import Budget, CheckpointKeeper, Dist, Epoch, Step, Validation, fit, new_state, saved_state
 from models.layout import N_CHORDS, chord_index
 from models.lstm import BarLSTM, sequence_losses
+from models.split import split_corpus
+from models.theory import NO_CHORD_ROOT
+from models.tokens import FIRST_PITCH_TOKEN, N_PITCHES, STEPS_PER_BAR, STYLES
 from models.vae import TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
 
 log = logging.getLogger(__name__)

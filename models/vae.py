@@ -1,7 +1,7 @@
 """Bar VAE: one bar of four voices (16 steps) ↔ a latent vector, conditioned on chord and style.
 
 Encoder: a bidirectional GRU over the bar's steps (the four voices' embedded tokens, see
-`models.data` for the token format), its final states and mean output with the condition
+`models.tokens` for the token format), its final states and mean output with the condition
 through an MLP → (mu, logvar).
 
 Decoder, in two parts that add up to each step's logits:
@@ -40,17 +40,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VAEConfig
-from models.data import (
-    CHORD_QUALITIES,
-    DRUM_VOCAB,
-    FIRST_PITCH_TOKEN,
-    N_VOICES,
-    NO_CHORD_ROOT,
-    PITCHED_VOCAB,
-    STEPS_PER_BAR,
-    STYLES,
-    VOCAB_SIZES,
-)
 from models.layout import (
     CONTEXT_OFFSETS,
     DRUM_ACTIVITY_EMBED,
@@ -63,6 +52,8 @@ from models.layout import (
     TAIL_STEPS,
     conditioner_sizes,
 )
+from models.theory import CHORD_QUALITIES, NO_CHORD_ROOT
+from models.tokens import DRUM_VOCAB, FIRST_PITCH_TOKEN, N_VOICES, PITCHED_VOCAB, STEPS_PER_BAR, STYLES, VOCAB_SIZES
 
 
 @dataclass

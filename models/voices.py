@@ -1,7 +1,7 @@
 """Map the parts of an ordinary multi-track MIDI file onto chiplofi's four voices.
 
 Torch-free on purpose: the training data pipeline and the `render` command both use it.
-NES files, whose channels already are the voices, are handled in `models/data.py`.
+NES files, whose channels already are the voices, are handled in `models/midi_bars.py`.
 
 Rules, by role then register:
 - drum parts (`is_drum`) → drums;

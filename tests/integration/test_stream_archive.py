@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from models.data import MINOR, parse_key
 from models.midi_lib import pretty_midi
+from models.theory import MINOR, parse_key
 from test_stream_local import start
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 

@@ -11,10 +11,10 @@ import pytest
 
 from models import checkpoint as ckpt
 from models.composer import Composer, Controls
-from models.data import split_corpus
 from models.debug import DEBUG_LSTM, DEBUG_TRAIN, DEBUG_VAE, synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError
 from models.finetune import FINE_TUNE_LEARNING_RATE, fine_tuning_config
+from models.split import split_corpus
 from models.train import bar_tensors, evaluate_lstm, evaluate_vae, held_out_figures, main, train
 
 

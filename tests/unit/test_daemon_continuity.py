@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from models.data import parse_key
+from models.theory import parse_key
 from streamer.composer import Bridge, RuleBasedComposer, load_composer, starts_unit
 from streamer.daemon import CliOverrides, Daemon, load_stream_config
 from streamer.position import POSITION_FILE, read_position

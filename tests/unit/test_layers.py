@@ -14,9 +14,9 @@ PACKAGES = ("streamer", "models", "soundfonts")
 
 # The shared base: torch-free modules that import nothing of the project but each other, so every
 # layer may import them: the root of the one exception hierarchy, the quietly imported MIDI and
-# synthesizer libraries, the voice table, the MIDI writer and the token/key vocabulary it writes
-# with (models.data).
-BASE = {"models.errors", "models.midi_lib", "models.voices", "models.midi_write", "models.data"}
+# synthesizer libraries, the voice table, the MIDI writer and the token and key vocabulary it
+# writes with (models.tokens, models.theory).
+BASE = {"models.errors", "models.midi_lib", "models.voices", "models.midi_write", "models.tokens", "models.theory"}
 # What `streamer` may use of `models` beyond the base: the composer wrapper runs the trained
 # models (numpy inference, checkpoints read without torch), the CLI registers the model commands
 # (which import torch only when they run).

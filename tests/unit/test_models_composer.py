@@ -8,9 +8,10 @@ from itertools import pairwise
 import pytest
 
 from models.composer import ComposedBar, Composer, Controls, parse_key
-from models.data import MAJOR, MINOR, VOICES
 from models.debug import debug_models
 from models.errors import ModelError
+from models.theory import MAJOR, MINOR
+from models.voices import VOICES
 
 
 def compose(n_bars: int, **controls) -> list[ComposedBar]:
@@ -141,7 +142,7 @@ def test_a_section_keeps_its_groove_with_a_backbeat(two_tracks):
 
 def test_bass_starts_every_bar_on_the_chord():
     from models.composer import BASS_FLOOR
-    from models.data import CHORD_INTERVALS, parse_chord
+    from models.theory import CHORD_INTERVALS, parse_chord
 
     bars = compose(160, seed=4)
     on_root = counted = 0
@@ -185,7 +186,7 @@ def test_lead_moves():
 
 def test_chromatic_dominants_resolve_a_fifth_down():
     from models.composer import CHROMATIC, MODES
-    from models.data import key_name, parse_chord
+    from models.theory import key_name, parse_chord
 
     for seed in range(3):
         bars = compose(200, seed=seed, temperature=2.0)

@@ -13,12 +13,15 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from models import baseline as B, data as D
+from models import baseline as B
+from models.corpus import concatenate
+from models.data import load_folder
 from models.debug import synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError, DataError
 from models.evaluate import evaluate, format_table, held_out_part, to_json
 from models.music_eval import ROWS, SOURCES, STYLE_SETTINGS, evaluate_style
 from models.music_features import FEATURES
+from models.split import split_corpus
 from streamer.cli import main as cli_main
 
 # --------------------------------------------------------------------------- baselines by hand
@@ -156,7 +159,7 @@ def setup(tmp_path_factory):
         (nes_dir / f"game{game}").mkdir(parents=True)
         for number in range(2):
             write_song(nes_dir / f"game{game}" / f"song{number}.mid", seed=50 + 2 * game + number)
-    training, _ = D.split_corpus(D.load_folder(train_dir, progress=False, workers=1))
+    training, _ = split_corpus(load_folder(train_dir, progress=False, workers=1))
     seen = training.songs[0].name.split("/")[-1]
     for number in range(3):
         write_song(eval_dir / f"new{number}.mid", seed=100 + number)
@@ -262,8 +265,8 @@ def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
 
 def test_music_evaluation_is_deterministic_for_a_seed(setup, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(setup["root"] / "cache"))
-    corpus = D.concatenate([D.load_folder(folder, progress=False) for folder in (setup["train"], setup["nes"])])
-    training, validation = D.split_corpus(corpus)
+    corpus = concatenate([load_folder(folder, progress=False) for folder in (setup["train"], setup["nes"])])
+    training, validation = split_corpus(corpus)
     nes = next(s for s in STYLE_SETTINGS if s.name == "nes")
     again, _ = evaluate_style(nes, setup["checkpoint"], training, validation, 0.5, 3, progress=False)
     first = json.loads(setup["json"].read_text())["music"]["styles"]["nes"]  # the CLI's run, seed 3

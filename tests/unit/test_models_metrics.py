@@ -11,8 +11,21 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models import data as D, metrics as M
+from models import metrics as M
+from models.data import midi_files
 from models.debug import synthetic_corpus
+from models.midi_bars import parse_file
+from models.tokens import (
+    DRUM_VOCAB,
+    FIRST_PITCH_TOKEN,
+    HOLD,
+    PITCHED_VOCAB,
+    REST,
+    STYLES,
+    pitch_to_token,
+    token_to_pitch,
+    transpose_tokens,
+)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LEAD, HARMONY, BASS, DRUMS = range(4)
@@ -108,11 +121,11 @@ def test_random_notes_score_what_the_issue_quotes():
 
 
 def test_real_songs_sit_far_from_random_notes():
-    files = D.midi_files(SHARED / "lakh-lofi")[:3]  # ../shared/data sits beside the repository
+    files = midi_files(SHARED / "lakh-lofi")[:3]  # ../shared/data sits beside the repository
     assert files
     tracks = []
     for path in files:
-        song = D.parse_file(path, f"lakh-lofi/{path.name}", path.name, D.STYLES.index("lakh"))
+        song = parse_file(path, f"lakh-lofi/{path.name}", path.name, STYLES.index("lakh"))
         if not isinstance(song, str):
             tracks.append(M.track_from_tokens(song.tokens))
     assert tracks
@@ -127,27 +140,27 @@ def test_real_songs_sit_far_from_random_notes():
 
 def test_track_from_tokens_joins_notes_across_bars():
     tokens = np.zeros((3, 16, 4), dtype=np.int16)
-    tokens[0, 8, BASS] = D.pitch_to_token(BASS, 36)
-    tokens[0, 9:, BASS] = D.HOLD
-    tokens[1, :, BASS] = D.HOLD
-    tokens[2, :4, BASS] = D.HOLD  # the bass note lasts 8 + 16 + 4 steps
-    tokens[2, 6:8, LEAD] = D.HOLD  # a hold with no note before it: ignored
+    tokens[0, 8, BASS] = pitch_to_token(BASS, 36)
+    tokens[0, 9:, BASS] = HOLD
+    tokens[1, :, BASS] = HOLD
+    tokens[2, :4, BASS] = HOLD  # the bass note lasts 8 + 16 + 4 steps
+    tokens[2, 6:8, LEAD] = HOLD  # a hold with no note before it: ignored
     tokens[1, 4, DRUMS] = 1 | 2
     notes = M.track_from_tokens(tokens).notes.tolist()
     assert sorted(notes) == sorted([[BASS, 36, 8, 28], [DRUMS, 36, 20, 1], [DRUMS, 38, 20, 1]])
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.int16, (3, 16, 4), elements=st.integers(0, D.PITCHED_VOCAB - 1)))
+@given(arrays(np.int16, (3, 16, 4), elements=st.integers(0, PITCHED_VOCAB - 1)))
 def test_tokens_round_trip_through_a_track(tokens):
-    tokens[..., DRUMS] %= D.DRUM_VOCAB
+    tokens[..., DRUMS] %= DRUM_VOCAB
     expected = tokens.reshape(-1, 4).copy()
     for voice in range(3):  # holds with no note to hold read as rests
         sounding = False
         for step in range(len(expected)):
-            if expected[step, voice] == D.HOLD and not sounding:
-                expected[step, voice] = D.REST
-            sounding = expected[step, voice] != D.REST
+            if expected[step, voice] == HOLD and not sounding:
+                expected[step, voice] = REST
+            sounding = expected[step, voice] != REST
     again = M.tokens_from_track(M.track_from_tokens(tokens))
     assert np.array_equal(again.reshape(-1, 4), expected)
 
@@ -162,11 +175,11 @@ def test_tokens_from_composed_notes_follow_the_data_rules():
     ]
     tokens = M.tokens_from_track(M.track_from_bars(bars))
     assert tokens.shape == (2, 16, 4)
-    assert tokens[0, 0, HARMONY] == D.pitch_to_token(HARMONY, 76) and (tokens[0, 1:8, HARMONY] == D.HOLD).all()
-    assert tokens[0, 0, BASS] == D.pitch_to_token(BASS, 28)
-    assert D.token_to_pitch(LEAD, tokens[0, 4, LEAD]) == 88
-    assert (tokens[1, :2, LEAD] == D.HOLD).all() and tokens[1, 2, LEAD] == D.pitch_to_token(LEAD, 79)
-    assert (tokens[1, 4:, LEAD] == D.REST).all()
+    assert tokens[0, 0, HARMONY] == pitch_to_token(HARMONY, 76) and (tokens[0, 1:8, HARMONY] == HOLD).all()
+    assert tokens[0, 0, BASS] == pitch_to_token(BASS, 28)
+    assert token_to_pitch(LEAD, tokens[0, 4, LEAD]) == 88
+    assert (tokens[1, :2, LEAD] == HOLD).all() and tokens[1, 2, LEAD] == pitch_to_token(LEAD, 79)
+    assert (tokens[1, 4:, LEAD] == REST).all()
     assert tokens[0, 0, DRUMS] == 1 | 8 and tokens[0, 2, DRUMS] == 0
 
 
@@ -176,16 +189,16 @@ def busy_song(seed: int, n_bars: int = 4) -> np.ndarray:
     """Bars with an onset in the lead on every step, random pitches."""
     rng = np.random.default_rng(seed)
     tokens = np.zeros((n_bars, 16, 4), dtype=np.int16)
-    tokens[..., LEAD] = D.FIRST_PITCH_TOKEN + rng.integers(6, 30, size=(n_bars, 16))
+    tokens[..., LEAD] = FIRST_PITCH_TOKEN + rng.integers(6, 30, size=(n_bars, 16))
     return tokens
 
 
 def test_span_keys_ignore_transposition_and_octaves_not_changes():
     song = busy_song(0)
-    song[1, 3, LEAD] = D.FIRST_PITCH_TOKEN + 10
+    song[1, 3, LEAD] = FIRST_PITCH_TOKEN + 10
     keys, starts = M.span_keys(song, 2)
     assert starts.tolist() == [0, 1, 2] and len(set(keys)) == 3
-    assert M.span_keys(D.transpose_tokens(song, 5), 2)[0] == keys
+    assert M.span_keys(transpose_tokens(song, 5), 2)[0] == keys
     octave = song.copy()
     octave[1, 3, LEAD] += 12  # one note an octave up (still in range)
     assert M.span_keys(octave, 2)[0] == keys
@@ -197,17 +210,17 @@ def test_span_keys_ignore_transposition_and_octaves_not_changes():
 
 def test_plain_spans_are_not_compared():
     plain = np.zeros((4, 16, 4), dtype=np.int16)
-    plain[:, 0, BASS] = D.pitch_to_token(BASS, 36)
-    plain[:, 1:, BASS] = D.HOLD  # one note a bar: fewer than two onsets per bar
+    plain[:, 0, BASS] = pitch_to_token(BASS, 36)
+    plain[:, 1:, BASS] = HOLD  # one note a bar: fewer than two onsets per bar
     plain[:, :, DRUMS] = 5
     assert M.span_keys(plain, 2)[0] == []
-    plain[:, 8, HARMONY] = D.pitch_to_token(HARMONY, 64)
+    plain[:, 8, HARMONY] = pitch_to_token(HARMONY, 64)
     assert len(M.span_keys(plain, 2)[0]) == 3
 
 
 def test_cross_track_repeats():
     first, second, third = busy_song(1, 8), busy_song(2, 8), busy_song(3, 8)
-    second[2:6] = D.transpose_tokens(first[3:7], -3)  # four bars of `first`, in another key
+    second[2:6] = transpose_tokens(first[3:7], -3)  # four bars of `first`, in another key
     result = M.cross_track_repeats([first, second, third], span_bars=4)
     assert result["spans"] == 15 and result["repeated"] == 2
     assert sorted(e[:2] for e in result["examples"]) == [[0, 3], [1, 2]]
@@ -221,7 +234,7 @@ def test_span_index_finds_copies_of_training_spans_only_within_songs():
     corpus.tokens[:] = np.concatenate([busy_song(10 + i) for i in range(3)])
     index = M.SpanIndex(corpus, span_bars=2)
     assert len(index) == 9  # 3 spans per 4-bar song, none across songs
-    copy = np.concatenate([busy_song(20, 3), D.transpose_tokens(corpus.tokens[5:7], 4), busy_song(21, 3)])
+    copy = np.concatenate([busy_song(20, 3), transpose_tokens(corpus.tokens[5:7], 4), busy_song(21, 3)])
     result = index.copies([copy, busy_song(22, 8)])
     assert result["copied"] == 1 and result["examples"] == [[0, 3]]
     assert result["spans"] == 7 + 7
