@@ -137,7 +137,8 @@ def held_out_part(corpus: Corpus, training: Corpus | None) -> tuple[Corpus, int]
 
 def evaluate_models(vae: Any, lstm: Any, held_out: Corpus, training: Corpus | None) -> dict[str, Any]:
     """VAE reconstruction and LSTM NLL on `held_out`, each with baselines fitted on `training`."""
-    from models.train import bar_tensors, encode_means, evaluate_lstm, evaluate_vae, song_sequences
+    from models.held_out import evaluate_lstm, evaluate_vae
+    from models.tensors import bar_tensors, encode_means, song_sequences
 
     held_tensors = bar_tensors(held_out)
     vae_figures = evaluate_vae(vae, held_tensors)

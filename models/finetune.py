@@ -14,7 +14,7 @@ already know music towards its style. What changes against training from scratch
   whole command (reading, both models, evaluation) stays within a quarter of an hour on 2 cores.
 
 The starting models' figures on the folder's held-out files are measured before training
-(`models.train.held_out_figures`) so the summary shows what fine-tuning changed.
+(`models.held_out.held_out_figures`) so the summary shows what fine-tuning changed.
 """
 
 from __future__ import annotations

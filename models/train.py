@@ -13,7 +13,8 @@ with `resume=True`. The output directory ends with the two checkpoints (`vae.*`,
 
 Under torchrun (WORLD_SIZE > 1) each process trains on its share of every epoch's batches and
 gradients are averaged (DistributedDataParallel, gloo backend); rank 0 validates, saves and
-draws. `evaluate_vae` and `evaluate_lstm` give the held-out figures on any corpus.
+draws. The corpus becomes tensors in `models.tensors`; the held-out figures are
+`models.held_out`'s (`evaluate_vae`, `evaluate_lstm`: on any corpus).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models import checkpoint as ckpt
@@ -43,260 +43,22 @@ from models.data import load_corpus
 from models.errors import DataError, ModelError
 from models.finetune import InitialModels, load_initial_models
 from models.fit import Budget, CheckpointKeeper, Dist, Epoch, Step, Validation, fit, new_state, saved_state
-from models.layout import N_CHORDS, chord_index
+from models.held_out import chord_bigram_nll, evaluate_lstm, evaluate_vae, held_out_figures
 from models.lstm import BarLSTM, sequence_losses
 from models.split import split_corpus
-from models.theory import NO_CHORD_ROOT
-from models.tokens import FIRST_PITCH_TOKEN, N_PITCHES, STEPS_PER_BAR, STYLES
-from models.vae import TAIL_STEPS, BarCondition, BarVAE, active_units, activity_levels, kl_terms, reconstruction_loss
+from models.tensors import (
+    BarTensors,
+    SongSequences,
+    bar_tensors,
+    encode_means,
+    song_sequences,
+    transpose_batch,
+    window_batch,
+    windows,
+)
+from models.vae import BarVAE, kl_terms, reconstruction_loss
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- corpus → tensors
-
-@dataclass
-class BarTensors:
-    """All bars of a (key-normalised) corpus as tensors."""
-
-    tokens: torch.Tensor  # (N, 16, 4) int64
-    previous_tail: torch.Tensor  # (N, TAIL_STEPS, 4) int16: the steps before each bar in its song (rests before)
-    voice_mask: torch.Tensor  # (N, 4) bool: voice known in this bar's song
-    root: torch.Tensor  # (N,) int64
-    quality: torch.Tensor  # (N,) int64
-    mode: torch.Tensor  # (N,) int64
-    style: torch.Tensor  # (N,) int64
-    song_starts: np.ndarray  # (n_songs + 1,)
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
-
-    def distinct_bars(self) -> torch.Tensor:
-        """Indices of the first occurrence of every distinct bar within each song (songs repeat
-        their choruses; the VAE learns as much from one copy, in less time)."""
-        keep = []
-        flat = torch.cat([self.tokens.flatten(1), self.previous_tail.flatten(1).long(), self.root[:, None],
-                          self.quality[:, None]], dim=1)
-        rows = flat.numpy()
-        for song in range(len(self.song_starts) - 1):
-            seen: set[bytes] = set()
-            for i in range(int(self.song_starts[song]), int(self.song_starts[song + 1])):
-                key = rows[i].tobytes()
-                if key not in seen:
-                    seen.add(key)
-                    keep.append(i)
-        return torch.tensor(keep, dtype=torch.int64)
-
-    def condition(self, index: torch.Tensor | slice, key_offset: torch.Tensor | None = None) -> BarCondition:
-        tokens = self.tokens[index]
-        offset = key_offset if key_offset is not None else torch.zeros(tokens.shape[0], dtype=torch.int64)
-        return BarCondition(
-            root=self.root[index], quality=self.quality[index], mode=self.mode[index], key_offset=offset,
-            style=F.one_hot(self.style[index], len(STYLES)).float(),
-            activity=activity_levels(tokens, self.voice_mask[index]),
-        )
-
-
-def bar_tensors(corpus: Corpus) -> BarTensors:
-    """Tensors of `corpus` after moving every song to C major / A minor."""
-    normalised = corpus.key_normalised()
-    song_of_bar = normalised.song_of_bar()
-    present = np.array([s.voices_present for s in normalised.songs], dtype=bool).reshape(-1, 4)
-    modes = np.array([s.key_mode for s in normalised.songs], dtype=np.int64)
-    styles = np.array([s.style for s in normalised.songs], dtype=np.int64)
-    tokens = normalised.tokens.astype(np.int64)
-    previous_tail = np.zeros((len(tokens), TAIL_STEPS, 4), dtype=np.int16)
-    for song in range(normalised.n_songs):
-        part = normalised.song_slice(song)
-        steps = tokens[part].reshape(-1, 4)  # the song's steps in order
-        padded = np.concatenate([np.zeros((TAIL_STEPS, 4), dtype=np.int64), steps])
-        for bar in range(part.stop - part.start):
-            previous_tail[part.start + bar] = padded[bar * STEPS_PER_BAR:bar * STEPS_PER_BAR + TAIL_STEPS]
-    return BarTensors(
-        tokens=torch.from_numpy(tokens),
-        previous_tail=torch.from_numpy(previous_tail),
-        voice_mask=torch.from_numpy(present[song_of_bar]) if len(song_of_bar) else torch.zeros(0, 4, dtype=torch.bool),
-        root=torch.from_numpy(normalised.chords[:, 0].astype(np.int64)),
-        quality=torch.from_numpy(normalised.chords[:, 1].astype(np.int64)),
-        mode=torch.from_numpy(modes[song_of_bar]),
-        style=torch.from_numpy(styles[song_of_bar]),
-        song_starts=normalised.song_starts.copy(),
-    )
-
-
-def transpose_batch(tokens: torch.Tensor, root: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bars (B, T, 4) and chord roots (B,) moved by `shift` (B,) semitones, onsets folded into range."""
-    tokens = tokens.clone()
-    pitched = tokens[..., :3]  # (B, T, 3)
-    onset = pitched >= FIRST_PITCH_TOKEN
-    index = pitched - FIRST_PITCH_TOKEN + shift[:, None, None]
-    index = torch.where(index < 0, index + 12, index)
-    index = torch.where(index >= N_PITCHES, index - 12, index)
-    tokens[..., :3] = torch.where(onset, index + FIRST_PITCH_TOKEN, pitched)
-    root = torch.where(root == NO_CHORD_ROOT, root, (root + shift) % 12)
-    return tokens, root
-
-
-# --------------------------------------------------------------------------- evaluation
-
-@torch.inference_mode()
-def evaluate_vae(vae: BarVAE, data: Corpus | BarTensors, batch_size: int = 1024) -> dict[str, float]:
-    """Held-out figures of the VAE: per-step reconstruction accuracy (decoding the posterior
-    mean; all voices, known voices only), per voice, cross-entropy per bar, KL, active units."""
-    tensors = bar_tensors(data) if isinstance(data, Corpus) else data
-    vae.eval()
-    total_ce = total_kl = 0.0
-    correct = np.zeros(4)
-    counted = np.zeros(4)
-    mus = []
-    for begin in range(0, len(tensors), batch_size):
-        index = slice(begin, begin + batch_size)
-        tokens, mask = tensors.tokens[index], tensors.voice_mask[index]
-        cond = tensors.condition(index)
-        logits, mu, logvar = vae(tokens, cond, mask, tensors.previous_tail[index].long(), sample=False)
-        ce, _, _ = reconstruction_loss(logits, tokens, mask)
-        _, kl = kl_terms(mu, logvar, 0.0)
-        total_ce += float(ce) * tokens.shape[0]
-        total_kl += float(kl) * tokens.shape[0]
-        for voice, voice_logits in enumerate(logits):
-            known = mask[:, voice:voice + 1].expand(-1, tokens.shape[1])
-            right = (voice_logits.argmax(-1) == tokens[..., voice]) & known
-            correct[voice] += float(right.sum())
-            counted[voice] += float(known.sum())
-        mus.append(mu)
-    n = max(len(tensors), 1)
-    result = {
-        "accuracy": float(correct.sum() / max(counted.sum(), 1)),
-        "cross_entropy_per_bar": total_ce / n,
-        "kl_per_bar": total_kl / n,
-        "active_units": active_units(torch.cat(mus)) if mus else 0,
-        "bars": len(tensors),
-    }
-    for voice, name in enumerate(("lead", "harmony", "bass", "drums")):
-        result[f"accuracy_{name}"] = float(correct[voice] / counted[voice]) if counted[voice] else float("nan")
-    return result
-
-
-@torch.inference_mode()
-def encode_means(vae: BarVAE, tensors: BarTensors, batch_size: int = 2048) -> torch.Tensor:
-    """(N, L) posterior means of every bar."""
-    vae.eval()
-    parts = []
-    for begin in range(0, len(tensors), batch_size):
-        index = slice(begin, begin + batch_size)
-        mu, _ = vae.encode(tensors.tokens[index], tensors.condition(index), tensors.voice_mask[index])
-        parts.append(mu)
-    return torch.cat(parts) if parts else torch.zeros(0, vae.config.latent_dim)
-
-
-@dataclass
-class SongSequences:
-    """Per-song latent and chord sequences for the LSTM."""
-
-    latents: list[torch.Tensor]  # each (T_song, L)
-    chords: list[torch.Tensor]  # each (T_song,) joint chord index
-    style: torch.Tensor  # (n_songs, S) float
-    mode: torch.Tensor  # (n_songs,) int64
-
-
-def song_sequences(tensors: BarTensors, latents: torch.Tensor) -> SongSequences:
-    joint = chord_index(tensors.root, tensors.quality)
-    starts = tensors.song_starts
-    seqs_z, seqs_c, styles, modes = [], [], [], []
-    for i in range(len(starts) - 1):
-        a, b = int(starts[i]), int(starts[i + 1])
-        if b <= a:
-            continue
-        seqs_z.append(latents[a:b])
-        seqs_c.append(joint[a:b])
-        styles.append(int(tensors.style[a]))
-        modes.append(int(tensors.mode[a]))
-    return SongSequences(seqs_z, seqs_c, F.one_hot(torch.tensor(styles, dtype=torch.int64), len(STYLES)).float(),
-                         torch.tensor(modes, dtype=torch.int64))
-
-
-def _windows(seqs: SongSequences, window: int, offset_rng: np.random.Generator | None) -> list[tuple[int, int]]:
-    """(song, first target bar) of windows covering every song; random phase when training."""
-    result = []
-    for song, chords in enumerate(seqs.chords):
-        length = len(chords)
-        phase = int(offset_rng.integers(0, window)) if offset_rng is not None and length > window else 0
-        starts = [0] + list(range(phase if phase > 0 else window, length, window))
-        result.extend((song, s) for s in starts)
-    return result
-
-
-def _window_batch(seqs: SongSequences, items: Sequence[tuple[int, int]], window: int):
-    latent_dim = seqs.latents[0].shape[1]
-    batch = len(items)
-    latents = torch.zeros(batch, window + 1, latent_dim)
-    chords = torch.zeros(batch, window + 1, dtype=torch.int64)
-    lengths = torch.zeros(batch, dtype=torch.int64)
-    song_start = torch.zeros(batch, dtype=torch.bool)
-    for row, (song, first) in enumerate(items):
-        z, c = seqs.latents[song], seqs.chords[song]
-        end = min(first + window, len(c))
-        n = end - first
-        latents[row, 1:n + 1] = z[first:end]
-        chords[row, 1:n + 1] = c[first:end]
-        if first == 0:
-            song_start[row] = True
-        else:
-            latents[row, 0] = z[first - 1]
-            chords[row, 0] = c[first - 1]
-        lengths[row] = n
-    songs = torch.tensor([s for s, _ in items])
-    return latents, chords, seqs.style[songs], seqs.mode[songs], song_start, lengths
-
-
-@torch.inference_mode()
-def evaluate_lstm(lstm: BarLSTM, vae: BarVAE | None, data: Corpus | SongSequences,
-                  window: int = 64) -> dict[str, float]:
-    """Held-out NLL per bar (nats) of the LSTM: next chord, next latent (VAE posterior means)."""
-    if isinstance(data, Corpus):
-        if vae is None:
-            raise ModelError("evaluate_lstm needs the VAE to encode a corpus")
-        tensors = bar_tensors(data)
-        seqs = song_sequences(tensors, encode_means(vae, tensors))
-    else:
-        seqs = data
-    lstm.eval()
-    items = _windows(seqs, window, None)
-    chord_sum = latent_sum = bars = 0.0
-    for begin in range(0, len(items), 64):
-        latents, chords, style, mode, start, lengths = _window_batch(seqs, items[begin:begin + 64], window)
-        chord_nll, latent_nll, mask = sequence_losses(lstm, latents, chords, style, mode, start, lengths)
-        chord_sum += float((chord_nll * mask).sum())
-        latent_sum += float((latent_nll * mask).sum())
-        bars += float(mask.sum())
-    return {"chord_nll": chord_sum / max(bars, 1), "latent_nll": latent_sum / max(bars, 1), "bars": bars}
-
-
-def held_out_figures(vae: BarVAE, lstm: BarLSTM, val_t: BarTensors, window: int) -> dict[str, float]:
-    """The figures the summary compares (VAE accuracy, LSTM chord NLL) of a model pair on held-out
-    bars, the LSTM reading the pair's own VAE latents. Used on the starting models of a fine-tuning."""
-    vae_metrics = evaluate_vae(vae, val_t)
-    lstm_metrics = evaluate_lstm(lstm, None, song_sequences(val_t, encode_means(vae, val_t)), window)
-    return {"val_accuracy": vae_metrics["accuracy"], "val_chord_nll": lstm_metrics["chord_nll"]}
-
-
-def chord_bigram_nll(train: SongSequences, held_out: SongSequences, smoothing: float = 0.5) -> float:
-    """Held-out NLL per bar (nats) of a chord bigram Markov chain fitted on `train` (a baseline)."""
-    counts = np.full((N_CHORDS + 1, N_CHORDS), smoothing)  # row N_CHORDS: song start
-    for chords in train.chords:
-        previous = N_CHORDS
-        for chord in chords.tolist():
-            counts[previous, chord] += 1
-            previous = chord
-    log_probs = np.log(counts / counts.sum(axis=1, keepdims=True))
-    total, bars = 0.0, 0
-    for chords in held_out.chords:
-        previous = N_CHORDS
-        for chord in chords.tolist():
-            total -= log_probs[previous, chord]
-            previous = chord
-            bars += 1
-    return total / max(bars, 1)
 
 
 # --------------------------------------------------------------------------- the two stages
@@ -404,13 +166,13 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
 
     def epoch(state: dict[str, Any]) -> Epoch:
         rng = np.random.default_rng(config.seed * 1000 + state["epoch"])
-        items = _windows(train_s, config.lstm_window, rng)
+        items = windows(train_s, config.lstm_window, rng)
         order = rng.permutation(len(items))
 
         def train_batch(batch_number: int) -> Step:
             begin = (batch_number * dist.world + dist.rank) * config.lstm_batch_size
             chosen = [items[i] for i in order[begin:begin + config.lstm_batch_size]]
-            latents, chords, style, mode, start, lengths = _window_batch(train_s, chosen, config.lstm_window)
+            latents, chords, style, mode, start, lengths = window_batch(train_s, chosen, config.lstm_window)
             # DDP wraps forward(); sequence_losses calls the module, so give it the wrapper.
             chord_nll, latent_nll, mask = sequence_losses(model, latents, chords, style, mode, start, lengths)
             loss = ((chord_nll + latent_weight * latent_nll) * mask).sum() / mask.sum()

@@ -14,8 +14,10 @@ from models.composer import Composer, Controls
 from models.debug import DEBUG_LSTM, DEBUG_TRAIN, DEBUG_VAE, synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError
 from models.finetune import FINE_TUNE_LEARNING_RATE, fine_tuning_config
+from models.held_out import evaluate_lstm, evaluate_vae, held_out_figures
 from models.split import split_corpus
-from models.train import bar_tensors, evaluate_lstm, evaluate_vae, held_out_figures, main, train
+from models.tensors import bar_tensors
+from models.train import main, train
 
 
 def test_train_resume_and_compose(tmp_path):

@@ -11,8 +11,8 @@ from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
 from models.inference import FastDecoder, FastLSTM, sample_from_logits
 from models.layout import CONTEXT_OFFSETS, N_CHORDS, TAIL_STEPS, chord_index, lstm_shapes, vae_shapes
 from models.lstm import BarLSTM, sequence_losses
+from models.tensors import bar_tensors, transpose_batch
 from models.tokens import STEPS_PER_BAR, STYLES, VOCAB_SIZES
-from models.train import bar_tensors, transpose_batch
 from models.vae import BarCondition, BarVAE, active_units, context_tokens, kl_terms, reconstruction_loss
 
 
