@@ -7,7 +7,7 @@ against the style's held-out songs (the validation split of the checkpoint's tra
 mean distance- and value-overlap over the Yang & Lerch features, and the figures of issue 12
 with their goals. Deterministic for a seed; the data are read through `models.data_cache`.
 Writes bench/results/music.json; exits 2 when a goal is missed (a figure, not a failure).
-Run: .venv/bin/python bench/bench_music.py [--minutes 20] [--seed 0] [--checkpoint DIR]
+Run: .venv/bin/python bench/bench_music.py [--minutes 60] [--seed 0] [--checkpoint DIR]
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
 # chord labels, where a borrowed chord is often read as a diatonic neighbour; this brings them to
 # about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
 # colours, as in the data, where few chromatic chords move a fifth down.
-CHROMATIC_BOOST = {"borrowed": 2.5, "dominant": 0.5}
+CHROMATIC_BOOST = {"borrowed": 2.25, "dominant": 0.0}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
 SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}
@@ -134,9 +134,30 @@ COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long cho
 REPEAT_PENALTY = 3.0  # logits taken from the lead's last pitch: a melody moves; holding is still free
 RECENT_PENALTY = 0.9  # ... and per recent use of a pitch (the last onsets), so a phrase ranges wider
 RECENT_WINDOW = (8, 16)  # onsets the lead remembers, lo-fi → NES (a bar or two of its notes)
+LOFI_ACTIVITY_DROP = 1.5  # activity levels lo-fi plays below the section's energy (fewer, longer notes)
+# Lo-fi bass onsets: beats 1 and 3 (the lo-fi loops' bass plays 1.0-1.4 notes a bar; with the push
+# before 3 ours played 2.1, and the style's notes per bar ran 35 % over the loops').
+LOFI_BASS_STEPS = (0, 8)
+# Steps lead and bass notes ring on into a rest in lo-fi (bass: a beat; two beats made the style's
+# mean note length 1.70 beats against the loops' 1.28).
+LOFI_RING = (2, 4)
+# Motif memory: the decoder leaves the lead silent in about a third of the bars its latents ask for
+# (lo-fi loops and pop have bars without melody), where one held chord tone used to stand in; now,
+# with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some bars of space), the bar takes up one of
+# the track's last MOTIF_MEMORY decoded lead bars (those with at least MOTIF_MIN_ONSETS onsets) on
+# its own chord, a nearer one likelier (weight MOTIF_RECENCY per bar back). `chiplofi eval`
+# (60 min per style, seeds 0 and 1): distinct lead pitches per 4 bars lo-fi 5.9-6.3 → 6.1-6.5,
+# NES 6.9-8.3 → 7.6-8.0, blend 5.7-6.7 → 6.6-7.0; bars with one lead note (lo-fi) 55 % → 35 %.
+MOTIF_FILL = (0.5, 1.0)
+MOTIF_MEMORY = 8
+MOTIF_MIN_ONSETS = 2
+MOTIF_RECENCY = 0.7
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
-# about the training data's own share, lo-fi ~0.64 and NES ~0.41 (chords estimated per bar).
-ROOT_SHARE = {"lofi": 0.65, "nes": 0.45}
+# about the training data's own share, lo-fi ~0.63 and NES ~0.41 (chords estimated per bar), set a
+# little below it because the lead and the arrangement add roots the figure also counts (measured
+# 0.55 and 0.36), and so that the blend, judged against lo-fi and NES songs together (0.43, most
+# of those bars are NES), lands within 0.10 of them too.
+ROOT_SHARE = {"lofi": 0.56, "nes": 0.34}
 ARPEGGIO_SPAN = (10, 5)  # semitones a NES arpeggio sweeps below / above the decoded note
 BASS_FLOOR = 33  # MIDI A1 (55 Hz): lower bass notes move up an octave (small speakers drop them)
 LATENT_SOURCES = ("lstm", "noise")
@@ -145,8 +166,12 @@ LATENT_SOURCES = ("lstm", "noise")
 # high register the LSTM predicts for the style, where wider draws fall back to the average bar.
 LATENT_SPREAD = (0.6, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
-# chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43).
-TRACK_CHORD_BIAS = 1.0
+# chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43;
+# σ 2.0 with TRACK_PITCH_LEAN, 60 min per style: lo-fi 0.60-0.69 → 0.56-0.58, blend 0.60-0.64 → 0.57-0.58).
+TRACK_CHORD_BIAS = 2.0
+# σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
+# favours its own scale degrees, the way a real melody has its characteristic notes.
+TRACK_PITCH_LEAN = 1.0
 
 
 @dataclass(frozen=True)
@@ -205,7 +230,11 @@ class _Plan:
     density: int = 0  # -1, 0, +1: this track's lead activity against the style's
     register: float = 0.0  # semitones this track's lead leans up (+) or down (-)
     motif_share: float = 0.5  # chance that a phrase restates the previous one's lead on its own chords
+    # The track's decoded lead bars so far, newest last: (chord, lead column (16,)). A bar the
+    # decoder leaves without melody takes one of them up again on its own chord (`_motif_lead`).
+    motifs: list[tuple[int, np.ndarray]] = field(default_factory=list)
     chord_bias: np.ndarray | None = None  # (N_CHORDS,) logits this track adds to the LSTM's chord head
+    pitch_lean: np.ndarray | None = None  # (12,) logits this track's lead adds per pitch class of the key
 
     @property
     def bars(self) -> int:
@@ -385,7 +414,8 @@ class Composer:
                      intro=str(rng.choice(list(INTROS))), density=int(rng.integers(-1, 2)),
                      register=float(rng.uniform(-3.0, 3.0)), motif_share=float(rng.uniform(0.3, 0.8)),
                      colour=colours[int(rng.choice(len(colours), p=MODE_WEIGHTS[mode]))],
-                     chord_bias=TRACK_CHORD_BIAS * rng.standard_normal(N_CHORDS))
+                     chord_bias=TRACK_CHORD_BIAS * rng.standard_normal(N_CHORDS),
+                     pitch_lean=TRACK_PITCH_LEAN * rng.standard_normal(12))
         self._previous_plan = plan
         log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
                  " ".join(label for label, _ in sections))
@@ -620,11 +650,11 @@ class Composer:
 
     @staticmethod
     def _lofi_phrasing(tokens: np.ndarray) -> None:
-        """Lo-fi plays few, long notes: the bass keeps its onsets on beats 1 and 3 (and the push
-        before 3), and lead (up to half a beat) and bass notes (up to 2 beats) ring on into rests."""
+        """Lo-fi plays few, long notes: the bass keeps its onsets on `LOFI_BASS_STEPS` (beats 1
+        and 3), and lead and bass notes ring on into rests (`LOFI_RING`)."""
         bass = tokens[:, 2]
         for step in range(STEPS_PER_BAR):
-            if bass[step] >= FIRST_PITCH_TOKEN and step not in (0, 6, 8):
+            if bass[step] >= FIRST_PITCH_TOKEN and step not in LOFI_BASS_STEPS:
                 bass[step] = HOLD if step > 0 else bass[step]
         for voice in (0, 2):
             column = tokens[:, voice]
@@ -635,7 +665,7 @@ class Composer:
                     sounding, ringing = True, 0
                 elif column[step] == HOLD:
                     continue
-                elif sounding and ringing < (2 if voice == 0 else 8):
+                elif sounding and ringing < LOFI_RING[voice // 2]:
                     column[step] = HOLD
                     ringing += 1
                 else:
@@ -733,7 +763,7 @@ class Composer:
         root, quality = chord_parts(chord)
         lofi = 1.0 - self.controls.style_blend
         # Lo-fi plays fewer, longer notes: the activity level drops with the lo-fi share.
-        level = energy * (N_ACTIVITY - 1) + 0.25 - 1.5 * lofi + 0.5 * plan.density
+        level = energy * (N_ACTIVITY - 1) + 0.25 - LOFI_ACTIVITY_DROP * lofi + 0.5 * plan.density
         activity = int(np.clip(round(level), 0, N_ACTIVITY - 1))
         cond = self._decoder.condition(root, quality, plan.mode, 0, self._style_vector(), activity)
         temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
@@ -741,11 +771,25 @@ class Composer:
                                            self._lead_register_bias(plan))
         held = tail[-1]
         tokens = self._clean(tokens, chord, held, plan.scale)
+        if self._sounds(tokens[:, 0], 0, held):
+            if (tokens[:, 0] >= FIRST_PITCH_TOKEN).sum() >= MOTIF_MIN_ONSETS:
+                plan.motifs.append((chord, tokens[:, 0].copy()))
+                del plan.motifs[:-MOTIF_MEMORY]
+        elif plan.motifs and rng.random() < MOTIF_FILL[0] + self.controls.style_blend * (MOTIF_FILL[1] - MOTIF_FILL[0]):
+            tokens[:, 0] = self._motif_lead(plan.motifs, chord, rng)
+            tokens = self._clean(tokens, chord, held, plan.scale)
         for voice in range(4):
             if not self._sounds(tokens[:, voice], voice, held):
                 tokens[:, voice] = self._fallback(voice, chord, base[:, voice] if voice < 3 else None, rng)
         velocities = self._velocities(energy, rng)
         return tokens, velocities
+
+    def _motif_lead(self, motifs: list[tuple[int, np.ndarray]], chord: int, rng: np.random.Generator) -> np.ndarray:
+        """A lead bar (16,) for a bar the decoder left without melody: one of the track's recent
+        lead bars (`motifs`, newest last) moved onto this chord, the nearer ones likelier."""
+        weights = MOTIF_RECENCY ** np.arange(len(motifs))[::-1]
+        source_chord, source = motifs[int(rng.choice(len(motifs), p=weights / weights.sum()))]
+        return self._restated_lead(source, source_chord, chord)
 
     def _lead_register_bias(self, plan: _Plan) -> np.ndarray:
         """(PITCHED_VOCAB,) logits added to the lead's: NES melodies sit high (mean ~MIDI 71), lo-fi
@@ -755,6 +799,8 @@ class Composer:
         pitches = low + np.arange(PITCHED_VOCAB - FIRST_PITCH_TOKEN)
         bias = np.zeros(PITCHED_VOCAB)
         bias[FIRST_PITCH_TOKEN:] = -0.5 * ((pitches - centre) / 7.0) ** 2
+        if plan.pitch_lean is not None:
+            bias[FIRST_PITCH_TOKEN:] += plan.pitch_lean[pitches % 12]
         return bias
 
     def _sample_tokens(self, latent: np.ndarray, cond: np.ndarray, activity: int, root: int, tail: np.ndarray,

@@ -184,6 +184,65 @@ def test_lead_moves():
     assert repeats <= 0.25
 
 
+def test_a_bar_left_without_melody_takes_up_a_motif_of_its_track(monkeypatch):
+    """Every third bar the decoder leaves the lead silent: at NES style (MOTIF_FILL 1.0) such a bar
+    restates one of the track's recent decoded lead bars moved onto its chord, instead of the one
+    held chord tone that stood in before."""
+    import numpy as np
+
+    from models import composer as composer_module
+    from models.tokens import FIRST_PITCH_TOKEN, REST
+
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=2, style_blend=1.0))
+    decoded = composer._sample_tokens
+    calls = itertools.count()
+    silenced: list[int] = []
+
+    def sometimes_silent(*args, **kwargs):
+        tokens, base = decoded(*args, **kwargs)
+        if next(calls) % 3 == 2:
+            tokens[:, 0] = REST
+            silenced.append(1)
+        else:
+            silenced.append(0)
+        return tokens, base
+
+    restated: list[np.ndarray] = []
+    motif_lead = composer._motif_lead
+
+    def recorded(motifs, chord, rng):
+        assert all((column >= FIRST_PITCH_TOKEN).sum() >= composer_module.MOTIF_MIN_ONSETS for _, column in motifs)
+        restated.append(motif_lead(motifs, chord, rng))
+        return restated[-1]
+
+    monkeypatch.setattr(composer, "_sample_tokens", sometimes_silent)
+    monkeypatch.setattr(composer, "_motif_lead", recorded)
+    bars = list(itertools.islice(composer, 60))
+    assert sum(silenced) >= 15 and len(restated) >= sum(silenced) - 3  # all but a track's first bars
+    assert sum((lead >= FIRST_PITCH_TOKEN).sum() >= 2 for lead in restated) >= 0.8 * len(restated)
+    leads = [sorted(n[1] for n in bar.notes if n[0] == "lead") for bar in bars]
+    assert sum(len(lead) >= 2 for lead in leads) >= 0.8 * len(leads)
+
+
+def test_motif_lead_moves_the_motif_by_the_step_between_chord_roots():
+    import numpy as np
+
+    from models.layout import chord_index
+    from models.theory import CHORD_QUALITIES
+    from models.tokens import FIRST_PITCH_TOKEN, HOLD, REST
+
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=1))
+    motif = np.full(16, REST)
+    motif[[0, 4, 8]] = FIRST_PITCH_TOKEN + np.array([12, 14, 16])
+    motif[[1, 5]] = HOLD
+    c_major, f_major = (chord_index(root, CHORD_QUALITIES.index("maj")) for root in (0, 5))
+    moved = composer._motif_lead([(c_major, motif)], f_major, np.random.default_rng(0))
+    assert list(moved[[0, 4, 8]]) == list(FIRST_PITCH_TOKEN + np.array([17, 19, 21]))  # up a fourth
+    assert list(moved[[1, 5]]) == [HOLD, HOLD] and (moved[[2, 3, 6, 7]] == REST).all()
+
+
 def test_chromatic_dominants_resolve_a_fifth_down():
     from models.composer import CHROMATIC, MODES
     from models.theory import key_name, parse_chord
