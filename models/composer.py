@@ -771,6 +771,16 @@ class Composer:
                                            self._lead_register_bias(plan))
         held = tail[-1]
         tokens = self._clean(tokens, chord, held, plan.scale)
+        # A track whose lead has not sung yet asks the decoder again, livelier, for this bar's lead,
+        # so that it has a motif to take up (at activity 0 lo-fi bars mostly decode without melody).
+        livelier = activity
+        while not plan.motifs and not self._sounds(tokens[:, 0], 0, held) and livelier < N_ACTIVITY - 1:
+            livelier += 1
+            cond = self._decoder.condition(root, quality, plan.mode, 0, self._style_vector(), livelier)
+            again, _ = self._sample_tokens(latent, cond, livelier, root, tail, temperature, rng,
+                                           self._lead_register_bias(plan))
+            tokens[:, 0] = again[:, 0]
+            tokens = self._clean(tokens, chord, held, plan.scale)
         if self._sounds(tokens[:, 0], 0, held):
             if (tokens[:, 0] >= FIRST_PITCH_TOKEN).sum() >= MOTIF_MIN_ONSETS:
                 plan.motifs.append((chord, tokens[:, 0].copy()))
