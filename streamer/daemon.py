@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 
-from models.checkpoint import read_regular_file
 from streamer.archive import TrackArchive, TrackRecorder
 from streamer.clock import SampleClock
 from streamer.composer import (
@@ -56,20 +55,22 @@ from streamer.composer import (
     starts_unit,
     uses_model,
 )
-from streamer.config import Config, check_path, load_config, shown
-from streamer.errors import CheckpointError, ChiplofiError, ConfigError
+from streamer.config import Config
+from streamer.errors import ConfigError
 from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
 from streamer.memory import pin_mmap_threshold
 from streamer.notify import Notifier, SystemdNotifier, status_line
+from streamer.outputs import build_outputs, read_stream_key, state_directory
 from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
-from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
+from streamer.schedule import RELOAD, STATS, Schedule, retune_chain, stats_line
 from streamer.sinks import Sink, SinkSnapshot
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
+from streamer.stream_config import CliOverrides, load_stream_config
 from streamer.track_titles import track_title
 from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, now_playing_details
-from streamer.video_files import VideoFiles, check_video_settings, prepare_video_files
+from streamer.video_files import VideoFiles
 from streamer.wavfile import to_pcm16
 
 log = logging.getLogger(__name__)
@@ -89,224 +90,6 @@ RELOAD_TIMEOUT_SECONDS = 120.0
 RECENT_BARS = 4
 UPCOMING_BARS = 4
 STATUS_LINE_SECONDS = 10.0
-KEY_ENV = "CHIPLOFI_STREAM_KEY"
-KEY_CREDENTIAL = "stream-key"  # systemd LoadCredential= name
-DEFAULT_STATE_DIR = Path("out/stream")
-YOUTUBE_PRIMARY = "rtmp://a.rtmp.youtube.com/live2"
-SPEAKERS, NULL = "speakers", "null"
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class CliOverrides:
-    """What `chiplofi stream` flags override in the config (None = keep the config's)."""
-
-    outputs: tuple[str, ...] | None = None
-    status_addr: str | None = None
-    checkpoint: str | None = None
-    speed: float | None = None
-    monitor: bool = False
-    seed: int | None = None  # --seed: a reproducible run from track 0 (the kept position is neither read nor written)
-
-
-def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
-    stream = config.stream
-    if overrides.outputs is not None:
-        stream = dataclasses.replace(stream, outputs=tuple(overrides.outputs))
-    if overrides.checkpoint is not None:
-        stream = dataclasses.replace(stream, checkpoint=overrides.checkpoint)
-    if overrides.speed is not None:
-        stream = dataclasses.replace(stream, speed=overrides.speed)
-    if overrides.monitor:
-        stream = dataclasses.replace(stream, monitor=True)
-    if overrides.seed is not None:
-        stream = dataclasses.replace(stream, seed=overrides.seed)
-    status = config.status
-    if overrides.status_addr is not None:
-        status = dataclasses.replace(status, addr=overrides.status_addr)
-    return dataclasses.replace(config, stream=stream, status=status)
-
-
-def check_config(config: Config) -> None:
-    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError
-    with one line per problem (every check runs)."""
-    stream = config.stream
-    problems: list[str] = []
-
-    def attempt(check: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return check(*args)
-        except ConfigError as error:
-            problems.extend(str(error).splitlines())
-            return None
-
-    if stream.ready_seconds > stream.buffer_seconds:
-        problems.append(f"stream.ready_seconds: expected at most stream.buffer_seconds "
-                        f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
-    if config.status.enabled:
-        attempt(parse_addr, config.status.addr)
-    attempt(parse_schedule, config.schedule)
-    for key in ("key_file", "state_dir"):
-        attempt(check_path, f"stream.{key}", getattr(stream, key))
-    if uses_model(stream.checkpoint):
-        attempt(check_path, "stream.checkpoint", stream.checkpoint)
-    attempt(check_path, "sinks.ffmpeg", config.sinks.ffmpeg)
-    font_path_ok = attempt(check_path, "video.font", config.video.font) is not None
-    kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
-    for spec, kind in zip(stream.outputs, kinds, strict=True):
-        is_file = kind == "wav" or (kind == "ffmpeg" and "://" not in spec)
-        if is_file and attempt(check_path, "stream.outputs", spec) is not None:
-            attempt(_check_output_directory, spec, kind)
-    if font_path_ok and ("ffmpeg" in kinds or not stream.outputs):  # (one line per key)
-        attempt(check_video_settings, config.video, config.sinks.ffmpeg)
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-
-def load_stream_config(path: str | Path | None, overrides: CliOverrides,
-                       environ: Mapping[str, str]) -> Config:
-    """The config `chiplofi stream` runs with: file, then environment, then flags; all checked."""
-    config = apply_overrides(load_config(path, environ), overrides)
-    check_config(config)
-    return config
-
-
-STREAM_KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
-STREAM_KEY_LENGTH = (4, 256)  # characters; ffmpeg cuts log lines at 1 kB, so a key must fit well inside one
-
-
-def check_stream_key(key: str, source: str) -> str:
-    """`key` if it can be a stream key: the characters a URL path carries as they are (RFC 3986's
-    unreserved ones), 4 to 256 of them. A line break, a space, `?`, `/`, a quote or a non-ASCII
-    character would publish under another stream name (or split the key across log lines, where
-    redaction cannot find it). The ConfigError names `source` and what is wrong, never the key."""
-    low, high = STREAM_KEY_LENGTH
-    if not low <= len(key) <= high:
-        raise ConfigError(f"{source}: the stream key is {len(key)} characters long; expected {low} to {high}")
-    bad = [c for c in key if c not in STREAM_KEY_CHARACTERS]
-    if not bad:
-        return key
-    if any(c in "\r\n" for c in bad):
-        problem = "more than one line (a key file holds the key alone, without comments)"
-    elif any(c.isspace() for c in bad):
-        problem = "a space or another blank"
-    elif any(not c.isascii() for c in bad):
-        problem = "a character that is not ASCII"
-    else:
-        problem = "punctuation that a URL does not carry as it is (such as ? # / & % + = or a quote)"
-    raise ConfigError(f"{source}: the stream key holds {problem}; expected only letters, digits and - _ . ~")
-
-
-MAX_KEY_FILE_BYTES = 1 << 16  # a key is at most 256 characters: past this, the file is not a key
-
-
-def _read_key_file(path: Path, source: str) -> str:
-    """The text of a key file: a regular file of at most 64 kB (a FIFO would block the start for
-    good, /dev/zero would never end), without the blanks around it."""
-    try:
-        return read_regular_file(path, MAX_KEY_FILE_BYTES, "stream key file").decode("utf-8").strip()
-    except CheckpointError as exc:  # its message names the path and the problem
-        raise ConfigError(f"{source}: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: {path} is not UTF-8 text") from exc
-
-
-def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
-    """The stream key: $CHIPLOFI_STREAM_KEY, else `stream.key_file`, else a systemd credential.
-    Blanks around it (a file's last newline) are dropped; anything else odd is an error."""
-    key = environ.get(KEY_ENV, "").strip()
-    if key:
-        return check_stream_key(key, KEY_ENV)
-    path = config.stream.key_file
-    if path:
-        key = _read_key_file(Path(path), "stream.key_file")
-        if not key:
-            raise ConfigError(f"stream.key_file: {path} is empty")
-        return check_stream_key(key, f"stream.key_file ({path})")
-    credentials = environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / KEY_CREDENTIAL).exists():
-        source = f"systemd credential {KEY_CREDENTIAL}"
-        key = _read_key_file(Path(credentials) / KEY_CREDENTIAL, source)
-        return check_stream_key(key, f"{source} ({Path(credentials) / KEY_CREDENTIAL})") if key else ""
-    return ""
-
-
-def state_directory(config: Config, environ: Mapping[str, str]) -> Path:
-    if config.stream.state_dir:
-        return Path(config.stream.state_dir)
-    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(systemd) if systemd else DEFAULT_STATE_DIR
-
-
-def _classify_output(spec: str) -> str:
-    if "\0" in spec:
-        raise ConfigError(f"stream.outputs: an output cannot hold a NUL character, got {shown(spec)}")
-    lowered = spec.strip().lower()
-    if lowered in (SPEAKERS, NULL):
-        return lowered
-    if lowered.startswith(("rtmp://", "rtmps://")):
-        return "ffmpeg"
-    if "://" in lowered:
-        raise ConfigError(f"stream.outputs: {shown(spec)}: expected rtmp:// or rtmps:// URLs, file paths, "
-                          "'speakers' or 'null'")
-    if lowered.endswith(".wav"):
-        return "wav"
-    from streamer.sinks.ffmpeg import MUXERS
-
-    if Path(lowered).suffix not in MUXERS:
-        raise ConfigError(f"stream.outputs: {shown(spec)}: a file output must end in .wav (audio) or "
-                          f"{', '.join(MUXERS)} (audio and video)")
-    return "ffmpeg"
-
-
-def _check_output_directory(spec: str, kind: str) -> None:
-    """A file output's directory must exist, as for `chiplofi render`: a typo in a path should stop
-    the stream at once, not create directories nobody asked for."""
-    if kind == "wav" or (kind == "ffmpeg" and "://" not in spec):
-        directory = Path(spec).parent
-        if not directory.is_dir():
-            raise ConfigError(f"stream.outputs: {spec}: the directory {directory} does not exist")
-
-
-@dataclass
-class OutputPlan:
-    ffmpeg_urls: list[str]  # rtmp(s) URLs (without the key) and video file paths
-    wav_files: list[Path]
-    speakers: bool
-    null: bool
-    record: bool  # segmented local recording in <state_dir>/recordings
-
-    def describe(self) -> str:
-        parts = [redact(u) for u in self.ffmpeg_urls] + [str(p) for p in self.wav_files]
-        parts += ["speakers"] * self.speakers + ["null"] * self.null + ["local recording"] * self.record
-        return ", ".join(parts)
-
-
-def plan_outputs(config: Config, key: str) -> OutputPlan:
-    """Which sinks to build. No outputs configured: local recording (+ YouTube when a key is set)."""
-    specs = list(config.stream.outputs)
-    plan = OutputPlan([], [], config.stream.monitor, False, False)
-    if not specs:
-        plan.record = True
-        if key:
-            plan.ffmpeg_urls.append(YOUTUBE_PRIMARY)
-        return plan
-    for spec in specs:
-        kind = _classify_output(spec)
-        if kind == SPEAKERS:
-            plan.speakers = True
-        elif kind == NULL:
-            plan.null = True
-        elif kind == "wav":
-            plan.wav_files.append(Path(spec))
-        else:
-            if "{key}" in spec and not key:
-                raise ConfigError(f"stream.outputs: {shown(spec)} needs a stream key: set {KEY_ENV} or "
-                                  "stream.key_file")
-            plan.ffmpeg_urls.append(spec)
-    return plan
 
 
 # ----------------------------------------------------------------------------- the daemon
@@ -334,13 +117,13 @@ class Daemon:
     """Build with a checked `Config`; `run()` blocks until stopped and returns the exit code."""
 
     def __init__(self, config: Config, *, config_path: str | Path | None = None,
-                 overrides: CliOverrides = CliOverrides(), environ: Mapping[str, str] | None = None,
+                 overrides: CliOverrides | None = None, environ: Mapping[str, str] | None = None,
                  duration: float | None = None, notifier: Notifier | None = None,
                  composer_loader: Callable[[str, int], Composer] = load_composer,
                  sinks: list[Sink] | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.overrides = overrides
+        self.overrides = overrides = overrides if overrides is not None else CliOverrides()
         self.environ = dict(os.environ if environ is None else environ)
         self.duration = duration
         self.notifier: Notifier = notifier if notifier is not None else SystemdNotifier(self.environ)
@@ -503,51 +286,10 @@ class Daemon:
     def _build_sinks(self) -> list[Sink]:
         if self._given_sinks is not None:
             return list(self._given_sinks)
-        from streamer.sinks.file import FileSink
-
-        config = self.config
-        plan = plan_outputs(config, self.key)
-        log.info("outputs: %s", plan.describe() or "none")
-        sinks: list[Sink] = []
-        recordings = self.state_dir / "recordings"
-        if plan.ffmpeg_urls or plan.record:
-            from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, recording_target
-
-            targets = []
-            for url in plan.ffmpeg_urls:
-                targets.append(network_target(url, self.key) if "://" in url else file_target(url))
-            if plan.record:
-                targets.append(recording_target(recordings, config.sinks.record_segment_minutes * 60))
-            # The operator's files are copied and the static layer drawn once, here: a bad file
-            # stops the start with an error naming its key.
-            self.picture = prepare_video_files(config.video, self.state_dir / "video", config.sinks.ffmpeg)
-            self.now_title_file = NowPlayingFile(self.picture.now_title, "")
-            self.now_playing_file = NowPlayingFile(self.picture.now_details)
-            self.stems = "scopes" in config.video.layout
-            sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
-                                    settings=config.sinks,
-                                    # ffmpeg reads the static layer and the now-playing texts from memory: no
-                                    # full or vanished state directory can stop it
-                                    picture=dataclasses.replace(self.picture,
-                                                                static_layer=Path(f"/proc/self/fd/{self.picture.static_fd}"),
-                                                                now_title=self.now_title_file.overlay_path,
-                                                                now_details=self.now_playing_file.overlay_path),
-                                    pass_fds=(self.picture.static_fd, self.now_title_file.overlay_fd,
-                                              self.now_playing_file.overlay_fd),
-                                    secrets=[self.key], recordings_dir=recordings if plan.record else None,
-                                    live=self.clock.paced))
-        for path in plan.wav_files:
-            sinks.append(FileSink(path, self.sample_rate, config.sinks.queue_seconds,
-                                  config.sinks.record_segment_minutes * 60))
-        if plan.speakers:
-            from streamer.sinks.speakers import SpeakersSink
-
-            sinks.append(SpeakersSink(self.sample_rate, min(config.sinks.queue_seconds, 1.0)))
-        if plan.null:
-            from streamer.sinks.null import NullSink
-
-            sinks.append(NullSink())
-        return sinks
+        built = build_outputs(self.config, self.key, self.state_dir, live=self.clock.paced)
+        self.picture, self.stems = built.picture, built.stems
+        self.now_title_file, self.now_playing_file = built.now_title_file, built.now_playing_file
+        return built.sinks
 
     # ------------------------------------------------------------------ run
 
@@ -1223,23 +965,4 @@ def run_stream(config_path: str | Path | None, overrides: CliOverrides, *, durat
     return daemon.run()
 
 
-def describe_config(config: Config, environ: Mapping[str, str]) -> list[str]:
-    """What `chiplofi config check` prints: the plan in a few lines (no secrets)."""
-    from streamer.composer import describe_checkpoint
-
-    key = read_stream_key(config, environ)
-    plan = plan_outputs(config, key)
-    lines = [f"composer: {describe_checkpoint(config.stream.checkpoint)}",
-             f"outputs: {redact(plan.describe(), [key]) or 'none'}",
-             f"stream key: {'set' if key else 'not set'}",
-             f"video: {config.video.preset}, audio {config.render.sample_rate} Hz AAC {config.video.audio_kbps} kbps",
-             f"picture: background {config.video.background}; layers {', '.join(config.video.layout) or 'none'}"
-             + (f"; logo {config.video.logo} ({config.video.logo_corner})" if config.video.logo else ""),
-             f"buffer: {config.stream.buffer_seconds:g} s ahead; speed {config.stream.speed:g}",
-             f"status: {'http://' + config.status.addr + '/' if config.status.enabled else 'off'}",
-             f"state directory: {state_directory(config, environ)}"]
-    lines += describe_schedule(config.schedule)
-    return lines
-
-
-__all__ = ["CliOverrides", "Daemon", "describe_config", "load_stream_config", "run_stream", "ChiplofiError"]
+__all__ = ["Daemon", "run_stream"]

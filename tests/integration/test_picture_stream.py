@@ -30,7 +30,8 @@ from PIL import Image
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StatusSettings, StreamSettings, VideoSettings
-from streamer.daemon import KEY_ENV, Daemon
+from streamer.daemon import Daemon
+from streamer.outputs import KEY_ENV
 from streamer.track_titles import track_title
 from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, build_video_graph, encoder_options, pipe_channels, pipe_layout, preset_of

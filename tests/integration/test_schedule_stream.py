@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from streamer.composer import ComposerMood, RuleBasedComposer
-from streamer.daemon import CliOverrides, Daemon, load_stream_config
+from streamer.daemon import Daemon
+from streamer.stream_config import CliOverrides, load_stream_config
 from test_stream_local import chiplofi, start
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 

@@ -14,21 +14,12 @@ import pytest
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
-from streamer.daemon import (
-    LEAD_SECONDS,
-    YOUTUBE_PRIMARY,
-    CliOverrides,
-    Daemon,
-    apply_overrides,
-    check_config,
-    load_stream_config,
-    plan_outputs,
-    read_stream_key,
-    state_directory,
-)
+from streamer.daemon import LEAD_SECONDS, Daemon
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
+from streamer.outputs import YOUTUBE_PRIMARY, plan_outputs, read_stream_key, state_directory
 from streamer.schedule import Crossfade
+from streamer.stream_config import CliOverrides, apply_overrides, check_config, load_stream_config
 from streamer.types import Bar
 from testkit.daemon import unpaced_config as _config, until as _until
 from testkit.doubles import FlakyComposer, HangingComposer, RecordingSink

@@ -9,8 +9,9 @@ import pytest
 
 from models.data import parse_key
 from streamer.composer import Bridge, RuleBasedComposer, load_composer, starts_unit
-from streamer.daemon import CliOverrides, Daemon, load_stream_config
+from streamer.daemon import Daemon
 from streamer.position import POSITION_FILE, read_position
+from streamer.stream_config import CliOverrides, load_stream_config
 from test_daemon import RecordingSink, _config, _run, _until
 
 RELATED_STEPS = {0, 2, 3, 5, 7, 9, 10}  # semitones between related keys (fifths, tones, relative)

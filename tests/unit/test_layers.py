@@ -24,7 +24,7 @@ STREAMER_USES_MODELS = {
     "streamer.composer": {"models.checkpoint", "models.composer"},
     "streamer.cli": {"models.commands", "models.evaluate"},
     "streamer.fallback": {"models.rule_parts"},  # the rule-based parts, numpy only, as the stream's bars
-    "streamer.daemon": {"models.checkpoint"},  # read_regular_file: the key file is read as cards are (bounded)
+    "streamer.outputs": {"models.checkpoint"},  # read_regular_file: the key file is read as cards are (bounded)
 }
 # Cycles there are, each to be broken; the test fails on any other cycle, and on one of these
 # once it is gone (then strike it here).

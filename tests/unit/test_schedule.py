@@ -21,7 +21,6 @@ from streamer.config import (
     ProgramSettings,
     settings_from_mapping,
 )
-from streamer.daemon import CliOverrides, describe_config, load_stream_config
 from streamer.effects import EffectsChain, LoudnessNormalizer, to_planar
 from streamer.errors import ConfigError
 from streamer.schedule import (
@@ -33,6 +32,7 @@ from streamer.schedule import (
     parse_schedule,
     stats_line,
 )
+from streamer.stream_config import CliOverrides, describe_config, load_stream_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NIGHT = """
