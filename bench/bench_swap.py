@@ -57,7 +57,7 @@ GOAL_BARS = {"bar": 1, "section": 8 + 1, "track": None}  # None: reported, no go
 GOAL_LOST = 0
 MODES = ("bar", "section", "track")
 LONGEST_WAIT_SECONDS = {"bar": 3.5, "section": 8 * 3.5, "track": 250.0}  # bars of at most 3.5 s (70 BPM)
-BLOCK_FRAMES = 1024  # the daemon's clock step (streamer.daemon.BLOCK_FRAMES)
+BLOCK_FRAMES = 1024  # the daemon's clock step (streamer.audio_thread.BLOCK_FRAMES)
 POLL_SECONDS = 0.02
 SETTLE_BARS = 2  # bars of the new model heard before the next swap
 # ... plus 0..MAX_EXTRA_BARS more (seeded), so that SIGHUP lands anywhere in a section, not

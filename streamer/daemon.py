@@ -37,18 +37,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from streamer.archive import TrackArchive, TrackRecorder
+from streamer.audio_thread import BLOCK_FRAMES, UNPACED_BAR_WAIT_SECONDS, AudioThread, RenderSwap
 from streamer.clock import SampleClock
 from streamer.composer import (
     Bridge,
     Composer,
-    FallbackBed,
     RuleBasedComposer,
     check_bar,
     load_composer,
@@ -61,25 +58,19 @@ from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stac
 from streamer.memory import pin_mmap_threshold
 from streamer.notify import Notifier, SystemdNotifier, status_line
 from streamer.outputs import build_outputs, read_stream_key, state_directory
-from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
-from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
-from streamer.schedule import RELOAD, STATS, Schedule, retune_chain, stats_line
+from streamer.position import POSITION_FILE, PositionKeeper
+from streamer.ringbuffer import BarEntry, BarRing
+from streamer.schedule import RELOAD, STATS, Schedule, stats_line
 from streamer.sinks import Sink, SinkSnapshot
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
+from streamer.status_snapshot import Counters
 from streamer.stream_config import CliOverrides, load_stream_config
 from streamer.track_titles import track_title
-from streamer.types import VOICES, Bar
-from streamer.video import NowPlayingFile, now_playing_details
+from streamer.types import Bar
 from streamer.video_files import VideoFiles
-from streamer.wavfile import to_pcm16
 
 log = logging.getLogger(__name__)
 
-BLOCK_FRAMES = 1024  # ≈ 23 ms at 44.1 kHz: the clock's step
-LEAD_SECONDS = 0.5  # rendered audio kept ahead of the clock
-MIN_LEAD_SECONDS = 0.12  # below this, a missing bar is an underrun: the fallback bed plays
-UNPACED_BAR_WAIT_SECONDS = 5.0  # unpaced, the composer sets the pace; wait this long before falling back
-RENDER_TAIL_SECONDS = 0.4  # release tails of the old renderer, mixed in on a SoundFont swap
 STOP_BUDGET_SECONDS = 4.0  # for the sinks on a signal; the whole stop stays under 5 s
 DRAIN_BUDGET_SECONDS = 60.0  # for the sinks when --duration ends the run: every file is finished
 INTRO_SECONDS = 4.0  # fast start: rule-based bars buffered while the model loads
@@ -87,7 +78,6 @@ STUCK_COMPOSER_SECONDS = 5.0  # a composer call this long blocks a pending swap:
 # A reload running this long is given up on when another is asked for (a checkpoint on a hung
 # network mount, say): the new one runs, and whatever the old one returns is dropped.
 RELOAD_TIMEOUT_SECONDS = 120.0
-RECENT_BARS = 4
 UPCOMING_BARS = 4
 STATUS_LINE_SECONDS = 10.0
 
@@ -99,20 +89,6 @@ class _StopDuringStart(Exception):
     pass
 
 
-@dataclass
-class _Segment:
-    pcm: np.ndarray  # (frames, 2) float32
-    start_frame: int
-    stems: np.ndarray | None = None  # (frames, voices) float32, when the video draws one scope per voice
-
-
-@dataclass
-class _Marker:
-    start_frame: int
-    entry: BarEntry
-    fallback: bool
-
-
 class Daemon:
     """Build with a checked `Config`; `run()` blocks until stopped and returns the exit code."""
 
@@ -121,7 +97,6 @@ class Daemon:
                  duration: float | None = None, notifier: Notifier | None = None,
                  composer_loader: Callable[[str, int], Composer] = load_composer,
                  sinks: list[Sink] | None = None) -> None:
-        self.config = config
         self.config_path = config_path
         self.overrides = overrides = overrides if overrides is not None else CliOverrides()
         self.environ = dict(os.environ if environ is None else environ)
@@ -135,13 +110,8 @@ class Daemon:
         self.state_dir = state_directory(config, self.environ)
         # The radio's musical position: continued from the state directory, or (--seed) a
         # reproducible run from track 0 that leaves the kept position alone.
-        self.position_path = self.state_dir / POSITION_FILE
-        self.keeps_position = overrides.seed is None
-        self.position = (starting_position(self.position_path, config.stream.seed) if self.keeps_position
-                         else StreamPosition(seed=overrides.seed))
-        self._position_changed = self.keeps_position  # the main loop writes it (first: once the directory exists)
-        self._position_log = RateLimitedLog(log, 300.0)
-        self.seed = self.position.seed
+        self.position = PositionKeeper(self.state_dir / POSITION_FILE, config.stream.seed, overrides.seed)
+        self.seed = self.position.current.seed
 
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -157,12 +127,9 @@ class Daemon:
         self.sinks: list[Sink] = []
         self.hub: LiveAudioHub | None = None
         self.status_server: StatusServer | None = None
-        self.now_playing_file: NowPlayingFile | None = None  # the details line under the title
-        self.now_title_file: NowPlayingFile | None = None  # the track's title, on the video
         self.picture: VideoFiles | None = None
-        self.stems = False  # the renderer also makes one stem per voice (the video's scopes)
         self.archive: TrackArchive | None = None
-        self.track_recorder: TrackRecorder | None = None  # audio thread: collects what plays into tracks
+        self.counters = Counters()
 
         # composer side (composer thread)
         self.composer: Composer | None = None
@@ -175,18 +142,10 @@ class Daemon:
         self._composer_failing = False
         self._composer_log = RateLimitedLog(log, 30.0)
 
-        # render side (audio thread)
-        self.renderer: Any = None
-        self.effects: Any = None
-        self._next_render: tuple[Any, Any, Config] | None = None
-        self._fallback = FallbackBed(self.seed)
-        self._segments: deque[_Segment] = deque()
-        self._pending_frames = 0
-        self._produced_frames = 0
-        self._markers: deque[_Marker] = deque()
-        self._tail: np.ndarray | None = None
-        self._playing: _Marker | None = None
-        self._recent: deque[tuple[_Marker, int]] = deque(maxlen=RECENT_BARS)
+        self.audio = AudioThread(config, clock=self.clock, ring=self.ring, sinks=self.sinks, schedule=self.schedule,
+                                 counters=self.counters, position=self.position, seed=self.seed, stop=self._stop,
+                                 request_stop=self.request_stop, composer_failing=lambda: self._composer_failing,
+                                 duration=duration)
 
         # reload (SIGHUP)
         self._reload_thread: threading.Thread | None = None
@@ -198,17 +157,17 @@ class Daemon:
         self.last_reload_error = ""
         self.loaded_at = time.time()
 
-        # counters
-        self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
-                                       "bars_played", "bars_composed", "pcm_underruns", "render_errors",
-                                       "tracks_started", "bars_dropped_on_swap", "swaps"), 0)
         self.last_swap_wait_seconds = 0.0  # music played from the swap's decision to the new model's first bar
         self._threads: list[threading.Thread] = []
         self._ready = False
         self._intro = False  # fast start: the rule-based intro plays while the model loads
-        self._duration_reached = False
         self._last_status_line = 0.0
         self._last_watchdog = 0.0
+
+    @property
+    def config(self) -> Config:
+        """The running config: the start's, with the [render] and [effects] a reload swapped in."""
+        return self.audio.config
 
     # ------------------------------------------------------------------ building
 
@@ -219,7 +178,7 @@ class Daemon:
     def _build_renderer(self, config: Config) -> Any:
         from streamer.render import BarRenderer
 
-        return BarRenderer(config.render, seed=self.seed, stems=self.stems)
+        return BarRenderer(config.render, seed=self.seed, stems=self.audio.stems)
 
     def _build_effects(self, config: Config) -> Any:
         from streamer.effects import EffectsChain
@@ -231,24 +190,24 @@ class Daemon:
         if it cannot be used, the rule-based composer plays and /status says why."""
         try:
             composer = self.composer_loader(self.checkpoint_setting, self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
+            self._start_track(composer, self.position.current.next_track, self.position.current.after)
             first = check_bar(composer.next_bar())
         except Exception as exc:
             self.checkpoint_error = redact(str(exc))
             log.error("cannot use the configured composer (%s); playing the rule-based composer instead",
                       self.checkpoint_error)
             composer = RuleBasedComposer(self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
+            self._start_track(composer, self.position.current.next_track, self.position.current.after)
             first = composer.next_bar()
         self.ring.put(self._entry(first, composer))
-        self.counters["bars_composed"] += 1
+        self.counters.bars_composed += 1
         return composer
 
     def _load_in_background(self) -> None:
         """Fast start: load the configured composer, then hand it over like a reload does."""
         try:
             composer = self.composer_loader(self.checkpoint_setting, self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
+            self._start_track(composer, self.position.current.next_track, self.position.current.after)
             first = check_bar(composer.next_bar())
         except Exception as exc:
             self.checkpoint_error = redact(str(exc))
@@ -269,15 +228,6 @@ class Daemon:
         if start_track is not None:
             start_track(number, after)
 
-    def _save_position(self) -> None:
-        """Main loop: keep the musical position (a failing disk is logged; the music plays on)."""
-        self._position_changed = False
-        try:
-            write_position(self.position_path, self.position)
-        except OSError as exc:
-            self._position_log.warning("cannot keep the stream's position in %s (%s)", self.position_path,
-                                       exc.strerror or exc)
-
     def _start_composer_thread(self) -> None:
         self._composer_generation += 1
         generation = self._composer_generation
@@ -287,8 +237,8 @@ class Daemon:
         if self._given_sinks is not None:
             return list(self._given_sinks)
         built = build_outputs(self.config, self.key, self.state_dir, live=self.clock.paced)
-        self.picture, self.stems = built.picture, built.stems
-        self.now_title_file, self.now_playing_file = built.now_title_file, built.now_playing_file
+        self.picture, self.audio.stems = built.picture, built.stems
+        self.audio.now_title_file, self.audio.now_playing_file = built.now_title_file, built.now_playing_file
         return built.sinks
 
     # ------------------------------------------------------------------ run
@@ -313,29 +263,29 @@ class Daemon:
             raise _StopDuringStart
 
     def _start(self) -> None:
+        speed = f"{self.config.stream.speed:g}×" if self.clock.paced else "unpaced"
         log.info("chiplofi stream starting: %d Hz, seed %d, track %d, speed %s", self.sample_rate, self.seed,
-                 self.position.next_track, "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
+                 self.position.current.next_track, speed)
         self.schedule.refresh()  # the program playing now shapes the first bars
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"stream.state_dir: cannot create {self.state_dir} ({exc.strerror or exc})") from exc
-        if self._position_changed:
-            self._save_position()  # a new random seed is kept from the first start on
+        self.position.save_if_changed()  # a new random seed is kept from the first start on
         if self.config.archive.enabled:
             archive = self.config.archive
             self.archive = TrackArchive(self.state_dir / "tracks", archive.keep_tracks,
                                         int(archive.keep_mb * 1_000_000))
             self.archive.start()
-            self.track_recorder = TrackRecorder(self.archive)
-        self.sinks = self._build_sinks()
+            self.audio.track_recorder = TrackRecorder(self.archive)
+        self.sinks.extend(self._build_sinks())  # (the audio thread holds this list)
         # ffmpeg takes a while to start: let it, while the renderer and composer load. No audio
         # goes out before the buffer is prefilled (and ffmpeg starts with what is playing then).
         ffmpeg_sinks = [sink for sink in self.sinks if sink.kind == "ffmpeg"]
         for sink in ffmpeg_sinks:
             sink.start()
         self._abort_if_stopping()
-        self.renderer, self.effects = self._build_render(self.config)
+        self.audio.renderer, self.audio.effects = self._build_render(self.config)
         if self.config.status.enabled:
             self.hub = LiveAudioHub(self.sample_rate, self.config.status.max_listeners)
             self.sinks.append(self.hub)
@@ -353,7 +303,7 @@ class Daemon:
         if self.config.stream.fast_start and self.clock.paced and uses_model(self.checkpoint_setting):
             # Loading a checkpoint takes about half a second (more on a busy machine): open with a
             # short rule-based bridge meanwhile, in a key following the last track's.
-            self.composer = Bridge(self.seed, self.position.starts, self.position.after)
+            self.composer = Bridge(self.seed, self.position.current.starts, self.position.current.after)
             self._intro = True
             self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
             threading.Thread(target=self._load_in_background, name="loader", daemon=True).start()
@@ -371,7 +321,7 @@ class Daemon:
         for sink in self.sinks:
             if sink not in ffmpeg_sinks:
                 sink.start()
-        self._start_thread("audio", self._audio_loop)
+        self._start_thread("audio", self.audio.run)
         self._ready = True
         self.notifier.notify("READY=1")
         self.schedule.start()
@@ -429,8 +379,7 @@ class Daemon:
                 elif request == STATS:
                     log.info("%s", stats_line(self.status()))
             self._check_stuck_composer()
-            if self._position_changed and self.keeps_position:
-                self._save_position()
+            self.position.save_if_changed()
             self._notify_systemd()
 
     def _notify_systemd(self) -> None:
@@ -455,13 +404,13 @@ class Daemon:
         return healthy and not stalled and any(s.healthy for s in self._vital_outputs())
 
     def summary(self) -> str:
-        playing = self._playing
+        playing = self.audio.playing
         bar = playing.entry.bar if playing else None
         what = f"{track_title(bar.track_id)!r} {bar.key} {bar.tempo_bpm:.0f} BPM" if bar else "starting"
         outputs = [s.snapshot() for s in self._output_sinks()]
         ok = sum(1 for s in outputs if s.healthy)
         return (f"playing {what}; buffer {self.ring.ahead_seconds:.0f} s; outputs {ok}/{len(outputs)} ok; "
-                f"underruns {self.counters['underruns']}")
+                f"underruns {self.counters.underruns}")
 
     def _output_sinks(self) -> list[Sink]:
         return [s for s in self.sinks if s is not self.hub] or list(self.sinks)
@@ -479,11 +428,11 @@ class Daemon:
         started = time.monotonic()
         for thread in self._threads:
             thread.join(0.5)  # the composer may be inside a slow model call: it is a daemon thread
-        budget = DRAIN_BUDGET_SECONDS if self._duration_reached else STOP_BUDGET_SECONDS
+        budget = DRAIN_BUDGET_SECONDS if self.audio.duration_reached else STOP_BUDGET_SECONDS
         stoppers = [threading.Thread(target=sink.stop, args=(budget - 0.5,), daemon=True) for sink in self.sinks]
         if self.archive is not None:
-            if self.track_recorder is not None:
-                self.track_recorder.finish()  # the track playing when the stream stopped
+            if self.audio.track_recorder is not None:
+                self.audio.track_recorder.finish()  # the track playing when the stream stopped
             stoppers.append(threading.Thread(target=self.archive.stop, args=(budget - 0.5,), daemon=True))
         for stopper in stoppers:
             stopper.start()
@@ -491,10 +440,9 @@ class Daemon:
             stopper.join(max(0.1, budget - (time.monotonic() - started)))
         if self.status_server is not None:
             self.status_server.stop()
-        if self.renderer is not None:
-            self.renderer.close()
-        if self._position_changed and self.keeps_position:
-            self._save_position()
+        if self.audio.renderer is not None:
+            self.audio.renderer.close()
+        self.position.save_if_changed()
         log.info("stopped (%s) after %.1f s of audio, in %.2f s", self.stop_reason or "done",
                  self.clock.position_seconds, time.monotonic() - started)
 
@@ -519,7 +467,7 @@ class Daemon:
                 bar = check_bar(composer.next_bar())
             except Exception as exc:  # the model failing must not end the stream: the bed covers
                 self._composer_failing = True
-                self.counters["composer_errors"] += 1
+                self.counters.composer_errors += 1
                 self._composer_log.warning("composer %s failed (%s: %s); retrying in %.1f s", composer.id,
                                            type(exc).__name__, exc, wait)
                 self._stop.wait(wait)
@@ -534,7 +482,7 @@ class Daemon:
             wait = 0.25
             self._composer_failing = False
             self.ring.put(self._entry(bar, composer))
-            self.counters["bars_composed"] += 1
+            self.counters.bars_composed += 1
 
     def _entry(self, bar: Bar, composer: Composer) -> BarEntry:
         return BarEntry(bar, composer.id, getattr(composer, "seed", self.seed))
@@ -569,10 +517,10 @@ class Daemon:
             found = (None, self.ring.last_queued())  # append: nothing queued begins a unit, or the old composer fails
         cut, before = found
         if getattr(composer, "start_track", None) is not None:
-            number = self.position.next_track
+            number = self.position.current.next_track
             if before is not None and before.track_number >= 0:
                 number = max(number, before.track_number + 1)
-            after = (before.key, before.tempo_bpm) if before is not None and before.key else self.position.after
+            after = (before.key, before.tempo_bpm) if before is not None and before.key else self.position.current.after
             self._start_track(composer, number, after)
             try:
                 first = check_bar(composer.next_bar())
@@ -600,162 +548,14 @@ class Daemon:
         self.checkpoint_error = ""
         self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
         self._intro = False
-        self.counters["bars_dropped_on_swap"] += dropped
-        self.counters["bars_composed"] += 1
-        self.counters["swaps"] += 1
-        self.last_swap_wait_seconds = round(ahead + self._pending_frames / self.sample_rate, 3)
+        self.counters.bars_dropped_on_swap += dropped
+        self.counters.bars_composed += 1
+        self.counters.swaps += 1
+        self.last_swap_wait_seconds = round(ahead + self.audio.pending_seconds, 3)
         log.info("composer swapped at the next %s boundary, %.1f s of music ahead: %s → %s, from %s "
                  "(%d queued bars of %s dropped)", unit, self.last_swap_wait_seconds, old, composer.id,
                  first.track_id or "its first bar", dropped, old)
         return True
-
-    # ------------------------------------------------------------------ audio thread
-
-    def _audio_loop(self) -> None:
-        lead = int(LEAD_SECONDS * self.sample_rate)
-        min_lead = int(MIN_LEAD_SECONDS * self.sample_rate)
-        paced = self.clock.paced
-        # Unpaced, a sink's full queue is waited for, not dropped: as long as a write to ffmpeg may
-        # block before ffmpeg is restarted (a loaded machine can keep a starting ffmpeg from
-        # reading for over a second: the soak saw 2048 frames dropped with 1 s).
-        submit_timeout = 0.0 if paced else self.config.sinks.write_timeout_seconds
-        self.clock.start()
-        while not self._stop.is_set():
-            if self._pending_frames < lead:
-                if paced:
-                    timeout = min(0.05, max(0.0, (self._pending_frames - min_lead) / self.sample_rate))
-                else:  # unpaced, a working composer sets the pace; a failing one is not waited for
-                    timeout = 0.0 if self._composer_failing else UNPACED_BAR_WAIT_SECONDS
-                entry = self.ring.get(timeout)
-                if entry is not None:
-                    self._produce(entry, fallback=False)
-                    continue
-                if self._pending_frames < min_lead:
-                    self.counters["underruns"] += 1
-                    if self.counters["underruns"] == 1 or self.counters["underruns"] % 100 == 0:
-                        log.warning("buffer underrun (%d so far): playing the fallback bed",
-                                    self.counters["underruns"])
-                    self._produce(BarEntry(self._fallback.next_bar(), "fallback"), fallback=True)
-                    continue
-            block = self._take_block(BLOCK_FRAMES)
-            if not self.clock.wait_due(block.start_frame, self._stop):
-                break
-            for sink in self.sinks:
-                sink.submit(block, submit_timeout)
-            self.clock.advance(block.frames)
-            self._advance_now_playing(self.clock.frames)
-            if self.duration is not None and self.clock.position_seconds >= self.duration:
-                self._duration_reached = True
-                self.request_stop(f"{self.duration:g} s of audio played")
-
-    def _apply_render_swap(self) -> None:
-        with self._composer_lock:
-            swap, self._next_render = self._next_render, None
-        if swap is None:
-            return
-        renderer, effects, config = swap  # None: that part's settings did not change
-        if renderer is not None:
-            old_renderer = self.renderer
-            self._tail = old_renderer.render_tail(RENDER_TAIL_SECONDS)
-            old_renderer.close()
-            self.renderer = renderer
-        if effects is not None:
-            # Retuned rather than replaced: the unchanged stages keep their state (the loudness
-            # follower's gain, the filters' memory, the NaN counter) and the changed ones
-            # crossfade, as when a mood changes the effects.
-            running = self.schedule.settings_of(self.effects, self.config.effects)
-            self.effects = retune_chain(self.effects, running, config.effects, self.sample_rate, self.seed,
-                                        fresh=effects)
-        self.config = dataclasses.replace(self.config, render=config.render, effects=config.effects)
-        log.info("SoundFont / effects settings swapped on a bar boundary")
-
-    def _produce(self, entry: BarEntry, fallback: bool) -> None:
-        """Render one bar (and its effects) onto the end of the pending audio."""
-        self._apply_render_swap()
-        self.effects = self.schedule.tune_effects(self.effects, self.config.effects, self.sample_rate, self.seed)
-        bar = entry.bar
-        try:
-            pcm = self.renderer.render_bar(bar)
-        except Exception as exc:  # a bar the renderer chokes on: count it, play the bed instead
-            self.counters["render_errors"] += 1
-            log.warning("cannot render bar %d of %s (%s); playing the fallback bed", bar.bar_index, bar.track_id, exc)
-            if fallback:
-                raise
-            entry, fallback = BarEntry(self._fallback.next_bar(), "fallback"), True
-            pcm = self.renderer.render_bar(entry.bar)
-        if not fallback:
-            self._fallback.follow(bar)
-        else:
-            self.counters["fallback_bars"] += 1
-        if self._tail is not None:
-            n = min(len(self._tail), len(pcm))
-            pcm[:n] += self._tail[:n]
-            self._tail = None
-        stems = getattr(self.renderer, "last_stems", None) if self.stems else None
-        pcm = self.effects.process(pcm)
-        if not np.isfinite(pcm).all():
-            bad = ~np.isfinite(pcm)
-            self.counters["nonfinite_samples"] += int(bad.sum())
-            pcm = np.where(bad, 0.0, pcm).astype(np.float32)
-        pcm = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
-        self._markers.append(_Marker(self._produced_frames, entry, fallback))
-        self._segments.append(_Segment(pcm, self._produced_frames, stems))
-        self._pending_frames += len(pcm)
-        self._produced_frames += len(pcm)
-
-    def _take_block(self, frames: int) -> AudioBlock:
-        start = self._produced_frames - self._pending_frames
-        parts = []
-        stem_parts = []
-        need = frames
-        while need > 0 and self._segments:
-            segment = self._segments[0]
-            offset = start + (frames - need) - segment.start_frame
-            piece = segment.pcm[offset:offset + need]
-            parts.append(piece)
-            if self.stems:
-                stem_parts.append(segment.stems[offset:offset + need] if segment.stems is not None
-                                  else np.zeros((len(piece), len(VOICES)), dtype=np.float32))
-            need -= len(piece)
-            if offset + len(piece) >= len(segment.pcm):
-                self._segments.popleft()
-        if need > 0:  # the renderer fell behind (should not happen): pad, and count it
-            self.counters["pcm_underruns"] += 1
-            parts.append(np.zeros((need, 2), dtype=np.float32))
-            stem_parts.append(np.zeros((need, len(VOICES)), dtype=np.float32))
-        pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        stems = (stem_parts[0] if len(stem_parts) == 1 else np.concatenate(stem_parts)) if self.stems else None
-        self._pending_frames = max(0, self._pending_frames - (frames - need))
-        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate, stems)
-
-    def _advance_now_playing(self, played_frames: int) -> None:
-        changed = False
-        while self._markers and self._markers[0].start_frame < played_frames:
-            marker = self._markers.popleft()
-            if self._playing is not None:
-                self._recent.append((self._playing, self._playing.start_frame))
-            self._playing = marker
-            self.counters["bars_played"] += 1
-            bar = marker.entry.bar
-            bridge = bar.track_id == Bridge.TRACK_ID  # the opening bridge is not a track
-            if not marker.fallback and not bridge and bar.bar_index == 0:
-                self.counters["tracks_started"] += 1
-                # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
-                log.info("now playing: %s, %r, %s, %.0f BPM (%s)", bar.track_id, track_title(bar.track_id), bar.key,
-                         bar.tempo_bpm, marker.entry.composer_id)
-            if not marker.fallback and bar.track_number >= self.position.next_track:
-                self.position = self.position.track_began(bar.track_number, bar.key, bar.tempo_bpm,
-                                                          dataclasses.asdict(self.schedule.composer_mood()))
-                self._position_changed = True
-            if self.track_recorder is not None:
-                self.track_recorder.bar_started(marker.entry, marker.fallback or bridge,
-                                                marker.start_frame / self.sample_rate)
-            changed = True
-        if changed and self.now_playing_file is not None and self._playing is not None:
-            bar = self._playing.entry.bar
-            self.now_playing_file.write(now_playing_details(bar.key, bar.tempo_bpm, bar.section))
-            if self.now_title_file is not None:
-                self.now_title_file.write(track_title(bar.track_id))
 
     # ------------------------------------------------------------------ reload (SIGHUP)
 
@@ -802,7 +602,7 @@ class Daemon:
             # The stream's seed: a new composer continues the track numbering (see _swap_in), so
             # its tracks get new numbers, hence new ids and new music.
             composer = self.composer_loader(setting, self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
+            self._start_track(composer, self.position.current.next_track, self.position.current.after)
             first = check_bar(composer.next_bar())
             # Only what changed is built (against the running settings, so a later reload that
             # supersedes a pending swap still carries everything that differs).
@@ -813,7 +613,7 @@ class Daemon:
                 renderer.reset()
             if config.effects != self.config.effects:
                 effects = self._build_effects(config)
-            render_swap = (renderer, effects, config) if renderer is not None or effects is not None else None
+            render_swap = RenderSwap(renderer, effects, config) if renderer is not None or effects is not None else None
             self._warn_restart_needed(config)
         except Exception as exc:  # whatever is wrong with the new files, the old model plays on
             if generation != self._reload_generation:
@@ -833,8 +633,8 @@ class Daemon:
                 self._next_composer = None
             else:
                 self._next_composer = (composer, first, True)
-            if render_swap is not None:
-                self._next_render = render_swap
+        if render_swap is not None:
+            self.audio.offer_render_swap(render_swap)
         self.checkpoint_setting = setting
         self.last_reload_error = ""
         self.schedule.update(config.schedule)
@@ -865,17 +665,17 @@ class Daemon:
                            "velocity": n.velocity} for n in bar.notes]}
 
     def recent_bars(self) -> list[dict[str, Any]]:
-        bars = [self._bar_dict(marker.entry) for marker, _ in list(self._recent)]
-        playing = self._playing
+        bars = [self._bar_dict(marker.entry) for marker in list(self.audio.recent)]
+        playing = self.audio.playing
         if playing is not None:
             bars.append(self._bar_dict(playing.entry, playing=True))
-        upcoming = [m.entry for m in list(self._markers)[:UPCOMING_BARS]]
+        upcoming = [m.entry for m in list(self.audio.markers)[:UPCOMING_BARS]]
         upcoming += self.ring.peek_all()[:max(0, UPCOMING_BARS - len(upcoming))]
         bars += [self._bar_dict(entry) for entry in upcoming]
         return bars
 
     def status(self) -> dict[str, Any]:
-        playing = self._playing
+        playing = self.audio.playing
         now_playing: dict[str, Any] = {"track_id": "", "title": "", "bar": 0, "section": "", "key": "",
                                        "chord": "", "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
         if playing is not None:
@@ -883,11 +683,11 @@ class Daemon:
             now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
                            "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm,
                            "composer_id": playing.entry.composer_id, "fallback": playing.fallback}
-        pending = self._pending_frames / self.sample_rate
+        pending = self.audio.pending_seconds
         composing = self._composing_since
-        counters = dict(self.counters)
+        counters = dataclasses.asdict(self.counters)
         counters["archive_errors"] = self.archive.errors if self.archive is not None else 0
-        counters["nonfinite_samples"] += int(getattr(self.effects, "nonfinite_samples", 0) or 0)
+        counters["nonfinite_samples"] += int(getattr(self.audio.effects, "nonfinite_samples", 0) or 0)
         return {
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "state": "stopping" if self._stop.is_set() else ("running" if self._ready else "starting"),
@@ -905,8 +705,8 @@ class Daemon:
                            "reloading": bool(self._reload_thread and self._reload_thread.is_alive()),
                            "swap_at": self.config.stream.swap_at, "swap_pending": self._next_composer is not None,
                            "last_swap_wait_seconds": self.last_swap_wait_seconds},
-            "position": {"seed": self.position.seed, "next_track": self.position.next_track,
-                         "starts": self.position.starts, "kept": self.keeps_position},
+            "position": {"seed": self.position.current.seed, "next_track": self.position.current.next_track,
+                         "starts": self.position.current.starts, "kept": self.position.keeps},
             "composer": {"busy_seconds": round(time.monotonic() - composing, 3) if composing else 0.0},
             "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
             "archive": self.archive.snapshot() if self.archive is not None else {"enabled": False},
@@ -947,7 +747,7 @@ class Daemon:
             return False, reason
         if self._intro:
             return False, "the configured composer is still loading"
-        ahead = self.ring.ahead_seconds + self._pending_frames / self.sample_rate
+        ahead = self.ring.ahead_seconds + self.audio.pending_seconds
         if ahead < self.config.stream.ready_seconds:
             return False, f"buffer {ahead:.1f} s ahead, below {self.config.stream.ready_seconds:g} s"
         connected = [s.name for s in self._vital_outputs() if s.connected]

@@ -14,7 +14,8 @@ import pytest
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
-from streamer.daemon import LEAD_SECONDS, Daemon
+from streamer.audio_thread import LEAD_SECONDS
+from streamer.daemon import Daemon
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
 from streamer.outputs import YOUTUBE_PRIMARY, plan_outputs, read_stream_key, state_directory
@@ -398,31 +399,31 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
     thread.start()
     try:
         assert _until(lambda: len(sink.blocks) > 20)
-        loudness = next(stage for stage in daemon.effects.effects if isinstance(stage, LoudnessNormalizer))
-        hiss_before = next(stage for stage in daemon.effects.effects if isinstance(stage, TapeHiss))
+        loudness = next(stage for stage in daemon.audio.effects.effects if isinstance(stage, LoudnessNormalizer))
+        hiss_before = next(stage for stage in daemon.audio.effects.effects if isinstance(stage, TapeHiss))
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.4\n")
         daemon._start_reload()
         assert _until(lambda: daemon.config.effects.hiss_db == -50.0 and daemon.config.render.gain == 0.4)
         # The chain is retuned, not rebuilt: the loudness follower goes on with its gain, the hiss fades over.
-        assert loudness in daemon.effects.effects
-        [fade] = [stage for stage in daemon.effects.effects if isinstance(stage, Crossfade)]
+        assert loudness in daemon.audio.effects.effects
+        [fade] = [stage for stage in daemon.audio.effects.effects if isinstance(stage, Crossfade)]
         assert fade.new is not hiss_before and isinstance(fade.new, TapeHiss)
         # A [render]-only change leaves the effects chain alone; an [effects]-only one the renderer.
-        chain, renderer = daemon.effects, daemon.renderer
+        chain, renderer = daemon.audio.effects, daemon.audio.renderer
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.5\n")
         daemon._start_reload()
-        assert _until(lambda: daemon.config.render.gain == 0.5 and daemon.renderer is not renderer)
-        assert daemon.effects is chain
-        renderer = daemon.renderer
+        assert _until(lambda: daemon.config.render.gain == 0.5 and daemon.audio.renderer is not renderer)
+        assert daemon.audio.effects is chain
+        renderer = daemon.audio.renderer
         config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.5\n")
         daemon._start_reload()
         assert _until(lambda: daemon.config.effects.hiss_db == -55.0)
-        assert daemon.renderer is renderer and loudness in daemon.effects.effects
+        assert daemon.audio.renderer is renderer and loudness in daemon.audio.effects.effects
         # The sample rate is fixed for the daemon's life (clock, sinks, ffmpeg): kept, not swapped in.
         config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.6\nsample_rate = 48000\n")
         daemon._start_reload()
         assert _until(lambda: daemon.config.render.gain == 0.6)
-        assert daemon.renderer.sample_rate == 44100 and daemon.config.render.sample_rate == 44100
+        assert daemon.audio.renderer.sample_rate == 44100 and daemon.config.render.sample_rate == 44100
         config_path.write_text(base + '[render]\nsoundfont = "/no/such.sf2"\n')
         daemon._start_reload()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
@@ -462,7 +463,7 @@ def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp
                 heard.append((record.getMessage(), daemon.status()["now_playing"]["track_id"]))
 
     handler = AtEmit(logging.INFO)
-    logger = logging.getLogger("streamer.daemon")
+    logger = logging.getLogger("streamer.audio_thread")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -27,12 +27,12 @@ def checkpoints(tmp_path_factory):
 def played_bars(daemon: Daemon) -> list:
     """Every entry the audio thread renders, in order (observed, the daemon's own method runs)."""
     entries = []
-    produce = daemon._produce
+    produce = daemon.audio._produce
 
     def observe(entry, fallback):
         entries.append((entry, fallback))
         produce(entry, fallback)
-    daemon._produce = observe
+    daemon.audio._produce = observe
     return entries
 
 
