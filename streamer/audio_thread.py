@@ -127,6 +127,13 @@ class AudioThread:
     def pending_seconds(self) -> float:
         return self.pending_frames / self.sample_rate
 
+    def clock_advancing(self) -> bool:
+        """Has the clock released a block lately (a few blocks' time; unpaced, a bar's wait)?"""
+        clock = self.clock
+        window = (max(2.0, 4 * BLOCK_FRAMES / self.sample_rate / max(clock.speed, 1e-9)) if clock.paced
+                  else UNPACED_BAR_WAIT_SECONDS + 1.0)
+        return clock.advancing(window)
+
     def offer_render_swap(self, swap: RenderSwap) -> None:
         """Reload thread: swap `swap` in at the next bar (a later offer replaces one not yet taken)."""
         with self._swap_lock:

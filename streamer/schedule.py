@@ -38,7 +38,7 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -611,24 +611,3 @@ class Schedule:
             "next_reload": _iso(reload_at, parsed.tz),
             "stats_interval_seconds": parsed.stats_interval_seconds,
         }
-
-
-def duration_text(seconds: float) -> str:
-    """[Nd ]HH:MM:SS of `seconds` (the stats line, `chiplofi status`)."""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
-    return f"{days}d {text}" if days else text
-
-
-def stats_line(status: Mapping[str, Any]) -> str:
-    """The periodic stats line, from a /status snapshot."""
-    counters = status["counters"]
-    sinks = ", ".join(f"{s['name']} {s['state']}{'' if s['connected'] else ' (not connected)'}"
-                      for s in status["sinks"]) or "none"
-    program = (status.get("schedule") or {}).get("program") or "none"
-    return (f"stats: up {duration_text(status['uptime_seconds'])}, "
-            f"audio {duration_text(status['clock']['position_seconds'])}; "
-            f"tracks {counters.get('tracks_started', 0)}, bars {counters['bars_played']}, "
-            f"underruns {counters['underruns']}, composer errors {counters['composer_errors']}; "
-            f"buffer {status['buffer']['ahead_seconds']:.1f} s; sinks: {sinks}; program {program}")

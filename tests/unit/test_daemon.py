@@ -12,10 +12,10 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from streamer.audio_thread import LEAD_SECONDS
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
-from streamer.audio_thread import LEAD_SECONDS
-from streamer.daemon import Daemon
+from streamer.daemon import Daemon, effects_chain
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.errors import CheckpointError, ConfigError
 from streamer.outputs import YOUTUBE_PRIMARY, plan_outputs, read_stream_key, state_directory
@@ -190,24 +190,21 @@ def test_a_failing_composer_is_covered_by_the_fallback_bed_and_counted(tmp_path)
 
 def test_nan_audio_is_replaced_and_counted(tmp_path):
     sink = RecordingSink()
-    daemon = Daemon(_config(tmp_path), environ={}, duration=5.0, sinks=[sink],
-                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
-    original_build = daemon._build_render
 
-    def build_with_nan(config):
-        renderer, effects = original_build(config)
-        inner = effects.process
+    def nan_effects(settings, sample_rate, seed):  # the real chain, then NaN and Inf into its output
+        inner = effects_chain(settings, sample_rate, seed)
 
         class NanEffects:
             nonfinite_samples = 0
 
             def process(self, block):
-                out = inner(block).copy()
+                out = inner.process(block).copy()
                 out[::97] = np.nan
                 out[5] = np.inf
                 return out
-        return renderer, NanEffects()
-    daemon._build_render = build_with_nan
+        return NanEffects()
+    daemon = Daemon(_config(tmp_path), environ={}, duration=5.0, sinks=[sink],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed), effects_factory=nan_effects)
     assert _run(daemon) == 0
     audio = sink.audio()
     assert np.isfinite(audio).all()
@@ -240,7 +237,7 @@ def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_o
     try:
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
         assert _until(lambda: daemon.status()["buffer"]["ahead_seconds"] > 5)  # bars of model-1 queued
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-2", 20, poll=0.005)
         swapped_at = daemon.status()["clock"]["position_seconds"]
         # The queued bars of model-1 are dropped: model-2 is heard within a bar (plus the
@@ -250,7 +247,7 @@ def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_o
         bar_seconds = 240.0 / status["now_playing"]["tempo_bpm"]
         assert status["clock"]["position_seconds"] - swapped_at <= bar_seconds + LEAD_SECONDS + 0.3
         assert status["counters"]["bars_dropped_on_swap"] > 0
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
         status = daemon.status()
         assert status["checkpoint"]["id"] == "model-2" and "corrupt" in status["checkpoint"]["last_reload_error"]
@@ -331,7 +328,7 @@ def test_a_hung_composer_is_replaced_by_a_reload(tmp_path):
     thread.start()
     try:
         assert _until(lambda: daemon.status()["composer"]["busy_seconds"] > 0.5, 10)
-        daemon._start_reload()
+        daemon.reloader.start()
         # After STUCK_COMPOSER_SECONDS a new composer thread swaps the fresh model in.
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "fresh", 15)
         assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "fresh", 15)
@@ -402,7 +399,7 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
         loudness = next(stage for stage in daemon.audio.effects.effects if isinstance(stage, LoudnessNormalizer))
         hiss_before = next(stage for stage in daemon.audio.effects.effects if isinstance(stage, TapeHiss))
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.4\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.effects.hiss_db == -50.0 and daemon.config.render.gain == 0.4)
         # The chain is retuned, not rebuilt: the loudness follower goes on with its gain, the hiss fades over.
         assert loudness in daemon.audio.effects.effects
@@ -411,26 +408,26 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
         # A [render]-only change leaves the effects chain alone; an [effects]-only one the renderer.
         chain, renderer = daemon.audio.effects, daemon.audio.renderer
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.5\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.render.gain == 0.5 and daemon.audio.renderer is not renderer)
         assert daemon.audio.effects is chain
         renderer = daemon.audio.renderer
         config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.5\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.effects.hiss_db == -55.0)
         assert daemon.audio.renderer is renderer and loudness in daemon.audio.effects.effects
         # The sample rate is fixed for the daemon's life (clock, sinks, ffmpeg): kept, not swapped in.
         config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.6\nsample_rate = 48000\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.render.gain == 0.6)
         assert daemon.audio.renderer.sample_rate == 44100 and daemon.config.render.sample_rate == 44100
         config_path.write_text(base + '[render]\nsoundfont = "/no/such.sf2"\n')
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
         assert "such.sf2" in daemon.status()["checkpoint"]["last_reload_error"]
         assert daemon.config.render.soundfont == ""  # the old SoundFont plays on
         config_path.write_text(base + "[effects]\nhiss_db = 0\n")  # not accepted
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 2)
         assert "effects.hiss_db" in daemon.status()["checkpoint"]["last_reload_error"]
         blocks_then = len(sink.blocks)
@@ -494,9 +491,9 @@ def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, cap
 
 
 def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp_path, monkeypatch):
-    import streamer.daemon as daemon_module
+    import streamer.reload as reload_module
 
-    monkeypatch.setattr(daemon_module, "RELOAD_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(reload_module, "RELOAD_TIMEOUT_SECONDS", 0.5)
     release = threading.Event()
     loads = {"n": 0}
 
@@ -513,19 +510,19 @@ def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp
     thread.start()
     try:
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
-        daemon._start_reload()  # hangs in the loader
+        daemon.reloader.start()  # hangs in the loader
         assert _until(lambda: loads["n"] == 2)
-        daemon._start_reload()  # too early: queued behind the running one
+        daemon.reloader.start()  # too early: queued behind the running one
         assert daemon.status()["checkpoint"]["reloading"] and loads["n"] == 2
-        assert _until(lambda: time.monotonic() - daemon._reload_started > 0.5)
-        hung = daemon._reload_thread
-        daemon._start_reload()  # the hung one is given up on
+        assert _until(lambda: time.monotonic() - daemon.reloader.started > 0.5)
+        hung = daemon.reloader.thread
+        daemon.reloader.start()  # the hung one is given up on
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-3", 20)
         status = daemon.status()["checkpoint"]
         assert status["reload_failures"] == 1 and status["reloads"] == 1
         release.set()  # the hung call returns at last: its composer must not be swapped in
         hung.join(10)
-        assert not hung.is_alive() and daemon._next_composer is None
+        assert not hung.is_alive() and daemon.composers.pending is None
         assert daemon.status()["checkpoint"]["id"] == "model-3" and daemon.status()["checkpoint"]["reloads"] == 1
     finally:
         release.set()

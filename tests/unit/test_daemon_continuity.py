@@ -130,10 +130,10 @@ def test_an_effects_only_reload_leaves_the_composer_and_its_bars_alone(tmp_path,
     thread.start()
     try:
         assert _until(lambda: len(entries) >= 3 and daemon.ring.ahead_seconds > 8, 30)
-        composer, queued = daemon.composer, daemon.ring.peek_all()
+        composer, queued = daemon.composers.composer, daemon.ring.peek_all()
         reloads = daemon.status()["checkpoint"]["reloads"]
         config_path.write_text(base + "[effects]\ncrackle_per_second = 12\nhiss_db = -50\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.effects.hiss_db == -50.0, 30)
         assert _until(lambda: len(entries) >= 12, 60)
     finally:
@@ -141,7 +141,7 @@ def test_an_effects_only_reload_leaves_the_composer_and_its_bars_alone(tmp_path,
         thread.join(10)
     status = daemon.status()
     assert status["checkpoint"]["reloads"] == reloads + 1 and status["counters"]["swaps"] == 0
-    assert daemon.composer is composer and status["counters"]["bars_dropped_on_swap"] == 0
+    assert daemon.composers.composer is composer and status["counters"]["bars_dropped_on_swap"] == 0
     played = [entry for entry, fallback in entries if not fallback]
     # The bars queued when the signal came play as they were, and the track goes on bar after bar.
     start = played.index(queued[0])
@@ -176,8 +176,8 @@ def test_a_new_model_takes_over_at_the_next_boundary_with_its_own_track(tmp_path
     thread.start()
     try:
         assert _until(lambda: len(entries) >= 5, 30)
-        old_id = daemon.composer.id
-        daemon._start_reload()
+        old_id = daemon.composers.composer.id
+        daemon.reloader.start()
         assert _until(lambda: any(e.composer_id != old_id for e, _ in entries), 120)
     finally:
         daemon.request_stop("test over")

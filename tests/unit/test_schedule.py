@@ -30,7 +30,6 @@ from streamer.schedule import (
     cron_trigger,
     next_program,
     parse_schedule,
-    stats_line,
 )
 from streamer.stream_config import CliOverrides, describe_config, load_stream_config
 
@@ -374,17 +373,3 @@ def test_crossfade_blocks_give_the_same_samples_in_any_split():
     fade = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205)
     pieces = np.concatenate([fade.process(block[:, i:i + 1000]) for i in range(0, block.shape[1], 1000)], axis=1)
     assert np.allclose(whole, pieces, atol=1e-9) and fade.settled is new_chain.effects[1]
-
-
-# ----------------------------------------------------------------------------- stats line
-
-
-def test_stats_line_is_one_line_with_the_figures():
-    status = {"uptime_seconds": 93784.2, "clock": {"position_seconds": 93780.0}, "buffer": {"ahead_seconds": 29.84},
-              "counters": {"tracks_started": 812, "bars_played": 40120, "underruns": 2, "composer_errors": 0},
-              "sinks": [{"name": "ffmpeg", "state": "running", "connected": True},
-                        {"name": "live", "state": "running", "connected": False}],
-              "schedule": {"program": "night"}}
-    assert stats_line(status) == ("stats: up 1d 02:03:04, audio 1d 02:03:00; tracks 812, bars 40120, underruns 2, "
-                                  "composer errors 0; buffer 29.8 s; sinks: ffmpeg running, live running "
-                                  "(not connected); program night")
