@@ -28,9 +28,10 @@ from streamer.archive import TrackRecorder
 from streamer.clock import SampleClock
 from streamer.composer import Bridge, FallbackBed
 from streamer.config import Config
+from streamer.effects_swap import retune_chain
 from streamer.position import PositionKeeper
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
-from streamer.schedule import Schedule, retune_chain
+from streamer.schedule import Schedule
 from streamer.sinks import Sink
 from streamer.status_snapshot import Counters
 from streamer.track_titles import track_title

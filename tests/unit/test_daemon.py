@@ -17,9 +17,9 @@ from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
 from streamer.daemon import Daemon, effects_chain
 from streamer.effects import LoudnessNormalizer, TapeHiss
+from streamer.effects_swap import Crossfade
 from streamer.errors import CheckpointError, ConfigError
 from streamer.outputs import YOUTUBE_PRIMARY, plan_outputs, read_stream_key, state_directory
-from streamer.schedule import Crossfade
 from streamer.stream_config import CliOverrides, apply_overrides, check_config, load_stream_config
 from streamer.types import Bar
 from testkit.daemon import unpaced_config as _config, until as _until

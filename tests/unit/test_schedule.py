@@ -21,10 +21,10 @@ from streamer.config import (
     ProgramSettings,
     settings_from_mapping,
 )
-from streamer.effects import EffectsChain, LoudnessNormalizer, to_planar
+from streamer.effects import EffectsChain, LoudnessNormalizer
+from streamer.effects_swap import Crossfade
 from streamer.errors import ConfigError
 from streamer.schedule import (
-    Crossfade,
     Schedule,
     active_program,
     cron_trigger,
@@ -361,15 +361,3 @@ def test_lowpass_mood_darkens_the_sound():
         return spectrum[freqs > 4000].sum() / spectrum.sum()
     plain = EffectsChain.from_settings(QUIET, 44100, 0).process(noise)
     assert high_share(dark.process(noise)) < 0.1 * high_share(plain)
-
-
-def test_crossfade_blocks_give_the_same_samples_in_any_split():
-    old_chain = EffectsChain.from_settings(QUIET, 44100, 0)
-    new_chain = EffectsChain.from_settings(dataclasses.replace(QUIET, lowpass_hz=1500.0), 44100, 0)
-    block = to_planar(_sine(0.2, amplitude=0.3))
-    whole = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205).process(block)
-    old_chain, new_chain = (EffectsChain.from_settings(s, 44100, 0)
-                            for s in (QUIET, dataclasses.replace(QUIET, lowpass_hz=1500.0)))
-    fade = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205)
-    pieces = np.concatenate([fade.process(block[:, i:i + 1000]) for i in range(0, block.shape[1], 1000)], axis=1)
-    assert np.allclose(whole, pieces, atol=1e-9) and fade.settled is new_chain.effects[1]
