@@ -26,9 +26,10 @@ import numpy as np
 
 from streamer.archive import TrackRecorder
 from streamer.clock import SampleClock
-from streamer.composer import Bridge, FallbackBed
+from streamer.composer import Bridge
 from streamer.config import Config
 from streamer.effects_swap import retune_chain
+from streamer.fallback import FallbackBed, FallbackSource
 from streamer.position import PositionKeeper
 from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
 from streamer.schedule import Schedule
@@ -115,7 +116,7 @@ class AudioThread:
         self.now_playing_file: NowPlayingFile | None = None  # the details line under the title
         self._swap_lock = threading.Lock()
         self._next_render: RenderSwap | None = None
-        self._fallback = FallbackBed(seed)
+        self.bars = FallbackSource(ring.get, FallbackBed(seed), counters)  # never silent: the bed covers
         self._segments: deque[Segment] = deque()
         self.pending_frames = 0  # rendered, not yet released to the sinks
         self._produced_frames = 0
@@ -155,15 +156,9 @@ class AudioThread:
                     timeout = min(0.05, max(0.0, (self.pending_frames - min_lead) / self.sample_rate))
                 else:  # unpaced, a working composer sets the pace; a failing one is not waited for
                     timeout = 0.0 if self._composer_failing() else UNPACED_BAR_WAIT_SECONDS
-                entry = self.ring.get(timeout)
-                if entry is not None:
-                    self._produce(entry, fallback=False)
-                    continue
-                if self.pending_frames < min_lead:
-                    self.counters.underruns += 1
-                    if self.counters.underruns == 1 or self.counters.underruns % 100 == 0:
-                        log.warning("buffer underrun (%d so far): playing the fallback bed", self.counters.underruns)
-                    self._produce(BarEntry(self._fallback.next_bar(), "fallback"), fallback=True)
+                found = self.bars.next(timeout, due=self.pending_frames < min_lead)
+                if found is not None:
+                    self._produce(*found)
                     continue
             block = self._take_block(BLOCK_FRAMES)
             if not self.clock.wait_due(block.start_frame, self._stop):
@@ -210,12 +205,9 @@ class AudioThread:
             log.warning("cannot render bar %d of %s (%s); playing the fallback bed", bar.bar_index, bar.track_id, exc)
             if fallback:
                 raise
-            entry, fallback = BarEntry(self._fallback.next_bar(), "fallback"), True
+            entry, fallback = self.bars.bed_bar(), True
             pcm = renderer.render_bar(entry.bar)
-        if not fallback:
-            self._fallback.follow(bar)
-        else:
-            self.counters.fallback_bars += 1
+        self.bars.played(bar, fallback)
         if self._tail is not None:
             n = min(len(self._tail), len(pcm))
             pcm[:n] += self._tail[:n]
