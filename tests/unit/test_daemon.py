@@ -1,5 +1,6 @@
 """The daemon's wiring: config and outputs, and the pipeline with stand-in composers and sinks
-(real FluidSynth and effects, unpaced, so each run takes about a second)."""
+(real FluidSynth and effects where the sound matters, testkit's renderer and effects doubles where
+it does not; unpaced, so each run takes about a second)."""
 
 import contextlib
 import dataclasses
@@ -15,7 +16,7 @@ import pytest
 from streamer.audio_thread import LEAD_SECONDS
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StreamSettings, load_config
-from streamer.daemon import Daemon, effects_chain
+from streamer.daemon import Daemon
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.effects_swap import Crossfade
 from streamer.errors import CheckpointError, ConfigError
@@ -23,7 +24,7 @@ from streamer.outputs import YOUTUBE_PRIMARY, plan_outputs, read_stream_key, sta
 from streamer.stream_config import CliOverrides, apply_overrides, check_config, load_stream_config
 from streamer.types import Bar
 from testkit.daemon import unpaced_config as _config, until as _until
-from testkit.doubles import FlakyComposer, HangingComposer, RecordingSink
+from testkit.doubles import FlakyComposer, HangingComposer, PassThroughEffects, RecordingSink, fake_pipeline
 
 # ----------------------------------------------------------------------------- config
 
@@ -191,8 +192,8 @@ def test_a_failing_composer_is_covered_by_the_fallback_bed_and_counted(tmp_path)
 def test_nan_audio_is_replaced_and_counted(tmp_path):
     sink = RecordingSink()
 
-    def nan_effects(settings, sample_rate, seed):  # the real chain, then NaN and Inf into its output
-        inner = effects_chain(settings, sample_rate, seed)
+    def nan_effects(settings, sample_rate, seed):  # NaN and Inf after the effects
+        inner = PassThroughEffects()
 
         class NanEffects:
             nonfinite_samples = 0
@@ -204,7 +205,8 @@ def test_nan_audio_is_replaced_and_counted(tmp_path):
                 return out
         return NanEffects()
     daemon = Daemon(_config(tmp_path), environ={}, duration=5.0, sinks=[sink],
-                    composer_loader=lambda setting, seed: RuleBasedComposer(seed), effects_factory=nan_effects)
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed),
+                    **{**fake_pipeline(), "effects_factory": nan_effects})
     assert _run(daemon) == 0
     audio = sink.audio()
     assert np.isfinite(audio).all()
@@ -214,7 +216,8 @@ def test_nan_audio_is_replaced_and_counted(tmp_path):
 def test_a_checkpoint_that_cannot_load_at_start_falls_back_to_rule_based(tmp_path):
     def loader(setting, seed):
         raise CheckpointError("/x/vae.safetensors: truncated")
-    daemon = Daemon(_config(tmp_path), environ={}, duration=2.0, sinks=[RecordingSink()], composer_loader=loader)
+    daemon = Daemon(_config(tmp_path), environ={}, duration=2.0, sinks=[RecordingSink()], composer_loader=loader,
+                    **fake_pipeline())
     assert _run(daemon) == 0
     checkpoint = daemon.status()["checkpoint"]
     assert checkpoint["id"].startswith("rule-based-") and "truncated" in checkpoint["error"]
@@ -376,7 +379,7 @@ def test_sigterm_during_start_up_stops_at_once(tmp_path):
 
     sink = RecordingSink()
     daemon = Daemon(_config(tmp_path, speed=1.0), environ={}, sinks=[sink],
-                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed), **fake_pipeline())
     daemon._signals.append(signals.SIGTERM)  # as if it arrived while starting
     started = time.monotonic()
     assert _run(daemon, 10) == 0
@@ -451,7 +454,7 @@ class ShortTracksComposer(FlakyComposer):
 def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp_path):
     composer = ShortTracksComposer()
     daemon = Daemon(_config(tmp_path, fast_start=False), environ={}, duration=20.0, sinks=[RecordingSink()],
-                    composer_loader=lambda setting, seed: composer)
+                    composer_loader=lambda setting, seed: composer, **fake_pipeline())
     heard: list[tuple[str, str]] = []
 
     class AtEmit(logging.Handler):  # what the daemon is playing at the moment the line is logged
