@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from models.midi_write import voices_to_midi
+from streamer.config import ArchiveSettings
 from streamer.files import write_atomic
 from streamer.logs import RateLimitedLog
 from streamer.ringbuffer import BarEntry
@@ -123,6 +124,13 @@ class TrackArchive:
         self.dropped = 0
         self.last_error = ""
         self.bytes_written = 0  # of the tracks written by this process (MIDI + JSON)
+
+    @classmethod
+    def start_in(cls, directory: Path, settings: ArchiveSettings) -> TrackArchive:
+        """The archive `[archive]` asks for, in `directory`, started."""
+        archive = cls(directory, settings.keep_tracks, int(settings.keep_mb * 1_000_000))
+        archive.start()
+        return archive
 
     @property
     def errors(self) -> int:

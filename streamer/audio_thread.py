@@ -27,7 +27,7 @@ import numpy as np
 from streamer.archive import TrackRecorder
 from streamer.clock import SampleClock
 from streamer.composer import Bridge
-from streamer.config import Config
+from streamer.config import Config, EffectsSettings, RenderSettings
 from streamer.effects_swap import retune_chain
 from streamer.fallback import FallbackBed, FallbackSource
 from streamer.position import PositionKeeper
@@ -70,6 +70,20 @@ class Effects(Protocol):
     def process(self, block: np.ndarray) -> np.ndarray: ...  # (frames, 2) → (frames, 2)
 
 
+def fluidsynth_renderer(settings: RenderSettings, seed: int, stems: bool) -> Renderer:
+    """The renderer the daemon builds by default (its `renderer_factory`)."""
+    from streamer.render import BarRenderer  # FluidSynth loads when the daemon starts, not on import
+
+    return BarRenderer(settings, seed=seed, stems=stems)
+
+
+def effects_chain(settings: EffectsSettings, sample_rate: int, seed: int) -> Effects:
+    """The effects the daemon builds by default (its `effects_factory`)."""
+    from streamer.effects import EffectsChain
+
+    return EffectsChain.from_settings(settings, sample_rate, seed)
+
+
 @dataclass
 class RenderSwap:
     """A reload's validated renderer and effects (None: that part's settings did not change)."""
@@ -94,13 +108,16 @@ class Marker:
 
 
 class AudioThread:
-    """Runs `run()` on the audio thread. The daemon sets `renderer` and `effects` (and, with a video
-    output, `stems` and the now-playing files; with the archive, `track_recorder`) before it starts."""
+    """Runs `run()` on the audio thread. The daemon sets `renderer` and `effects` (built here, with
+    the factories given) and, with a video output, `stems` and the now-playing files, with the
+    archive, `track_recorder`, before it starts."""
 
     def __init__(self, config: Config, *, clock: SampleClock, ring: BarRing, sinks: list[Sink],
                  schedule: Schedule, counters: Counters, position: PositionKeeper, seed: int,
                  stop: threading.Event, request_stop: Callable[[str], None],
-                 composer_failing: Callable[[], bool], duration: float | None = None) -> None:
+                 composer_failing: Callable[[], bool], duration: float | None = None,
+                 renderer_factory: Callable[[RenderSettings, int, bool], Renderer] = fluidsynth_renderer,
+                 effects_factory: Callable[[EffectsSettings, int, int], Effects] = effects_chain) -> None:
         self.config = config  # the settings rendering now: a reload swaps [render] and [effects]
         self.sample_rate = config.render.sample_rate
         self.clock, self.ring, self.sinks, self.schedule = clock, ring, sinks, schedule
@@ -108,6 +125,7 @@ class AudioThread:
         self._stop, self._request_stop, self._composer_failing = stop, request_stop, composer_failing
         self.duration = duration
         self.duration_reached = False
+        self._renderer_factory, self._effects_factory = renderer_factory, effects_factory
         self.renderer: Renderer | None = None
         self.effects: Effects | None = None
         self.stems = False  # the renderer also makes one stem per voice (the video's scopes)
@@ -124,6 +142,13 @@ class AudioThread:
         self._tail: np.ndarray | None = None
         self.playing: Marker | None = None
         self.recent: deque[Marker] = deque(maxlen=RECENT_BARS)
+
+    def build_renderer(self, config: Config) -> Renderer:
+        """A renderer for `config`'s [render] (at the start; a reload's, to validate and swap in)."""
+        return self._renderer_factory(config.render, self.seed, self.stems)
+
+    def build_effects(self, config: Config) -> Effects:
+        return self._effects_factory(config.effects, self.sample_rate, self.seed)
 
     @property
     def pending_seconds(self) -> float:

@@ -140,6 +140,13 @@ class ComposerThread:
             if self.pending is None:  # a SIGHUP reload that finished first wins
                 self.pending = PendingSwap(composer, first, is_reload=False)
 
+    def prefill(self, timeout: float) -> None:
+        """Wait until the ring is filled to its target (or `timeout` passes): no audio goes out before."""
+        started = time.monotonic()
+        filled = self.ring.wait_for_seconds(self.ring.target_seconds - 1e-6, timeout)
+        log.info("buffer %s: %.1f s ahead after %.2f s", "prefilled" if filled else "partly filled",
+                 self.ring.ahead_seconds, time.monotonic() - started)
+
     def start(self) -> None:
         self._generation += 1
         generation = self._generation

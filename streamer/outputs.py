@@ -100,6 +100,14 @@ def state_directory(config: Config, environ: Mapping[str, str]) -> Path:
     return Path(systemd) if systemd else DEFAULT_STATE_DIR
 
 
+def create_state_directory(path: Path) -> None:
+    """Create the state directory (and its parents); a ConfigError names `stream.state_dir` if it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"stream.state_dir: cannot create {path} ({exc.strerror or exc})") from exc
+
+
 def classify_output(spec: str) -> str:
     if "\0" in spec:
         raise ConfigError(f"stream.outputs: an output cannot hold a NUL character, got {shown(spec)}")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from streamer.audio_thread import AudioThread, Effects, Renderer, RenderSwap
+from streamer.audio_thread import AudioThread, RenderSwap
 from streamer.composer import Composer, check_bar
 from streamer.composer_thread import ComposerThread, PendingSwap, start_track
 from streamer.config import Config
@@ -40,11 +40,9 @@ class Reloader:
 
     def __init__(self, *, config_path: str | Path | None, overrides: CliOverrides, environ: Mapping[str, str],
                  loader: Callable[[str, int], Composer], composers: ComposerThread, audio: AudioThread,
-                 build_renderer: Callable[[Config], Renderer], build_effects: Callable[[Config], Effects],
                  stop: threading.Event) -> None:
         self.config_path, self.overrides, self.environ = config_path, overrides, environ
         self.loader, self.composers, self.audio = loader, composers, audio
-        self._build_renderer, self._build_effects = build_renderer, build_effects
         self._stop = stop
         self.thread: threading.Thread | None = None
         self.started = 0.0  # monotonic start of the reload running
@@ -103,11 +101,11 @@ class Reloader:
             # supersedes a pending swap still carries everything that differs).
             renderer = effects = None
             if config.render != self.audio.config.render:
-                renderer = self._build_renderer(config)
+                renderer = self.audio.build_renderer(config)
                 renderer.render_bar(first)  # proves the SoundFont plays
                 renderer.reset()
             if config.effects != self.audio.config.effects:
-                effects = self._build_effects(config)
+                effects = self.audio.build_effects(config)
             render_swap = RenderSwap(renderer, effects, config) if renderer is not None or effects is not None else None
             _warn_restart_needed(config, self.audio.config)
         except Exception as exc:  # whatever is wrong with the new files, the old model plays on

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from streamer.config import shown
+from streamer.config import StatusSettings, shown
 from streamer.errors import ConfigError
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import SinkSnapshot, SinkState
@@ -501,3 +501,18 @@ class StatusServer:
         self._server.server_close()
         self._thread.join(timeout)
 
+
+def serve_status(settings: StatusSettings, provider: StatusProvider, sample_rate: int, *,
+                 archive: TrackSource | None = None,
+                 thumbnail: Path | None = None) -> tuple[StatusServer, LiveAudioHub]:
+    """Start the status server `[status]` asks for, with its live audio hub (a sink, not started)."""
+    hub = LiveAudioHub(sample_rate, settings.max_listeners)
+    host, port = parse_addr(settings.addr)
+    try:
+        server = StatusServer((host, port), provider, hub, settings.max_clients, archive=archive, thumbnail=thumbnail)
+    except OSError as exc:
+        raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+    server.start()
+    host, port = server.address
+    log.info("status page at http://%s:%d/", host, port)
+    return server, hub

@@ -74,14 +74,14 @@ def test_daemon_program_stats_timed_reload_and_sighup_reload(tmp_path, caplog):
         assert wait_for(lambda: daemon.composers.composer.mood == ComposerMood(), 10)
         # A SIGHUP reload re-reads the schedule: a new program, with a brighter low-pass.
         path.write_text(config_text(tmp_path, "twilight", 60.0, lowpass_hz=3000.0, stream=stream))
-        daemon._on_signal(signal.SIGHUP, None)
+        daemon.signals.on_signal(signal.SIGHUP, None)
         assert wait_for(lambda: daemon.status()["schedule"]["program"] == "twilight", 15)
         assert wait_for(lambda: daemon.status()["schedule"]["effects_applied"]
                         == {**DARK, "lowpass_hz": 3000.0}, 10)
         assert daemon.status()["checkpoint"]["reloads"] == 2
         # A reload with a bad schedule fails as a whole, naming the key; the program plays on.
         path.write_text(config_text(tmp_path, "twilight", 60.0, stream=stream).replace('\ncron = "', '\ncron = "7'))
-        daemon._on_signal(signal.SIGHUP, None)
+        daemon.signals.on_signal(signal.SIGHUP, None)
         assert wait_for(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1, 15)
         assert "schedule.program[0].cron: " in daemon.status()["checkpoint"]["last_reload_error"]
         assert daemon.status()["schedule"]["program"] == "twilight"

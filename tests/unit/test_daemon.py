@@ -380,7 +380,7 @@ def test_sigterm_during_start_up_stops_at_once(tmp_path):
     sink = RecordingSink()
     daemon = Daemon(_config(tmp_path, speed=1.0), environ={}, sinks=[sink],
                     composer_loader=lambda setting, seed: RuleBasedComposer(seed), **fake_pipeline())
-    daemon._signals.append(signals.SIGTERM)  # as if it arrived while starting
+    daemon.signals.pending.append(signals.SIGTERM)  # as if it arrived while starting
     started = time.monotonic()
     assert _run(daemon, 10) == 0
     assert time.monotonic() - started < 3.0 and not sink.blocks
