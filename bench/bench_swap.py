@@ -4,7 +4,7 @@ The daemon runs with a config file whose `stream.checkpoint` names checkpoint A 
 one) and a WAV file output, in real time (or `--speed K`). A second full-size checkpoint B is
 the shipped one with one VAE weight nudged by 1e-6 (same size and load cost, another model id).
 For each swap the config is rewritten to name the other checkpoint and the daemon gets SIGHUP
-(a reload reads the config again, see streamer/daemon.py: `_reload_once`); /status is polled
+(a reload reads the config again, see streamer/reload.py: `Reloader._once`); /status is polled
 every 20 ms. Per swap:
   loaded      wall time from SIGHUP to /status `checkpoint.id` naming the new model (the
               reload validated it and the composer thread swapped it in)
