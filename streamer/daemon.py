@@ -104,7 +104,8 @@ class Daemon:
                                         loader=loader, stop=self.stopping, start_thread=self._start_thread,
                                         pending_seconds=lambda: self.audio.pending_seconds)
         self.reloader = Reloader(config_path=config_path, overrides=overrides, environ=self.environ, loader=loader,
-                                 composers=self.composers, audio=self.audio, stop=self.stopping)
+                                 composers=self.composers, audio=self.audio, schedule=self.schedule,
+                                 position=self.position, seed=self.seed, stop=self.stopping)
         self.report = StreamStatus(self)
         self.systemd = SystemdReporter(self.notifier, self.report.watchdog_ok, self.report.summary)
 

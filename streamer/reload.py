@@ -28,6 +28,8 @@ from streamer.composer import Composer, check_bar
 from streamer.composer_thread import ComposerThread, PendingSwap, start_track
 from streamer.config import Config
 from streamer.logs import redact
+from streamer.position import PositionKeeper
+from streamer.schedule import Schedule
 from streamer.stream_config import CliOverrides, load_stream_config
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,10 @@ class Reloader:
 
     def __init__(self, *, config_path: str | Path | None, overrides: CliOverrides, environ: Mapping[str, str],
                  loader: Callable[[str, int], Composer], composers: ComposerThread, audio: AudioThread,
-                 stop: threading.Event) -> None:
+                 schedule: Schedule, position: PositionKeeper, seed: int, stop: threading.Event) -> None:
         self.config_path, self.overrides, self.environ = config_path, overrides, environ
         self.loader, self.composers, self.audio = loader, composers, audio
+        self.schedule, self.position, self.seed = schedule, position, seed
         self._stop = stop
         self.thread: threading.Thread | None = None
         self.started = 0.0  # monotonic start of the reload running
@@ -94,8 +97,8 @@ class Reloader:
             log.info("reloading: %s", setting or "the default checkpoint")
             # The stream's seed: a new composer continues the track numbering (see
             # ComposerThread._swap_in), so its tracks get new numbers, hence new ids and new music.
-            composer = self.loader(setting, composers.seed)
-            start_track(composer, composers.position.current.next_track, composers.position.current.after)
+            composer = self.loader(setting, self.seed)
+            start_track(composer, self.position.current.next_track, self.position.current.after)
             first = check_bar(composer.next_bar())
             # Only what changed is built (against the running settings, so a later reload that
             # supersedes a pending swap still carries everything that differs).
@@ -126,7 +129,7 @@ class Reloader:
             self.audio.offer_render_swap(render_swap)
         record.setting = setting
         record.last_reload_error = ""
-        composers.schedule.update(config.schedule)
+        self.schedule.update(config.schedule)
         if unchanged:
             record.reloads += 1
             log.info("reload validated: %s is the model playing; it plays on%s", composer.id,

@@ -111,6 +111,12 @@ def test_streamer_uses_only_the_allowed_models_modules():
     assert not wrong
 
 
+def test_the_daemon_is_the_top_of_the_stream_only_the_cli_imports_it():
+    """streamer.daemon wires the parts; a part importing it (at run time) would wire itself back in."""
+    importers = {m for m, deps in import_graph(runtime_only=True).items() if "streamer.daemon" in deps}
+    assert importers == {"streamer.cli"}
+
+
 def test_no_import_cycles_but_the_known_ones():
     graph = import_graph(runtime_only=True)
     # Tarjan's strongly connected components: a component of more than one module is a cycle.
