@@ -40,6 +40,7 @@ from streamer.config import ArchiveSettings
 from streamer.files import write_atomic
 from streamer.logs import RateLimitedLog
 from streamer.ringbuffer import BarEntry
+from streamer.status_snapshot import ArchiveStatus
 from streamer.track_titles import track_title
 from streamer.types import Bar
 
@@ -293,10 +294,9 @@ class TrackArchive:
         path = self.directory / name
         return path if path.is_file() and not path.is_symlink() else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"enabled": True, "directory": str(self.directory), "written": self.written,
-                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors,
-                "dropped": self.dropped, "last_error": self.last_error, "queued": self._queue.qsize()}
+    def snapshot(self) -> ArchiveStatus:
+        return ArchiveStatus(str(self.directory), self.written, self.bytes_written, self.deleted, self.errors,
+                             self.dropped, self.last_error, self._queue.qsize())
 
 
 class TrackRecorder:

@@ -50,6 +50,7 @@ from streamer.composer import ComposerMood
 from streamer.config import EffectsSettings, MoodSettings, ScheduleSettings, given_keys
 from streamer.effects_swap import retune_chain
 from streamer.errors import ConfigError
+from streamer.status_snapshot import NextProgram, ScheduleStatus
 
 log = logging.getLogger(__name__)
 
@@ -506,7 +507,7 @@ class Schedule:
 
     # -------------------------------------------------------------- status
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ScheduleStatus:
         parsed, active = self._parsed, self.active
         now = self._now()
         upcoming = next_program(parsed.programs, now)
@@ -515,16 +516,16 @@ class Schedule:
         if active is not None:
             mood = {k: v for k, v in dataclasses.asdict(active.program.mood).items()
                     if v is not None and k != "effects"}
-        return {
-            "timezone": str(parsed.tz),
-            "program": active.program.name if active else None,
-            "mood": active.program.mood_name if active else None,
-            "since": _iso(active.start, parsed.tz) if active else None,
-            "until": _iso(active.end, parsed.tz) if active else None,
-            "composer": mood,
-            "effects": active.program.effects_changes if active else {},
-            "effects_applied": dict(self.effects_applied),
-            "next": {"program": upcoming[0].name, "starts": _iso(upcoming[1], parsed.tz)} if upcoming else None,
-            "next_reload": _iso(reload_at, parsed.tz),
-            "stats_interval_seconds": parsed.stats_interval_seconds,
-        }
+        return ScheduleStatus(
+            timezone=str(parsed.tz),
+            program=active.program.name if active else None,
+            mood=active.program.mood_name if active else None,
+            since=_iso(active.start, parsed.tz) if active else None,
+            until=_iso(active.end, parsed.tz) if active else None,
+            composer=mood,
+            effects=dict(active.program.effects_changes) if active else {},
+            effects_applied=dict(self.effects_applied),
+            next=NextProgram(upcoming[0].name, _iso(upcoming[1], parsed.tz)) if upcoming else None,
+            next_reload=_iso(reload_at, parsed.tz),
+            stats_interval_seconds=parsed.stats_interval_seconds,
+        )

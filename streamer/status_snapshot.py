@@ -113,6 +113,43 @@ class VideoStatus:
 
 
 @dataclass(frozen=True)
+class ArchiveStatus:
+    """streamer.archive's figures."""
+
+    directory: str
+    written: int
+    bytes_written: int
+    deleted: int
+    errors: int  # write failures plus tracks dropped from a full queue
+    dropped: int
+    last_error: str
+    queued: int
+
+
+@dataclass(frozen=True)
+class NextProgram:
+    program: str
+    starts: str | None  # ISO 8601 in the schedule's time zone
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """streamer.schedule's: the program playing (None: none, the config's settings play) and the next."""
+
+    timezone: str
+    program: str | None
+    mood: str | None
+    since: str | None
+    until: str | None
+    composer: dict[str, Any]  # the mood's composer settings
+    effects: dict[str, Any]  # the mood's [effects] changes
+    effects_applied: dict[str, Any]  # the changes the effects chain runs with now
+    next: NextProgram | None
+    next_reload: str | None
+    stats_interval_seconds: float
+
+
+@dataclass(frozen=True)
 class StatusSnapshot:
     uptime_seconds: float
     state: str  # starting, running, stopping
@@ -124,21 +161,22 @@ class StatusSnapshot:
     position: PositionStatus
     composer: ComposerStatus
     sinks: list[SinkSnapshot]
-    archive: dict[str, Any]  # streamer.archive's own snapshot, or {"enabled": False}
-    schedule: dict[str, Any]  # streamer.schedule's
+    archive: ArchiveStatus | None  # None: no archive
+    schedule: ScheduleStatus
     video: VideoStatus | None  # None: no video output
     counters: StatusCounters = field(default_factory=StatusCounters)
 
     def to_json(self) -> dict[str, Any]:
         """The /status document."""
         video = {"enabled": False} if self.video is None else {"enabled": True, **dataclasses.asdict(self.video)}
+        archive = {"enabled": False} if self.archive is None else {"enabled": True, **dataclasses.asdict(self.archive)}
         return {
             "uptime_seconds": self.uptime_seconds, "state": self.state, "sample_rate": self.sample_rate,
             "now_playing": dataclasses.asdict(self.now_playing or NowPlaying()),
             "buffer": dataclasses.asdict(self.buffer), "clock": dataclasses.asdict(self.clock),
             "checkpoint": dataclasses.asdict(self.checkpoint), "position": dataclasses.asdict(self.position),
             "composer": dataclasses.asdict(self.composer), "sinks": [dataclasses.asdict(s) for s in self.sinks],
-            "archive": self.archive, "schedule": self.schedule, "video": video,
+            "archive": archive, "schedule": dataclasses.asdict(self.schedule), "video": video,
             "counters": dataclasses.asdict(self.counters),
         }
 
@@ -156,7 +194,7 @@ def stats_line(snapshot: StatusSnapshot) -> str:
     counters = snapshot.counters
     sinks = ", ".join(f"{s.name} {s.state}{'' if s.connected else ' (not connected)'}"
                       for s in snapshot.sinks) or "none"
-    program = snapshot.schedule.get("program") or "none"
+    program = snapshot.schedule.program or "none"
     return (f"stats: up {duration_text(snapshot.uptime_seconds)}, "
             f"audio {duration_text(snapshot.clock.position_seconds)}; "
             f"tracks {counters.tracks_started}, bars {counters.bars_played}, "
@@ -209,7 +247,7 @@ class StreamStatus:
             position=PositionStatus(position.seed, position.next_track, position.starts, d.position.keeps),
             composer=ComposerStatus(round(time.monotonic() - composing, 3) if composing else 0.0),
             sinks=[sink.snapshot() for sink in d.sinks],
-            archive=d.archive.snapshot() if d.archive is not None else {"enabled": False},
+            archive=d.archive.snapshot() if d.archive is not None else None,
             schedule=d.schedule.status(),
             video=self._video(),
             counters=counters,

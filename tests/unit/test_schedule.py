@@ -31,6 +31,7 @@ from streamer.schedule import (
     next_program,
     parse_schedule,
 )
+from streamer.status_snapshot import NextProgram
 from streamer.stream_config import CliOverrides, describe_config, load_stream_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,14 +236,14 @@ class Clock:
 def test_schedule_status_and_composer_mood_follow_the_clock():
     clock = Clock(at("2024-05-10 23:00"))
     schedule = Schedule(schedule_from('[schedule]\ntimezone = "UTC"\n' + NIGHT + PROGRAM), now=clock)
-    assert schedule.status()["program"] is None  # nothing decided before refresh
+    assert schedule.status().program is None  # nothing decided before refresh
     schedule.refresh()
     status = schedule.status()
-    assert status["program"] == "night" and status["mood"] == "night"
-    assert status["since"] == "2024-05-10T22:00:00+00:00" and status["until"] == "2024-05-11T06:00:00+00:00"
-    assert status["composer"] == {"tempo_min_bpm": 60.0, "tempo_max_bpm": 66.0, "energy": 0.3}
-    assert status["effects"] == {"crackle_per_second": 9.0, "lowpass_hz": 1000.0}
-    assert status["next"] == {"program": "night", "starts": "2024-05-11T22:00:00+00:00"}
+    assert status.program == "night" and status.mood == "night"
+    assert status.since == "2024-05-10T22:00:00+00:00" and status.until == "2024-05-11T06:00:00+00:00"
+    assert status.composer == {"tempo_min_bpm": 60.0, "tempo_max_bpm": 66.0, "energy": 0.3}
+    assert status.effects == {"crackle_per_second": 9.0, "lowpass_hz": 1000.0}
+    assert status.next == NextProgram("night", "2024-05-11T22:00:00+00:00")
     composer = RuleBasedComposer(seed=5)
     schedule.tune_composer(composer)
     assert composer.mood == ComposerMood((60.0, 66.0), None, 0.3, None)
@@ -250,7 +251,7 @@ def test_schedule_status_and_composer_mood_follow_the_clock():
     assert all(60.0 <= bar.tempo_bpm <= 66.0 for bar in first_track)
     clock.now = at("2024-05-11 06:00")
     schedule.refresh()
-    assert schedule.status()["program"] is None and schedule.status()["effects"] == {}
+    assert schedule.status().program is None and schedule.status().effects == {}
     schedule.tune_composer(composer)
     assert composer.mood == ComposerMood()
     tempos = {composer.next_bar().tempo_bpm for _ in range(3 * composer.track_bars)}

@@ -274,7 +274,7 @@ def test_stats_line_is_one_line_with_the_figures():
         counters=StatusCounters(tracks_started=812, bars_played=40120, underruns=2, composer_errors=0),
         sinks=[SinkSnapshot("ffmpeg", "ffmpeg", "running", True, True),
                SinkSnapshot("live", "live", "running", True, False)],
-        schedule={"program": "night"})
+        schedule=dataclasses.replace(example_snapshot().schedule, program="night"))
     assert stats_line(snapshot) == ("stats: up 1d 02:03:04, audio 1d 02:03:00; tracks 812, bars 40120, underruns 2, "
                                     "composer errors 0; buffer 29.8 s; sinks: ffmpeg running, live running "
                                     "(not connected); program night")

@@ -13,6 +13,7 @@ from streamer.status_snapshot import (
     ComposerStatus,
     NowPlaying,
     PositionStatus,
+    ScheduleStatus,
     StatusCounters,
     StatusSnapshot,
 )
@@ -30,7 +31,7 @@ def example_snapshot(**fields: Any) -> StatusSnapshot:
         composer=ComposerStatus(0.0),
         sinks=[SinkSnapshot("ffmpeg", "ffmpeg", "running", True, True, restarts=4, bytes_written=1000,
                             frames_dropped=7)],
-        archive={"enabled": False}, schedule={"program": None}, video=None,
+        archive=None, schedule=ScheduleStatus("UTC", None, None, None, None, {}, {}, {}, None, None, 0.0), video=None,
         counters=StatusCounters(underruns=5, fallback_bars=6, composer_errors=1, nonfinite_samples=9, bars_played=11,
                                 bars_composed=20, archive_errors=2, bars_dropped_on_swap=9))
     return dataclasses.replace(snapshot, **fields)
