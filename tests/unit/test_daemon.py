@@ -1,11 +1,10 @@
-"""The daemon's wiring: config and outputs, and the pipeline with stand-in composers and sinks
-(real FluidSynth and effects where the sound matters, testkit's renderer and effects doubles where
-it does not; unpaced, so each run takes about a second)."""
+"""The daemon's pipeline with stand-in composers and sinks: real FluidSynth and effects where the
+sound matters, testkit's renderer and effects doubles where it does not; unpaced, so each run takes
+about a second. (Its config and outputs: test_stream_config.py, test_outputs.py.)"""
 
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 import time
 from itertools import pairwise
@@ -15,147 +14,16 @@ import pytest
 
 from streamer.audio_thread import LEAD_SECONDS
 from streamer.composer import RuleBasedComposer
-from streamer.config import Config, StreamSettings, load_config
 from streamer.daemon import Daemon
 from streamer.effects import LoudnessNormalizer, TapeHiss
 from streamer.effects_swap import Crossfade
-from streamer.errors import CheckpointError, ConfigError
-from streamer.outputs import YOUTUBE_PRIMARY, plan_outputs, read_stream_key, state_directory
-from streamer.stream_config import CliOverrides, apply_overrides, check_config, load_stream_config
+from streamer.errors import CheckpointError
+from streamer.stream_config import CliOverrides, load_stream_config
 from streamer.types import Bar
-from testkit.daemon import unpaced_config as _config, until as _until
+from testkit.daemon import run_to_end as _run, unpaced_config as _config, until as _until
 from testkit.doubles import FlakyComposer, HangingComposer, PassThroughEffects, RecordingSink, fake_pipeline
 
-# ----------------------------------------------------------------------------- config
-
-
-def test_env_overrides_and_flags(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text('[stream]\nbuffer_seconds = 20\noutputs = ["null"]\n[video]\npreset = "still"\n')
-    env = {"CHIPLOFI_STREAM__BUFFER_SECONDS": "40", "CHIPLOFI_VIDEO__AUDIO_KBPS": "160",
-           "CHIPLOFI_STREAM_KEY": "not-a-config-key"}
-    config = load_stream_config(path, CliOverrides(speed=0.0, outputs=("a.wav",)), env)
-    assert config.stream.buffer_seconds == 40.0 and config.video.audio_kbps == 160
-    assert config.video.preset == "still" and config.stream.speed == 0.0 and config.stream.outputs == ("a.wav",)
-
-
-@pytest.mark.parametrize("env,key", [
-    ({"CHIPLOFI_STREAM__BUFFER_SECONDS": "1"}, "stream.buffer_seconds"),
-    ({"CHIPLOFI_STREAM__SPEEED": "1"}, "stream.speeed"),
-    ({"CHIPLOFI_VIDEO__PRESET": "4k"}, "video.preset"),
-    ({"CHIPLOFI_STREAM__OUTPUTS": "3"}, "stream.outputs"),
-])
-def test_bad_env_overrides_name_the_key(env, key):
-    with pytest.raises(ConfigError, match=f"^{key}:"):
-        load_stream_config(None, CliOverrides(), env)
-
-
-@pytest.mark.parametrize("table,key", [
-    ({"stream": {"ready_seconds": 50, "buffer_seconds": 30}}, "stream.ready_seconds"),
-    ({"status": {"addr": "localhost"}}, "status.addr"),
-    ({"stream": {"outputs": ["http://x/y"]}}, "stream.outputs"),
-    ({"stream": {"outputs": ["out.mp3"]}}, "stream.outputs"),
-    ({"video": {"background": "blue"}}, "video.background"),
-    ({"video": {"font": "/no/such/font.ttf"}}, "video.font"),
-])
-def test_cross_checks_name_the_key(tmp_path, table, key):
-    path = tmp_path / "c.toml"
-    lines = []
-    for section, values in table.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError, match=f"^{key}:"):
-        load_stream_config(path, CliOverrides(), {})
-
-
-def test_stream_key_sources(tmp_path):
-    config = Config()
-    assert read_stream_key(config, {}) == ""
-    assert read_stream_key(config, {"CHIPLOFI_STREAM_KEY": " abc-123 \n"}) == "abc-123"
-    key_file = tmp_path / "key"
-    key_file.write_text("from-file\n")
-    with_file = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(key_file)))
-    assert read_stream_key(with_file, {}) == "from-file"
-    assert read_stream_key(with_file, {"CHIPLOFI_STREAM_KEY": "env-wins"}) == "env-wins"
-    key_file.write_text("")
-    with pytest.raises(ConfigError, match="^stream.key_file:"):
-        read_stream_key(with_file, {})
-    missing = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(tmp_path / "no")))
-    with pytest.raises(ConfigError, match="^stream.key_file:"):
-        read_stream_key(missing, {})
-    (tmp_path / "stream-key").write_text("credential\n")
-    assert read_stream_key(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "credential"
-
-
-KEY = "abcd-efgh_ijkl.mnop~qrst"
-BAD_KEYS = {  # what a key holds → what the one-line error says
-    KEY + "\n# primary channel": "more than one line",
-    "abcd\refgh": "more than one line", "abcd\nefgh": "more than one line",
-    "abcd efgh": "a space", "abcd\tefgh": "a space",
-    "abcd?backup=1": "punctuation", "abcd;rm -rf ~": "a space", "ab$(id)cd": "punctuation",
-    "abcd'efgh": "punctuation", "abcd/efgh": "punctuation", "clé-du-flux": "not ASCII",
-    "abc": "3 characters long", "k" * 10_000: "10000 characters long",
-}
-
-
-@pytest.mark.parametrize("key", list(BAD_KEYS))
-def test_a_stream_key_that_cannot_be_one_is_refused_naming_its_source_never_its_value(tmp_path, key):
-    config = Config()
-    key_file = tmp_path / "stream.key"
-    key_file.write_text(key + "\n", encoding="utf-8")
-    with_file = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(key_file)))
-    (tmp_path / "stream-key").write_text(key, encoding="utf-8")
-    for cfg, environ, source in ((config, {"CHIPLOFI_STREAM_KEY": key}, "CHIPLOFI_STREAM_KEY: "),
-                                 (with_file, {}, f"stream.key_file ({key_file}): "),
-                                 (config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}, "systemd credential stream-key")):
-        with pytest.raises(ConfigError) as caught:
-            read_stream_key(cfg, environ)
-        message = str(caught.value)
-        assert message.startswith(source) and BAD_KEYS[key] in message and "\n" not in message
-        after_source = message[len(source):]
-        assert not [key[i:i + 5] for i in range(len(key) - 4) if key[i:i + 5] in after_source], message
-
-
-def test_a_good_key_passes_with_blanks_around_it(tmp_path):
-    assert read_stream_key(Config(), {"CHIPLOFI_STREAM_KEY": f" {KEY}\r\n"}) == KEY
-
-
-def test_output_plans():
-    config = Config()
-    local = plan_outputs(config, "")
-    assert local.record and not local.ffmpeg_urls and not local.speakers
-    youtube = plan_outputs(config, "k")
-    assert youtube.record and youtube.ffmpeg_urls == [YOUTUBE_PRIMARY]
-    mixed = apply_overrides(config, CliOverrides(outputs=("rtmp://h/app", "x.wav", "y.mkv", "speakers", "null")))
-    plan = plan_outputs(mixed, "")
-    assert plan.ffmpeg_urls == ["rtmp://h/app", "y.mkv"] and [p.name for p in plan.wav_files] == ["x.wav"]
-    assert plan.speakers and plan.null and not plan.record
-    needs_key = apply_overrides(config, CliOverrides(outputs=("rtmp://h/app/{key}",)))
-    with pytest.raises(ConfigError, match="stream key"):
-        plan_outputs(needs_key, "")
-
-
-def test_state_directory(tmp_path):
-    assert state_directory(Config(), {"STATE_DIRECTORY": f"{tmp_path}:/other"}) == tmp_path
-    explicit = dataclasses.replace(Config(), stream=StreamSettings(state_dir=str(tmp_path / "s")))
-    assert state_directory(explicit, {"STATE_DIRECTORY": "/x"}) == tmp_path / "s"
-
-
-def test_default_config_checks_out():
-    check_config(load_config(None))
-
-
 # ----------------------------------------------------------------------------- pipeline
-
-
-def _run(daemon: Daemon, timeout: float = 60.0) -> int:
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()))
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), "daemon did not stop"
-    return result["code"]
 
 
 def test_unpaced_run_plays_exactly_the_duration_without_underruns(tmp_path):
@@ -484,19 +352,6 @@ def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp
     assert composer.calls >= len(heard) + 2
 
 
-@pytest.mark.parametrize("name", ["x.flv", "x.wav"])
-def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, capsys, name):
-    from streamer.cli import main
-
-    missing = tmp_path / "missing"
-    output = missing / name
-    assert main(["stream", "--output", str(output), "--output", "null"]) == 2
-    assert f"stream.outputs: {output}: the directory {missing} does not exist" in capsys.readouterr().err
-    assert not missing.exists()  # nothing created
-    missing.mkdir()
-    assert load_stream_config(None, CliOverrides(outputs=(str(output),)), {}).stream.outputs == (str(output),)
-
-
 def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp_path, monkeypatch):
     import streamer.reload as reload_module
 
@@ -538,20 +393,3 @@ def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp
     assert not thread.is_alive()
 
 
-def test_a_key_file_that_is_a_fifo_or_endless_is_refused_without_blocking(tmp_path):
-    os.mkfifo(tmp_path / "key-fifo")
-    (tmp_path / "key-zero").symlink_to("/dev/zero")
-    for name in ("key-fifo", "key-zero"):
-        config = dataclasses.replace(Config(), stream=dataclasses.replace(Config().stream,
-                                                                          key_file=str(tmp_path / name)))
-        outcome = []
-
-        def read(config, outcome):  # bound per run: a blocked reader must not see the next run's config
-            try:
-                read_stream_key(config, {})
-            except ConfigError as exc:
-                outcome.append(str(exc))
-        reader = threading.Thread(target=read, args=(config, outcome), daemon=True)
-        reader.start()
-        reader.join(10)  # a blocked open would never return
-        assert outcome and outcome[0].startswith("stream.key_file: ") and "not a regular file" in outcome[0]

@@ -12,7 +12,8 @@ from streamer.composer import Bridge, RuleBasedComposer, load_composer, starts_u
 from streamer.daemon import Daemon
 from streamer.position import POSITION_FILE, read_position
 from streamer.stream_config import CliOverrides, load_stream_config
-from test_daemon import RecordingSink, _config, _run, _until
+from testkit.daemon import run_to_end as _run, unpaced_config as _config, until as _until
+from testkit.doubles import RecordingSink
 
 RELATED_STEPS = {0, 2, 3, 5, 7, 9, 10}  # semitones between related keys (fifths, tones, relative)
 

@@ -10,21 +10,12 @@ from streamer.composer import RuleBasedComposer
 from streamer.daemon import Daemon
 from streamer.position import POSITION_FILE
 from streamer.stream_config import CliOverrides, load_stream_config
-from testkit.daemon import unpaced_config, until
+from testkit.daemon import run_to_end as run, unpaced_config, until
 from testkit.doubles import RecordingNotifier, RecordingSink, VirtualClock, fake_pipeline
 
 
 def rule_based(setting, seed):
     return RuleBasedComposer(seed)
-
-
-def run(daemon: Daemon, timeout: float = 60.0) -> int:
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()))
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), "daemon did not stop"
-    return result["code"]
 
 
 def contiguous(sink: RecordingSink) -> bool:
