@@ -4,7 +4,7 @@ The daemon runs with a config file whose `stream.checkpoint` names checkpoint A 
 one) and a WAV file output, in real time (or `--speed K`). A second full-size checkpoint B is
 the shipped one with one VAE weight nudged by 1e-6 (same size and load cost, another model id).
 For each swap the config is rewritten to name the other checkpoint and the daemon gets SIGHUP
-(a reload reads the config again, see streamer/daemon.py: `_reload_once`); /status is polled
+(a reload reads the config again, see streamer/reload.py: `Reloader._once`); /status is polled
 every 20 ms. Per swap:
   loaded      wall time from SIGHUP to /status `checkpoint.id` naming the new model (the
               reload validated it and the composer thread swapped it in)
@@ -57,7 +57,7 @@ GOAL_BARS = {"bar": 1, "section": 8 + 1, "track": None}  # None: reported, no go
 GOAL_LOST = 0
 MODES = ("bar", "section", "track")
 LONGEST_WAIT_SECONDS = {"bar": 3.5, "section": 8 * 3.5, "track": 250.0}  # bars of at most 3.5 s (70 BPM)
-BLOCK_FRAMES = 1024  # the daemon's clock step (streamer.daemon.BLOCK_FRAMES)
+BLOCK_FRAMES = 1024  # the daemon's clock step (streamer.audio_thread.BLOCK_FRAMES)
 POLL_SECONDS = 0.02
 SETTLE_BARS = 2  # bars of the new model heard before the next swap
 # ... plus 0..MAX_EXTRA_BARS more (seeded), so that SIGHUP lands anywhere in a section, not

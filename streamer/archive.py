@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from models.midi_write import voices_to_midi
+from streamer.config import ArchiveSettings
 from streamer.files import write_atomic
 from streamer.logs import RateLimitedLog
 from streamer.ringbuffer import BarEntry
+from streamer.status_snapshot import ArchiveStatus
 from streamer.track_titles import track_title
 from streamer.types import Bar
 
@@ -123,6 +125,13 @@ class TrackArchive:
         self.dropped = 0
         self.last_error = ""
         self.bytes_written = 0  # of the tracks written by this process (MIDI + JSON)
+
+    @classmethod
+    def start_in(cls, directory: Path, settings: ArchiveSettings) -> TrackArchive:
+        """The archive `[archive]` asks for, in `directory`, started."""
+        archive = cls(directory, settings.keep_tracks, int(settings.keep_mb * 1_000_000))
+        archive.start()
+        return archive
 
     @property
     def errors(self) -> int:
@@ -285,10 +294,9 @@ class TrackArchive:
         path = self.directory / name
         return path if path.is_file() and not path.is_symlink() else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"enabled": True, "directory": str(self.directory), "written": self.written,
-                "bytes_written": self.bytes_written, "deleted": self.deleted, "errors": self.errors,
-                "dropped": self.dropped, "last_error": self.last_error, "queued": self._queue.qsize()}
+    def snapshot(self) -> ArchiveStatus:
+        return ArchiveStatus(str(self.directory), self.written, self.bytes_written, self.deleted, self.errors,
+                             self.dropped, self.last_error, self._queue.qsize())
 
 
 class TrackRecorder:

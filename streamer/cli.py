@@ -89,17 +89,20 @@ _seconds = _bounded(float, "seconds", 0.0, None, low_open=True)
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    from streamer.daemon import CliOverrides, run_stream
+    from streamer.daemon import Daemon
+    from streamer.stream_config import CliOverrides, load_stream_config
 
     overrides = CliOverrides(outputs=tuple(args.output) if args.output else None, status_addr=args.status_addr,
                              checkpoint=args.checkpoint, speed=args.speed, monitor=args.monitor, seed=args.seed)
-    return run_stream(args.config, overrides, duration=args.duration)
+    environ = dict(os.environ)
+    config = load_stream_config(args.config, overrides, environ)  # file, then environment, then flags; checked
+    return Daemon(config, config_path=args.config, overrides=overrides, environ=environ, duration=args.duration).run()
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from streamer.config import StatusSettings
-    from streamer.daemon import CliOverrides, load_stream_config
     from streamer.status_view import run_status
+    from streamer.stream_config import CliOverrides, load_stream_config
 
     addr = args.addr
     if addr is None:
@@ -109,7 +112,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from streamer.daemon import CliOverrides, describe_config, load_stream_config
+    from streamer.stream_config import CliOverrides, describe_config, load_stream_config
 
     config = load_stream_config(args.file, CliOverrides(), os.environ)
     lines = describe_config(config, os.environ)

@@ -31,15 +31,14 @@ import numpy as np
 
 from models.checkpoint import KINDS, paths, shipped_directory
 from streamer.errors import CheckpointError, ModelError
-from streamer.fallback import NOTE_NAMES, RuleBasedParts
-from streamer.types import VOICES, Bar, Note
+from streamer.fallback import RuleBasedParts, tonic_of
+from streamer.types import MAX_TEMPO, MIN_TEMPO, VOICES, Bar, Note
 
 log = logging.getLogger(__name__)
 
 RULE_BASED = "rule-based"
 RULE_TRACK_BARS = 48  # the rule-based composer changes key and tempo every this many bars
 STEPS_PER_BEAT = 4  # the models' 16-step grid in 4/4
-MIN_TEMPO, MAX_TEMPO = 30.0, 300.0
 MAX_NOTES_PER_BAR = 512
 
 
@@ -118,7 +117,7 @@ class RuleBasedComposer:
         self._track += 1
         rng = np.random.default_rng([self.seed, self._track, 0x5EED])
         low, high = self.mood.tempo_bpm or RULE_TEMPO_RANGE
-        after_tonic = _tonic_of(self._after[0]) if self._after else None
+        after_tonic = tonic_of(self._after[0]) if self._after else None
         if self._after is not None and after_tonic is not None:
             tonic = (after_tonic + RELATED_STEPS[int(rng.integers(len(RELATED_STEPS)))]) % 12
             tempo = float(np.clip(self._after[1] + rng.uniform(-6.0, 6.0), low, high))
@@ -159,42 +158,6 @@ class Bridge(RuleBasedComposer):
 
     def next_bar(self) -> Bar:
         return dataclasses.replace(super().next_bar(), track_number=-1)
-
-
-class FallbackBed:
-    """What plays while the composer cannot keep up: rule-based bars in the key and tempo last heard.
-
-    Labelled track "fallback" so /status shows it; it restarts its pattern when the key or
-    tempo it should follow changes.
-    """
-
-    TRACK_ID = "fallback"
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._parts = RuleBasedParts(seed=seed, track_id=self.TRACK_ID)
-        self._follow: tuple[int, float] = (self._parts.tonic, self._parts.tempo_bpm)
-
-    def follow(self, bar: Bar) -> None:
-        """Match the key and tempo of `bar` (a bar the composer made)."""
-        tonic = _tonic_of(bar.key)
-        target = (self._follow[0] if tonic is None else tonic, bar.tempo_bpm)
-        if target != self._follow and MIN_TEMPO <= bar.tempo_bpm <= MAX_TEMPO:
-            self._follow = target
-            self._parts = RuleBasedParts(seed=self.seed, tonic=target[0], tempo_bpm=target[1],
-                                         track_id=self.TRACK_ID)
-
-    def next_bar(self) -> Bar:
-        return self._parts.next_bar()
-
-
-def _tonic_of(key: str) -> int | None:
-    """Pitch class of a key name such as 'F# minor' or 'Bb major' (None if unknown)."""
-    name = key.split(" ")[0] if key else ""
-    sharps = {"C#": 1, "D#": 3, "F#": 6, "G#": 8, "A#": 10}
-    if name in NOTE_NAMES:
-        return NOTE_NAMES.index(name)
-    return sharps.get(name)
 
 
 class ModelComposer:

@@ -4,555 +4,120 @@
     sanitise → SampleClock (paces blocks) ──► every sink's own queue ──► ffmpeg / file / speakers /
     null / the status page's live player
 
-- The composer thread keeps the ring `stream.buffer_seconds` ahead. A composer exception (or
-  a bar it must not play) is counted and retried with a growing wait; meanwhile the ring drains.
-- The audio thread renders a little ahead of the clock. When the ring has no bar in time, it
-  plays a bar of the fallback bed (rule-based, in the last key and tempo) — an underrun,
-  counted — so the stream is never silent. NaN/Inf samples are replaced and counted.
-- Sinks never block the clock (see streamer.sinks); the status server reads snapshots.
-- Signals only set flags (and log one line); the main thread acts on them: SIGHUP starts a
-  background reload (config, checkpoint, SoundFont, effects), validated by generating and
-  rendering a bar; only what changed is swapped in: a new model at the next `stream.swap_at`
-  boundary (bar, section or track), beginning its own track; the same model plays on with its
-  queued bars; render and effects changes from the next bar — a failure keeps what plays; SIGTERM/SIGINT
-  stop everything within 5 s with ffmpeg ending its files; SIGUSR1 logs every thread's stack.
-- systemd: READY=1 after the prefill, WATCHDOG=1 only while healthy (with RTMP outputs, only while
-  one of them delivers), STATUS= a summary.
-- The musical position (streamer.position) is kept in the state directory, so a restart
-  continues the radio: a new track number, in a key related to the last one, after a short
-  bridge that is not a track. `--seed` runs reproducibly from track 0 instead.
-- The schedule (streamer.schedule) picks the program playing; the composer thread takes its mood
-  before each bar, the audio thread its effects; its jobs only post requests (a timed reload, the
-  stats line) that the main loop carries out.
+Each part lives in a file named after it: streamer.composer_thread, streamer.audio_thread (with the
+never-silent streamer.fallback), streamer.reload (SIGHUP), streamer.outputs (the sinks, the stream key),
+streamer.stream_config, streamer.status_snapshot (/status), streamer.position (kept across restarts),
+streamer.schedule (moods, timed reloads), streamer.signals. Here they are built, started in order
+(`_start`: state directory, archive, outputs, renderer and effects, status server, composer, prefill,
+audio, READY=1) and stopped in reverse (`_shutdown`: within 5 s on a signal, ffmpeg ending its files).
+The main loop acts on signals and the schedule's requests, and pings systemd.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from models.checkpoint import read_regular_file
 from streamer.archive import TrackArchive, TrackRecorder
+from streamer.audio_thread import AudioThread, Effects, Renderer, effects_chain, fluidsynth_renderer
 from streamer.clock import SampleClock
-from streamer.composer import (
-    Bridge,
-    Composer,
-    FallbackBed,
-    RuleBasedComposer,
-    check_bar,
-    load_composer,
-    starts_unit,
-    uses_model,
-)
-from streamer.config import Config, check_path, load_config, shown
-from streamer.errors import CheckpointError, ChiplofiError, ConfigError
-from streamer.logs import RateLimitedLog, install_redaction, redact, thread_stacks
+from streamer.composer import Composer, load_composer
+from streamer.composer_thread import ComposerThread
+from streamer.config import Config, EffectsSettings, RenderSettings
+from streamer.logs import install_redaction, thread_stacks
 from streamer.memory import pin_mmap_threshold
-from streamer.notify import Notifier, SystemdNotifier, status_line
-from streamer.position import POSITION_FILE, StreamPosition, starting_position, write_position
-from streamer.ringbuffer import AudioBlock, BarEntry, BarRing
-from streamer.schedule import RELOAD, STATS, Schedule, describe_schedule, parse_schedule, retune_chain, stats_line
-from streamer.sinks import Sink, SinkSnapshot
-from streamer.status import LiveAudioHub, StatusServer, parse_addr
-from streamer.track_titles import track_title
-from streamer.types import VOICES, Bar
-from streamer.video import NowPlayingFile, now_playing_details
-from streamer.video_files import VideoFiles, check_video_settings, prepare_video_files
-from streamer.wavfile import to_pcm16
+from streamer.notify import Notifier, SystemdNotifier, SystemdReporter
+from streamer.outputs import Outputs, build_outputs, create_state_directory, read_stream_key, state_directory
+from streamer.position import POSITION_FILE, PositionKeeper
+from streamer.reload import Reloader
+from streamer.ringbuffer import BarRing
+from streamer.schedule import RELOAD, STATS, Schedule
+from streamer.signals import STOPS, SignalInbox
+from streamer.sinks import Sink, Stoppable, stop_together
+from streamer.status import LiveAudioHub, StatusServer, serve_status
+from streamer.status_snapshot import Counters, StreamStatus, stats_line
+from streamer.stream_config import CliOverrides
+from streamer.video_files import VideoFiles
 
 log = logging.getLogger(__name__)
 
-BLOCK_FRAMES = 1024  # ≈ 23 ms at 44.1 kHz: the clock's step
-LEAD_SECONDS = 0.5  # rendered audio kept ahead of the clock
-MIN_LEAD_SECONDS = 0.12  # below this, a missing bar is an underrun: the fallback bed plays
-UNPACED_BAR_WAIT_SECONDS = 5.0  # unpaced, the composer sets the pace; wait this long before falling back
-RENDER_TAIL_SECONDS = 0.4  # release tails of the old renderer, mixed in on a SoundFont swap
 STOP_BUDGET_SECONDS = 4.0  # for the sinks on a signal; the whole stop stays under 5 s
 DRAIN_BUDGET_SECONDS = 60.0  # for the sinks when --duration ends the run: every file is finished
-INTRO_SECONDS = 4.0  # fast start: rule-based bars buffered while the model loads
-STUCK_COMPOSER_SECONDS = 5.0  # a composer call this long blocks a pending swap: a new thread takes over
-# A reload running this long is given up on when another is asked for (a checkpoint on a hung
-# network mount, say): the new one runs, and whatever the old one returns is dropped.
-RELOAD_TIMEOUT_SECONDS = 120.0
-RECENT_BARS = 4
-UPCOMING_BARS = 4
-STATUS_LINE_SECONDS = 10.0
-KEY_ENV = "CHIPLOFI_STREAM_KEY"
-KEY_CREDENTIAL = "stream-key"  # systemd LoadCredential= name
-DEFAULT_STATE_DIR = Path("out/stream")
-YOUTUBE_PRIMARY = "rtmp://a.rtmp.youtube.com/live2"
-SPEAKERS, NULL = "speakers", "null"
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class CliOverrides:
-    """What `chiplofi stream` flags override in the config (None = keep the config's)."""
-
-    outputs: tuple[str, ...] | None = None
-    status_addr: str | None = None
-    checkpoint: str | None = None
-    speed: float | None = None
-    monitor: bool = False
-    seed: int | None = None  # --seed: a reproducible run from track 0 (the kept position is neither read nor written)
-
-
-def apply_overrides(config: Config, overrides: CliOverrides) -> Config:
-    stream = config.stream
-    if overrides.outputs is not None:
-        stream = dataclasses.replace(stream, outputs=tuple(overrides.outputs))
-    if overrides.checkpoint is not None:
-        stream = dataclasses.replace(stream, checkpoint=overrides.checkpoint)
-    if overrides.speed is not None:
-        stream = dataclasses.replace(stream, speed=overrides.speed)
-    if overrides.monitor:
-        stream = dataclasses.replace(stream, monitor=True)
-    if overrides.seed is not None:
-        stream = dataclasses.replace(stream, seed=overrides.seed)
-    status = config.status
-    if overrides.status_addr is not None:
-        status = dataclasses.replace(status, addr=overrides.status_addr)
-    return dataclasses.replace(config, stream=stream, status=status)
-
-
-def check_config(config: Config) -> None:
-    """Checks across keys, and of formats the generic validator cannot know; raises ConfigError
-    with one line per problem (every check runs)."""
-    stream = config.stream
-    problems: list[str] = []
-
-    def attempt(check: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return check(*args)
-        except ConfigError as error:
-            problems.extend(str(error).splitlines())
-            return None
-
-    if stream.ready_seconds > stream.buffer_seconds:
-        problems.append(f"stream.ready_seconds: expected at most stream.buffer_seconds "
-                        f"({stream.buffer_seconds:g}), got {stream.ready_seconds:g}")
-    if config.status.enabled:
-        attempt(parse_addr, config.status.addr)
-    attempt(parse_schedule, config.schedule)
-    for key in ("key_file", "state_dir"):
-        attempt(check_path, f"stream.{key}", getattr(stream, key))
-    if uses_model(stream.checkpoint):
-        attempt(check_path, "stream.checkpoint", stream.checkpoint)
-    attempt(check_path, "sinks.ffmpeg", config.sinks.ffmpeg)
-    font_path_ok = attempt(check_path, "video.font", config.video.font) is not None
-    kinds = [attempt(_classify_output, spec) for spec in stream.outputs]
-    for spec, kind in zip(stream.outputs, kinds, strict=True):
-        is_file = kind == "wav" or (kind == "ffmpeg" and "://" not in spec)
-        if is_file and attempt(check_path, "stream.outputs", spec) is not None:
-            attempt(_check_output_directory, spec, kind)
-    if font_path_ok and ("ffmpeg" in kinds or not stream.outputs):  # (one line per key)
-        attempt(check_video_settings, config.video, config.sinks.ffmpeg)
-    if problems:
-        raise ConfigError("\n".join(problems))
-
-
-def load_stream_config(path: str | Path | None, overrides: CliOverrides,
-                       environ: Mapping[str, str]) -> Config:
-    """The config `chiplofi stream` runs with: file, then environment, then flags; all checked."""
-    config = apply_overrides(load_config(path, environ), overrides)
-    check_config(config)
-    return config
-
-
-STREAM_KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
-STREAM_KEY_LENGTH = (4, 256)  # characters; ffmpeg cuts log lines at 1 kB, so a key must fit well inside one
-
-
-def check_stream_key(key: str, source: str) -> str:
-    """`key` if it can be a stream key: the characters a URL path carries as they are (RFC 3986's
-    unreserved ones), 4 to 256 of them. A line break, a space, `?`, `/`, a quote or a non-ASCII
-    character would publish under another stream name (or split the key across log lines, where
-    redaction cannot find it). The ConfigError names `source` and what is wrong, never the key."""
-    low, high = STREAM_KEY_LENGTH
-    if not low <= len(key) <= high:
-        raise ConfigError(f"{source}: the stream key is {len(key)} characters long; expected {low} to {high}")
-    bad = [c for c in key if c not in STREAM_KEY_CHARACTERS]
-    if not bad:
-        return key
-    if any(c in "\r\n" for c in bad):
-        problem = "more than one line (a key file holds the key alone, without comments)"
-    elif any(c.isspace() for c in bad):
-        problem = "a space or another blank"
-    elif any(not c.isascii() for c in bad):
-        problem = "a character that is not ASCII"
-    else:
-        problem = "punctuation that a URL does not carry as it is (such as ? # / & % + = or a quote)"
-    raise ConfigError(f"{source}: the stream key holds {problem}; expected only letters, digits and - _ . ~")
-
-
-MAX_KEY_FILE_BYTES = 1 << 16  # a key is at most 256 characters: past this, the file is not a key
-
-
-def _read_key_file(path: Path, source: str) -> str:
-    """The text of a key file: a regular file of at most 64 kB (a FIFO would block the start for
-    good, /dev/zero would never end), without the blanks around it."""
-    try:
-        return read_regular_file(path, MAX_KEY_FILE_BYTES, "stream key file").decode("utf-8").strip()
-    except CheckpointError as exc:  # its message names the path and the problem
-        raise ConfigError(f"{source}: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: {path} is not UTF-8 text") from exc
-
-
-def read_stream_key(config: Config, environ: Mapping[str, str]) -> str:
-    """The stream key: $CHIPLOFI_STREAM_KEY, else `stream.key_file`, else a systemd credential.
-    Blanks around it (a file's last newline) are dropped; anything else odd is an error."""
-    key = environ.get(KEY_ENV, "").strip()
-    if key:
-        return check_stream_key(key, KEY_ENV)
-    path = config.stream.key_file
-    if path:
-        key = _read_key_file(Path(path), "stream.key_file")
-        if not key:
-            raise ConfigError(f"stream.key_file: {path} is empty")
-        return check_stream_key(key, f"stream.key_file ({path})")
-    credentials = environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / KEY_CREDENTIAL).exists():
-        source = f"systemd credential {KEY_CREDENTIAL}"
-        key = _read_key_file(Path(credentials) / KEY_CREDENTIAL, source)
-        return check_stream_key(key, f"{source} ({Path(credentials) / KEY_CREDENTIAL})") if key else ""
-    return ""
-
-
-def state_directory(config: Config, environ: Mapping[str, str]) -> Path:
-    if config.stream.state_dir:
-        return Path(config.stream.state_dir)
-    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(systemd) if systemd else DEFAULT_STATE_DIR
-
-
-def _classify_output(spec: str) -> str:
-    if "\0" in spec:
-        raise ConfigError(f"stream.outputs: an output cannot hold a NUL character, got {shown(spec)}")
-    lowered = spec.strip().lower()
-    if lowered in (SPEAKERS, NULL):
-        return lowered
-    if lowered.startswith(("rtmp://", "rtmps://")):
-        return "ffmpeg"
-    if "://" in lowered:
-        raise ConfigError(f"stream.outputs: {shown(spec)}: expected rtmp:// or rtmps:// URLs, file paths, "
-                          "'speakers' or 'null'")
-    if lowered.endswith(".wav"):
-        return "wav"
-    from streamer.sinks.ffmpeg import MUXERS
-
-    if Path(lowered).suffix not in MUXERS:
-        raise ConfigError(f"stream.outputs: {shown(spec)}: a file output must end in .wav (audio) or "
-                          f"{', '.join(MUXERS)} (audio and video)")
-    return "ffmpeg"
-
-
-def _check_output_directory(spec: str, kind: str) -> None:
-    """A file output's directory must exist, as for `chiplofi render`: a typo in a path should stop
-    the stream at once, not create directories nobody asked for."""
-    if kind == "wav" or (kind == "ffmpeg" and "://" not in spec):
-        directory = Path(spec).parent
-        if not directory.is_dir():
-            raise ConfigError(f"stream.outputs: {spec}: the directory {directory} does not exist")
-
-
-@dataclass
-class OutputPlan:
-    ffmpeg_urls: list[str]  # rtmp(s) URLs (without the key) and video file paths
-    wav_files: list[Path]
-    speakers: bool
-    null: bool
-    record: bool  # segmented local recording in <state_dir>/recordings
-
-    def describe(self) -> str:
-        parts = [redact(u) for u in self.ffmpeg_urls] + [str(p) for p in self.wav_files]
-        parts += ["speakers"] * self.speakers + ["null"] * self.null + ["local recording"] * self.record
-        return ", ".join(parts)
-
-
-def plan_outputs(config: Config, key: str) -> OutputPlan:
-    """Which sinks to build. No outputs configured: local recording (+ YouTube when a key is set)."""
-    specs = list(config.stream.outputs)
-    plan = OutputPlan([], [], config.stream.monitor, False, False)
-    if not specs:
-        plan.record = True
-        if key:
-            plan.ffmpeg_urls.append(YOUTUBE_PRIMARY)
-        return plan
-    for spec in specs:
-        kind = _classify_output(spec)
-        if kind == SPEAKERS:
-            plan.speakers = True
-        elif kind == NULL:
-            plan.null = True
-        elif kind == "wav":
-            plan.wav_files.append(Path(spec))
-        else:
-            if "{key}" in spec and not key:
-                raise ConfigError(f"stream.outputs: {shown(spec)} needs a stream key: set {KEY_ENV} or "
-                                  "stream.key_file")
-            plan.ffmpeg_urls.append(spec)
-    return plan
-
-
-# ----------------------------------------------------------------------------- the daemon
 
 
 class _StopDuringStart(Exception):
     pass
 
 
-@dataclass
-class _Segment:
-    pcm: np.ndarray  # (frames, 2) float32
-    start_frame: int
-    stems: np.ndarray | None = None  # (frames, voices) float32, when the video draws one scope per voice
-
-
-@dataclass
-class _Marker:
-    start_frame: int
-    entry: BarEntry
-    fallback: bool
-
-
 class Daemon:
-    """Build with a checked `Config`; `run()` blocks until stopped and returns the exit code."""
+    """Build with a checked `Config`; `run()` blocks until stopped and returns the exit code.
+
+    Tests give doubles for the boundaries: `sinks`, `notifier`, `composer_loader`, and the clock,
+    renderer and effects factories (the real ones by default)."""
 
     def __init__(self, config: Config, *, config_path: str | Path | None = None,
-                 overrides: CliOverrides = CliOverrides(), environ: Mapping[str, str] | None = None,
+                 overrides: CliOverrides | None = None, environ: Mapping[str, str] | None = None,
                  duration: float | None = None, notifier: Notifier | None = None,
                  composer_loader: Callable[[str, int], Composer] = load_composer,
-                 sinks: list[Sink] | None = None) -> None:
-        self.config = config
-        self.config_path = config_path
-        self.overrides = overrides
+                 sinks: list[Sink] | None = None,
+                 clock_factory: Callable[[int, float], SampleClock] = SampleClock,
+                 renderer_factory: Callable[[RenderSettings, int, bool], Renderer] = fluidsynth_renderer,
+                 effects_factory: Callable[[EffectsSettings, int, int], Effects] = effects_chain) -> None:
+        overrides = overrides if overrides is not None else CliOverrides()
         self.environ = dict(os.environ if environ is None else environ)
-        self.duration = duration
         self.notifier: Notifier = notifier if notifier is not None else SystemdNotifier(self.environ)
-        self.composer_loader = composer_loader
         self._given_sinks = sinks
         self.key = read_stream_key(config, self.environ)
         install_redaction([self.key] if self.key else [])
         self.sample_rate = config.render.sample_rate
         self.state_dir = state_directory(config, self.environ)
-        # The radio's musical position: continued from the state directory, or (--seed) a
-        # reproducible run from track 0 that leaves the kept position alone.
-        self.position_path = self.state_dir / POSITION_FILE
-        self.keeps_position = overrides.seed is None
-        self.position = (starting_position(self.position_path, config.stream.seed) if self.keeps_position
-                         else StreamPosition(seed=overrides.seed))
-        self._position_changed = self.keeps_position  # the main loop writes it (first: once the directory exists)
-        self._position_log = RateLimitedLog(log, 300.0)
-        self.seed = self.position.seed
-
-        self._stop = threading.Event()
+        # continued from the state directory, or (--seed) a reproducible run that leaves it alone
+        self.position = PositionKeeper(self.state_dir / POSITION_FILE, config.stream.seed, overrides.seed)
+        self.seed = self.position.current.seed
+        self.exit_code, self.stop_reason, self.started, self.ready = 0, "", time.monotonic(), False
+        self.stopping = threading.Event()
         self._wake = threading.Event()
-        self._signals: deque[int] = deque()
+        self.signals = SignalInbox(self._wake.set)
+        self._threads: list[threading.Thread] = []
         self.schedule = Schedule(config.schedule, wake=self._wake.set)
-        self.composer_loader = self.schedule.tuned_loader(composer_loader)  # the mood before the first bar
-        self.exit_code = 0
-        self.stop_reason = ""
-        self.started = time.monotonic()
-
         self.ring = BarRing(config.stream.buffer_seconds)
-        self.clock = SampleClock(self.sample_rate, config.stream.speed)
+        self.clock = clock_factory(self.sample_rate, config.stream.speed)
+        self.counters = Counters()
         self.sinks: list[Sink] = []
         self.hub: LiveAudioHub | None = None
         self.status_server: StatusServer | None = None
-        self.now_playing_file: NowPlayingFile | None = None  # the details line under the title
-        self.now_title_file: NowPlayingFile | None = None  # the track's title, on the video
         self.picture: VideoFiles | None = None
-        self.stems = False  # the renderer also makes one stem per voice (the video's scopes)
         self.archive: TrackArchive | None = None
-        self.track_recorder: TrackRecorder | None = None  # audio thread: collects what plays into tracks
+        self.audio = AudioThread(config, clock=self.clock, ring=self.ring, sinks=self.sinks, schedule=self.schedule,
+                                 counters=self.counters, position=self.position, seed=self.seed, stop=self.stopping,
+                                 request_stop=self.request_stop, composer_failing=lambda: self.composers.failing,
+                                 duration=duration, renderer_factory=renderer_factory, effects_factory=effects_factory)
+        loader = self.schedule.tuned_loader(composer_loader)  # the mood before the first bar
+        self.composers = ComposerThread(config.stream, ring=self.ring, schedule=self.schedule,
+                                        counters=self.counters, position=self.position, seed=self.seed,
+                                        loader=loader, stop=self.stopping, start_thread=self._start_thread,
+                                        pending_seconds=lambda: self.audio.pending_seconds)
+        self.reloader = Reloader(config_path=config_path, overrides=overrides, environ=self.environ, loader=loader,
+                                 composers=self.composers, audio=self.audio, schedule=self.schedule,
+                                 position=self.position, seed=self.seed, stop=self.stopping)
+        self.report = StreamStatus(self)
+        self.systemd = SystemdReporter(self.notifier, self.report.watchdog_ok, self.report.summary)
 
-        # composer side (composer thread)
-        self.composer: Composer | None = None
-        self.checkpoint_setting = config.stream.checkpoint
-        self.checkpoint_error = ""
-        self._next_composer: tuple[Composer, Bar, bool] | None = None  # (composer, first bar, a reload?)
-        self._composer_generation = 0
-        self._composer_lock = threading.Lock()
-        self._composing_since: float | None = None
-        self._composer_failing = False
-        self._composer_log = RateLimitedLog(log, 30.0)
+    @property
+    def config(self) -> Config:
+        """The running config: the start's, with the [render] and [effects] a reload swapped in."""
+        return self.audio.config
 
-        # render side (audio thread)
-        self.renderer: Any = None
-        self.effects: Any = None
-        self._next_render: tuple[Any, Any, Config] | None = None
-        self._fallback = FallbackBed(self.seed)
-        self._segments: deque[_Segment] = deque()
-        self._pending_frames = 0
-        self._produced_frames = 0
-        self._markers: deque[_Marker] = deque()
-        self._tail: np.ndarray | None = None
-        self._playing: _Marker | None = None
-        self._recent: deque[tuple[_Marker, int]] = deque(maxlen=RECENT_BARS)
-
-        # reload (SIGHUP)
-        self._reload_thread: threading.Thread | None = None
-        self._reload_again = False
-        self._reload_generation = 0
-        self._reload_started = 0.0
-        self.reloads = 0
-        self.reload_failures = 0
-        self.last_reload_error = ""
-        self.loaded_at = time.time()
-
-        # counters
-        self.counters = dict.fromkeys(("underruns", "fallback_bars", "composer_errors", "nonfinite_samples",
-                                       "bars_played", "bars_composed", "pcm_underruns", "render_errors",
-                                       "tracks_started", "bars_dropped_on_swap", "swaps"), 0)
-        self.last_swap_wait_seconds = 0.0  # music played from the swap's decision to the new model's first bar
-        self._threads: list[threading.Thread] = []
-        self._ready = False
-        self._intro = False  # fast start: the rule-based intro plays while the model loads
-        self._duration_reached = False
-        self._last_status_line = 0.0
-        self._last_watchdog = 0.0
-
-    # ------------------------------------------------------------------ building
-
-    def _build_render(self, config: Config) -> tuple[Any, Any]:
-        renderer = self._build_renderer(config)
-        return renderer, self._build_effects(config)
-
-    def _build_renderer(self, config: Config) -> Any:
-        from streamer.render import BarRenderer
-
-        return BarRenderer(config.render, seed=self.seed, stems=self.stems)
-
-    def _build_effects(self, config: Config) -> Any:
-        from streamer.effects import EffectsChain
-
-        return EffectsChain.from_settings(config.effects, self.sample_rate, self.seed)
-
-    def _load_initial_composer(self) -> Composer:
-        """The configured composer, validated like a reload (its first bar goes into the ring);
-        if it cannot be used, the rule-based composer plays and /status says why."""
-        try:
-            composer = self.composer_loader(self.checkpoint_setting, self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
-            first = check_bar(composer.next_bar())
-        except Exception as exc:
-            self.checkpoint_error = redact(str(exc))
-            log.error("cannot use the configured composer (%s); playing the rule-based composer instead",
-                      self.checkpoint_error)
-            composer = RuleBasedComposer(self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
-            first = composer.next_bar()
-        self.ring.put(self._entry(first, composer))
-        self.counters["bars_composed"] += 1
-        return composer
-
-    def _load_in_background(self) -> None:
-        """Fast start: load the configured composer, then hand it over like a reload does."""
-        try:
-            composer = self.composer_loader(self.checkpoint_setting, self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
-            first = check_bar(composer.next_bar())
-        except Exception as exc:
-            self.checkpoint_error = redact(str(exc))
-            log.error("cannot use the configured composer (%s); the rule-based composer plays on",
-                      self.checkpoint_error)
-            self.ring.target_seconds = self.config.stream.buffer_seconds
-            self._intro = False
-            return
-        log.info("composer loaded: %s (playing from the next bar boundary)", composer.id)
-        with self._composer_lock:
-            if self._next_composer is None:  # a SIGHUP reload that finished first wins
-                self._next_composer = (composer, first, False)
-
-    @staticmethod
-    def _start_track(composer: Composer, number: int, after: tuple[str, float] | None) -> None:
-        """Have `composer` begin track `number` after (key, tempo), if it can (test doubles may not)."""
-        start_track = getattr(composer, "start_track", None)
-        if start_track is not None:
-            start_track(number, after)
-
-    def _save_position(self) -> None:
-        """Main loop: keep the musical position (a failing disk is logged; the music plays on)."""
-        self._position_changed = False
-        try:
-            write_position(self.position_path, self.position)
-        except OSError as exc:
-            self._position_log.warning("cannot keep the stream's position in %s (%s)", self.position_path,
-                                       exc.strerror or exc)
-
-    def _start_composer_thread(self) -> None:
-        self._composer_generation += 1
-        generation = self._composer_generation
-        self._start_thread("composer", lambda: self._composer_loop(generation))
-
-    def _build_sinks(self) -> list[Sink]:
-        if self._given_sinks is not None:
-            return list(self._given_sinks)
-        from streamer.sinks.file import FileSink
-
-        config = self.config
-        plan = plan_outputs(config, self.key)
-        log.info("outputs: %s", plan.describe() or "none")
-        sinks: list[Sink] = []
-        recordings = self.state_dir / "recordings"
-        if plan.ffmpeg_urls or plan.record:
-            from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, recording_target
-
-            targets = []
-            for url in plan.ffmpeg_urls:
-                targets.append(network_target(url, self.key) if "://" in url else file_target(url))
-            if plan.record:
-                targets.append(recording_target(recordings, config.sinks.record_segment_minutes * 60))
-            # The operator's files are copied and the static layer drawn once, here: a bad file
-            # stops the start with an error naming its key.
-            self.picture = prepare_video_files(config.video, self.state_dir / "video", config.sinks.ffmpeg)
-            self.now_title_file = NowPlayingFile(self.picture.now_title, "")
-            self.now_playing_file = NowPlayingFile(self.picture.now_details)
-            self.stems = "scopes" in config.video.layout
-            sinks.append(FfmpegSink(targets, sample_rate=self.sample_rate, video=config.video,
-                                    settings=config.sinks,
-                                    # ffmpeg reads the static layer and the now-playing texts from memory: no
-                                    # full or vanished state directory can stop it
-                                    picture=dataclasses.replace(self.picture,
-                                                                static_layer=Path(f"/proc/self/fd/{self.picture.static_fd}"),
-                                                                now_title=self.now_title_file.overlay_path,
-                                                                now_details=self.now_playing_file.overlay_path),
-                                    pass_fds=(self.picture.static_fd, self.now_title_file.overlay_fd,
-                                              self.now_playing_file.overlay_fd),
-                                    secrets=[self.key], recordings_dir=recordings if plan.record else None,
-                                    live=self.clock.paced))
-        for path in plan.wav_files:
-            sinks.append(FileSink(path, self.sample_rate, config.sinks.queue_seconds,
-                                  config.sinks.record_segment_minutes * 60))
-        if plan.speakers:
-            from streamer.sinks.speakers import SpeakersSink
-
-            sinks.append(SpeakersSink(self.sample_rate, min(config.sinks.queue_seconds, 1.0)))
-        if plan.null:
-            from streamer.sinks.null import NullSink
-
-            sinks.append(NullSink())
-        return sinks
-
-    # ------------------------------------------------------------------ run
+    # ------------------------------------------------------------------ start, in order
 
     def run(self) -> int:
-        self._install_signals()
+        self.signals.install()
         if not pin_mmap_threshold():  # per-bar buffers would otherwise grow the heap track by track
             log.info("the C allocator keeps its own mmap threshold (no glibc mallopt)")
         try:
@@ -566,169 +131,92 @@ class Daemon:
 
     def _abort_if_stopping(self) -> None:
         """SIGTERM/SIGINT while starting: stop now rather than after the start-up."""
-        if any(signum in (signal.SIGTERM, signal.SIGINT) for signum in list(self._signals)):
+        if self.signals.stop_asked():
             self.request_stop("signal during start-up")
             raise _StopDuringStart
 
     def _start(self) -> None:
+        config, audio = self.config, self.audio
         log.info("chiplofi stream starting: %d Hz, seed %d, track %d, speed %s", self.sample_rate, self.seed,
-                 self.position.next_track, "unpaced" if not self.clock.paced else f"{self.config.stream.speed:g}×")
+                 self.position.current.next_track, f"{config.stream.speed:g}×" if self.clock.paced else "unpaced")
         self.schedule.refresh()  # the program playing now shapes the first bars
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"stream.state_dir: cannot create {self.state_dir} ({exc.strerror or exc})") from exc
-        if self._position_changed:
-            self._save_position()  # a new random seed is kept from the first start on
-        if self.config.archive.enabled:
-            archive = self.config.archive
-            self.archive = TrackArchive(self.state_dir / "tracks", archive.keep_tracks,
-                                        int(archive.keep_mb * 1_000_000))
-            self.archive.start()
-            self.track_recorder = TrackRecorder(self.archive)
-        self.sinks = self._build_sinks()
-        # ffmpeg takes a while to start: let it, while the renderer and composer load. No audio
-        # goes out before the buffer is prefilled (and ffmpeg starts with what is playing then).
+        create_state_directory(self.state_dir)
+        self.position.save_if_changed()  # a new random seed is kept from the first start on
+        if config.archive.enabled:
+            self.archive = TrackArchive.start_in(self.state_dir / "tracks", config.archive)
+            audio.track_recorder = TrackRecorder(self.archive)
+        built = (build_outputs(config, self.key, self.state_dir, live=self.clock.paced) if self._given_sinks is None
+                 else Outputs(list(self._given_sinks)))
+        self.sinks.extend(built.sinks)  # (the audio thread holds this list)
+        self.picture, audio.stems = built.picture, built.stems
+        audio.now_title_file, audio.now_playing_file = built.now_title_file, built.now_playing_file
+        # ffmpeg is slow to start: it starts now, while the renderer and composer load; the rest
+        # after the prefill. No audio goes out before (ffmpeg starts with what plays then).
         ffmpeg_sinks = [sink for sink in self.sinks if sink.kind == "ffmpeg"]
         for sink in ffmpeg_sinks:
             sink.start()
         self._abort_if_stopping()
-        self.renderer, self.effects = self._build_render(self.config)
-        if self.config.status.enabled:
-            self.hub = LiveAudioHub(self.sample_rate, self.config.status.max_listeners)
+        audio.renderer, audio.effects = audio.build_renderer(config), audio.build_effects(config)
+        if config.status.enabled:
+            self.status_server, self.hub = serve_status(
+                config.status, self.report, self.sample_rate, archive=self.archive,
+                thumbnail=self.picture.thumbnail if self.picture is not None else None)
             self.sinks.append(self.hub)
-            host, port = parse_addr(self.config.status.addr)
-            try:
-                self.status_server = StatusServer(
-                    (host, port), self, self.hub, self.config.status.max_clients, archive=self.archive,
-                    thumbnail=self.picture.thumbnail if self.picture is not None else None)
-            except OSError as exc:
-                raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
-            self.status_server.start()
-            host, port = self.status_server.address
-            log.info("status page at http://%s:%d/", host, port)
         self._abort_if_stopping()
-        if self.config.stream.fast_start and self.clock.paced and uses_model(self.checkpoint_setting):
-            # Loading a checkpoint takes about half a second (more on a busy machine): open with a
-            # short rule-based bridge meanwhile, in a key following the last track's.
-            self.composer = Bridge(self.seed, self.position.starts, self.position.after)
-            self._intro = True
-            self.ring.target_seconds = min(INTRO_SECONDS, self.config.stream.buffer_seconds)
-            threading.Thread(target=self._load_in_background, name="loader", daemon=True).start()
-            log.info("opening with %s while the configured composer loads", self.composer.id)
-        else:
-            self.composer = self._load_initial_composer()
-            log.info("composer: %s", self.composer.id)
-        self._start_composer_thread()
+        self.composers.open(paced=self.clock.paced)
+        self.composers.start()
         self._abort_if_stopping()
-        started = time.monotonic()
-        target = self.ring.target_seconds
-        filled = self.ring.wait_for_seconds(target - 1e-6, self.config.stream.prefill_timeout_seconds)
-        log.info("buffer %s: %.1f s ahead after %.2f s", "prefilled" if filled else "partly filled",
-                 self.ring.ahead_seconds, time.monotonic() - started)
+        self.composers.prefill(config.stream.prefill_timeout_seconds)
         for sink in self.sinks:
             if sink not in ffmpeg_sinks:
                 sink.start()
-        self._start_thread("audio", self._audio_loop)
-        self._ready = True
+        self._start_thread("audio", audio.run)
+        self.ready = True
         self.notifier.notify("READY=1")
         self.schedule.start()
 
     def _start_thread(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
+        def guarded() -> None:
             try:
                 target()
             except Exception:  # a bug: stop with an error rather than play on half-dead
                 log.exception("%s thread failed; stopping", name)
                 self.exit_code = 1
                 self.request_stop(f"{name} thread failed")
-        return run
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def request_stop(self, reason: str) -> None:
-        if not self._stop.is_set():
+        if not self.stopping.is_set():
             self.stop_reason = reason
-            self._stop.set()
+            self.stopping.set()
         self._wake.set()
 
-    # ------------------------------------------------------------------ signals and main loop
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._signals.append(signum)
-        self._wake.set()
-        log.info("received %s", signal.Signals(signum).name)
+    # ------------------------------------------------------------------ the main loop
 
     def _main_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
-            while self._signals:
-                signum = self._signals.popleft()
-                if signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in self.signals.take():
+                if signum in STOPS:
                     self.request_stop(signal.Signals(signum).name)
                 elif signum == signal.SIGHUP:
-                    self._start_reload()
+                    self.reloader.start()
                 elif signum == signal.SIGUSR1:
                     log.info("thread stacks:\n%s", thread_stacks())
             for request in self.schedule.take_requests():
                 if request == RELOAD:
                     log.info("scheduled reload (schedule.reload_cron)")
-                    self._start_reload()
+                    self.reloader.start()
                 elif request == STATS:
-                    log.info("%s", stats_line(self.status()))
-            self._check_stuck_composer()
-            if self._position_changed and self.keeps_position:
-                self._save_position()
-            self._notify_systemd()
+                    log.info("%s", stats_line(self.report.snapshot()))
+            self.composers.check_stuck()
+            self.position.save_if_changed()
+            self.systemd.report()
 
-    def _notify_systemd(self) -> None:
-        now = time.monotonic()
-        interval = getattr(self.notifier, "watchdog_seconds", 5.0)
-        # Pinging at half the timeout, one skipped ping already lets systemd restart us: an unhealthy
-        # moment (an ffmpeg restarting) only delays the ping, which is tried again on every loop.
-        if now - self._last_watchdog >= interval and self._watchdog_ok(now):
-            self._last_watchdog = now
-            self.notifier.notify("WATCHDOG=1")
-        if now - self._last_status_line >= STATUS_LINE_SECONDS:
-            self._last_status_line = now
-            self.notifier.notify(status_line(self.summary()))
-
-    def _watchdog_ok(self, now: float) -> bool:
-        """Healthy, no composer call outlasting the buffer, and at least one output working."""
-        healthy, _ = self.health()
-        composing = self._composing_since
-        # The buffer drains at the clock's speed (unpaced, it is counted as if in real time).
-        buffer_lasts = self.config.stream.buffer_seconds / (self.clock.speed if self.clock.paced else 1.0)
-        stalled = composing is not None and now - composing > buffer_lasts
-        return healthy and not stalled and any(s.healthy for s in self._vital_outputs())
-
-    def summary(self) -> str:
-        playing = self._playing
-        bar = playing.entry.bar if playing else None
-        what = f"{track_title(bar.track_id)!r} {bar.key} {bar.tempo_bpm:.0f} BPM" if bar else "starting"
-        outputs = [s.snapshot() for s in self._output_sinks()]
-        ok = sum(1 for s in outputs if s.healthy)
-        return (f"playing {what}; buffer {self.ring.ahead_seconds:.0f} s; outputs {ok}/{len(outputs)} ok; "
-                f"underruns {self.counters['underruns']}")
-
-    def _output_sinks(self) -> list[Sink]:
-        return [s for s in self.sinks if s is not self.hub] or list(self.sinks)
-
-    def _vital_outputs(self) -> list[SinkSnapshot]:
-        """The outputs health is judged by: the RTMP ones if there are any (a recording that still
-        works must not make a dead ingest look healthy), else every output."""
-        outputs = [s.snapshot() for s in self._output_sinks()]
-        return [s for s in outputs if s.network] or outputs
+    # ------------------------------------------------------------------ stop, in reverse
 
     def _shutdown(self) -> None:
         self.request_stop(self.stop_reason or "shutting down")
@@ -737,509 +225,26 @@ class Daemon:
         started = time.monotonic()
         for thread in self._threads:
             thread.join(0.5)  # the composer may be inside a slow model call: it is a daemon thread
-        budget = DRAIN_BUDGET_SECONDS if self._duration_reached else STOP_BUDGET_SECONDS
-        stoppers = [threading.Thread(target=sink.stop, args=(budget - 0.5,), daemon=True) for sink in self.sinks]
-        if self.archive is not None:
-            if self.track_recorder is not None:
-                self.track_recorder.finish()  # the track playing when the stream stopped
-            stoppers.append(threading.Thread(target=self.archive.stop, args=(budget - 0.5,), daemon=True))
-        for stopper in stoppers:
-            stopper.start()
-        for stopper in stoppers:
-            stopper.join(max(0.1, budget - (time.monotonic() - started)))
+        if self.audio.track_recorder is not None:
+            self.audio.track_recorder.finish()  # the track playing when the stream stopped
+        parts: list[Stoppable] = [*self.sinks, *([self.archive] if self.archive is not None else [])]
+        stop_together(parts, DRAIN_BUDGET_SECONDS if self.audio.duration_reached else STOP_BUDGET_SECONDS, started)
         if self.status_server is not None:
             self.status_server.stop()
-        if self.renderer is not None:
-            self.renderer.close()
-        if self._position_changed and self.keeps_position:
-            self._save_position()
+        if self.audio.renderer is not None:
+            self.audio.renderer.close()
+        self.position.save_if_changed()
         log.info("stopped (%s) after %.1f s of audio, in %.2f s", self.stop_reason or "done",
                  self.clock.position_seconds, time.monotonic() - started)
 
-    # ------------------------------------------------------------------ composer thread
-
-    def _composer_loop(self, generation: int) -> None:
-        wait = 0.25
-        while not self._stop.is_set() and generation == self._composer_generation:
-            with self._composer_lock:
-                swap = self._next_composer
-            if swap is not None and self._swap_in(swap):
-                continue
-            # While a swap waits for its boundary the old composer composes on as usual: the
-            # boundary is queued a whole buffer before it plays, in time to cut there.
-            if not self.ring.wait_for_room(0.25):
-                continue
-            composer = self.composer
-            assert composer is not None
-            self._composing_since = time.monotonic()
-            try:
-                self.schedule.tune_composer(composer)
-                bar = check_bar(composer.next_bar())
-            except Exception as exc:  # the model failing must not end the stream: the bed covers
-                self._composer_failing = True
-                self.counters["composer_errors"] += 1
-                self._composer_log.warning("composer %s failed (%s: %s); retrying in %.1f s", composer.id,
-                                           type(exc).__name__, exc, wait)
-                self._stop.wait(wait)
-                wait = min(wait * 2, 5.0)
-                continue
-            finally:
-                if generation == self._composer_generation:
-                    self._composing_since = None
-            if generation != self._composer_generation:
-                log.info("a composer call that was given up on returned; its bar is dropped")
-                return
-            wait = 0.25
-            self._composer_failing = False
-            self.ring.put(self._entry(bar, composer))
-            self.counters["bars_composed"] += 1
-
-    def _entry(self, bar: Bar, composer: Composer) -> BarEntry:
-        return BarEntry(bar, composer.id, getattr(composer, "seed", self.seed))
-
-    def _check_stuck_composer(self) -> None:
-        """A swap waits on a composer call that does not return: give up on that thread."""
-        since = self._composing_since
-        if self._next_composer is None or since is None or self._stop.is_set():
-            return
-        if time.monotonic() - since > STUCK_COMPOSER_SECONDS:
-            log.warning("composer %s has been busy %.0f s; a new composer thread takes over",
-                        self.composer.id if self.composer else "?", time.monotonic() - since)
-            self._composing_since = None
-            self._composer_failing = True  # a pending swap does not wait for its boundary from it
-            self._start_composer_thread()
-
-    def _swap_unit(self, is_reload: bool) -> str:
-        """Where a composer takes over: a reload at `stream.swap_at`; the model replacing the
-        opening bridge at the next bar."""
-        return self.config.stream.swap_at if is_reload and not self._intro else "bar"
-
-    def _swap_in(self, swap: tuple[Composer, Bar, bool]) -> bool:
-        """Composer thread: put `swap`'s composer in place of the playing one at the first queued
-        bar that begins a bar/section/track, the new model beginning the next track number in a
-        key related to the bar before. False: no boundary queued yet (or it was taken meanwhile)."""
-        composer, first, is_reload = swap
-        unit = self._swap_unit(is_reload)
-        found = self.ring.find_start(lambda before, bar: starts_unit(before, bar, unit))
-        if found is None:
-            if not (unit == "bar" or self._composer_failing):
-                return False
-            found = (None, self.ring.last_queued())  # append: nothing queued begins a unit, or the old composer fails
-        cut, before = found
-        if getattr(composer, "start_track", None) is not None:
-            number = self.position.next_track
-            if before is not None and before.track_number >= 0:
-                number = max(number, before.track_number + 1)
-            after = (before.key, before.tempo_bpm) if before is not None and before.key else self.position.after
-            self._start_track(composer, number, after)
-            try:
-                first = check_bar(composer.next_bar())
-            except Exception as exc:  # validated a moment ago; if it fails now the old one plays on
-                with self._composer_lock:
-                    if self._next_composer is swap:
-                        self._next_composer = None
-                self.reload_failures += 1
-                self.last_reload_error = redact(f"{type(exc).__name__}: {exc}")
-                log.warning("new composer %s failed its first bar (%s); keeping %s", composer.id,
-                            self.last_reload_error, self.composer.id if self.composer else "none")
-                return False
-        with self._composer_lock:
-            if self._next_composer is not swap:
-                return False  # a newer reload replaced it while its first bar was composed
-            cut_result = self.ring.cut_before(cut, self._entry(first, composer))
-            if cut_result is None:
-                return False  # the boundary bar began playing meanwhile: the next boundary then
-            self._next_composer = None
-        dropped, ahead = cut_result
-        old = self.composer.id if self.composer else "none"
-        self.composer = composer
-        self.reloads += int(is_reload)
-        self.loaded_at = time.time()
-        self.checkpoint_error = ""
-        self.ring.target_seconds = self.config.stream.buffer_seconds  # the intro is over
-        self._intro = False
-        self.counters["bars_dropped_on_swap"] += dropped
-        self.counters["bars_composed"] += 1
-        self.counters["swaps"] += 1
-        self.last_swap_wait_seconds = round(ahead + self._pending_frames / self.sample_rate, 3)
-        log.info("composer swapped at the next %s boundary, %.1f s of music ahead: %s → %s, from %s "
-                 "(%d queued bars of %s dropped)", unit, self.last_swap_wait_seconds, old, composer.id,
-                 first.track_id or "its first bar", dropped, old)
-        return True
-
-    # ------------------------------------------------------------------ audio thread
-
-    def _audio_loop(self) -> None:
-        lead = int(LEAD_SECONDS * self.sample_rate)
-        min_lead = int(MIN_LEAD_SECONDS * self.sample_rate)
-        paced = self.clock.paced
-        # Unpaced, a sink's full queue is waited for, not dropped: as long as a write to ffmpeg may
-        # block before ffmpeg is restarted (a loaded machine can keep a starting ffmpeg from
-        # reading for over a second: the soak saw 2048 frames dropped with 1 s).
-        submit_timeout = 0.0 if paced else self.config.sinks.write_timeout_seconds
-        self.clock.start()
-        while not self._stop.is_set():
-            if self._pending_frames < lead:
-                if paced:
-                    timeout = min(0.05, max(0.0, (self._pending_frames - min_lead) / self.sample_rate))
-                else:  # unpaced, a working composer sets the pace; a failing one is not waited for
-                    timeout = 0.0 if self._composer_failing else UNPACED_BAR_WAIT_SECONDS
-                entry = self.ring.get(timeout)
-                if entry is not None:
-                    self._produce(entry, fallback=False)
-                    continue
-                if self._pending_frames < min_lead:
-                    self.counters["underruns"] += 1
-                    if self.counters["underruns"] == 1 or self.counters["underruns"] % 100 == 0:
-                        log.warning("buffer underrun (%d so far): playing the fallback bed",
-                                    self.counters["underruns"])
-                    self._produce(BarEntry(self._fallback.next_bar(), "fallback"), fallback=True)
-                    continue
-            block = self._take_block(BLOCK_FRAMES)
-            if not self.clock.wait_due(block.start_frame, self._stop):
-                break
-            for sink in self.sinks:
-                sink.submit(block, submit_timeout)
-            self.clock.advance(block.frames)
-            self._advance_now_playing(self.clock.frames)
-            if self.duration is not None and self.clock.position_seconds >= self.duration:
-                self._duration_reached = True
-                self.request_stop(f"{self.duration:g} s of audio played")
-
-    def _apply_render_swap(self) -> None:
-        with self._composer_lock:
-            swap, self._next_render = self._next_render, None
-        if swap is None:
-            return
-        renderer, effects, config = swap  # None: that part's settings did not change
-        if renderer is not None:
-            old_renderer = self.renderer
-            self._tail = old_renderer.render_tail(RENDER_TAIL_SECONDS)
-            old_renderer.close()
-            self.renderer = renderer
-        if effects is not None:
-            # Retuned rather than replaced: the unchanged stages keep their state (the loudness
-            # follower's gain, the filters' memory, the NaN counter) and the changed ones
-            # crossfade, as when a mood changes the effects.
-            running = self.schedule.settings_of(self.effects, self.config.effects)
-            self.effects = retune_chain(self.effects, running, config.effects, self.sample_rate, self.seed,
-                                        fresh=effects)
-        self.config = dataclasses.replace(self.config, render=config.render, effects=config.effects)
-        log.info("SoundFont / effects settings swapped on a bar boundary")
-
-    def _produce(self, entry: BarEntry, fallback: bool) -> None:
-        """Render one bar (and its effects) onto the end of the pending audio."""
-        self._apply_render_swap()
-        self.effects = self.schedule.tune_effects(self.effects, self.config.effects, self.sample_rate, self.seed)
-        bar = entry.bar
-        try:
-            pcm = self.renderer.render_bar(bar)
-        except Exception as exc:  # a bar the renderer chokes on: count it, play the bed instead
-            self.counters["render_errors"] += 1
-            log.warning("cannot render bar %d of %s (%s); playing the fallback bed", bar.bar_index, bar.track_id, exc)
-            if fallback:
-                raise
-            entry, fallback = BarEntry(self._fallback.next_bar(), "fallback"), True
-            pcm = self.renderer.render_bar(entry.bar)
-        if not fallback:
-            self._fallback.follow(bar)
-        else:
-            self.counters["fallback_bars"] += 1
-        if self._tail is not None:
-            n = min(len(self._tail), len(pcm))
-            pcm[:n] += self._tail[:n]
-            self._tail = None
-        stems = getattr(self.renderer, "last_stems", None) if self.stems else None
-        pcm = self.effects.process(pcm)
-        if not np.isfinite(pcm).all():
-            bad = ~np.isfinite(pcm)
-            self.counters["nonfinite_samples"] += int(bad.sum())
-            pcm = np.where(bad, 0.0, pcm).astype(np.float32)
-        pcm = np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False)
-        self._markers.append(_Marker(self._produced_frames, entry, fallback))
-        self._segments.append(_Segment(pcm, self._produced_frames, stems))
-        self._pending_frames += len(pcm)
-        self._produced_frames += len(pcm)
-
-    def _take_block(self, frames: int) -> AudioBlock:
-        start = self._produced_frames - self._pending_frames
-        parts = []
-        stem_parts = []
-        need = frames
-        while need > 0 and self._segments:
-            segment = self._segments[0]
-            offset = start + (frames - need) - segment.start_frame
-            piece = segment.pcm[offset:offset + need]
-            parts.append(piece)
-            if self.stems:
-                stem_parts.append(segment.stems[offset:offset + need] if segment.stems is not None
-                                  else np.zeros((len(piece), len(VOICES)), dtype=np.float32))
-            need -= len(piece)
-            if offset + len(piece) >= len(segment.pcm):
-                self._segments.popleft()
-        if need > 0:  # the renderer fell behind (should not happen): pad, and count it
-            self.counters["pcm_underruns"] += 1
-            parts.append(np.zeros((need, 2), dtype=np.float32))
-            stem_parts.append(np.zeros((need, len(VOICES)), dtype=np.float32))
-        pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        stems = (stem_parts[0] if len(stem_parts) == 1 else np.concatenate(stem_parts)) if self.stems else None
-        self._pending_frames = max(0, self._pending_frames - (frames - need))
-        return AudioBlock(pcm, to_pcm16(pcm), start, self.sample_rate, stems)
-
-    def _advance_now_playing(self, played_frames: int) -> None:
-        changed = False
-        while self._markers and self._markers[0].start_frame < played_frames:
-            marker = self._markers.popleft()
-            if self._playing is not None:
-                self._recent.append((self._playing, self._playing.start_frame))
-            self._playing = marker
-            self.counters["bars_played"] += 1
-            bar = marker.entry.bar
-            bridge = bar.track_id == Bridge.TRACK_ID  # the opening bridge is not a track
-            if not marker.fallback and not bridge and bar.bar_index == 0:
-                self.counters["tracks_started"] += 1
-                # Logged as its first bar reaches the outputs: composing happens a buffer earlier.
-                log.info("now playing: %s, %r, %s, %.0f BPM (%s)", bar.track_id, track_title(bar.track_id), bar.key,
-                         bar.tempo_bpm, marker.entry.composer_id)
-            if not marker.fallback and bar.track_number >= self.position.next_track:
-                self.position = self.position.track_began(bar.track_number, bar.key, bar.tempo_bpm,
-                                                          dataclasses.asdict(self.schedule.composer_mood()))
-                self._position_changed = True
-            if self.track_recorder is not None:
-                self.track_recorder.bar_started(marker.entry, marker.fallback or bridge,
-                                                marker.start_frame / self.sample_rate)
-            changed = True
-        if changed and self.now_playing_file is not None and self._playing is not None:
-            bar = self._playing.entry.bar
-            self.now_playing_file.write(now_playing_details(bar.key, bar.tempo_bpm, bar.section))
-            if self.now_title_file is not None:
-                self.now_title_file.write(track_title(bar.track_id))
-
-    # ------------------------------------------------------------------ reload (SIGHUP)
-
-    def _start_reload(self) -> None:
-        if self._reload_thread is not None and self._reload_thread.is_alive():
-            busy = time.monotonic() - self._reload_started
-            if busy < RELOAD_TIMEOUT_SECONDS:
-                self._reload_again = True
-                log.info("reload already running; another one follows it")
-                return
-            self.reload_failures += 1
-            self.last_reload_error = f"a reload did not finish in {busy:.0f} s; given up on"
-            log.warning("reload running for %.0f s; giving up on it and reloading again", busy)
-        self._reload_generation += 1
-        self._reload_started = time.monotonic()
-        generation = self._reload_generation
-        self._reload_thread = threading.Thread(target=lambda: self._reload_worker(generation), name="reload",
-                                               daemon=True)
-        self._reload_thread.start()
-
-    def _reload_worker(self, generation: int) -> None:
-        while generation == self._reload_generation:
-            self._reload_again = False
-            self._reload_once(generation)
-            if not self._reload_again or self._stop.is_set():
-                return
-
-    def _reload_once(self, generation: int) -> None:
-        current = self.composer.id if self.composer else "none"
-        try:
-            if self.config_path is not None:
-                config = load_stream_config(self.config_path, self.overrides, self.environ)
-            else:
-                config = self.config
-            setting = config.stream.checkpoint
-            if config.render.sample_rate != self.sample_rate:
-                # The clock, the sinks and ffmpeg run at the rate the daemon started with; a
-                # renderer at another rate would play every bar at the wrong pitch and speed.
-                log.warning("render.sample_rate = %d takes effect after a restart; %d Hz plays on",
-                            config.render.sample_rate, self.sample_rate)
-                config = dataclasses.replace(config, render=dataclasses.replace(config.render,
-                                                                                  sample_rate=self.sample_rate))
-            log.info("reloading: %s", setting or "the default checkpoint")
-            # The stream's seed: a new composer continues the track numbering (see _swap_in), so
-            # its tracks get new numbers, hence new ids and new music.
-            composer = self.composer_loader(setting, self.seed)
-            self._start_track(composer, self.position.next_track, self.position.after)
-            first = check_bar(composer.next_bar())
-            # Only what changed is built (against the running settings, so a later reload that
-            # supersedes a pending swap still carries everything that differs).
-            renderer = effects = None
-            if config.render != self.config.render:
-                renderer = self._build_renderer(config)
-                renderer.render_bar(first)  # proves the SoundFont plays
-                renderer.reset()
-            if config.effects != self.config.effects:
-                effects = self._build_effects(config)
-            render_swap = (renderer, effects, config) if renderer is not None or effects is not None else None
-            self._warn_restart_needed(config)
-        except Exception as exc:  # whatever is wrong with the new files, the old model plays on
-            if generation != self._reload_generation:
-                return  # given up on already (and counted then)
-            self.reload_failures += 1
-            self.last_reload_error = redact(f"{type(exc).__name__}: {exc}")
-            log.warning("reload failed, keeping %s: %s", current, self.last_reload_error)
-            return
-        # The same model (and nothing wrong with the playing one): it plays on, with its queued
-        # bars; a swap still waiting (to another model) is called off.
-        unchanged = composer.id == current and not self.checkpoint_error and not self._intro
-        with self._composer_lock:
-            if generation != self._reload_generation:
-                log.info("a reload that was given up on finished; its result is dropped")
-                return
-            if unchanged:
-                self._next_composer = None
-            else:
-                self._next_composer = (composer, first, True)
-            if render_swap is not None:
-                self._next_render = render_swap
-        self.checkpoint_setting = setting
-        self.last_reload_error = ""
-        self.schedule.update(config.schedule)
-        if unchanged:
-            self.reloads += 1
-            log.info("reload validated: %s is the model playing; it plays on%s", composer.id,
-                     " (the changed settings apply from the next bar)" if render_swap else "")
-        else:
-            log.info("reload validated: %s (taking over at the next %s boundary)", composer.id,
-                     self._swap_unit(True))
-
-    def _warn_restart_needed(self, config: Config) -> None:
-        changed = [name for name in ("stream", "sinks", "video", "status", "archive")
-                   if getattr(config, name) != getattr(self.config, name)
-                   and not (name == "stream" and dataclasses.replace(config.stream, checkpoint="")
-                            == dataclasses.replace(self.config.stream, checkpoint=""))]
-        if changed:
-            log.warning("changes to [%s] take effect after a restart", "], [".join(changed))
-
-    # ------------------------------------------------------------------ status (StatusProvider)
-
-    def _bar_dict(self, entry: BarEntry, playing: bool = False) -> dict[str, Any]:
-        bar = entry.bar
-        return {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
-                "beats": bar.beats, "tempo_bpm": bar.tempo_bpm, "key": bar.key, "chord": bar.chord,
-                "section": bar.section, "composer_id": entry.composer_id, "playing": playing,
-                "notes": [{"voice": n.voice, "pitch": n.pitch, "start": n.start, "duration": n.duration,
-                           "velocity": n.velocity} for n in bar.notes]}
-
-    def recent_bars(self) -> list[dict[str, Any]]:
-        bars = [self._bar_dict(marker.entry) for marker, _ in list(self._recent)]
-        playing = self._playing
-        if playing is not None:
-            bars.append(self._bar_dict(playing.entry, playing=True))
-        upcoming = [m.entry for m in list(self._markers)[:UPCOMING_BARS]]
-        upcoming += self.ring.peek_all()[:max(0, UPCOMING_BARS - len(upcoming))]
-        bars += [self._bar_dict(entry) for entry in upcoming]
-        return bars
+    # ------------------------------------------------------------------ status (streamer.status_snapshot)
 
     def status(self) -> dict[str, Any]:
-        playing = self._playing
-        now_playing: dict[str, Any] = {"track_id": "", "title": "", "bar": 0, "section": "", "key": "",
-                                       "chord": "", "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
-        if playing is not None:
-            bar = playing.entry.bar
-            now_playing = {"track_id": bar.track_id, "title": track_title(bar.track_id), "bar": bar.bar_index,
-                           "section": bar.section, "key": bar.key, "chord": bar.chord, "tempo_bpm": bar.tempo_bpm,
-                           "composer_id": playing.entry.composer_id, "fallback": playing.fallback}
-        pending = self._pending_frames / self.sample_rate
-        composing = self._composing_since
-        counters = dict(self.counters)
-        counters["archive_errors"] = self.archive.errors if self.archive is not None else 0
-        counters["nonfinite_samples"] += int(getattr(self.effects, "nonfinite_samples", 0) or 0)
-        return {
-            "uptime_seconds": round(time.monotonic() - self.started, 3),
-            "state": "stopping" if self._stop.is_set() else ("running" if self._ready else "starting"),
-            "sample_rate": self.sample_rate,
-            "now_playing": now_playing,
-            "buffer": {"ahead_seconds": round(self.ring.ahead_seconds + pending, 3),
-                       "target_seconds": self.ring.target_seconds, "bars": len(self.ring)},
-            "clock": {"position_seconds": round(self.clock.position_seconds, 3),
-                      "speed": self.clock.speed, "advancing": self._clock_advancing(),
-                      "lag_seconds": round(self.clock.lag_seconds(), 3), "resyncs": self.clock.resyncs},
-            "checkpoint": {"id": self.composer.id if self.composer else "", "setting": self.checkpoint_setting,
-                           "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
-                           "reloads": self.reloads, "reload_failures": self.reload_failures,
-                           "last_reload_error": self.last_reload_error, "error": self.checkpoint_error,
-                           "reloading": bool(self._reload_thread and self._reload_thread.is_alive()),
-                           "swap_at": self.config.stream.swap_at, "swap_pending": self._next_composer is not None,
-                           "last_swap_wait_seconds": self.last_swap_wait_seconds},
-            "position": {"seed": self.position.seed, "next_track": self.position.next_track,
-                         "starts": self.position.starts, "kept": self.keeps_position},
-            "composer": {"busy_seconds": round(time.monotonic() - composing, 3) if composing else 0.0},
-            "sinks": [dataclasses.asdict(sink.snapshot()) for sink in self.sinks],
-            "archive": self.archive.snapshot() if self.archive is not None else {"enabled": False},
-            "schedule": self.schedule.status(),
-            "video": self._video_status(),
-            "counters": counters,
-        }
-
-    def _video_status(self) -> dict[str, Any]:
-        """The picture's look, and how old the thumbnail of the encoded video is (None: none yet)."""
-        if self.picture is None:
-            return {"enabled": False}
-        age = None
-        if self.picture.thumbnail is not None:
-            with contextlib.suppress(OSError):
-                age = round(max(0.0, time.time() - os.stat(self.picture.thumbnail).st_mtime), 1)
-        video = self.config.video
-        return {"enabled": True, "background": video.background, "layout": list(video.layout),
-                "thumbnail_age_seconds": age}
-
-    def _clock_advancing(self) -> bool:
-        window = max(2.0, 4 * BLOCK_FRAMES / self.sample_rate / max(self.clock.speed, 1e-9)) if self.clock.paced \
-            else UNPACED_BAR_WAIT_SECONDS + 1.0
-        return self.clock.advancing(window)
+        return self.report.status()
 
     def health(self) -> tuple[bool, str]:
-        if not self._ready:
-            return False, "starting"
-        if self._stop.is_set():
-            return False, "stopping"
-        if not self._clock_advancing():
-            return False, "clock not advancing"
-        return True, "ok"
+        return self.report.health()
 
     def readiness(self) -> tuple[bool, str]:
-        healthy, reason = self.health()
-        if not healthy:
-            return False, reason
-        if self._intro:
-            return False, "the configured composer is still loading"
-        ahead = self.ring.ahead_seconds + self._pending_frames / self.sample_rate
-        if ahead < self.config.stream.ready_seconds:
-            return False, f"buffer {ahead:.1f} s ahead, below {self.config.stream.ready_seconds:g} s"
-        connected = [s.name for s in self._vital_outputs() if s.connected]
-        if not connected:
-            return False, "no output connected"
-        return True, "ready: " + ", ".join(redact(name) for name in connected)
+        return self.report.readiness()
 
-
-def run_stream(config_path: str | Path | None, overrides: CliOverrides, *, duration: float | None = None,
-               environ: Mapping[str, str] | None = None) -> int:
-    """`chiplofi stream`: load and check the config, then run until stopped."""
-    environ = dict(os.environ if environ is None else environ)
-    config = load_stream_config(config_path, overrides, environ)
-    daemon = Daemon(config, config_path=config_path, overrides=overrides, environ=environ, duration=duration)
-    return daemon.run()
-
-
-def describe_config(config: Config, environ: Mapping[str, str]) -> list[str]:
-    """What `chiplofi config check` prints: the plan in a few lines (no secrets)."""
-    from streamer.composer import describe_checkpoint
-
-    key = read_stream_key(config, environ)
-    plan = plan_outputs(config, key)
-    lines = [f"composer: {describe_checkpoint(config.stream.checkpoint)}",
-             f"outputs: {redact(plan.describe(), [key]) or 'none'}",
-             f"stream key: {'set' if key else 'not set'}",
-             f"video: {config.video.preset}, audio {config.render.sample_rate} Hz AAC {config.video.audio_kbps} kbps",
-             f"picture: background {config.video.background}; layers {', '.join(config.video.layout) or 'none'}"
-             + (f"; logo {config.video.logo} ({config.video.logo_corner})" if config.video.logo else ""),
-             f"buffer: {config.stream.buffer_seconds:g} s ahead; speed {config.stream.speed:g}",
-             f"status: {'http://' + config.status.addr + '/' if config.status.enabled else 'off'}",
-             f"state directory: {state_directory(config, environ)}"]
-    lines += describe_schedule(config.schedule)
-    return lines
-
-
-__all__ = ["CliOverrides", "Daemon", "describe_config", "load_stream_config", "run_stream", "ChiplofiError"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -44,3 +45,27 @@ class SystemdNotifier:
 def status_line(text: str) -> str:
     """A STATUS= message: one line, no newlines."""
     return "STATUS=" + " ".join(text.split())
+
+
+STATUS_LINE_SECONDS = 10.0
+
+
+class SystemdReporter:
+    """Main loop, every turn (`report()`): WATCHDOG=1 each watchdog interval while `healthy(now)`,
+    and a STATUS= line of `summary()` every `STATUS_LINE_SECONDS`."""
+
+    def __init__(self, notifier: Notifier, healthy: Callable[[float], bool], summary: Callable[[], str]) -> None:
+        self.notifier, self.healthy, self.summary = notifier, healthy, summary
+        self._last_watchdog = self._last_status_line = 0.0
+
+    def report(self) -> None:
+        now = time.monotonic()
+        interval = getattr(self.notifier, "watchdog_seconds", DEFAULT_WATCHDOG_SECONDS)
+        # Pinging at half the timeout, one skipped ping already lets systemd restart us: an unhealthy
+        # moment (an ffmpeg restarting) only delays the ping, which is tried again on every loop.
+        if now - self._last_watchdog >= interval and self.healthy(now):
+            self._last_watchdog = now
+            self.notifier.notify("WATCHDOG=1")
+        if now - self._last_status_line >= STATUS_LINE_SECONDS:
+            self._last_status_line = now
+            self.notifier.notify(status_line(self.summary()))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.files import write_atomic
+from streamer.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,33 @@ def starting_position(path: Path, configured_seed: int | None) -> StreamPosition
         return StreamPosition(seed=seed, starts=1)
     seed = configured_seed if configured_seed is not None else kept.seed
     return dataclasses.replace(kept, seed=seed, starts=kept.starts + 1)
+
+
+class PositionKeeper:
+    """The position of a running stream: moved on as tracks begin to play (audio thread), written
+    back by the main loop. With `seed_override` (--seed) a reproducible run from track 0 that leaves
+    the kept position alone."""
+
+    def __init__(self, path: Path, configured_seed: int | None, seed_override: int | None = None) -> None:
+        self.path = path
+        self.keeps = seed_override is None
+        self.current = (starting_position(path, configured_seed) if self.keeps
+                        else StreamPosition(seed=seed_override))
+        self.changed = self.keeps  # written once the state directory exists (a new random seed is kept)
+        self._log = RateLimitedLog(log, 300.0)
+
+    def track_began(self, number: int, key: str, tempo_bpm: float, controls: dict[str, Any]) -> None:
+        """Audio thread: track `number` began playing (a track number already passed is ignored)."""
+        if number >= self.current.next_track:
+            self.current = self.current.track_began(number, key, tempo_bpm, controls)
+            self.changed = True
+
+    def save_if_changed(self) -> None:
+        """Main loop: keep the position (a failing disk is logged; the music plays on)."""
+        if not (self.changed and self.keeps):
+            return
+        self.changed = False
+        try:
+            write_position(self.path, self.current)
+        except OSError as exc:
+            self._log.warning("cannot keep the stream's position in %s (%s)", self.path, exc.strerror or exc)

@@ -38,18 +38,19 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
 from apscheduler.triggers.cron import CronTrigger
 
 from streamer.composer import ComposerMood
 from streamer.config import EffectsSettings, MoodSettings, ScheduleSettings, given_keys
+from streamer.effects_swap import retune_chain
 from streamer.errors import ConfigError
+from streamer.status_snapshot import NextProgram, ScheduleStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ CRON_FIELDS = "minute hour day month weekday"
 WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # classic cron numbering: 0 (and 7) = Sunday
 RELOAD, STATS = "reload", "stats"  # what the scheduler's jobs ask of the daemon's main loop
 END_JOB = "program-end"
-CROSSFADE_SECONDS = 0.05  # a changed effect stage fades from its old settings to its new ones
 MIN_STATS_INTERVAL_SECONDS = 1.0
 
 
@@ -348,88 +348,6 @@ def describe_schedule(settings: ScheduleSettings, now: datetime | None = None) -
 # ----------------------------------------------------------------------------- effects
 
 
-# The [effects] keys each stage of `EffectsChain.from_settings` is built from. A stage whose keys a
-# mood leaves alone is carried over with its state (filter memory, the loudness follower's gain, the
-# noise streams), so a change of colour neither jumps in level nor clicks; a changed stage fades
-# from its old to its new settings. A stage not listed here (a new kind) is always faded.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "Sanitizer": (),
-    "SampleRateReducer": ("downsample_hz",),
-    "BitCrusher": ("bitcrush_bits",),
-    "WowFlutter": ("wow_rate_hz", "wow_depth_cents", "flutter_rate_hz", "flutter_depth_cents"),
-    "ToneFilter": ("highpass_hz", "lowpass_hz", "tilt_db", "low_shelf_hz", "low_shelf_db", "low_cut_hz"),
-    "BassCentre": ("mono_below_hz",),
-    "LoudnessNormalizer": ("loudness_target_lufs", "loudness_window_s", "loudness_gate_lufs", "max_gain_db"),
-    "VinylCrackle": ("crackle_per_second", "crackle_db", "dust_per_second", "surface_noise_db"),
-    "TapeHiss": ("hiss_db",),
-    "SoftLimiter": ("limiter_ceiling_dbfs", "limiter_knee_db"),
-}
-
-
-class Crossfade:
-    """An effect stage changing settings: for its first `frames` frames the old stage's output
-    fades into the new one's; after that it is the new stage. Blocks are (2, frames)."""
-
-    def __init__(self, old: Any, new: Any, frames: int) -> None:
-        self.old: Any | None = old
-        self.new = new
-        self.frames = max(1, frames)
-        self.done_frames = 0
-
-    @property
-    def settled(self) -> Any:
-        """The stage to keep once the fade is over."""
-        return self.new if self.old is None else self
-
-    def reset(self) -> None:
-        self.new.reset()
-        self.old = None
-
-    def process(self, block: np.ndarray) -> np.ndarray:
-        out = self.new.process(block)
-        if self.old is None:
-            return out
-        n = min(block.shape[1], self.frames - self.done_frames)
-        faded = self.old.process(block[:, :n])
-        ramp = (self.done_frames + np.arange(1, n + 1)) / self.frames  # (n,): towards 1 = the new stage
-        out = np.array(out, dtype=np.float64, copy=True)
-        out[:, :n] = faded * (1.0 - ramp) + out[:, :n] * ramp
-        self.done_frames += n
-        if self.done_frames >= self.frames:
-            self.old = None
-        return out
-
-
-def _stage_name(stage: Any) -> str:
-    return type(stage.new if isinstance(stage, Crossfade) else stage).__name__
-
-
-def retune_chain(chain: Any, old: EffectsSettings, new: EffectsSettings, sample_rate: int, seed: int,
-                 fresh: Any = None) -> Any:
-    """An `EffectsChain` for `new` that continues `chain` (running `old`) without a jump: stages
-    whose settings are unchanged carry on with their state, changed ones crossfade. `fresh`, a
-    chain already built from `new`, saves building one here."""
-    from streamer.effects import EffectsChain
-
-    if fresh is None:
-        fresh = EffectsChain.from_settings(new, sample_rate, seed)
-    previous = {_stage_name(stage): stage for stage in chain.effects}
-    stages = []
-    for stage in fresh.effects:
-        name = type(stage).__name__
-        before = previous.get(name)
-        if isinstance(before, Crossfade):
-            before = before.settled
-        keys = STAGE_KEYS.get(name)
-        if before is None:
-            stages.append(stage)
-        elif keys is not None and all(getattr(old, key) == getattr(new, key) for key in keys):
-            stages.append(before)
-        else:
-            stages.append(Crossfade(before, stage, round(CROSSFADE_SECONDS * sample_rate)))
-    return EffectsChain(stages)
-
-
 # ----------------------------------------------------------------------------- the running schedule
 
 
@@ -589,7 +507,7 @@ class Schedule:
 
     # -------------------------------------------------------------- status
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ScheduleStatus:
         parsed, active = self._parsed, self.active
         now = self._now()
         upcoming = next_program(parsed.programs, now)
@@ -598,37 +516,16 @@ class Schedule:
         if active is not None:
             mood = {k: v for k, v in dataclasses.asdict(active.program.mood).items()
                     if v is not None and k != "effects"}
-        return {
-            "timezone": str(parsed.tz),
-            "program": active.program.name if active else None,
-            "mood": active.program.mood_name if active else None,
-            "since": _iso(active.start, parsed.tz) if active else None,
-            "until": _iso(active.end, parsed.tz) if active else None,
-            "composer": mood,
-            "effects": active.program.effects_changes if active else {},
-            "effects_applied": dict(self.effects_applied),
-            "next": {"program": upcoming[0].name, "starts": _iso(upcoming[1], parsed.tz)} if upcoming else None,
-            "next_reload": _iso(reload_at, parsed.tz),
-            "stats_interval_seconds": parsed.stats_interval_seconds,
-        }
-
-
-def duration_text(seconds: float) -> str:
-    """[Nd ]HH:MM:SS of `seconds` (the stats line, `chiplofi status`)."""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
-    return f"{days}d {text}" if days else text
-
-
-def stats_line(status: Mapping[str, Any]) -> str:
-    """The periodic stats line, from a /status snapshot."""
-    counters = status["counters"]
-    sinks = ", ".join(f"{s['name']} {s['state']}{'' if s['connected'] else ' (not connected)'}"
-                      for s in status["sinks"]) or "none"
-    program = (status.get("schedule") or {}).get("program") or "none"
-    return (f"stats: up {duration_text(status['uptime_seconds'])}, "
-            f"audio {duration_text(status['clock']['position_seconds'])}; "
-            f"tracks {counters.get('tracks_started', 0)}, bars {counters['bars_played']}, "
-            f"underruns {counters['underruns']}, composer errors {counters['composer_errors']}; "
-            f"buffer {status['buffer']['ahead_seconds']:.1f} s; sinks: {sinks}; program {program}")
+        return ScheduleStatus(
+            timezone=str(parsed.tz),
+            program=active.program.name if active else None,
+            mood=active.program.mood_name if active else None,
+            since=_iso(active.start, parsed.tz) if active else None,
+            until=_iso(active.end, parsed.tz) if active else None,
+            composer=mood,
+            effects=dict(active.program.effects_changes) if active else {},
+            effects_applied=dict(self.effects_applied),
+            next=NextProgram(upcoming[0].name, _iso(upcoming[1], parsed.tz)) if upcoming else None,
+            next_reload=_iso(reload_at, parsed.tz),
+            stats_interval_seconds=parsed.stats_interval_seconds,
+        )

@@ -39,10 +39,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from streamer.config import shown
+from streamer.config import StatusSettings, shown
 from streamer.errors import ConfigError
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import SinkSnapshot, SinkState
+from streamer.status_snapshot import NowPlaying, StatusSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ LISTENER_QUEUE_SECONDS = 2.0
 
 
 class StatusProvider(Protocol):
-    def status(self) -> dict[str, Any]: ...
+    def snapshot(self) -> StatusSnapshot: ...  # /metrics
+
+    def status(self) -> dict[str, Any]: ...  # /status: the snapshot's JSON
 
     def recent_bars(self) -> list[dict[str, Any]]: ...
 
@@ -196,28 +199,25 @@ class StatusCollector:
         self.provider = provider
 
     def collect(self) -> Iterator[Any]:
-        status = self.provider.status()
-        yield from status_metrics(status)
+        yield from status_metrics(self.provider.snapshot())
 
 
-def status_metrics(status: dict[str, Any]) -> Iterator[Any]:
+def status_metrics(status: StatusSnapshot) -> Iterator[Any]:
     def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, value=value)
 
     def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
         return CounterMetricFamily(name, doc, value=value)
 
-    clock, buffer, counters = status["clock"], status["buffer"], status["counters"]
-    checkpoint, playing = status["checkpoint"], status["now_playing"]
-    yield gauge("chiplofi_uptime_seconds", "Seconds since the daemon started", status["uptime_seconds"])
-    yield counter("chiplofi_audio_seconds", "Seconds of audio played (stream time)", clock["position_seconds"])
-    yield gauge("chiplofi_clock_advancing", "1 while the clock releases audio", int(clock["advancing"]))
-    yield gauge("chiplofi_clock_lag_seconds", "How far playback is behind schedule", clock["lag_seconds"])
-    yield counter("chiplofi_clock_resyncs", "Times the clock re-anchored after a stall", clock["resyncs"])
-    yield gauge("chiplofi_buffer_ahead_seconds", "Seconds of music composed ahead of playback",
-                buffer["ahead_seconds"])
-    yield gauge("chiplofi_buffer_target_seconds", "Seconds of music the composer keeps ahead",
-                buffer["target_seconds"])
+    clock, buffer, counters = status.clock, status.buffer, status.counters
+    checkpoint, playing = status.checkpoint, status.now_playing or NowPlaying()
+    yield gauge("chiplofi_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
+    yield counter("chiplofi_audio_seconds", "Seconds of audio played (stream time)", clock.position_seconds)
+    yield gauge("chiplofi_clock_advancing", "1 while the clock releases audio", int(clock.advancing))
+    yield gauge("chiplofi_clock_lag_seconds", "How far playback is behind schedule", clock.lag_seconds)
+    yield counter("chiplofi_clock_resyncs", "Times the clock re-anchored after a stall", clock.resyncs)
+    yield gauge("chiplofi_buffer_ahead_seconds", "Seconds of music composed ahead of playback", buffer.ahead_seconds)
+    yield gauge("chiplofi_buffer_target_seconds", "Seconds of music the composer keeps ahead", buffer.target_seconds)
     for key, doc in (("underruns", "Bars the composer did not deliver in time (fallback played)"),
                      ("fallback_bars", "Fallback bars played"),
                      ("composer_errors", "Composer exceptions and rejected bars"),
@@ -227,18 +227,19 @@ def status_metrics(status: dict[str, Any]) -> Iterator[Any]:
                      ("pcm_underruns", "Audio blocks the renderer did not deliver in time"),
                      ("archive_errors", "Tracks the archive could not write (or dropped)"),
                      ("bars_dropped_on_swap", "Queued bars of an old model dropped when a new one took over")):
-        yield counter(f"chiplofi_{key}", doc, counters[key])
+        yield counter(f"chiplofi_{key}", doc, getattr(counters, key))
     reloads = CounterMetricFamily("chiplofi_reloads", "Checkpoint reloads (SIGHUP) by result", labels=["result"])
-    reloads.add_metric(["ok"], checkpoint["reloads"])
-    reloads.add_metric(["failed"], checkpoint["reload_failures"])
+    reloads.add_metric(["ok"], checkpoint.reloads)
+    reloads.add_metric(["failed"], checkpoint.reload_failures)
     yield reloads
     info = InfoMetricFamily("chiplofi_checkpoint", "The loaded composer / checkpoint")
-    info.add_metric([], {"id": checkpoint["id"]})
+    info.add_metric([], {"id": checkpoint.id})
     yield info
     playing_info = InfoMetricFamily("chiplofi_now_playing", "What is playing")
-    playing_info.add_metric([], {k: str(playing.get(k, "")) for k in ("track_id", "key", "section", "composer_id")})
+    playing_info.add_metric([], {"track_id": playing.track_id, "key": playing.key, "section": playing.section,
+                                 "composer_id": playing.composer_id})
     yield playing_info
-    yield gauge("chiplofi_tempo_bpm", "Tempo of the bar playing", playing.get("tempo_bpm") or 0.0)
+    yield gauge("chiplofi_tempo_bpm", "Tempo of the bar playing", playing.tempo_bpm or 0.0)
 
     labels = ["sink", "kind"]
     families = {
@@ -250,14 +251,14 @@ def status_metrics(status: dict[str, Any]) -> Iterator[Any]:
                                        labels=labels),
         "queued": GaugeMetricFamily("chiplofi_sink_queued_seconds", "Audio waiting for the output", labels=labels),
     }
-    for sink in status["sinks"]:
-        values = [sink["name"], sink["kind"]]
-        families["up"].add_metric(values, int(sink["healthy"]))
-        families["connected"].add_metric(values, int(sink["connected"]))
-        families["restarts"].add_metric(values, sink["restarts"])
-        families["bytes"].add_metric(values, sink["bytes_written"])
-        families["dropped"].add_metric(values, sink["frames_dropped"])
-        families["queued"].add_metric(values, sink["queued_seconds"])
+    for sink in status.sinks:
+        values = [sink.name, sink.kind]
+        families["up"].add_metric(values, int(sink.healthy))
+        families["connected"].add_metric(values, int(sink.connected))
+        families["restarts"].add_metric(values, sink.restarts)
+        families["bytes"].add_metric(values, sink.bytes_written)
+        families["dropped"].add_metric(values, sink.frames_dropped)
+        families["queued"].add_metric(values, sink.queued_seconds)
     yield from families.values()
 
 
@@ -500,3 +501,18 @@ class StatusServer:
         self._server.server_close()
         self._thread.join(timeout)
 
+
+def serve_status(settings: StatusSettings, provider: StatusProvider, sample_rate: int, *,
+                 archive: TrackSource | None = None,
+                 thumbnail: Path | None = None) -> tuple[StatusServer, LiveAudioHub]:
+    """Start the status server `[status]` asks for, with its live audio hub (a sink, not started)."""
+    hub = LiveAudioHub(sample_rate, settings.max_listeners)
+    host, port = parse_addr(settings.addr)
+    try:
+        server = StatusServer((host, port), provider, hub, settings.max_clients, archive=archive, thumbnail=thumbnail)
+    except OSError as exc:
+        raise ConfigError(f"status.addr: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+    server.start()
+    host, port = server.address
+    log.info("status page at http://%s:%d/", host, port)
+    return server, hub

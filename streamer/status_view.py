@@ -16,7 +16,7 @@ import urllib.request
 from typing import Any, TextIO
 
 from streamer.errors import StatusUnavailableError
-from streamer.schedule import duration_text
+from streamer.status_snapshot import duration_text
 
 CLEAR_SCREEN = "\033[H\033[2J"  # cursor home, erase display (any ANSI terminal)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 # Re-exported: the pipeline imports the voice order from here, beside the Note and Bar that carry it.
 from models.voices import VOICES as VOICES  # (lead, harmony, bass, drums): pulse 1, pulse 2, triangle, noise
 
+MIN_TEMPO, MAX_TEMPO = 30.0, 300.0  # BPM: a bar outside is refused (streamer.composer.check_bar)
+
 
 @dataclass(frozen=True, slots=True)
 class Note:

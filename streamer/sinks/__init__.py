@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -157,3 +158,17 @@ class BackoffDelays:
         delay = self._next
         self._next = min(self.maximum, self._next * 2)
         return delay
+
+
+class Stoppable(Protocol):
+    def stop(self, timeout: float) -> None: ...
+
+
+def stop_together(parts: list[Stoppable], budget: float, started: float) -> None:
+    """Stop every part at once, each on its own thread, all within `budget` seconds of the monotonic
+    time `started`: a sink that hangs cannot hold up the others (ffmpeg finishing its files)."""
+    stoppers = [threading.Thread(target=part.stop, args=(budget - 0.5,), daemon=True) for part in parts]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join(max(0.1, budget - (time.monotonic() - started)))

@@ -41,7 +41,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from streamer.composer import RuleBasedComposer
-from streamer.daemon import CliOverrides, Daemon, load_stream_config
+from streamer.daemon import Daemon
+from streamer.stream_config import CliOverrides, load_stream_config
 from streamer.types import Bar
 from test_stream_local import start
 from test_stream_rtmp import write_checkpoint

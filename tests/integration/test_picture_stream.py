@@ -30,7 +30,8 @@ from PIL import Image
 
 from streamer.composer import RuleBasedComposer
 from streamer.config import Config, StatusSettings, StreamSettings, VideoSettings
-from streamer.daemon import KEY_ENV, Daemon
+from streamer.daemon import Daemon
+from streamer.outputs import KEY_ENV
 from streamer.track_titles import track_title
 from streamer.types import VOICES, Bar
 from streamer.video import NowPlayingFile, build_video_graph, encoder_options, pipe_channels, pipe_layout, preset_of
@@ -95,7 +96,7 @@ def test_only_the_scopes_of_the_voices_playing_move(receiver, tmp_path, caplog, 
                     video=VideoSettings(title="Bass Club Radio", thumbnail_seconds=1.0))
     daemon = Daemon(config, environ={KEY_ENV: STREAM_KEY}, composer_loader=lambda _, seed: OnlyVoices(seed, playing))
     thread = threading.Thread(target=daemon.run, name="daemon-under-test")
-    with caplog.at_level(logging.INFO, logger="streamer.daemon"):
+    with caplog.at_level(logging.INFO, logger="streamer.audio_thread"):
         thread.start()
         try:
             assert receiver.wait_for_recording(12.0, 60), "no stream at the receiver"
@@ -109,7 +110,7 @@ def test_only_the_scopes_of_the_voices_playing_move(receiver, tmp_path, caplog, 
         finally:
             daemon.request_stop("test over")
             thread.join(15)
-    assert not thread.is_alive() and daemon.counters["underruns"] == 0
+    assert not thread.is_alive() and daemon.counters.underruns == 0
     receiver.recorder.stop()
     recording = receiver.recordings()[-1]
     frames = decode_frames(recording.path, fps=5, start=4.0, seconds=6.0)

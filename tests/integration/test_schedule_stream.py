@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from streamer.composer import ComposerMood, RuleBasedComposer
-from streamer.daemon import CliOverrides, Daemon, load_stream_config
+from streamer.daemon import Daemon
+from streamer.stream_config import CliOverrides, load_stream_config
 from test_stream_local import chiplofi, start
 from testkit.waiting import free_port, kill_if_running, status, wait_for
 
@@ -56,7 +57,7 @@ def test_daemon_program_stats_timed_reload_and_sighup_reload(tmp_path, caplog):
         schedule = daemon.status()["schedule"]
         assert schedule["program"] == "dusk" and schedule["effects_applied"] == DARK, schedule
         assert 50.0 <= daemon.status()["now_playing"]["tempo_bpm"] <= 52.0
-        assert daemon.composer.mood == ComposerMood((50.0, 52.0), None, 0.2, None)
+        assert daemon.composers.composer.mood == ComposerMood((50.0, 52.0), None, 0.2, None)
         # The stats line, every second (an interval job of the real scheduler).
         assert wait_for(lambda: sum(r.getMessage().startswith("stats: up ") for r in caplog.records) >= 3, 15)
         line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stats: up "))
@@ -70,17 +71,17 @@ def test_daemon_program_stats_timed_reload_and_sighup_reload(tmp_path, caplog):
         # The window closes (a date job at its end): the config's settings come back.
         assert wait_for(lambda: daemon.status()["schedule"]["program"] is None, 30)
         assert wait_for(lambda: daemon.status()["schedule"]["effects_applied"] == {}, 10)
-        assert wait_for(lambda: daemon.composer.mood == ComposerMood(), 10)
+        assert wait_for(lambda: daemon.composers.composer.mood == ComposerMood(), 10)
         # A SIGHUP reload re-reads the schedule: a new program, with a brighter low-pass.
         path.write_text(config_text(tmp_path, "twilight", 60.0, lowpass_hz=3000.0, stream=stream))
-        daemon._on_signal(signal.SIGHUP, None)
+        daemon.signals.on_signal(signal.SIGHUP, None)
         assert wait_for(lambda: daemon.status()["schedule"]["program"] == "twilight", 15)
         assert wait_for(lambda: daemon.status()["schedule"]["effects_applied"]
                         == {**DARK, "lowpass_hz": 3000.0}, 10)
         assert daemon.status()["checkpoint"]["reloads"] == 2
         # A reload with a bad schedule fails as a whole, naming the key; the program plays on.
         path.write_text(config_text(tmp_path, "twilight", 60.0, stream=stream).replace('\ncron = "', '\ncron = "7'))
-        daemon._on_signal(signal.SIGHUP, None)
+        daemon.signals.on_signal(signal.SIGHUP, None)
         assert wait_for(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1, 15)
         assert "schedule.program[0].cron: " in daemon.status()["checkpoint"]["last_reload_error"]
         assert daemon.status()["schedule"]["program"] == "twilight"

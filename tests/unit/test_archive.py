@@ -355,7 +355,7 @@ def test_the_daemon_archives_every_track_that_played(tmp_path):
     assert [r["track_id"] for r in records] == [f"r5-t{i:04d}" for i in range(len(records))]
     assert all(r["bars"] == 2 and r["ended"] == NEXT_TRACK and r["seed"] == 5 for r in records[:-1])
     assert records[-1]["ended"] == STREAM_STOPPED  # still playing when the run ended
-    assert all(r["model_id"] == daemon.composer.id for r in records)
+    assert all(r["model_id"] == daemon.composers.composer.id for r in records)
     positions = [r["stream_position_seconds"] for r in records]
     assert positions[0] == 0.0 and all(b - a == pytest.approx(r["duration_seconds"], abs=0.01)
                                        for a, b, r in zip(positions, positions[1:], records, strict=False))

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streamer.config import Config, load_config, settings_from_mapping
-from streamer.daemon import CliOverrides, load_stream_config
 from streamer.errors import ConfigError
+from streamer.stream_config import CliOverrides, load_stream_config
 from testkit.config_cases import (
     LEAVES,
     TABLES,

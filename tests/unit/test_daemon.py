@@ -1,10 +1,10 @@
-"""The daemon's wiring: config and outputs, and the pipeline with stand-in composers and sinks
-(real FluidSynth and effects, unpaced, so each run takes about a second)."""
+"""The daemon's pipeline with stand-in composers and sinks: real FluidSynth and effects where the
+sound matters, testkit's renderer and effects doubles where it does not; unpaced, so each run takes
+about a second. (Its config and outputs: test_stream_config.py, test_outputs.py.)"""
 
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 import time
 from itertools import pairwise
@@ -12,157 +12,18 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from streamer.audio_thread import LEAD_SECONDS
 from streamer.composer import RuleBasedComposer
-from streamer.config import Config, StreamSettings, load_config
-from streamer.daemon import (
-    LEAD_SECONDS,
-    YOUTUBE_PRIMARY,
-    CliOverrides,
-    Daemon,
-    apply_overrides,
-    check_config,
-    load_stream_config,
-    plan_outputs,
-    read_stream_key,
-    state_directory,
-)
+from streamer.daemon import Daemon
 from streamer.effects import LoudnessNormalizer, TapeHiss
-from streamer.errors import CheckpointError, ConfigError
-from streamer.schedule import Crossfade
+from streamer.effects_swap import Crossfade
+from streamer.errors import CheckpointError
+from streamer.stream_config import CliOverrides, load_stream_config
 from streamer.types import Bar
-from testkit.daemon import unpaced_config as _config, until as _until
-from testkit.doubles import FlakyComposer, HangingComposer, RecordingSink
-
-# ----------------------------------------------------------------------------- config
-
-
-def test_env_overrides_and_flags(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text('[stream]\nbuffer_seconds = 20\noutputs = ["null"]\n[video]\npreset = "still"\n')
-    env = {"CHIPLOFI_STREAM__BUFFER_SECONDS": "40", "CHIPLOFI_VIDEO__AUDIO_KBPS": "160",
-           "CHIPLOFI_STREAM_KEY": "not-a-config-key"}
-    config = load_stream_config(path, CliOverrides(speed=0.0, outputs=("a.wav",)), env)
-    assert config.stream.buffer_seconds == 40.0 and config.video.audio_kbps == 160
-    assert config.video.preset == "still" and config.stream.speed == 0.0 and config.stream.outputs == ("a.wav",)
-
-
-@pytest.mark.parametrize("env,key", [
-    ({"CHIPLOFI_STREAM__BUFFER_SECONDS": "1"}, "stream.buffer_seconds"),
-    ({"CHIPLOFI_STREAM__SPEEED": "1"}, "stream.speeed"),
-    ({"CHIPLOFI_VIDEO__PRESET": "4k"}, "video.preset"),
-    ({"CHIPLOFI_STREAM__OUTPUTS": "3"}, "stream.outputs"),
-])
-def test_bad_env_overrides_name_the_key(env, key):
-    with pytest.raises(ConfigError, match=f"^{key}:"):
-        load_stream_config(None, CliOverrides(), env)
-
-
-@pytest.mark.parametrize("table,key", [
-    ({"stream": {"ready_seconds": 50, "buffer_seconds": 30}}, "stream.ready_seconds"),
-    ({"status": {"addr": "localhost"}}, "status.addr"),
-    ({"stream": {"outputs": ["http://x/y"]}}, "stream.outputs"),
-    ({"stream": {"outputs": ["out.mp3"]}}, "stream.outputs"),
-    ({"video": {"background": "blue"}}, "video.background"),
-    ({"video": {"font": "/no/such/font.ttf"}}, "video.font"),
-])
-def test_cross_checks_name_the_key(tmp_path, table, key):
-    path = tmp_path / "c.toml"
-    lines = []
-    for section, values in table.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError, match=f"^{key}:"):
-        load_stream_config(path, CliOverrides(), {})
-
-
-def test_stream_key_sources(tmp_path):
-    config = Config()
-    assert read_stream_key(config, {}) == ""
-    assert read_stream_key(config, {"CHIPLOFI_STREAM_KEY": " abc-123 \n"}) == "abc-123"
-    key_file = tmp_path / "key"
-    key_file.write_text("from-file\n")
-    with_file = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(key_file)))
-    assert read_stream_key(with_file, {}) == "from-file"
-    assert read_stream_key(with_file, {"CHIPLOFI_STREAM_KEY": "env-wins"}) == "env-wins"
-    key_file.write_text("")
-    with pytest.raises(ConfigError, match="^stream.key_file:"):
-        read_stream_key(with_file, {})
-    missing = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(tmp_path / "no")))
-    with pytest.raises(ConfigError, match="^stream.key_file:"):
-        read_stream_key(missing, {})
-    (tmp_path / "stream-key").write_text("credential\n")
-    assert read_stream_key(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "credential"
-
-
-KEY = "abcd-efgh_ijkl.mnop~qrst"
-BAD_KEYS = {  # what a key holds → what the one-line error says
-    KEY + "\n# primary channel": "more than one line",
-    "abcd\refgh": "more than one line", "abcd\nefgh": "more than one line",
-    "abcd efgh": "a space", "abcd\tefgh": "a space",
-    "abcd?backup=1": "punctuation", "abcd;rm -rf ~": "a space", "ab$(id)cd": "punctuation",
-    "abcd'efgh": "punctuation", "abcd/efgh": "punctuation", "clé-du-flux": "not ASCII",
-    "abc": "3 characters long", "k" * 10_000: "10000 characters long",
-}
-
-
-@pytest.mark.parametrize("key", list(BAD_KEYS))
-def test_a_stream_key_that_cannot_be_one_is_refused_naming_its_source_never_its_value(tmp_path, key):
-    config = Config()
-    key_file = tmp_path / "stream.key"
-    key_file.write_text(key + "\n", encoding="utf-8")
-    with_file = dataclasses.replace(config, stream=dataclasses.replace(config.stream, key_file=str(key_file)))
-    (tmp_path / "stream-key").write_text(key, encoding="utf-8")
-    for cfg, environ, source in ((config, {"CHIPLOFI_STREAM_KEY": key}, "CHIPLOFI_STREAM_KEY: "),
-                                 (with_file, {}, f"stream.key_file ({key_file}): "),
-                                 (config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}, "systemd credential stream-key")):
-        with pytest.raises(ConfigError) as caught:
-            read_stream_key(cfg, environ)
-        message = str(caught.value)
-        assert message.startswith(source) and BAD_KEYS[key] in message and "\n" not in message
-        after_source = message[len(source):]
-        assert not [key[i:i + 5] for i in range(len(key) - 4) if key[i:i + 5] in after_source], message
-
-
-def test_a_good_key_passes_with_blanks_around_it(tmp_path):
-    assert read_stream_key(Config(), {"CHIPLOFI_STREAM_KEY": f" {KEY}\r\n"}) == KEY
-
-
-def test_output_plans():
-    config = Config()
-    local = plan_outputs(config, "")
-    assert local.record and not local.ffmpeg_urls and not local.speakers
-    youtube = plan_outputs(config, "k")
-    assert youtube.record and youtube.ffmpeg_urls == [YOUTUBE_PRIMARY]
-    mixed = apply_overrides(config, CliOverrides(outputs=("rtmp://h/app", "x.wav", "y.mkv", "speakers", "null")))
-    plan = plan_outputs(mixed, "")
-    assert plan.ffmpeg_urls == ["rtmp://h/app", "y.mkv"] and [p.name for p in plan.wav_files] == ["x.wav"]
-    assert plan.speakers and plan.null and not plan.record
-    needs_key = apply_overrides(config, CliOverrides(outputs=("rtmp://h/app/{key}",)))
-    with pytest.raises(ConfigError, match="stream key"):
-        plan_outputs(needs_key, "")
-
-
-def test_state_directory(tmp_path):
-    assert state_directory(Config(), {"STATE_DIRECTORY": f"{tmp_path}:/other"}) == tmp_path
-    explicit = dataclasses.replace(Config(), stream=StreamSettings(state_dir=str(tmp_path / "s")))
-    assert state_directory(explicit, {"STATE_DIRECTORY": "/x"}) == tmp_path / "s"
-
-
-def test_default_config_checks_out():
-    check_config(load_config(None))
-
+from testkit.daemon import run_to_end as _run, unpaced_config as _config, until as _until
+from testkit.doubles import FlakyComposer, HangingComposer, PassThroughEffects, RecordingSink, fake_pipeline
 
 # ----------------------------------------------------------------------------- pipeline
-
-
-def _run(daemon: Daemon, timeout: float = 60.0) -> int:
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()))
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), "daemon did not stop"
-    return result["code"]
 
 
 def test_unpaced_run_plays_exactly_the_duration_without_underruns(tmp_path):
@@ -198,24 +59,22 @@ def test_a_failing_composer_is_covered_by_the_fallback_bed_and_counted(tmp_path)
 
 def test_nan_audio_is_replaced_and_counted(tmp_path):
     sink = RecordingSink()
-    daemon = Daemon(_config(tmp_path), environ={}, duration=5.0, sinks=[sink],
-                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
-    original_build = daemon._build_render
 
-    def build_with_nan(config):
-        renderer, effects = original_build(config)
-        inner = effects.process
+    def nan_effects(settings, sample_rate, seed):  # NaN and Inf after the effects
+        inner = PassThroughEffects()
 
         class NanEffects:
             nonfinite_samples = 0
 
             def process(self, block):
-                out = inner(block).copy()
+                out = inner.process(block).copy()
                 out[::97] = np.nan
                 out[5] = np.inf
                 return out
-        return renderer, NanEffects()
-    daemon._build_render = build_with_nan
+        return NanEffects()
+    daemon = Daemon(_config(tmp_path), environ={}, duration=5.0, sinks=[sink],
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed),
+                    **{**fake_pipeline(), "effects_factory": nan_effects})
     assert _run(daemon) == 0
     audio = sink.audio()
     assert np.isfinite(audio).all()
@@ -225,7 +84,8 @@ def test_nan_audio_is_replaced_and_counted(tmp_path):
 def test_a_checkpoint_that_cannot_load_at_start_falls_back_to_rule_based(tmp_path):
     def loader(setting, seed):
         raise CheckpointError("/x/vae.safetensors: truncated")
-    daemon = Daemon(_config(tmp_path), environ={}, duration=2.0, sinks=[RecordingSink()], composer_loader=loader)
+    daemon = Daemon(_config(tmp_path), environ={}, duration=2.0, sinks=[RecordingSink()], composer_loader=loader,
+                    **fake_pipeline())
     assert _run(daemon) == 0
     checkpoint = daemon.status()["checkpoint"]
     assert checkpoint["id"].startswith("rule-based-") and "truncated" in checkpoint["error"]
@@ -248,7 +108,7 @@ def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_o
     try:
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
         assert _until(lambda: daemon.status()["buffer"]["ahead_seconds"] > 5)  # bars of model-1 queued
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-2", 20, poll=0.005)
         swapped_at = daemon.status()["clock"]["position_seconds"]
         # The queued bars of model-1 are dropped: model-2 is heard within a bar (plus the
@@ -256,9 +116,13 @@ def test_reload_with_swap_at_bar_swaps_on_the_next_bar_and_a_bad_one_keeps_the_o
         assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "model-2", 20, poll=0.005)
         status = daemon.status()
         bar_seconds = 240.0 / status["now_playing"]["tempo_bpm"]
-        assert status["clock"]["position_seconds"] - swapped_at <= bar_seconds + LEAD_SECONDS + 0.3
+        # When model-2's first bar began to play, in stream time (the audio thread's own marker:
+        # noticing it by polling lags by however long a loaded machine keeps this thread waiting).
+        heard = [*daemon.audio.recent, daemon.audio.playing]
+        first_new = next(marker for marker in heard if marker.entry.composer_id == "model-2")
+        assert first_new.start_frame / 44100 - swapped_at <= bar_seconds + LEAD_SECONDS + 0.3
         assert status["counters"]["bars_dropped_on_swap"] > 0
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
         status = daemon.status()
         assert status["checkpoint"]["id"] == "model-2" and "corrupt" in status["checkpoint"]["last_reload_error"]
@@ -339,7 +203,7 @@ def test_a_hung_composer_is_replaced_by_a_reload(tmp_path):
     thread.start()
     try:
         assert _until(lambda: daemon.status()["composer"]["busy_seconds"] > 0.5, 10)
-        daemon._start_reload()
+        daemon.reloader.start()
         # After STUCK_COMPOSER_SECONDS a new composer thread swaps the fresh model in.
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "fresh", 15)
         assert _until(lambda: daemon.status()["now_playing"]["composer_id"] == "fresh", 15)
@@ -387,8 +251,8 @@ def test_sigterm_during_start_up_stops_at_once(tmp_path):
 
     sink = RecordingSink()
     daemon = Daemon(_config(tmp_path, speed=1.0), environ={}, sinks=[sink],
-                    composer_loader=lambda setting, seed: RuleBasedComposer(seed))
-    daemon._signals.append(signals.SIGTERM)  # as if it arrived while starting
+                    composer_loader=lambda setting, seed: RuleBasedComposer(seed), **fake_pipeline())
+    daemon.signals.pending.append(signals.SIGTERM)  # as if it arrived while starting
     started = time.monotonic()
     assert _run(daemon, 10) == 0
     assert time.monotonic() - started < 3.0 and not sink.blocks
@@ -407,38 +271,38 @@ def test_reload_rereads_soundfont_and_effects_settings(tmp_path):
     thread.start()
     try:
         assert _until(lambda: len(sink.blocks) > 20)
-        loudness = next(stage for stage in daemon.effects.effects if isinstance(stage, LoudnessNormalizer))
-        hiss_before = next(stage for stage in daemon.effects.effects if isinstance(stage, TapeHiss))
+        loudness = next(stage for stage in daemon.audio.effects.effects if isinstance(stage, LoudnessNormalizer))
+        hiss_before = next(stage for stage in daemon.audio.effects.effects if isinstance(stage, TapeHiss))
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.4\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.effects.hiss_db == -50.0 and daemon.config.render.gain == 0.4)
         # The chain is retuned, not rebuilt: the loudness follower goes on with its gain, the hiss fades over.
-        assert loudness in daemon.effects.effects
-        [fade] = [stage for stage in daemon.effects.effects if isinstance(stage, Crossfade)]
+        assert loudness in daemon.audio.effects.effects
+        [fade] = [stage for stage in daemon.audio.effects.effects if isinstance(stage, Crossfade)]
         assert fade.new is not hiss_before and isinstance(fade.new, TapeHiss)
         # A [render]-only change leaves the effects chain alone; an [effects]-only one the renderer.
-        chain, renderer = daemon.effects, daemon.renderer
+        chain, renderer = daemon.audio.effects, daemon.audio.renderer
         config_path.write_text(base + "[effects]\nhiss_db = -50\n[render]\ngain = 0.5\n")
-        daemon._start_reload()
-        assert _until(lambda: daemon.config.render.gain == 0.5 and daemon.renderer is not renderer)
-        assert daemon.effects is chain
-        renderer = daemon.renderer
+        daemon.reloader.start()
+        assert _until(lambda: daemon.config.render.gain == 0.5 and daemon.audio.renderer is not renderer)
+        assert daemon.audio.effects is chain
+        renderer = daemon.audio.renderer
         config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.5\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.effects.hiss_db == -55.0)
-        assert daemon.renderer is renderer and loudness in daemon.effects.effects
+        assert daemon.audio.renderer is renderer and loudness in daemon.audio.effects.effects
         # The sample rate is fixed for the daemon's life (clock, sinks, ffmpeg): kept, not swapped in.
         config_path.write_text(base + "[effects]\nhiss_db = -55\n[render]\ngain = 0.6\nsample_rate = 48000\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.render.gain == 0.6)
-        assert daemon.renderer.sample_rate == 44100 and daemon.config.render.sample_rate == 44100
+        assert daemon.audio.renderer.sample_rate == 44100 and daemon.config.render.sample_rate == 44100
         config_path.write_text(base + '[render]\nsoundfont = "/no/such.sf2"\n')
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 1)
         assert "such.sf2" in daemon.status()["checkpoint"]["last_reload_error"]
         assert daemon.config.render.soundfont == ""  # the old SoundFont plays on
         config_path.write_text(base + "[effects]\nhiss_db = 0\n")  # not accepted
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.status()["checkpoint"]["reload_failures"] == 2)
         assert "effects.hiss_db" in daemon.status()["checkpoint"]["last_reload_error"]
         blocks_then = len(sink.blocks)
@@ -462,7 +326,7 @@ class ShortTracksComposer(FlakyComposer):
 def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp_path):
     composer = ShortTracksComposer()
     daemon = Daemon(_config(tmp_path, fast_start=False), environ={}, duration=20.0, sinks=[RecordingSink()],
-                    composer_loader=lambda setting, seed: composer)
+                    composer_loader=lambda setting, seed: composer, **fake_pipeline())
     heard: list[tuple[str, str]] = []
 
     class AtEmit(logging.Handler):  # what the daemon is playing at the moment the line is logged
@@ -471,7 +335,7 @@ def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp
                 heard.append((record.getMessage(), daemon.status()["now_playing"]["track_id"]))
 
     handler = AtEmit(logging.INFO)
-    logger = logging.getLogger("streamer.daemon")
+    logger = logging.getLogger("streamer.audio_thread")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)
@@ -488,23 +352,10 @@ def test_now_playing_is_logged_when_a_track_is_heard_not_when_it_is_composed(tmp
     assert composer.calls >= len(heard) + 2
 
 
-@pytest.mark.parametrize("name", ["x.flv", "x.wav"])
-def test_a_file_output_in_a_missing_directory_is_refused_naming_it(tmp_path, capsys, name):
-    from streamer.cli import main
-
-    missing = tmp_path / "missing"
-    output = missing / name
-    assert main(["stream", "--output", str(output), "--output", "null"]) == 2
-    assert f"stream.outputs: {output}: the directory {missing} does not exist" in capsys.readouterr().err
-    assert not missing.exists()  # nothing created
-    missing.mkdir()
-    assert load_stream_config(None, CliOverrides(outputs=(str(output),)), {}).stream.outputs == (str(output),)
-
-
 def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp_path, monkeypatch):
-    import streamer.daemon as daemon_module
+    import streamer.reload as reload_module
 
-    monkeypatch.setattr(daemon_module, "RELOAD_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(reload_module, "RELOAD_TIMEOUT_SECONDS", 0.5)
     release = threading.Event()
     loads = {"n": 0}
 
@@ -521,19 +372,19 @@ def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp
     thread.start()
     try:
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-1")
-        daemon._start_reload()  # hangs in the loader
+        daemon.reloader.start()  # hangs in the loader
         assert _until(lambda: loads["n"] == 2)
-        daemon._start_reload()  # too early: queued behind the running one
+        daemon.reloader.start()  # too early: queued behind the running one
         assert daemon.status()["checkpoint"]["reloading"] and loads["n"] == 2
-        assert _until(lambda: time.monotonic() - daemon._reload_started > 0.5)
-        hung = daemon._reload_thread
-        daemon._start_reload()  # the hung one is given up on
+        assert _until(lambda: time.monotonic() - daemon.reloader.started > 0.5)
+        hung = daemon.reloader.thread
+        daemon.reloader.start()  # the hung one is given up on
         assert _until(lambda: daemon.status()["checkpoint"]["id"] == "model-3", 20)
         status = daemon.status()["checkpoint"]
         assert status["reload_failures"] == 1 and status["reloads"] == 1
         release.set()  # the hung call returns at last: its composer must not be swapped in
         hung.join(10)
-        assert not hung.is_alive() and daemon._next_composer is None
+        assert not hung.is_alive() and daemon.composers.pending is None
         assert daemon.status()["checkpoint"]["id"] == "model-3" and daemon.status()["checkpoint"]["reloads"] == 1
     finally:
         release.set()
@@ -542,20 +393,3 @@ def test_a_reload_that_never_returns_is_given_up_on_and_the_next_one_applies(tmp
     assert not thread.is_alive()
 
 
-def test_a_key_file_that_is_a_fifo_or_endless_is_refused_without_blocking(tmp_path):
-    os.mkfifo(tmp_path / "key-fifo")
-    (tmp_path / "key-zero").symlink_to("/dev/zero")
-    for name in ("key-fifo", "key-zero"):
-        config = dataclasses.replace(Config(), stream=dataclasses.replace(Config().stream,
-                                                                          key_file=str(tmp_path / name)))
-        outcome = []
-
-        def read(config, outcome):  # bound per run: a blocked reader must not see the next run's config
-            try:
-                read_stream_key(config, {})
-            except ConfigError as exc:
-                outcome.append(str(exc))
-        reader = threading.Thread(target=read, args=(config, outcome), daemon=True)
-        reader.start()
-        reader.join(10)  # a blocked open would never return
-        assert outcome and outcome[0].startswith("stream.key_file: ") and "not a regular file" in outcome[0]

@@ -9,7 +9,6 @@ import pytest
 
 from streamer.composer import (
     RULE_BASED,
-    FallbackBed,
     ModelComposer,
     RuleBasedComposer,
     check_bar,
@@ -17,6 +16,9 @@ from streamer.composer import (
     uses_model,
 )
 from streamer.errors import CheckpointError
+from streamer.fallback import FallbackBed, FallbackSource
+from streamer.ringbuffer import BarEntry
+from streamer.status_snapshot import Counters
 from streamer.types import Bar
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +40,26 @@ def test_fallback_bed_follows_the_key_and_tempo():
     bed.follow(Bar((), 84.0, key="F# minor"))
     bar = bed.next_bar()
     assert bar.tempo_bpm == 84.0 and bar.key.startswith("Gb") and bar.track_id == "fallback"
+
+
+def test_the_fallback_source_is_never_dry_when_a_bar_is_due():
+    queued = [BarEntry(Bar((), 84.0, key="F# minor", track_id="s1-t0001"), "model")]
+    waits = []
+
+    def ring(timeout):  # the fallible source: one bar, then none in time
+        waits.append(timeout)
+        return queued.pop() if queued else None
+    counters = Counters()
+    source = FallbackSource(ring, FallbackBed(seed=1), counters)
+    entry, from_bed = source.next(0.5, due=True)
+    assert entry.composer_id == "model" and not from_bed and counters.underruns == 0
+    source.played(entry.bar, from_bed)  # the bed follows what the composer played
+    assert source.next(0.0, due=False) is None and counters.underruns == 0  # nothing due: no bed yet
+    entry, from_bed = source.next(0.0, due=True)
+    assert from_bed and entry.bar.track_id == "fallback" and entry.bar.tempo_bpm == 84.0
+    assert entry.bar.key.startswith("Gb") and counters.underruns == 1
+    source.played(entry.bar, from_bed)
+    assert counters.fallback_bars == 1 and waits == [0.5, 0.0, 0.0]
 
 
 def test_uses_model():

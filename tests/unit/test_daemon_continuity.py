@@ -9,9 +9,11 @@ import pytest
 
 from models.theory import parse_key
 from streamer.composer import Bridge, RuleBasedComposer, load_composer, starts_unit
-from streamer.daemon import CliOverrides, Daemon, load_stream_config
+from streamer.daemon import Daemon
 from streamer.position import POSITION_FILE, read_position
-from test_daemon import RecordingSink, _config, _run, _until
+from streamer.stream_config import CliOverrides, load_stream_config
+from testkit.daemon import run_to_end as _run, unpaced_config as _config, until as _until
+from testkit.doubles import RecordingSink
 
 RELATED_STEPS = {0, 2, 3, 5, 7, 9, 10}  # semitones between related keys (fifths, tones, relative)
 
@@ -26,12 +28,12 @@ def checkpoints(tmp_path_factory):
 def played_bars(daemon: Daemon) -> list:
     """Every entry the audio thread renders, in order (observed, the daemon's own method runs)."""
     entries = []
-    produce = daemon._produce
+    produce = daemon.audio._produce
 
     def observe(entry, fallback):
         entries.append((entry, fallback))
         produce(entry, fallback)
-    daemon._produce = observe
+    daemon.audio._produce = observe
     return entries
 
 
@@ -129,10 +131,10 @@ def test_an_effects_only_reload_leaves_the_composer_and_its_bars_alone(tmp_path,
     thread.start()
     try:
         assert _until(lambda: len(entries) >= 3 and daemon.ring.ahead_seconds > 8, 30)
-        composer, queued = daemon.composer, daemon.ring.peek_all()
+        composer, queued = daemon.composers.composer, daemon.ring.peek_all()
         reloads = daemon.status()["checkpoint"]["reloads"]
         config_path.write_text(base + "[effects]\ncrackle_per_second = 12\nhiss_db = -50\n")
-        daemon._start_reload()
+        daemon.reloader.start()
         assert _until(lambda: daemon.config.effects.hiss_db == -50.0, 30)
         assert _until(lambda: len(entries) >= 12, 60)
     finally:
@@ -140,7 +142,7 @@ def test_an_effects_only_reload_leaves_the_composer_and_its_bars_alone(tmp_path,
         thread.join(10)
     status = daemon.status()
     assert status["checkpoint"]["reloads"] == reloads + 1 and status["counters"]["swaps"] == 0
-    assert daemon.composer is composer and status["counters"]["bars_dropped_on_swap"] == 0
+    assert daemon.composers.composer is composer and status["counters"]["bars_dropped_on_swap"] == 0
     played = [entry for entry, fallback in entries if not fallback]
     # The bars queued when the signal came play as they were, and the track goes on bar after bar.
     start = played.index(queued[0])
@@ -175,8 +177,8 @@ def test_a_new_model_takes_over_at_the_next_boundary_with_its_own_track(tmp_path
     thread.start()
     try:
         assert _until(lambda: len(entries) >= 5, 30)
-        old_id = daemon.composer.id
-        daemon._start_reload()
+        old_id = daemon.composers.composer.id
+        daemon.reloader.start()
         assert _until(lambda: any(e.composer_id != old_id for e, _ in entries), 120)
     finally:
         daemon.request_stop("test over")

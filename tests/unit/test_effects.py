@@ -13,6 +13,7 @@ from scipy import signal
 
 from streamer import effects as fx
 from streamer.config import EffectsSettings, settings_from_mapping
+from streamer.effects_swap import Crossfade
 from streamer.errors import ConfigError
 
 FS = 44100
@@ -451,3 +452,22 @@ def test_bad_values_raise_config_error_naming_the_key(key, value):
 def test_unknown_effects_key_is_an_error():
     with pytest.raises(ConfigError, match="effects.hiss_level"):
         settings_from_mapping(EffectsSettings, {"hiss_level": -50.0}, "effects.")
+
+
+# ----------------------------------------------------------------------------- changing settings while playing
+
+
+def test_crossfade_blocks_give_the_same_samples_in_any_split():
+    quiet = EffectsSettings(crackle_per_second=0.0, surface_noise_db=-120.0, dust_per_second=0.0, hiss_db=-120.0,
+                            wow_depth_cents=0.0, flutter_depth_cents=0.0)
+    t = np.arange(int(0.2 * 44100)) / 44100
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * t)
+    block = fx.to_planar(np.stack([tone, tone], axis=1).astype(np.float32))
+    old_chain = fx.EffectsChain.from_settings(quiet, 44100, 0)
+    new_chain = fx.EffectsChain.from_settings(dataclasses.replace(quiet, lowpass_hz=1500.0), 44100, 0)
+    whole = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205).process(block)
+    old_chain, new_chain = (fx.EffectsChain.from_settings(s, 44100, 0)
+                            for s in (quiet, dataclasses.replace(quiet, lowpass_hz=1500.0)))
+    fade = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205)
+    pieces = np.concatenate([fade.process(block[:, i:i + 1000]) for i in range(0, block.shape[1], 1000)], axis=1)
+    assert np.allclose(whole, pieces, atol=1e-9) and fade.settled is new_chain.effects[1]

@@ -21,18 +21,18 @@ from streamer.config import (
     ProgramSettings,
     settings_from_mapping,
 )
-from streamer.daemon import CliOverrides, describe_config, load_stream_config
-from streamer.effects import EffectsChain, LoudnessNormalizer, to_planar
+from streamer.effects import EffectsChain, LoudnessNormalizer
+from streamer.effects_swap import Crossfade
 from streamer.errors import ConfigError
 from streamer.schedule import (
-    Crossfade,
     Schedule,
     active_program,
     cron_trigger,
     next_program,
     parse_schedule,
-    stats_line,
 )
+from streamer.status_snapshot import NextProgram
+from streamer.stream_config import CliOverrides, describe_config, load_stream_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NIGHT = """
@@ -236,14 +236,14 @@ class Clock:
 def test_schedule_status_and_composer_mood_follow_the_clock():
     clock = Clock(at("2024-05-10 23:00"))
     schedule = Schedule(schedule_from('[schedule]\ntimezone = "UTC"\n' + NIGHT + PROGRAM), now=clock)
-    assert schedule.status()["program"] is None  # nothing decided before refresh
+    assert schedule.status().program is None  # nothing decided before refresh
     schedule.refresh()
     status = schedule.status()
-    assert status["program"] == "night" and status["mood"] == "night"
-    assert status["since"] == "2024-05-10T22:00:00+00:00" and status["until"] == "2024-05-11T06:00:00+00:00"
-    assert status["composer"] == {"tempo_min_bpm": 60.0, "tempo_max_bpm": 66.0, "energy": 0.3}
-    assert status["effects"] == {"crackle_per_second": 9.0, "lowpass_hz": 1000.0}
-    assert status["next"] == {"program": "night", "starts": "2024-05-11T22:00:00+00:00"}
+    assert status.program == "night" and status.mood == "night"
+    assert status.since == "2024-05-10T22:00:00+00:00" and status.until == "2024-05-11T06:00:00+00:00"
+    assert status.composer == {"tempo_min_bpm": 60.0, "tempo_max_bpm": 66.0, "energy": 0.3}
+    assert status.effects == {"crackle_per_second": 9.0, "lowpass_hz": 1000.0}
+    assert status.next == NextProgram("night", "2024-05-11T22:00:00+00:00")
     composer = RuleBasedComposer(seed=5)
     schedule.tune_composer(composer)
     assert composer.mood == ComposerMood((60.0, 66.0), None, 0.3, None)
@@ -251,7 +251,7 @@ def test_schedule_status_and_composer_mood_follow_the_clock():
     assert all(60.0 <= bar.tempo_bpm <= 66.0 for bar in first_track)
     clock.now = at("2024-05-11 06:00")
     schedule.refresh()
-    assert schedule.status()["program"] is None and schedule.status()["effects"] == {}
+    assert schedule.status().program is None and schedule.status().effects == {}
     schedule.tune_composer(composer)
     assert composer.mood == ComposerMood()
     tempos = {composer.next_bar().tempo_bpm for _ in range(3 * composer.track_bars)}
@@ -362,29 +362,3 @@ def test_lowpass_mood_darkens_the_sound():
         return spectrum[freqs > 4000].sum() / spectrum.sum()
     plain = EffectsChain.from_settings(QUIET, 44100, 0).process(noise)
     assert high_share(dark.process(noise)) < 0.1 * high_share(plain)
-
-
-def test_crossfade_blocks_give_the_same_samples_in_any_split():
-    old_chain = EffectsChain.from_settings(QUIET, 44100, 0)
-    new_chain = EffectsChain.from_settings(dataclasses.replace(QUIET, lowpass_hz=1500.0), 44100, 0)
-    block = to_planar(_sine(0.2, amplitude=0.3))
-    whole = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205).process(block)
-    old_chain, new_chain = (EffectsChain.from_settings(s, 44100, 0)
-                            for s in (QUIET, dataclasses.replace(QUIET, lowpass_hz=1500.0)))
-    fade = Crossfade(old_chain.effects[1], new_chain.effects[1], 2205)
-    pieces = np.concatenate([fade.process(block[:, i:i + 1000]) for i in range(0, block.shape[1], 1000)], axis=1)
-    assert np.allclose(whole, pieces, atol=1e-9) and fade.settled is new_chain.effects[1]
-
-
-# ----------------------------------------------------------------------------- stats line
-
-
-def test_stats_line_is_one_line_with_the_figures():
-    status = {"uptime_seconds": 93784.2, "clock": {"position_seconds": 93780.0}, "buffer": {"ahead_seconds": 29.84},
-              "counters": {"tracks_started": 812, "bars_played": 40120, "underruns": 2, "composer_errors": 0},
-              "sinks": [{"name": "ffmpeg", "state": "running", "connected": True},
-                        {"name": "live", "state": "running", "connected": False}],
-              "schedule": {"program": "night"}}
-    assert stats_line(status) == ("stats: up 1d 02:03:04, audio 1d 02:03:00; tracks 812, bars 40120, underruns 2, "
-                                  "composer errors 0; buffer 29.8 s; sinks: ffmpeg running, live running "
-                                  "(not connected); program night")

@@ -1,6 +1,7 @@
 """Status HTTP server: endpoints, /status and /metrics agree, 404/405, malformed and
 excess clients never take it down, live audio stream."""
 
+import dataclasses
 import http.client
 import json
 import socket
@@ -17,6 +18,8 @@ from streamer.errors import ConfigError
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import SinkSnapshot
 from streamer.status import LiveAudioHub, StatusServer, parse_addr
+from streamer.status_snapshot import BufferStatus, ClockStatus, StatusCounters, stats_line
+from testkit.snapshots import example_snapshot
 
 
 class FakeProvider:
@@ -25,21 +28,14 @@ class FakeProvider:
         self.position = 12.5
         self.bytes = 1000
 
+    def snapshot(self):
+        snapshot = example_snapshot()
+        return dataclasses.replace(
+            snapshot, clock=dataclasses.replace(snapshot.clock, position_seconds=self.position),
+            sinks=[dataclasses.replace(snapshot.sinks[0], bytes_written=self.bytes)])
+
     def status(self):
-        return {
-            "uptime_seconds": 3.0, "state": "running", "sample_rate": 44100,
-            "now_playing": {"track_id": "s0-t0001", "bar": 3, "section": "A", "key": "C major", "chord": "Cmaj7",
-                            "tempo_bpm": 80.0, "composer_id": "ck-1", "fallback": False},
-            "buffer": {"ahead_seconds": 31.0, "target_seconds": 30.0, "bars": 10},
-            "clock": {"position_seconds": self.position, "speed": 1.0, "advancing": True, "lag_seconds": 0.0,
-                      "resyncs": 0},
-            "checkpoint": {"id": "ck-1", "reloads": 2, "reload_failures": 1},
-            "sinks": [vars(SinkSnapshot("ffmpeg", "ffmpeg", "running", True, True, restarts=4,
-                                        bytes_written=self.bytes, frames_dropped=7))],
-            "counters": {"underruns": 5, "fallback_bars": 6, "composer_errors": 1, "nonfinite_samples": 9,
-                         "bars_played": 11, "bars_composed": 20, "pcm_underruns": 0, "archive_errors": 2,
-                         "bars_dropped_on_swap": 9},
-        }
+        return self.snapshot().to_json()
 
     def recent_bars(self):
         return [{"track_id": "s0-t0001", "bar": 3, "notes": []}]
@@ -267,3 +263,29 @@ def test_the_status_server_listens_on_ipv6_loopback():
         conn.close()
     finally:
         srv.stop()
+
+
+# ----------------------------------------------------------------------------- the typed snapshot
+
+
+def test_stats_line_is_one_line_with_the_figures():
+    snapshot = example_snapshot(
+        uptime_seconds=93784.2, clock=ClockStatus(93780.0, 1.0, True, 0.0, 0), buffer=BufferStatus(29.84, 30.0, 9),
+        counters=StatusCounters(tracks_started=812, bars_played=40120, underruns=2, composer_errors=0),
+        sinks=[SinkSnapshot("ffmpeg", "ffmpeg", "running", True, True),
+               SinkSnapshot("live", "live", "running", True, False)],
+        schedule=dataclasses.replace(example_snapshot().schedule, program="night"))
+    assert stats_line(snapshot) == ("stats: up 1d 02:03:04, audio 1d 02:03:00; tracks 812, bars 40120, underruns 2, "
+                                    "composer errors 0; buffer 29.8 s; sinks: ffmpeg running, live running "
+                                    "(not connected); program night")
+
+
+def test_the_snapshot_json_has_every_section_and_an_empty_now_playing_before_the_first_bar():
+    document = example_snapshot(now_playing=None).to_json()
+    assert list(document) == ["uptime_seconds", "state", "sample_rate", "now_playing", "buffer", "clock", "checkpoint",
+                              "position", "composer", "sinks", "archive", "schedule", "video", "counters"]
+    assert document["now_playing"] == {"track_id": "", "title": "", "bar": 0, "section": "", "key": "", "chord": "",
+                                       "tempo_bpm": 0.0, "composer_id": "", "fallback": False}
+    assert document["video"] == {"enabled": False} and document["sinks"][0]["bytes_written"] == 1000
+    assert list(document["counters"])[-1] == "archive_errors" and document["counters"]["underruns"] == 5
+    assert json.loads(json.dumps(document)) == document  # plain JSON types only

@@ -1,8 +1,10 @@
-"""Running the Daemon in-process in unit tests: an unpaced config, and waiting on a condition."""
+"""Running the Daemon in-process in unit tests: an unpaced config, running it to its end, and
+waiting on a condition."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,3 +31,14 @@ def until(predicate: Callable[[], object], timeout: float = 20.0, poll: float = 
             return True
         time.sleep(poll)
     return bool(predicate())
+
+
+def run_to_end(daemon, timeout: float = 60.0) -> int:
+    """Run `daemon` (given a duration, or stopped by another thread) on a thread of its own; its exit
+    code. Fails the test if it has not stopped within `timeout` seconds."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", daemon.run()))
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "daemon did not stop"
+    return result["code"]
