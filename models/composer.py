@@ -131,8 +131,9 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, 16),), ((0, 14),), ((0, 12),), ((0, 8), (8, 8)), ((0, 6), (6, 10)), ((0, 10), (10, 6)),
 )
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
-REPEAT_PENALTY = (3.0, 1.5)  # logits taken from the lead's last pitch, lo-fi → NES: a melody moves; holding is still free
-# (NES leads repeat a note in 17-25 % of their moves, the lo-fi loops in 4-9 %: at 3.0 NES came out at 7 %)
+# Logits taken from the lead's last pitch, lo-fi → NES: a melody moves; holding is still free (NES
+# leads repeat a note in 17-25 % of their moves, the lo-fi loops in 4-9 %: at 3.0 NES came out at 7 %).
+REPEAT_PENALTY = (3.0, 1.5)
 RECENT_PENALTY = 0.9  # ... and per recent use of a pitch (the last onsets), so a phrase ranges wider
 RECENT_WINDOW = (8, 16)  # onsets the lead remembers, lo-fi → NES (a bar or two of its notes)
 LOFI_ACTIVITY_DROP = 1.5  # activity levels lo-fi plays below the section's energy (fewer, longer notes)
