@@ -6,7 +6,7 @@ imports torch: the trained models are read with numpy (`models.checkpoint.load_w
 and run in numpy (`models.inference`), one BLAS thread (`OPENBLAS_NUM_THREADS`, set by the CLI
 before numpy loads).
 
-A composer is anything with an `id` and `next_bar()` (`Composer`); those of this module also
+A composer is anything with an `id` and `next_bar()` (`BarSource`); those of this module also
 have `start_track(number, after)`, with which the daemon continues the radio's track numbering
 and key path across restarts and model swaps. Its id names what is loaded
 — the checkpoint's model ids for the trained models, or `rule-based-<hash>` for the rule-based
@@ -43,8 +43,9 @@ MAX_NOTES_PER_BAR = 512
 
 
 @runtime_checkable
-class Composer(Protocol):
-    """An endless source of bars."""
+class BarSource(Protocol):
+    """An endless source of bars (the stream's side of a composer: `models.composer.Composer` writes
+    music, a `BarSource` hands the stream its bars)."""
 
     @property
     def id(self) -> str: ...
@@ -215,7 +216,7 @@ class ModelComposer:
                    key=composed.key, chord=composed.chord, track_number=composed.track_index)
 
 
-def whole_tracks(composer: Composer, count: int) -> list[list[Bar]]:
+def whole_tracks(composer: BarSource, count: int) -> list[list[Bar]]:
     """The next `count` whole tracks of `composer` (from a bar 0 to the last bar before the next
     bar 0); bars before the first bar 0 are skipped. For measuring what a composer makes."""
     bar = composer.next_bar()
@@ -275,7 +276,7 @@ def describe_checkpoint(setting: str) -> str:
     return f"the shipped checkpoint {shipped}" if shipped else "the rule-based composer (no checkpoint shipped)"
 
 
-def load_composer(setting: str, seed: int) -> Composer:
+def load_composer(setting: str, seed: int) -> BarSource:
     """Build the composer `stream.checkpoint = setting` names; raises CheckpointError / ModelError.
 
     Loading never unpickles (models.checkpoint reads safetensors and JSON only) and never

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from streamer.composer import Bridge, Composer, RuleBasedComposer, check_bar, starts_unit, uses_model
+from streamer.composer import BarSource, Bridge, RuleBasedComposer, check_bar, starts_unit, uses_model
 from streamer.config import StreamSettings
 from streamer.logs import RateLimitedLog, redact
 from streamer.position import PositionKeeper
@@ -35,7 +35,7 @@ STUCK_COMPOSER_SECONDS = 5.0  # a composer call this long blocks a pending swap:
 
 @dataclass
 class PendingSwap:
-    composer: Composer
+    composer: BarSource
     first: Bar  # its first bar, composed when it was validated
     is_reload: bool  # False: the configured model replacing the opening bridge
 
@@ -53,7 +53,7 @@ class CheckpointRecord:
     last_swap_wait_seconds: float = 0.0  # music played from the swap's decision to the new model's first bar
 
 
-def start_track(composer: Composer, number: int, after: tuple[str, float] | None) -> None:
+def start_track(composer: BarSource, number: int, after: tuple[str, float] | None) -> None:
     """Have `composer` begin track `number` after (key, tempo), if it can (test doubles may not)."""
     begin = getattr(composer, "start_track", None)
     if begin is not None:
@@ -64,14 +64,14 @@ class ComposerThread:
     """The composer side of the daemon: `open()` once, then `start()` (again when a call is stuck)."""
 
     def __init__(self, settings: StreamSettings, *, ring: BarRing, schedule: Schedule, counters: Counters,
-                 position: PositionKeeper, seed: int, loader: Callable[[str, int], Composer],
+                 position: PositionKeeper, seed: int, loader: Callable[[str, int], BarSource],
                  stop: threading.Event, start_thread: Callable[[str, Callable[[], None]], None],
                  pending_seconds: Callable[[], float]) -> None:
         self.settings = settings
         self.ring, self.schedule, self.counters, self.position = ring, schedule, counters, position
         self.seed, self.loader = seed, loader
         self._stop, self._start_thread, self._pending_seconds = stop, start_thread, pending_seconds
-        self.composer: Composer | None = None
+        self.composer: BarSource | None = None
         self.record = CheckpointRecord(settings.checkpoint)
         self.pending: PendingSwap | None = None
         self.intro = False  # fast start: the rule-based intro plays while the model loads
@@ -85,7 +85,7 @@ class ComposerThread:
     def composer_id(self) -> str:
         return self.composer.id if self.composer else ""
 
-    def entry(self, bar: Bar, composer: Composer) -> BarEntry:
+    def entry(self, bar: Bar, composer: BarSource) -> BarEntry:
         return BarEntry(bar, composer.id, getattr(composer, "seed", self.seed))
 
     # ------------------------------------------------------------------ start
@@ -104,7 +104,7 @@ class ComposerThread:
             self.composer = self._load_initial()
             log.info("composer: %s", self.composer.id)
 
-    def _load_initial(self) -> Composer:
+    def _load_initial(self) -> BarSource:
         """The configured composer, validated like a reload (its first bar goes into the ring);
         if it cannot be used, the rule-based composer plays and /status says why."""
         where = self.position.current

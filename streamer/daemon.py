@@ -27,7 +27,7 @@ from typing import Any
 from streamer.archive import TrackArchive, TrackRecorder
 from streamer.audio_thread import AudioThread, Effects, Renderer, effects_chain, fluidsynth_renderer
 from streamer.clock import SampleClock
-from streamer.composer import Composer, load_composer
+from streamer.composer import BarSource, load_composer
 from streamer.composer_thread import ComposerThread
 from streamer.config import Config, EffectsSettings, RenderSettings
 from streamer.logs import install_redaction, thread_stacks
@@ -64,7 +64,7 @@ class Daemon:
     def __init__(self, config: Config, *, config_path: str | Path | None = None,
                  overrides: CliOverrides | None = None, environ: Mapping[str, str] | None = None,
                  duration: float | None = None, notifier: Notifier | None = None,
-                 composer_loader: Callable[[str, int], Composer] = load_composer,
+                 composer_loader: Callable[[str, int], BarSource] = load_composer,
                  sinks: list[Sink] | None = None,
                  clock_factory: Callable[[int, float], SampleClock] = SampleClock,
                  renderer_factory: Callable[[RenderSettings, int, bool], Renderer] = fluidsynth_renderer,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from streamer.audio_thread import AudioThread, RenderSwap
-from streamer.composer import Composer, check_bar
+from streamer.composer import BarSource, check_bar
 from streamer.composer_thread import ComposerThread, PendingSwap, start_track
 from streamer.config import Config
 from streamer.logs import redact
@@ -41,7 +41,7 @@ class Reloader:
     """`start()` on the main loop (a signal or a scheduled reload); the work runs on the `reload` thread."""
 
     def __init__(self, *, config_path: str | Path | None, overrides: CliOverrides, environ: Mapping[str, str],
-                 loader: Callable[[str, int], Composer], composers: ComposerThread, audio: AudioThread,
+                 loader: Callable[[str, int], BarSource], composers: ComposerThread, audio: AudioThread,
                  schedule: Schedule, position: PositionKeeper, seed: int, stop: threading.Event) -> None:
         self.config_path, self.overrides, self.environ = config_path, overrides, environ
         self.loader, self.composers, self.audio = loader, composers, audio
