@@ -237,9 +237,18 @@ def stopped_after_seconds(log_text: str) -> float:
 
 
 def clock_drift(first: tuple[float, dict], last: tuple[float, dict]) -> float:
-    """Audio the clock released minus the wall time between two (monotonic time, /status) samples."""
+    """Audio the clock scheduled minus the wall time between two (monotonic time, /status) samples.
+
+    Scheduled = released + how far the release is behind schedule (`lag_seconds`): a sample taken
+    while the audio thread waits for the CPU (a loaded test machine) then reads the clock's own
+    time, not the moment's backlog, which the next blocks catch up on. A clock that runs fast or
+    slow, or re-anchors (a resync after a stop), still shows here."""
     (wall0, status0), (wall1, status1) = first, last
-    return (status1["clock"]["position_seconds"] - status0["clock"]["position_seconds"]) - (wall1 - wall0)
+
+    def scheduled(status: dict) -> float:
+        return status["clock"]["position_seconds"] + status["clock"]["lag_seconds"]
+
+    return (scheduled(status1) - scheduled(status0)) - (wall1 - wall0)
 
 
 def session_continuity(receiver: Receiver) -> list[dict]:
