@@ -66,7 +66,7 @@ run: setup-run
 # before the minutes of tests), then the tests on TEST_WORKERS pytest-xdist workers
 # (tests/conftest.py: what runs together, what first). Most tests wait on real time, so more
 # workers than the 2 cores finish sooner.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder

@@ -24,17 +24,23 @@ GROUPS = {
     "tests/integration/test_soak.py": "soak",
 }
 
-# The longest tests and groups, started first, longest first (by `pytest --durations`: the soak
-# runs an hour of audio unpaced, the installer builds a virtual environment, the rest stream in
-# real time for 30-100 s each). A file name covers all of its tests.
+# The longest tests and groups, started first, longest first (by `pytest --durations`, 4 workers:
+# the soak runs an hour of audio unpaced (260 s), systemd boots in a namespace (180 s), the video
+# hour (120 s), the installer builds a virtual environment (80 s), the rest stream in real time
+# for 30-100 s each). A file name covers all of its tests.
 FIRST = [
     "tests/integration/test_soak.py",
+    "tests/integration/test_systemd_namespace.py",
+    "tests/integration/test_picture_stream.py::test_a_looped_video_background_keeps_to_the_audio_over_an_hour",
+    "tests/integration/test_off_air.py::test_a_daemon_starved_of_cpu_neither_bursts_nor_falls_behind_live",
     "tests/integration/test_install.py",
-    "tests/integration/test_systemd_units.py",
+    "tests/integration/test_off_air.py::test_an_ingest_frozen_mid_stream_is_cut_retried_and_gets_no_stale_backlog",
     "tests/integration/test_stream_rtmp.py::test_sixty_seconds_to_nginx_rtmp_with_reloads_and_a_clean_stop",
     "tests/integration/test_faults.py::test_receiver_down_for_5_s_then_30_s_the_daemon_reconnects_and_never_exits",
+    "tests/integration/test_faults_disk.py",
     "tests/integration/test_faults.py::test_a_composer_that_raises_or_hangs_is_covered_by_the_fallback_bed",
-    "tests/integration/test_faults.py::test_a_receiver_reading_slower_than_the_bitrate_costs_drops_not_real_time",
+    "tests/integration/test_off_air.py",
+    "tests/integration/test_systemd_units.py",
     "tests/integration/test_faults.py",
     "tests/integration/test_stream_archive.py",
     "tests/integration/test_schedule_stream.py",
