@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
 from streamer.memory import pin_mmap_threshold
 
 # Frees a 4 MB block (which, unpinned, raises glibc's threshold to 4 MB), then holds a 1 MB
@@ -41,3 +43,13 @@ def test_a_pinned_threshold_keeps_large_buffers_out_of_the_heap():
 def test_without_a_c_library_the_allocator_is_left_alone():
     assert pin_mmap_threshold(libc_name="chiplofi-no-such-library") is False
     assert pin_mmap_threshold(libc_name=None) is False
+
+
+def test_the_effects_chains_intermediates_stay_under_the_pinned_mmap_threshold():
+    """A planar float64 piece of the chain (2 channels) must be a heap allocation, not an mmap,
+    in a daemon whose threshold is pinned: above it every intermediate of a bar faulted in fresh
+    pages and the chain cost about four times its CPU."""
+    from streamer.effects import CHANNELS, EffectsChain
+    from streamer.memory import MMAP_THRESHOLD_BYTES
+
+    assert EffectsChain.PIECE * CHANNELS * np.dtype(np.float64).itemsize < MMAP_THRESHOLD_BYTES
