@@ -144,12 +144,12 @@ LOFI_BASS_STEPS = (0, 8)
 # mean note length 1.70 beats against the loops' 1.28).
 LOFI_RING = (2, 4)
 # Motif memory: the decoder leaves the lead silent in about a third of the bars its latents ask for
-# (lo-fi loops and pop have bars without melody), where one held chord tone used to stand in; now,
-# with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some bars of space), the bar takes up one of
-# the track's last MOTIF_MEMORY decoded lead bars (those with at least MOTIF_MIN_ONSETS onsets) on
-# its own chord, a nearer one likelier (weight MOTIF_RECENCY per bar back). `chiplofi eval`
-# (60 min per style, seeds 0 and 1): distinct lead pitches per 4 bars lo-fi 5.9-6.3 → 6.1-6.5,
-# NES 6.9-8.3 → 7.6-8.0, blend 5.7-6.7 → 6.6-7.0; bars with one lead note (lo-fi) 55 % → 35 %.
+# (lo-fi loops and pop have bars without melody), where one held chord tone used to stand in (55 %
+# of lo-fi bars had one lead note). Now, with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some
+# bars of space), the bar takes up one of the track's last MOTIF_MEMORY decoded lead bars (those
+# with at least MOTIF_MIN_ONSETS onsets) on its own chord, a nearer one likelier (weight
+# MOTIF_RECENCY per bar back). `chiplofi eval` (60 min per style, seeds 0 and 1), distinct lead
+# pitches per 4 bars without → with: NES 6.9-8.3 → 7.8-7.9, blend 5.7-6.7 → 6.9-7.2.
 MOTIF_FILL = (0.5, 1.0)
 MOTIF_MEMORY = 8
 MOTIF_MIN_ONSETS = 2
@@ -168,8 +168,8 @@ LATENT_SOURCES = ("lstm", "noise")
 # high register the LSTM predicts for the style, where wider draws fall back to the average bar.
 LATENT_SPREAD = (0.6, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
-# chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43;
-# σ 2.0 with TRACK_PITCH_LEAN, 60 min per style: lo-fi 0.60-0.69 → 0.56-0.58, blend 0.60-0.64 → 0.57-0.58).
+# chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43
+# at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, two seeds: lo-fi 0.60-0.69 → 0.56-0.58).
 TRACK_CHORD_BIAS = 2.0
 # σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
 # favours its own scale degrees, the way a real melody has its characteristic notes.
