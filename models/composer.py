@@ -107,7 +107,8 @@ CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
 # Logits added to the chromatic chords (borrowed, dominant): the LSTM learned them from estimated
 # chord labels, where a borrowed chord is often read as a diatonic neighbour; this brings them to
 # about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
-# colours, as in the data, where few chromatic chords move a fifth down.
+# colours, as in the data, where few chromatic chords move a fifth down: secondary dominants get
+# no boost (at 0.5 NES resolved 0.27-0.30 of its chromatic chords a fifth down; the data 0.13).
 CHROMATIC_BOOST = {"borrowed": 2.25, "dominant": 0.0}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
@@ -157,7 +158,7 @@ MOTIF_RECENCY = 0.7
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
 # about the training data's own share, lo-fi ~0.63 and NES ~0.41 (chords estimated per bar), set a
 # little below it because the lead and the arrangement add roots the figure also counts (measured
-# 0.55 and 0.36), and so that the blend, judged against lo-fi and NES songs together (0.43, most
+# 0.57 and 0.34, `chiplofi eval`), and so that the blend, judged against lo-fi and NES songs together (0.43, most
 # of those bars are NES), lands within 0.10 of them too.
 ROOT_SHARE = {"lofi": 0.56, "nes": 0.34}
 ARPEGGIO_SPAN = (10, 5)  # semitones a NES arpeggio sweeps below / above the decoded note
@@ -169,7 +170,7 @@ LATENT_SOURCES = ("lstm", "noise")
 LATENT_SPREAD = (0.6, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
 # chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43
-# at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, two seeds: lo-fi 0.60-0.69 → 0.56-0.58).
+# at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, seed 0: lo-fi 0.60 → 0.54, NES 0.55 → 0.54).
 TRACK_CHORD_BIAS = 2.0
 # σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
 # favours its own scale degrees, the way a real melody has its characteristic notes.

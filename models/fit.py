@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -35,6 +35,9 @@ from torch import nn
 
 from models import checkpoint as ckpt
 from models.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +207,7 @@ def load_resume(directory: Path, stage: str, model: nn.Module,
     return payload["state"]
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
     """A tqdm bar of `total` batches that leaves no line behind (none at all when not `enabled`)."""
     from tqdm import tqdm
 

@@ -42,7 +42,8 @@ class PendingSwap:
 
 @dataclass
 class CheckpointRecord:
-    """What /status says of the composer's checkpoint (written by the composer and reload threads)."""
+    """What /status says of the composer's checkpoint (written by the composer and reload threads,
+    and `reload_failures` also by the main loop when it gives up on a reload)."""
 
     setting: str  # stream.checkpoint as configured ("" = the shipped models)
     error: str = ""  # why the configured composer is not playing ("" = it is)
@@ -154,13 +155,18 @@ class ComposerThread:
 
     # ------------------------------------------------------------------ handing over
 
-    def hand_over(self, swap: PendingSwap | None, still_wanted: Callable[[], bool]) -> bool:
+    def hand_over(self, swap: PendingSwap | None, still_wanted: Callable[[], bool],
+                  with_it: Callable[[], None] | None = None) -> bool:
         """Reload: `swap` takes over at the next boundary (None: a waiting swap is called off), unless
-        `still_wanted()` is False by then (checked under the lock). False: dropped."""
+        `still_wanted()` is False by then (checked under the lock). `with_it` runs under the same
+        lock (the reload's render/effects swap: a reload given up on hands over neither). False:
+        dropped."""
         with self._lock:
             if not still_wanted():
                 return False
             self.pending = swap
+            if with_it is not None:
+                with_it()
             return True
 
     def swap_unit(self, is_reload: bool) -> str:

@@ -83,7 +83,7 @@ class Daemon:
         self.exit_code, self.stop_reason, self.started, self.ready = 0, "", time.monotonic(), False
         self.stopping = threading.Event()
         self._wake = threading.Event()
-        self.signals = SignalInbox(self._wake.set)
+        self.signals = SignalInbox()
         self._threads: list[threading.Thread] = []
         self.schedule = Schedule(config.schedule, wake=self._wake.set)
         self.ring = BarRing(config.stream.buffer_seconds)

@@ -904,7 +904,8 @@ class EffectsChain:
     # Frames per pass: big enough to amortise per-call costs, small enough for the cache, and each
     # planar float64 intermediate (PIECE × 2 × 8 bytes, 64 KiB) under the daemon's pinned mmap
     # threshold (`streamer.memory`, 128 KiB): at 16384 every intermediate of a bar was a fresh
-    # mmap, and the chain ran at ~40× real time in the daemon instead of ~165×.
+    # mmap, and 60 bars through the chain cost 4.3 CPU s instead of 1.0 with the threshold pinned
+    # (bench/bench_render.py, unpinned: render + effects 84× → 133× real time).
     PIECE = 4096
 
     def __init__(self, effects: list[Effect]) -> None:

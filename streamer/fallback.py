@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from models.rule_parts import NOTE_NAMES, RuleParts
+from models.errors import ModelError
+from models.rule_parts import RuleParts
+from models.theory import parse_key
 from streamer.ringbuffer import BarEntry
 from streamer.status_snapshot import Counters
 from streamer.types import MAX_TEMPO, MIN_TEMPO, Bar, Note
 
-__all__ = ["NOTE_NAMES", "FallbackBed", "FallbackSource", "RuleBasedParts", "tonic_of"]
+__all__ = ["FallbackBed", "FallbackSource", "RuleBasedParts", "tonic_of"]
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,10 @@ class RuleBasedParts(RuleParts):
 
 def tonic_of(key: str) -> int | None:
     """Pitch class of a key name such as 'F# minor' or 'Bb major' (None if unknown)."""
-    name = key.split(" ")[0] if key else ""
-    sharps = {"C#": 1, "D#": 3, "F#": 6, "G#": 8, "A#": 10}
-    if name in NOTE_NAMES:
-        return NOTE_NAMES.index(name)
-    return sharps.get(name)
+    try:
+        return parse_key(key)[0] if key else None
+    except ModelError:
+        return None
 
 
 class FallbackBed:

@@ -50,6 +50,8 @@ class Reloader:
         self.thread: threading.Thread | None = None
         self.started = 0.0  # monotonic start of the reload running
         self._again = False
+        self._again_lock = threading.Lock()  # `_again` and the worker's decision to end, together
+        self._ended = 0  # the generation whose worker has decided to end (a SIGHUP then starts a new one)
         self._generation = 0
 
     @property
@@ -61,12 +63,17 @@ class Reloader:
         if self.thread is not None and self.thread.is_alive():
             busy = time.monotonic() - self.started
             if busy < RELOAD_TIMEOUT_SECONDS:
-                self._again = True
-                log.info("reload already running; another one follows it")
-                return
-            record.reload_failures += 1
-            record.last_reload_error = f"a reload did not finish in {busy:.0f} s; given up on"
-            log.warning("reload running for %.0f s; giving up on it and reloading again", busy)
+                with self._again_lock:
+                    ending = self._ended == self._generation
+                    self._again = not ending
+                if not ending:
+                    log.info("reload already running; another one follows it")
+                    return
+                self.thread.join()  # it has decided to end: start a new one
+            else:
+                record.reload_failures += 1
+                record.last_reload_error = f"a reload did not finish in {busy:.0f} s; given up on"
+                log.warning("reload running for %.0f s; giving up on it and reloading again", busy)
         self._generation += 1
         self.started = time.monotonic()
         generation = self._generation
@@ -75,10 +82,13 @@ class Reloader:
 
     def _worker(self, generation: int) -> None:
         while generation == self._generation:
-            self._again = False
+            with self._again_lock:
+                self._again = False
             self._once(generation)
-            if not self._again or self._stop.is_set():
-                return
+            with self._again_lock:
+                if not self._again or self._stop.is_set():
+                    self._ended = generation
+                    return
 
     def _once(self, generation: int) -> None:
         composers, record = self.composers, self.composers.record
@@ -122,11 +132,10 @@ class Reloader:
         # bars; a swap still waiting (to another model) is called off.
         unchanged = composer.id == current and not record.error and not composers.intro
         swap = None if unchanged else PendingSwap(composer, first, is_reload=True)
-        if not composers.hand_over(swap, lambda: generation == self._generation):
+        offer = (lambda: self.audio.offer_render_swap(render_swap)) if render_swap is not None else None
+        if not composers.hand_over(swap, lambda: generation == self._generation, offer):
             log.info("a reload that was given up on finished; its result is dropped")
             return
-        if render_swap is not None:
-            self.audio.offer_render_swap(render_swap)
         record.setting = setting
         record.last_reload_error = ""
         self.schedule.update(config.schedule)

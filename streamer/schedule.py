@@ -1,4 +1,5 @@
-"""The schedule: programs (a mood at set times), timed checkpoint reloads, a periodic stats line.
+"""The schedule: programs (a mood at set times), timed checkpoint reloads, and when the periodic
+stats line is due (the main loop writes it: `status_snapshot.stats_line`).
 
 Configured in `[schedule]` (see `ScheduleSettings` and deploy/config.example.toml):
 

@@ -1,5 +1,8 @@
-"""The daemon's signals. A handler only queues the signal, wakes the main loop and logs one line;
-the main loop acts on it (SIGTERM/SIGINT: stop; SIGHUP: reload; SIGUSR1: log every thread's stack)."""
+"""The daemon's signals. A handler only queues the signal (a deque append, atomic); the main loop,
+which polls every 0.25 s, logs it and acts on it (SIGTERM/SIGINT: stop; SIGHUP: reload; SIGUSR1:
+log every thread's stack). Nothing in a handler takes a lock: Python runs handlers on the main
+thread between bytecodes, and one that set a `threading.Event` while the main loop held that
+Event's lock (inside `wait` or `clear`) would deadlock the daemon."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import logging
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +18,8 @@ HANDLED = (*STOPS, signal.SIGHUP, signal.SIGUSR1)
 
 
 class SignalInbox:
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self) -> None:
         self.pending: deque[int] = deque()
-        self._wake = wake
 
     def install(self) -> None:
         """Handle the signals (only the main thread can; a daemon run on another thread, as in the
@@ -29,8 +30,6 @@ class SignalInbox:
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.pending.append(signum)
-        self._wake()
-        log.info("received %s", signal.Signals(signum).name)
 
     def stop_asked(self) -> bool:
         """A SIGTERM or SIGINT is waiting (checked while starting, which the main loop cannot)."""
@@ -41,4 +40,5 @@ class SignalInbox:
         taken = []
         while self.pending:
             taken.append(self.pending.popleft())
+            log.info("received %s", signal.Signals(taken[-1]).name)
         return taken

@@ -28,7 +28,9 @@ UPCOMING_BARS = 4  # bars after the one playing, on /bars
 
 @dataclass
 class Counters:
-    """Events counted since the start; each is bumped by the one thread that sees it happen."""
+    """Events counted since the start, bumped by the thread that sees them happen. Plain `+=` on
+    ints: where two threads bump one (`bars_composed`: the composer thread and the fast-start
+    loader's first bar) a count can be lost at the same instant; /status figures, not accounting."""
 
     underruns: int = 0  # audio thread: no bar in time, the fallback bed played
     fallback_bars: int = 0
