@@ -296,3 +296,21 @@ def test_start_track_continues_numbering_in_a_related_key():
     assert next(again) == bar
     with pytest.raises(ModelError):
         composer.start_track(-1)
+
+
+def test_lead_notes_on_the_beats_are_chord_tones():
+    from models.theory import CHORD_INTERVALS, parse_chord
+
+    for style in (0.0, 1.0):
+        bars = compose(120, seed=12, style_blend=style)
+        on_beats = 0
+        for bar in bars:
+            if bar.chord in ("", "N"):
+                continue
+            root, quality = parse_chord(bar.chord)
+            tones = {(root + i) % 12 for i in CHORD_INTERVALS[quality]}
+            for voice, pitch, start, *_ in bar.notes:
+                if voice == "lead" and start % 4 == 0:
+                    on_beats += 1
+                    assert pitch % 12 in tones, (bar.chord, pitch, start)
+        assert on_beats >= 40
