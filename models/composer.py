@@ -149,8 +149,9 @@ LOFI_RING = (2, 4)
 # of lo-fi bars had one lead note). Now, with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some
 # bars of space), the bar takes up one of the track's last MOTIF_MEMORY decoded lead bars (those
 # with at least MOTIF_MIN_ONSETS onsets) on its own chord, a nearer one likelier (weight
-# MOTIF_RECENCY per bar back). `chiplofi eval` (60 min per style, seeds 0 and 1), distinct lead
-# pitches per 4 bars without → with: NES 6.9-8.3 → 7.8-7.9, blend 5.7-6.7 → 6.9-7.2.
+# MOTIF_RECENCY per bar back). When it came in (`chiplofi eval`, 60 min per style, seeds 0 and
+# 1), distinct lead pitches per 4 bars without → with: NES 6.9-8.3 → 7.8-7.9, blend 5.7-6.7 →
+# 6.9-7.2 (with BEAT_STEPS, seed 0: NES 8.0, blend 6.8).
 MOTIF_FILL = (0.5, 1.0)
 MOTIF_MEMORY = 8
 MOTIF_MIN_ONSETS = 2
@@ -163,7 +164,7 @@ BEAT_STEPS = (0, 4, 8, 12)
 # Bars whose bass starts on the chord root, else on another chord tone (an inversion, a walk):
 # about the training data's own share, lo-fi ~0.63 and NES ~0.41 (chords estimated per bar), set a
 # little below it because the lead and the arrangement add roots the figure also counts (measured
-# 0.57 and 0.34, `chiplofi eval`), and so that the blend, judged against lo-fi and NES songs together (0.43, most
+# 0.56 and 0.35, `chiplofi eval`), and so that the blend, judged against lo-fi and NES songs together (0.43, most
 # of those bars are NES), lands within 0.10 of them too.
 ROOT_SHARE = {"lofi": 0.56, "nes": 0.34}
 ARPEGGIO_SPAN = (10, 5)  # semitones a NES arpeggio sweeps below / above the decoded note
@@ -175,7 +176,7 @@ LATENT_SOURCES = ("lstm", "noise")
 LATENT_SPREAD = (0.6, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
 # chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43
-# at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, seed 0: lo-fi 0.60 → 0.54, NES 0.55 → 0.54).
+# at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, seed 0: lo-fi 0.60 → 0.53, NES 0.52 → 0.53).
 TRACK_CHORD_BIAS = 2.0
 # σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
 # favours its own scale degrees, the way a real melody has its characteristic notes.
