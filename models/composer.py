@@ -687,7 +687,7 @@ class Composer:
         root, quality = chord_parts(chord)
         if root >= 12:
             return
-        tones = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+        tones = _chord_tones(root, quality)
         for voice in (1, 2):
             column = tokens[:, voice]
             low, high = PITCH_RANGES[VOICES[voice]]
@@ -721,7 +721,7 @@ class Composer:
         root, quality = chord_parts(chord)
         if root >= 12:
             return
-        tones = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+        tones = _chord_tones(root, quality)
         low, high = PITCH_RANGES["harmony"]
         bass = [token_to_pitch(2, t) for t in tokens[:, 2] if t >= FIRST_PITCH_TOKEN]
         decoded = [token_to_pitch(1, t) for t in tokens[:, 1] if t >= FIRST_PITCH_TOKEN]
@@ -774,10 +774,10 @@ class Composer:
         # Lo-fi plays fewer, longer notes: the activity level drops with the lo-fi share.
         level = energy * (N_ACTIVITY - 1) + 0.25 - LOFI_ACTIVITY_DROP * lofi + 0.5 * plan.density
         activity = int(np.clip(round(level), 0, N_ACTIVITY - 1))
-        cond = self._decoder.condition(root, quality, plan.mode, 0, self._style_vector(), activity)
+        style, lead_bias = self._style_vector(), self._lead_register_bias(plan)
+        cond = self._decoder.condition(root, quality, plan.mode, 0, style, activity)
         temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
-        tokens, base = self._sample_tokens(latent, cond, activity, root, tail, temperature, rng,
-                                           self._lead_register_bias(plan))
+        tokens, base = self._sample_tokens(latent, cond, activity, root, tail, temperature, rng, lead_bias)
         held = tail[-1]
         tokens = self._clean(tokens, chord, held, plan.scale)
         # A track whose lead has not sung yet asks the decoder again, livelier, for this bar's lead,
@@ -785,11 +785,9 @@ class Composer:
         livelier = activity
         while not plan.motifs and not self._sounds(tokens[:, 0], 0, held) and livelier < N_ACTIVITY - 1:
             livelier += 1
-            cond = self._decoder.condition(root, quality, plan.mode, 0, self._style_vector(), livelier)
-            again, _ = self._sample_tokens(latent, cond, livelier, root, tail, temperature, rng,
-                                           self._lead_register_bias(plan))
-            tokens[:, 0] = again[:, 0]
-            tokens = self._clean(tokens, chord, held, plan.scale)
+            cond = self._decoder.condition(root, quality, plan.mode, 0, style, livelier)
+            again, _ = self._sample_tokens(latent, cond, livelier, root, tail, temperature, rng, lead_bias)
+            tokens[:, 0] = self._clean(again, chord, held, plan.scale)[:, 0]
         if self._sounds(tokens[:, 0], 0, held):
             if (tokens[:, 0] >= FIRST_PITCH_TOKEN).sum() >= MOTIF_MIN_ONSETS:
                 plan.motifs.append((chord, tokens[:, 0].copy()))
@@ -811,7 +809,7 @@ class Composer:
         root, quality = chord_parts(chord)
         if root >= 12:
             return
-        tones = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+        tones = _chord_tones(root, quality)
         low, high = PITCH_RANGES["lead"]
         for step in BEAT_STEPS:
             if lead[step] < FIRST_PITCH_TOKEN:
@@ -894,7 +892,7 @@ class Composer:
                track_scale: frozenset[int] = SCALE_PCS) -> np.ndarray:
         """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
         root, quality = chord_parts(chord)
-        chord_pcs = {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]} if root < 12 else set()
+        chord_pcs = _chord_tones(root, quality) if root < 12 else set()
         # Over a chord from outside the key its own tones replace the scale tones a semitone away
         # (G# over E7 in A minor: G would clash).
         foreign = chord_pcs - track_scale
@@ -1066,6 +1064,11 @@ class Composer:
             bars_in_track=bar.plan.bars,
             track_index=bar.plan.index,
         )
+
+
+def _chord_tones(root: int, quality: int) -> set[int]:
+    """The pitch classes of the chord on `root` (0-11) of quality index `quality`."""
+    return {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
 
 
 def _bass_pitch(pitch: int) -> int:
