@@ -135,6 +135,8 @@ def test_the_installed_unit_under_systemd_is_ready_reloads_recovers_and_stops_cl
     started = time.monotonic()
     ns.check("systemctl", "start", UNIT, timeout=180)
     start_seconds = time.monotonic() - started
+    # systemd's "Started" line reaches the journal a moment after `systemctl start` returns.
+    assert wait_for(lambda: "Started chiplofi" in ns.journal(), 10), ns.journal()[-3000:]
     journal = ns.journal()
     assert "buffer prefilled" in journal and journal.index("buffer prefilled") < journal.index("Started chiplofi"), \
         journal[-3000:]
