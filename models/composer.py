@@ -109,7 +109,9 @@ CHROMATIC: dict[int, dict[tuple[int, str], int | None]] = {
 # about the data's own share (lo-fi ~0.24, NES ~0.36 of chord changes), most of them borrowed
 # colours, as in the data, where few chromatic chords move a fifth down: secondary dominants get
 # no boost (at 0.5 NES resolved 0.27-0.30 of its chromatic chords a fifth down; the data 0.13).
-CHROMATIC_BOOST = {"borrowed": 2.25, "dominant": 0.0}
+# The style-balanced LSTM (models/README.md) proposes fewer borrowed chords than the one before it
+# (at 2.25 the blend's non-diatonic share fell to 0.21, the data's 0.35): 2.75.
+CHROMATIC_BOOST = {"borrowed": 2.75, "dominant": 0.0}
 
 # Section energy before the energy control moves it; the activity level 0..3 follows from it.
 SECTION_ENERGY = {"intro": 0.3, "A": 0.5, "B": 0.7, "A'": 0.6, "B'": 0.75, "C": 0.65, "A''": 0.6, "outro": 0.3}
@@ -132,6 +134,11 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, 16),), ((0, 14),), ((0, 12),), ((0, 8), (8, 8)), ((0, 6), (6, 10)), ((0, 10), (10, 6)),
 )
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
+# Lo-fi harmony strikes where the decoded harmony (the LSTM's latent, decoded) starts a note, at
+# least this many steps (half a bar) apart: the model chooses the comping rhythm bar by bar, one or
+# two long chords, and the patterns above stand in only under a silent decoded harmony.
+COMP_GAP = 8
+COMP_STRIKES = 2
 # Logits taken from the lead's last pitch, lo-fi → NES: a melody moves; holding is still free (NES
 # leads repeat a note in 17-25 % of their moves, the lo-fi loops in 4-9 %: at 3.0 NES came out at 7 %).
 REPEAT_PENALTY = (3.0, 1.5)
@@ -142,8 +149,9 @@ LOFI_ACTIVITY_DROP = 1.5  # activity levels lo-fi plays below the section's ener
 # before 3 ours played 2.1, and the style's notes per bar ran 35 % over the loops').
 LOFI_BASS_STEPS = (0, 8)
 # Steps lead and bass notes ring on into a rest in lo-fi (bass: a beat; two beats made the style's
-# mean note length 1.70 beats against the loops' 1.28).
-LOFI_RING = (2, 4)
+# mean note length 1.70 beats against the loops' 1.28; the lead: none since the style-balanced
+# LSTM, whose lo-fi bars hold their notes longer (with 2 steps: 1.72 beats, without 1.61).
+LOFI_RING = (0, 4)
 # Motif memory: the decoder leaves the lead silent in about a third of the bars its latents ask for
 # (lo-fi loops and pop have bars without melody), where one held chord tone used to stand in (55 %
 # of lo-fi bars had one lead note). Now, with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some
@@ -168,6 +176,14 @@ BEAT_STEPS = (0, 4, 8, 12)
 # of those bars are NES), lands within 0.10 of them too.
 ROOT_SHARE = {"lofi": 0.56, "nes": 0.34}
 ARPEGGIO_SPAN = (10, 5)  # semitones a NES arpeggio sweeps below / above the decoded note
+# Where the bass sits, lo-fi → NES (MIDI; it moves to the chord tone nearest its last note, pulled
+# back towards home by BASS_PULL per semitone away): the lo-fi loops' bass is the piano's left hand
+# (median MIDI 48-50, ours was 41), NES's triangle lower.
+BASS_HOME = (48.0, 40.0)
+BASS_PULL = 0.5
+# The lead's register, lo-fi → NES (MIDI): NES melodies sit high (real NES leads: mean MIDI 71-75);
+# the lo-fi loops' top line has a median of 72-74 (at 66 ours had 69).
+LEAD_CENTRE = (69.0, 72.0)
 BASS_FLOOR = 33  # MIDI A1 (55 Hz): lower bass notes move up an octave (small speakers drop them)
 LATENT_SOURCES = ("lstm", "noise")
 # How far a bar's latent strays from the LSTM's mean (scale of its predicted spread, times the
@@ -177,7 +193,9 @@ LATENT_SPREAD = (0.6, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
 # chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43
 # at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, seed 0: lo-fi 0.60 → 0.53, NES 0.52 → 0.53).
-TRACK_CHORD_BIAS = 2.0
+# The style-balanced LSTM's chords are more alike between tracks (σ 2.0: lo-fi 0.57, blend 0.60);
+# σ 2.5: lo-fi 0.53-0.55, NES 0.47-0.53, blend 0.45-0.55 (seeds 0-2).
+TRACK_CHORD_BIAS = 2.5
 # σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
 # favours its own scale degrees, the way a real melody has its characteristic notes.
 TRACK_PITCH_LEAN = 1.0
@@ -638,9 +656,10 @@ class Composer:
         root_share = (1.0 - blend) * ROOT_SHARE["lofi"] + blend * ROOT_SHARE["nes"]
         target_class = root if rng.random() < root_share else tones[int(rng.integers(1, len(tones)))]
         before = [token_to_pitch(2, t) for t in tail[:, 2] if t >= FIRST_PITCH_TOKEN]
-        near = before[-1] if before else 40
+        home = (1.0 - blend) * BASS_HOME[0] + blend * BASS_HOME[1]
+        near = before[-1] if before else home
         candidates = [p for p in range(max(low, BASS_FLOOR), high + 1) if p % 12 == target_class and p <= 55]
-        pitch = min(candidates, key=lambda p: (abs(p - near), p))
+        pitch = min(candidates, key=lambda p: (abs(p - near) + BASS_PULL * abs(p - home), p))
         column[0] = FIRST_PITCH_TOKEN + pitch - low
         if (column[1:] == REST).all():
             column[1:8] = HOLD  # a lone downbeat note lasts half a bar
@@ -715,12 +734,30 @@ class Composer:
                         if low <= bounced:
                             column[onsets[k]] = FIRST_PITCH_TOKEN + bounced - low
 
+    @staticmethod
+    def _comp_rhythm(decoded: np.ndarray, pattern: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """(start step, length) of a lo-fi bar's chord strikes: where the decoded harmony (16,)
+        starts notes, at least `COMP_GAP` steps apart and the first on the downbeat, each held to the
+        next; a bar whose decoded harmony is silent keeps the section's `pattern`."""
+        starts: list[int] = []
+        for step in np.flatnonzero(decoded >= FIRST_PITCH_TOKEN).tolist():
+            if not starts or step - starts[-1] >= COMP_GAP:
+                starts.append(step)
+        if not starts:
+            return pattern
+        if starts[0] != 0:
+            starts = [0] + [step for step in starts if step >= COMP_GAP]
+        starts = starts[:COMP_STRIKES]
+        ends = starts[1:] + [STEPS_PER_BAR]
+        return tuple((start, end - start) for start, end in zip(starts, ends, strict=True))
+
     def _comp_harmony(self, tokens: np.ndarray, chord: int, pattern: tuple[tuple[int, int], ...]) -> None:
-        """Lo-fi harmony: sustained strikes in the section's rhythm, the top note a chord tone
-        under the lead and above the bass (voiced wide by `_voice_harmony`)."""
+        """Lo-fi harmony: sustained strikes in the rhythm of the decoded harmony (`_comp_rhythm`),
+        the top note a chord tone under the lead and above the bass (voiced wide by `_voice_harmony`)."""
         root, quality = chord_parts(chord)
         if root >= 12:
             return
+        pattern = self._comp_rhythm(tokens[:, 1], pattern)
         tones = _chord_tones(root, quality)
         low, high = PITCH_RANGES["harmony"]
         bass = [token_to_pitch(2, t) for t in tokens[:, 2] if t >= FIRST_PITCH_TOKEN]
@@ -763,6 +800,12 @@ class Composer:
             base += 0.05 * bar_in_section
         return float(np.clip(base + (self.controls.energy - 0.5) * 0.8, 0.0, 1.0))
 
+    def _activity(self, plan: _Plan, energy: float, rng: np.random.Generator) -> int:
+        lofi = 1.0 - self.controls.style_blend
+        # Lo-fi plays fewer, longer notes: the activity level drops with the lo-fi share.
+        level = energy * (N_ACTIVITY - 1) + 0.25 - LOFI_ACTIVITY_DROP * lofi + 0.5 * plan.density
+        return int(np.clip(round(level), 0, N_ACTIVITY - 1))
+
     def _decode(self, latent: np.ndarray, chord: int, plan: _Plan, energy: float, rng: np.random.Generator,
                 tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (16, 4) and velocities (16, 4) of one bar, every voice sounding.
@@ -770,10 +813,7 @@ class Composer:
         `tail` (TAIL_STEPS, 4): the track's steps before this bar (rests before its start).
         """
         root, quality = chord_parts(chord)
-        lofi = 1.0 - self.controls.style_blend
-        # Lo-fi plays fewer, longer notes: the activity level drops with the lo-fi share.
-        level = energy * (N_ACTIVITY - 1) + 0.25 - LOFI_ACTIVITY_DROP * lofi + 0.5 * plan.density
-        activity = int(np.clip(round(level), 0, N_ACTIVITY - 1))
+        activity = self._activity(plan, energy, rng)
         style, lead_bias = self._style_vector(), self._lead_register_bias(plan)
         cond = self._decoder.condition(root, quality, plan.mode, 0, style, activity)
         temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
@@ -830,10 +870,11 @@ class Composer:
         return self._restated_lead(source, source_chord, chord)
 
     def _lead_register_bias(self, plan: _Plan) -> np.ndarray:
-        """(PITCHED_VOCAB,) logits added to the lead's: NES melodies sit high (mean ~MIDI 71), lo-fi
-        ones in the middle; each track leans a little its own way."""
+        """(PITCHED_VOCAB,) logits added to the lead's, centred on `LEAD_CENTRE`; each track leans
+        a little its own way."""
         low, _ = PITCH_RANGES["lead"]
-        centre = 66.0 + 6.0 * self.controls.style_blend + plan.register
+        blend = self.controls.style_blend
+        centre = (1.0 - blend) * LEAD_CENTRE[0] + blend * LEAD_CENTRE[1] + plan.register
         pitches = low + np.arange(PITCHED_VOCAB - FIRST_PITCH_TOKEN)
         bias = np.zeros(PITCHED_VOCAB)
         bias[FIRST_PITCH_TOKEN:] = -0.5 * ((pitches - centre) / 7.0) ** 2

@@ -152,6 +152,20 @@ def windows(seqs: SongSequences, window: int, offset_rng: np.random.Generator | 
     return result
 
 
+def balanced_windows(seqs: SongSequences, items: Sequence[tuple[int, int]], window: int, floor: float,
+                     max_repeats: int) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    """`items` (from `windows`) with each style's windows repeated until its bars make at least
+    `floor` of all the bars, at most `max_repeats` times; and the repeats per style index."""
+    styles = seqs.style.argmax(dim=1).tolist()
+    bars: dict[int, int] = {}
+    for song, first in items:
+        bars[styles[song]] = bars.get(styles[song], 0) + min(window, len(seqs.chords[song]) - first)
+    total = sum(bars.values())
+    repeats = {style: max(1, min(max_repeats, round(floor * total / count))) if count else 1
+               for style, count in sorted(bars.items())}
+    return [item for item in items for _ in range(repeats[styles[item[0]]])], repeats
+
+
 def window_batch(seqs: SongSequences, items: Sequence[tuple[int, int]], window: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The LSTM's batch of `items` (from `windows`): latents (B, window + 1, L) and chords

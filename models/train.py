@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -40,8 +41,8 @@ from models.baseline import bar_arrays, reconstruction_baselines
 from models.config import LSTMConfig, TrainConfig, VAEConfig
 from models.corpus import Corpus
 from models.data import load_corpus
-from models.errors import DataError, ModelError
-from models.finetune import InitialModels, load_initial_models
+from models.errors import CheckpointError, DataError, ModelError
+from models.finetune import InitialModels, init_directory, load_initial_models
 from models.fit import Budget, CheckpointKeeper, Dist, Epoch, Step, Validation, fit, new_state, saved_state
 from models.held_out import chord_bigram_nll, evaluate_lstm, evaluate_vae, held_out_figures
 from models.lstm import BarLSTM, sequence_losses
@@ -49,6 +50,7 @@ from models.split import split_corpus
 from models.tensors import (
     BarTensors,
     SongSequences,
+    balanced_windows,
     bar_tensors,
     encode_means,
     song_sequences,
@@ -56,6 +58,7 @@ from models.tensors import (
     window_batch,
     windows,
 )
+from models.tokens import STYLES
 from models.vae import BarVAE, kl_terms, reconstruction_loss
 
 log = logging.getLogger(__name__)
@@ -153,8 +156,9 @@ def _train_vae(vae: BarVAE, train_t: BarTensors, val_t: BarTensors, config: Trai
 def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, config: TrainConfig, out_dir: Path,
                 deadline: float, dist: Dist, resume: bool, progress: bool, data_hash: str,
                 extra_metrics: dict[str, Any]) -> dict[str, Any]:
-    """The LSTM's stage of `fit`: windows of every song at a random phase per epoch; kept by
-    held-out chord + latent NLL, at a constant learning rate. A run whose VAE changed starts over."""
+    """The LSTM's stage of `fit`: windows of every song at a random phase per epoch, the played
+    styles' repeated (`balanced_windows`); kept by held-out chord + latent NLL, at a constant
+    learning rate. A run whose VAE changed starts over."""
     model = dist.wrap(lstm)
     optimizer = torch.optim.AdamW(lstm.parameters(), lr=config.lstm_learning_rate, weight_decay=config.weight_decay)
     resume_dir = out_dir / "resume"
@@ -166,7 +170,11 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
 
     def epoch(state: dict[str, Any]) -> Epoch:
         rng = np.random.default_rng(config.seed * 1000 + state["epoch"])
-        items = windows(train_s, config.lstm_window, rng)
+        items, repeats = balanced_windows(train_s, windows(train_s, config.lstm_window, rng), config.lstm_window,
+                                          config.lstm_style_floor, config.lstm_style_repeats)
+        if state["epoch"] == 0:
+            log.info("LSTM: each epoch repeats the windows of %s", ", ".join(
+                f"{STYLES[style]} {count}x" for style, count in repeats.items()))
         order = rng.permutation(len(items))
 
         def train_batch(batch_number: int) -> Step:
@@ -236,18 +244,31 @@ def plot_losses(out_dir: Path) -> Path | None:
 def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
           config: TrainConfig | None = None, vae_config: VAEConfig | None = None,
           lstm_config: LSTMConfig | None = None, resume: bool = False, progress: bool = True,
-          corpus: Corpus | None = None, init_from: str | Path | None = None) -> TrainResult:
+          corpus: Corpus | None = None, init_from: str | Path | None = None,
+          vae_from: str | Path | None = None) -> TrainResult:
     """Train the VAE then the LSTM on `folders` (default: the shared data) into `out_dir`.
 
     `config.minutes` bounds the wall-clock time of both stages (data reading excluded);
     `max_epochs_*` bound the epochs. `corpus` skips reading folders (tests). `init_from` (a
     checkpoint directory, or `models.finetune.SHIPPED`) starts from its models, whose configs
     replace `vae_config` and `lstm_config` (see `models.finetune` for the settings to pair with it).
+    `vae_from` (a checkpoint directory) keeps that VAE as it is (copied into `out_dir`) and trains
+    only a new LSTM over its latents, with the whole budget.
     """
     config = config or TrainConfig()
+    if init_from is not None and vae_from is not None:
+        raise ModelError("give --init-from or --vae-from, not both")
     initial: InitialModels | None = load_initial_models(init_from) if init_from is not None else None
     if initial is not None:
         vae_config, lstm_config = initial.vae.config, initial.lstm.config
+    vae_dir = init_directory(vae_from) if vae_from is not None else None
+    kept_vae: BarVAE | None = None
+    if vae_dir is not None:
+        if not (vae_dir / "vae.json").is_file():
+            raise CheckpointError(f"--vae-from {vae_dir}: no VAE checkpoint (vae.json) there")
+        kept_vae, _ = ckpt.load_checkpoint(vae_dir, "vae")
+        vae_config = kept_vae.config
+        lstm_config = dataclasses.replace(lstm_config or LSTMConfig(), latent_dim=vae_config.latent_dim)
     vae_config = vae_config or VAEConfig()
     lstm_config = lstm_config or LSTMConfig(latent_dim=vae_config.latent_dim)
     if lstm_config.latent_dim != vae_config.latent_dim:
@@ -278,13 +299,24 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
             "folders": [str(f) for f in (folders or [])],  # [] = the shared default folders
             "data_hash": corpus.data_hash, "skipped": corpus.skipped,
             "init_from": {"directory": str(initial.directory), "vae_model_id": initial.vae_id,
-                          "lstm_model_id": initial.lstm_id} if initial else None}, indent=2))
+                          "lstm_model_id": initial.lstm_id} if initial else None,
+            "vae_from": {"directory": str(vae_dir), "vae_model_id": ckpt.read_info(vae_dir, "vae").model_id}
+            if vae_dir is not None else None}, indent=2))
 
     start = time.monotonic()
     budget = config.minutes * 60.0
-    vae = initial.vae if initial else BarVAE(vae_config)
-    vae_metrics = _train_vae(vae, train_t, val_t, config, out_dir, start + budget * config.vae_share,
-                             dist, resume, progress, corpus.data_hash)
+    if kept_vae is not None and vae_dir is not None:
+        vae = kept_vae
+        if dist.main:
+            for path in ckpt.paths(vae_dir, "vae"):
+                if path.resolve() != (out_dir / path.name).resolve():
+                    shutil.copyfile(path, out_dir / path.name)
+        vae_metrics = {f"val_{name}": value for name, value in evaluate_vae(vae, val_t).items()}
+        log.info("VAE kept from %s: held-out accuracy %.4f", vae_dir, vae_metrics["val_accuracy"])
+    else:
+        vae = initial.vae if initial else BarVAE(vae_config)
+        vae_metrics = _train_vae(vae, train_t, val_t, config, out_dir, start + budget * config.vae_share,
+                                 dist, resume, progress, corpus.data_hash)
 
     train_s = song_sequences(train_t, encode_means(vae, train_t))
     val_s = song_sequences(val_t, encode_means(vae, val_t))
@@ -324,7 +356,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         config = dataclasses.replace(config, max_epochs_vae=args.epochs, max_epochs_lstm=args.epochs)
     result = train(args.out, args.data, config=config, resume=args.resume, progress=not args.no_progress,
-                   init_from=args.init_from)
+                   init_from=args.init_from, vae_from=args.vae_from)
     if Dist().main:
         sys.stdout.write(summary_text(result))
         sys.stdout.flush()

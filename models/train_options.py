@@ -39,6 +39,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--init-from", nargs="?", const=SHIPPED, default=None, metavar="DIR",
                         help="fine-tune: start from the models in checkpoint directory DIR (given alone: the "
                              "shipped models), with smaller learning rates and the architecture of DIR")
+    parser.add_argument("--vae-from", nargs="?", const=SHIPPED, default=None, metavar="DIR",
+                        help="keep the VAE of checkpoint directory DIR (given alone: the shipped one) as it is and "
+                             "train only a new LSTM over its latents, with the whole budget (the shipped LSTM "
+                             "was made so, see models/README.md)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help=f"epoch limit per model (default: VAE {defaults.max_epochs_vae}, "
                              f"LSTM {defaults.max_epochs_lstm})")

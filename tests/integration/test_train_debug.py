@@ -8,11 +8,12 @@ import logging
 
 import pretty_midi
 import pytest
+import torch
 
 from models import checkpoint as ckpt
 from models.composer import Composer, Controls
 from models.debug import DEBUG_LSTM, DEBUG_TRAIN, DEBUG_VAE, synthetic_corpus, write_debug_checkpoint
-from models.errors import CheckpointError
+from models.errors import CheckpointError, ModelError
 from models.finetune import FINE_TUNE_LEARNING_RATE, fine_tuning_config
 from models.held_out import evaluate_lstm, evaluate_vae, held_out_figures
 from models.split import split_corpus
@@ -116,3 +117,26 @@ def test_init_from_a_missing_directory_names_it(tmp_path):
     with pytest.raises(CheckpointError, match="nowhere"):
         train(tmp_path / "out", config=DEBUG_TRAIN, corpus=synthetic_corpus(), progress=False,
               init_from=tmp_path / "nowhere")
+
+
+def test_vae_from_keeps_the_vae_and_trains_a_new_lstm_over_it(tmp_path):
+    corpus = synthetic_corpus(n_songs=12, bars_per_song=12)
+    config = dataclasses.replace(DEBUG_TRAIN, max_epochs_vae=1, max_epochs_lstm=1)
+    start = write_debug_checkpoint(tmp_path / "start", seed=3)
+    result = train(tmp_path / "new", config=config, corpus=corpus, progress=False, vae_from=start)
+    for name in ("vae.safetensors", "vae.json"):  # the very files: same weights, same model id
+        assert (tmp_path / "new" / name).read_bytes() == (start / name).read_bytes(), name
+    vae, lstm, cards = ckpt.load_models(tmp_path / "new")  # the pair loads: the LSTM reads this VAE
+    assert cards["lstm"].metrics["vae_model_id"] == ckpt.read_info(start, "vae").model_id
+    # A new LSTM, not the starting one.
+    _, old_lstm, _ = ckpt.load_models(start)
+    name = next(iter(lstm.state_dict()))
+    assert not torch.equal(lstm.state_dict()[name], old_lstm.state_dict()[name])
+    assert 0.0 <= result.vae_metrics["val_accuracy"] <= 1.0
+    assert not (tmp_path / "new" / "resume" / "vae.json").exists()  # the VAE was not trained
+    saved = json.loads((tmp_path / "new" / "train_config.json").read_text())
+    assert saved["vae_from"]["vae_model_id"] == cards["vae"].model_id
+    with pytest.raises(ModelError, match="not both"):
+        train(tmp_path / "both", config=config, corpus=corpus, progress=False, vae_from=start, init_from=start)
+    with pytest.raises(CheckpointError, match="nowhere"):
+        train(tmp_path / "none", config=config, corpus=corpus, progress=False, vae_from=tmp_path / "nowhere")

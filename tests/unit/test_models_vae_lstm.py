@@ -11,7 +11,7 @@ from models.debug import DEBUG_LSTM, DEBUG_VAE, debug_models, synthetic_corpus
 from models.inference import FastDecoder, FastLSTM, sample_from_logits
 from models.layout import CONTEXT_OFFSETS, N_CHORDS, TAIL_STEPS, chord_index, lstm_shapes, vae_shapes
 from models.lstm import BarLSTM, sequence_losses
-from models.tensors import bar_tensors, transpose_batch
+from models.tensors import SongSequences, balanced_windows, bar_tensors, transpose_batch, windows
 from models.tokens import STEPS_PER_BAR, STYLES, VOCAB_SIZES
 from models.vae import BarCondition, BarVAE, active_units, context_tokens, kl_terms, reconstruction_loss
 
@@ -211,3 +211,22 @@ def test_openmp_threads_wait_passively_unless_the_operator_says_otherwise():
         out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split("\n")[-2] == expected, out.stdout
+
+
+def test_balanced_windows_repeat_the_rare_styles_up_to_their_floor():
+    # Songs of 10 bars: eight "lakh", one NES, one lo-fi (style indices of STYLES).
+    styles = [2] * 8 + [STYLES.index("nes"), STYLES.index("lofi")]
+    seqs = SongSequences(latents=[torch.zeros(10, 4)] * 10, chords=[torch.zeros(10, dtype=torch.int64)] * 10,
+                         style=F.one_hot(torch.tensor(styles), len(STYLES)).float(),
+                         mode=torch.zeros(10, dtype=torch.int64))
+    items = windows(seqs, 4, None)  # windows at bars 0, 4, 8 of every song
+    balanced, repeats = balanced_windows(seqs, items, 4, floor=0.25, max_repeats=64)
+    # 100 bars, 10 of each rare style: round(0.25 * 100 / 10) = round(2.5) = 2 repeats each; the
+    # common style (80 bars) is never repeated.
+    assert repeats == {STYLES.index("lofi"): 2, STYLES.index("nes"): 2, 2: 1}
+    assert len(balanced) == len(items) + 2 * 3
+    assert balanced.count((9, 0)) == 2 and balanced.count((0, 0)) == 1
+    _, capped = balanced_windows(seqs, items, 4, floor=0.9, max_repeats=3)
+    assert capped[STYLES.index("lofi")] == 3
+    unchanged, ones = balanced_windows(seqs, items, 4, floor=0.0, max_repeats=64)
+    assert unchanged == items and set(ones.values()) == {1}
