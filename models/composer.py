@@ -135,10 +135,14 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
 )
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
 # Lo-fi harmony strikes where the decoded harmony (the LSTM's latent, decoded) starts a note, at
-# least this many steps (half a bar) apart: the model chooses the comping rhythm bar by bar, one or
-# two long chords, and the patterns above stand in only under a silent decoded harmony.
+# least COMP_GAP steps (half a bar) apart, at most COMP_STRIKES a bar, each sounding at most
+# COMP_HOLD steps: the model chooses the comping rhythm bar by bar, and the patterns above stand
+# in only under a silent decoded harmony. The lo-fi loops' top accompanying line plays 1.8 notes a
+# bar of 1.25 beats (held out; training loops 2.7 of 0.94); held to the next strike ours played
+# 1.5 of 2.6 beats, and the style's mean note length went over the loops' by more than 30 %.
 COMP_GAP = 8
 COMP_STRIKES = 2
+COMP_HOLD = 8
 # Logits taken from the lead's last pitch, lo-fi → NES: a melody moves; holding is still free (NES
 # leads repeat a note in 17-25 % of their moves, the lo-fi loops in 4-9 %: at 3.0 NES came out at 7 %).
 REPEAT_PENALTY = (3.0, 1.5)
@@ -149,9 +153,9 @@ LOFI_ACTIVITY_DROP = 1.5  # activity levels lo-fi plays below the section's ener
 # before 3 ours played 2.1, and the style's notes per bar ran 35 % over the loops').
 LOFI_BASS_STEPS = (0, 8)
 # Steps lead and bass notes ring on into a rest in lo-fi (bass: a beat; two beats made the style's
-# mean note length 1.70 beats against the loops' 1.28; the lead: none since the style-balanced
-# LSTM, whose lo-fi bars hold their notes longer (with 2 steps: 1.72 beats, without 1.61).
-LOFI_RING = (0, 4)
+# mean note length 1.70 beats against the loops' 1.28). The lead's 2 steps bring its notes to the
+# loops' length (0.74 beats; without them 0.59: a melody of plucks).
+LOFI_RING = (2, 4)
 # Motif memory: the decoder leaves the lead silent in about a third of the bars its latents ask for
 # (lo-fi loops and pop have bars without melody), where one held chord tone used to stand in (55 %
 # of lo-fi bars had one lead note). Now, with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some
@@ -188,8 +192,11 @@ BASS_FLOOR = 33  # MIDI A1 (55 Hz): lower bass notes move up an octave (small sp
 LATENT_SOURCES = ("lstm", "noise")
 # How far a bar's latent strays from the LSTM's mean (scale of its predicted spread, times the
 # temperature control), lo-fi → NES: NES bars drawn near the mean keep the dense 16th-note runs and
-# high register the LSTM predicts for the style, where wider draws fall back to the average bar.
-LATENT_SPREAD = (0.6, 0.35)
+# high register the LSTM predicts for the style, where wider draws fall back to the average bar;
+# lo-fi bars near it keep the loops' few pitches (value-overlap with the held-out loops at 0.3 /
+# 0.45 / 0.6 / 0.8, seeds 0-2: 0.52-0.55 / 0.52-0.55 / 0.52-0.55 / 0.52; over noise-z +0.08-0.10
+# / +0.09-0.12 / +0.08-0.10 / +0.07-0.10).
+LATENT_SPREAD = (0.45, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
 # chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43
 # at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, seed 0: lo-fi 0.60 → 0.53, NES 0.52 → 0.53).
@@ -197,8 +204,11 @@ LATENT_SPREAD = (0.6, 0.35)
 # σ 2.5: lo-fi 0.53-0.55, NES 0.47-0.53, blend 0.45-0.55 (seeds 0-2).
 TRACK_CHORD_BIAS = 2.5
 # σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
-# favours its own scale degrees, the way a real melody has its characteristic notes.
-TRACK_PITCH_LEAN = 1.0
+# favours its own scale degrees, the way a real melody has its characteristic notes (`chiplofi
+# eval`, seeds 0-2, track-to-track cosine, σ 1.0 / 1.25 / 1.5: lo-fi 0.51-0.56 / 0.50-0.55 /
+# 0.50-0.53; at 1.5 the lead leans on its favourite notes off the chord: consonance 0.799, NES
+# repeated lead notes 0.21, both over their goals; at 1.25 0.813 and 0.19).
+TRACK_PITCH_LEAN = 1.25
 
 
 @dataclass(frozen=True)
@@ -749,7 +759,7 @@ class Composer:
             starts = [0] + [step for step in starts if step >= COMP_GAP]
         starts = starts[:COMP_STRIKES]
         ends = starts[1:] + [STEPS_PER_BAR]
-        return tuple((start, end - start) for start, end in zip(starts, ends, strict=True))
+        return tuple((start, min(end - start, COMP_HOLD)) for start, end in zip(starts, ends, strict=True))
 
     def _comp_harmony(self, tokens: np.ndarray, chord: int, pattern: tuple[tuple[int, int], ...]) -> None:
         """Lo-fi harmony: sustained strikes in the rhythm of the decoded harmony (`_comp_rhythm`),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 from itertools import pairwise
 
+import numpy as np
 import pytest
 
-from models.composer import ComposedBar, Composer, Controls, parse_key
+from models.composer import COMP_HOLD, ComposedBar, Composer, Controls, parse_key
 from models.debug import debug_models
 from models.errors import ModelError
 from models.theory import MAJOR, MINOR
+from models.tokens import FIRST_PITCH_TOKEN
 from models.voices import VOICES
 
 
@@ -188,7 +190,6 @@ def test_a_bar_left_without_melody_takes_up_a_motif_of_its_track(monkeypatch):
     """Every third bar the decoder leaves the lead silent: at NES style (MOTIF_FILL 1.0) such a bar
     restates one of the track's recent decoded lead bars moved onto its chord, instead of the one
     held chord tone that stood in before."""
-    import numpy as np
 
     from models import composer as composer_module
     from models.tokens import FIRST_PITCH_TOKEN, REST
@@ -314,3 +315,16 @@ def test_lead_notes_on_the_beats_are_chord_tones():
                     on_beats += 1
                     assert pitch % 12 in tones, (bar.chord, pitch, start)
         assert on_beats >= 40
+
+
+def test_lofi_comping_follows_the_decoded_harmony_rhythm():
+    rhythm = Composer._comp_rhythm
+    column = np.zeros(16, dtype=np.int64)
+    pattern = ((0, 8), (8, 8))
+    assert rhythm(column, pattern) == pattern  # a silent decoded harmony keeps the section's pattern
+    column[[0, 2, 6, 10, 12]] = FIRST_PITCH_TOKEN + 20
+    # Strikes at least half a bar apart, at most two, each held at most COMP_HOLD steps.
+    assert rhythm(column, pattern) == ((0, min(10, COMP_HOLD)), (10, min(6, COMP_HOLD)))
+    late = np.zeros(16, dtype=np.int64)
+    late[[3, 12]] = FIRST_PITCH_TOKEN + 20
+    assert rhythm(late, pattern) == ((0, min(12, COMP_HOLD)), (12, 4))  # the bar's chord starts on one
