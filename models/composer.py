@@ -134,14 +134,14 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, 16),), ((0, 14),), ((0, 12),), ((0, 8), (8, 8)), ((0, 6), (6, 10)), ((0, 10), (10, 6)),
 )
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
-# Lo-fi harmony strikes where the decoded harmony (the LSTM's latent, decoded) starts a note, at
-# least COMP_GAP steps (half a bar) apart, at most COMP_STRIKES a bar, each sounding at most
-# COMP_HOLD steps: the model chooses the comping rhythm bar by bar, and the patterns above stand
-# in only under a silent decoded harmony. The lo-fi loops' top accompanying line plays 1.8 notes a
-# bar of 1.25 beats (held out; training loops 2.7 of 0.94); held to the next strike ours played
-# 1.5 of 2.6 beats, and the style's mean note length went over the loops' by more than 30 %.
+# Lo-fi harmony strikes on the downbeat, then where the decoded harmony (the LSTM's latent,
+# decoded) starts a note at least COMP_GAP steps (half a bar) after the last strike, so one or two
+# a bar, each sounding at most COMP_HOLD steps: the model chooses the comping rhythm bar by bar, and
+# the patterns above stand in only under a silent decoded harmony. The lo-fi loops' top
+# accompanying line plays 1.8 notes a bar of 1.25 beats (held out; training loops 2.7 of 0.94);
+# held to the next strike ours played 1.5 of 2.6 beats, and the style's mean note length went over
+# the loops' by more than 30 %.
 COMP_GAP = 8
-COMP_STRIKES = 2
 COMP_HOLD = 8
 # Logits taken from the lead's last pitch, lo-fi → NES: a melody moves; holding is still free (NES
 # leads repeat a note in 17-25 % of their moves, the lo-fi loops in 4-9 %: at 3.0 NES came out at 7 %).
@@ -200,14 +200,14 @@ LATENT_SPREAD = (0.45, 0.35)
 # σ of a per-track bias (N(0, σ²) per chord) on the LSTM's chord logits: each track leans to its own
 # chords, as real pieces do (`chiplofi eval`, track-to-track pitch-class-transition cosine: NES 0.57 → 0.43
 # at σ 1.0; σ 2.0 with TRACK_PITCH_LEAN, 60 min per style, seed 0: lo-fi 0.60 → 0.53, NES 0.52 → 0.53).
-# The style-balanced LSTM's chords are more alike between tracks (σ 2.0: lo-fi 0.57, blend 0.60);
-# σ 2.5: lo-fi 0.53-0.55, NES 0.47-0.53, blend 0.45-0.55 (seeds 0-2).
+# The style-balanced LSTM's chords are more alike between tracks (σ 2.0, seed 0: lo-fi 0.57, blend
+# 0.60): σ 2.5, with the lead's lean below (seeds 0-2: lo-fi 0.50-0.55, NES 0.47-0.51).
 TRACK_CHORD_BIAS = 2.5
 # σ of a per-track lean (N(0, σ²) logits per pitch class of the key) of the lead: each track's tune
 # favours its own scale degrees, the way a real melody has its characteristic notes (`chiplofi
 # eval`, seeds 0-2, track-to-track cosine, σ 1.0 / 1.25 / 1.5: lo-fi 0.51-0.56 / 0.50-0.55 /
 # 0.50-0.53; at 1.5 the lead leans on its favourite notes off the chord: consonance 0.799, NES
-# repeated lead notes 0.21, both over their goals; at 1.25 0.813 and 0.19).
+# repeated lead notes 0.21, both over their goals; at 1.25 0.813 and 0.196).
 TRACK_PITCH_LEAN = 1.25
 
 
@@ -662,11 +662,10 @@ class Composer:
         column = tokens[:, 2]
         low, high = PITCH_RANGES["bass"]
         tones = [(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]][:3]]
-        blend = self.controls.style_blend
-        root_share = (1.0 - blend) * ROOT_SHARE["lofi"] + blend * ROOT_SHARE["nes"]
+        root_share = self._by_style((ROOT_SHARE["lofi"], ROOT_SHARE["nes"]))
         target_class = root if rng.random() < root_share else tones[int(rng.integers(1, len(tones)))]
         before = [token_to_pitch(2, t) for t in tail[:, 2] if t >= FIRST_PITCH_TOKEN]
-        home = (1.0 - blend) * BASS_HOME[0] + blend * BASS_HOME[1]
+        home = self._by_style(BASS_HOME)
         near = before[-1] if before else home
         candidates = [p for p in range(max(low, BASS_FLOOR), high + 1) if p % 12 == target_class and p <= 55]
         pitch = min(candidates, key=lambda p: (abs(p - near) + BASS_PULL * abs(p - home), p))
@@ -746,18 +745,17 @@ class Composer:
 
     @staticmethod
     def _comp_rhythm(decoded: np.ndarray, pattern: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-        """(start step, length) of a lo-fi bar's chord strikes: where the decoded harmony (16,)
-        starts notes, at least `COMP_GAP` steps apart and the first on the downbeat, each held to the
-        next; a bar whose decoded harmony is silent keeps the section's `pattern`."""
-        starts: list[int] = []
-        for step in np.flatnonzero(decoded >= FIRST_PITCH_TOKEN).tolist():
-            if not starts or step - starts[-1] >= COMP_GAP:
+        """(start step, length) of a lo-fi bar's chord strikes: one on the downbeat, then one where
+        the decoded harmony (16,) starts a note at least `COMP_GAP` steps after the last strike; a
+        bar whose decoded harmony is silent keeps the section's `pattern`. No strike sounds longer
+        than `COMP_HOLD` steps."""
+        onsets = np.flatnonzero(decoded >= FIRST_PITCH_TOKEN).tolist()
+        if not onsets:
+            return tuple((start, min(length, COMP_HOLD)) for start, length in pattern)
+        starts = [0]
+        for step in onsets:
+            if step - starts[-1] >= COMP_GAP:
                 starts.append(step)
-        if not starts:
-            return pattern
-        if starts[0] != 0:
-            starts = [0] + [step for step in starts if step >= COMP_GAP]
-        starts = starts[:COMP_STRIKES]
         ends = starts[1:] + [STEPS_PER_BAR]
         return tuple((start, min(end - start, COMP_HOLD)) for start, end in zip(starts, ends, strict=True))
 
@@ -797,10 +795,7 @@ class Composer:
         if self.latent_source == "noise":
             return rng.standard_normal(self._decoder.latent_dim).astype(np.float32)
         mu, logvar = self._fast_lstm.latent_distribution(output, chord)
-        lofi_spread, nes_spread = LATENT_SPREAD
-        blend = self.controls.style_blend
-        spread = (1.0 - blend) * lofi_spread + blend * nes_spread
-        return sample_latent(mu, logvar, spread * self.controls.temperature, rng)
+        return sample_latent(mu, logvar, self._by_style(LATENT_SPREAD) * self.controls.temperature, rng)
 
     def _energy(self, label: str, bar_in_section: int, n_bars: int) -> float:
         base = SECTION_ENERGY.get(label, 0.5)
@@ -810,9 +805,15 @@ class Composer:
             base += 0.05 * bar_in_section
         return float(np.clip(base + (self.controls.energy - 0.5) * 0.8, 0.0, 1.0))
 
-    def _activity(self, plan: _Plan, energy: float, rng: np.random.Generator) -> int:
+    def _by_style(self, pair: tuple[float, float]) -> float:
+        """A setting given for (lo-fi, NES), at the controls' style blend."""
+        blend = self.controls.style_blend
+        return (1.0 - blend) * pair[0] + blend * pair[1]
+
+    def _activity(self, plan: _Plan, energy: float) -> int:
+        """The decoder's activity level 0..3 for a bar: the section's energy; lo-fi plays fewer,
+        longer notes (the level drops with the lo-fi share); the track's own density."""
         lofi = 1.0 - self.controls.style_blend
-        # Lo-fi plays fewer, longer notes: the activity level drops with the lo-fi share.
         level = energy * (N_ACTIVITY - 1) + 0.25 - LOFI_ACTIVITY_DROP * lofi + 0.5 * plan.density
         return int(np.clip(round(level), 0, N_ACTIVITY - 1))
 
@@ -823,7 +824,7 @@ class Composer:
         `tail` (TAIL_STEPS, 4): the track's steps before this bar (rests before its start).
         """
         root, quality = chord_parts(chord)
-        activity = self._activity(plan, energy, rng)
+        activity = self._activity(plan, energy)
         style, lead_bias = self._style_vector(), self._lead_register_bias(plan)
         cond = self._decoder.condition(root, quality, plan.mode, 0, style, activity)
         temperature = float(np.clip(0.5 * self.controls.temperature, 0.05, 1.5))
@@ -842,7 +843,7 @@ class Composer:
             if (tokens[:, 0] >= FIRST_PITCH_TOKEN).sum() >= MOTIF_MIN_ONSETS:
                 plan.motifs.append((chord, tokens[:, 0].copy()))
                 del plan.motifs[:-MOTIF_MEMORY]
-        elif plan.motifs and rng.random() < MOTIF_FILL[0] + self.controls.style_blend * (MOTIF_FILL[1] - MOTIF_FILL[0]):
+        elif plan.motifs and rng.random() < self._by_style(MOTIF_FILL):
             tokens[:, 0] = self._motif_lead(plan.motifs, chord, rng)
             tokens = self._clean(tokens, chord, held, plan.scale)
         self._chord_tones_on_beats(tokens[:, 0], chord)
@@ -883,8 +884,7 @@ class Composer:
         """(PITCHED_VOCAB,) logits added to the lead's, centred on `LEAD_CENTRE`; each track leans
         a little its own way."""
         low, _ = PITCH_RANGES["lead"]
-        blend = self.controls.style_blend
-        centre = (1.0 - blend) * LEAD_CENTRE[0] + blend * LEAD_CENTRE[1] + plan.register
+        centre = self._by_style(LEAD_CENTRE) + plan.register
         pitches = low + np.arange(PITCHED_VOCAB - FIRST_PITCH_TOKEN)
         bias = np.zeros(PITCHED_VOCAB)
         bias[FIRST_PITCH_TOKEN:] = -0.5 * ((pitches - centre) / 7.0) ** 2
@@ -908,8 +908,8 @@ class Composer:
         offsets = np.array(CONTEXT_OFFSETS)
         draws = rng.random((STEPS_PER_BAR, 4))
         last_pitch = np.full(3, -1, dtype=np.int64)  # each pitched voice's last onset (pitch index)
-        window = round(RECENT_WINDOW[0] + self.controls.style_blend * (RECENT_WINDOW[1] - RECENT_WINDOW[0]))
-        repeat_penalty = REPEAT_PENALTY[0] + self.controls.style_blend * (REPEAT_PENALTY[1] - REPEAT_PENALTY[0])
+        window = round(self._by_style(RECENT_WINDOW))
+        repeat_penalty = self._by_style(REPEAT_PENALTY)
         recent: deque[int] = deque(maxlen=window)  # the lead's last onsets (pitch index)
         for position in range(TAIL_STEPS):
             onsets = tail[position, :3] >= FIRST_PITCH_TOKEN

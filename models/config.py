@@ -59,9 +59,10 @@ class TrainConfig:
     learning_rate: float = 2e-3
     lstm_learning_rate: float = 2e-3
     lstm_latent_weight: float = 0.1  # latent NLL (nats, summed over dimensions) against chord NLL
-    # The stream plays lo-fi and NES, which are 0.3 % and 2.8 % of the LSTM's training bars (the rest
-    # is Lakh, pop and game arrangements): each epoch repeats a style's windows until it makes at
-    # least this share of the epoch's bars, at most `lstm_style_repeats` times (lo-fi 48×, NES 5×).
+    # The stream plays lo-fi and NES, which are 0.4 % and 3.5 % of the LSTM's training bars (the rest
+    # is Lakh, pop and game arrangements): each epoch repeats a style's windows until they bring
+    # about this share of the unbalanced epoch's bars, at most `lstm_style_repeats` times
+    # (`tensors.balanced_windows`; lo-fi 47-48×, NES 5×: then about 12 % and 11 % of the epoch).
     # Unbalanced, the LSTM's lo-fi latents did no better than N(0, 1) noise (`chiplofi eval`).
     lstm_style_floor: float = 0.15
     lstm_style_repeats: int = 64

@@ -154,8 +154,9 @@ def windows(seqs: SongSequences, window: int, offset_rng: np.random.Generator | 
 
 def balanced_windows(seqs: SongSequences, items: Sequence[tuple[int, int]], window: int, floor: float,
                      max_repeats: int) -> tuple[list[tuple[int, int]], dict[int, int]]:
-    """`items` (from `windows`) with each style's windows repeated until its bars make at least
-    `floor` of all the bars, at most `max_repeats` times; and the repeats per style index."""
+    """`items` (from `windows`) with each style's windows repeated round(floor × B / b) times, at
+    least once and at most `max_repeats` times (B: the bars of all the windows, b: the style's), so a
+    rare style brings about `floor` × B bars to the epoch; and the repeats per style index."""
     styles = seqs.style.argmax(dim=1).tolist()
     bars: dict[int, int] = {}
     for song, first in items:

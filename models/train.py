@@ -42,7 +42,7 @@ from models.config import LSTMConfig, TrainConfig, VAEConfig
 from models.corpus import Corpus
 from models.data import load_corpus
 from models.errors import CheckpointError, DataError, ModelError
-from models.finetune import InitialModels, init_directory, load_initial_models
+from models.finetune import SHIPPED, InitialModels, init_directory, load_initial_models
 from models.fit import Budget, CheckpointKeeper, Dist, Epoch, Step, Validation, fit, new_state, saved_state
 from models.held_out import chord_bigram_nll, evaluate_lstm, evaluate_vae, held_out_figures
 from models.lstm import BarLSTM, sequence_losses
@@ -172,9 +172,8 @@ def _train_lstm(lstm: BarLSTM, train_s: SongSequences, val_s: SongSequences, con
         rng = np.random.default_rng(config.seed * 1000 + state["epoch"])
         items, repeats = balanced_windows(train_s, windows(train_s, config.lstm_window, rng), config.lstm_window,
                                           config.lstm_style_floor, config.lstm_style_repeats)
-        if state["epoch"] == 0:
-            log.info("LSTM: each epoch repeats the windows of %s", ", ".join(
-                f"{STYLES[style]} {count}x" for style, count in repeats.items()))
+        log.info("LSTM epoch %d repeats the windows of %s", state["epoch"] + 1, ", ".join(
+            f"{STYLES[style]} {count}x" for style, count in repeats.items()))
         order = rng.permutation(len(items))
 
         def train_batch(batch_number: int) -> Step:
@@ -241,6 +240,52 @@ def plot_losses(out_dir: Path) -> Path | None:
     return path
 
 
+@dataclass
+class KeptVAE:
+    """The VAE of `--vae-from`: trained elsewhere, kept as it is."""
+
+    vae: BarVAE
+    directory: Path
+    named: str  # as the command named it: a directory, or SHIPPED
+    model_id: str
+    data_hash: str
+
+    def install(self, out_dir: Path, val_t: BarTensors, data_hash: str) -> dict[str, Any]:
+        """Copy its files into `out_dir` (a stale VAE training state there is removed, so a resume
+        or the loss curves never mix it in) and return its figures on this run's held-out bars."""
+        for path in ckpt.paths(self.directory, "vae"):
+            if path.resolve() != (out_dir / path.name).resolve():
+                shutil.copyfile(path, out_dir / path.name)
+        stale = out_dir / "resume" / "vae.json"
+        if stale.exists():
+            log.info("removing %s: the VAE is kept from %s, not trained here", stale, self.directory)
+            stale.unlink()
+        if self.data_hash != data_hash:
+            log.warning("the kept VAE was trained on other data (hash %s, these folders %s): its held-out "
+                        "figures may include songs it trained on", self.data_hash, data_hash)
+        metrics = {f"val_{name}": value for name, value in evaluate_vae(self.vae, val_t).items()}
+        log.info("VAE kept from %s: held-out accuracy %.4f", self.directory, metrics["val_accuracy"])
+        return metrics
+
+
+def _load_kept_vae(named: str | Path) -> KeptVAE:
+    directory = init_directory(named)
+    if not (directory / "vae.json").is_file():
+        raise CheckpointError(f"--vae-from {directory}: no VAE checkpoint (vae.json) there")
+    vae, info = ckpt.load_checkpoint(directory, "vae")
+    return KeptVAE(vae, directory, str(named) if str(named) == SHIPPED else str(directory), info.model_id,
+                   info.data_hash)
+
+
+def _recorded_vae_from(out_dir: Path) -> str | None:
+    """The `--vae-from` an interrupted run in `out_dir` was started with (None: it trained its VAE)."""
+    record = out_dir / "train_config.json"
+    if not record.is_file():
+        return None
+    kept = json.loads(record.read_text()).get("vae_from")
+    return kept["directory"] if kept else None
+
+
 def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
           config: TrainConfig | None = None, vae_config: VAEConfig | None = None,
           lstm_config: LSTMConfig | None = None, resume: bool = False, progress: bool = True,
@@ -252,28 +297,26 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
     `max_epochs_*` bound the epochs. `corpus` skips reading folders (tests). `init_from` (a
     checkpoint directory, or `models.finetune.SHIPPED`) starts from its models, whose configs
     replace `vae_config` and `lstm_config` (see `models.finetune` for the settings to pair with it).
-    `vae_from` (a checkpoint directory) keeps that VAE as it is (copied into `out_dir`) and trains
-    only a new LSTM over its latents, with the whole budget.
+    `vae_from` (a checkpoint directory, or SHIPPED) keeps that VAE as it is (copied into `out_dir`)
+    and trains only a new LSTM over its latents, with the whole budget; a resumed run keeps the
+    VAE its first start named.
     """
     config = config or TrainConfig()
+    out_dir = Path(out_dir)
     if init_from is not None and vae_from is not None:
         raise ModelError("give --init-from or --vae-from, not both")
     initial: InitialModels | None = load_initial_models(init_from) if init_from is not None else None
     if initial is not None:
         vae_config, lstm_config = initial.vae.config, initial.lstm.config
-    vae_dir = init_directory(vae_from) if vae_from is not None else None
-    kept_vae: BarVAE | None = None
-    if vae_dir is not None:
-        if not (vae_dir / "vae.json").is_file():
-            raise CheckpointError(f"--vae-from {vae_dir}: no VAE checkpoint (vae.json) there")
-        kept_vae, _ = ckpt.load_checkpoint(vae_dir, "vae")
-        vae_config = kept_vae.config
-        lstm_config = dataclasses.replace(lstm_config or LSTMConfig(), latent_dim=vae_config.latent_dim)
+    if vae_from is None and resume:
+        vae_from = _recorded_vae_from(out_dir)
+    kept_vae = _load_kept_vae(vae_from) if vae_from is not None else None
+    if kept_vae is not None:
+        vae_config = kept_vae.vae.config
     vae_config = vae_config or VAEConfig()
     lstm_config = lstm_config or LSTMConfig(latent_dim=vae_config.latent_dim)
     if lstm_config.latent_dim != vae_config.latent_dim:
         raise ModelError("the LSTM's latent_dim must equal the VAE's")
-    out_dir = Path(out_dir)
     dist = Dist()
     torch.manual_seed(config.seed)
     if config.threads > 0:
@@ -300,19 +343,14 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
             "data_hash": corpus.data_hash, "skipped": corpus.skipped,
             "init_from": {"directory": str(initial.directory), "vae_model_id": initial.vae_id,
                           "lstm_model_id": initial.lstm_id} if initial else None,
-            "vae_from": {"directory": str(vae_dir), "vae_model_id": ckpt.read_info(vae_dir, "vae").model_id}
-            if vae_dir is not None else None}, indent=2))
+            "vae_from": {"directory": kept_vae.named, "vae_model_id": kept_vae.model_id} if kept_vae else None},
+            indent=2))
 
     start = time.monotonic()
     budget = config.minutes * 60.0
-    if kept_vae is not None and vae_dir is not None:
-        vae = kept_vae
-        if dist.main:
-            for path in ckpt.paths(vae_dir, "vae"):
-                if path.resolve() != (out_dir / path.name).resolve():
-                    shutil.copyfile(path, out_dir / path.name)
-        vae_metrics = {f"val_{name}": value for name, value in evaluate_vae(vae, val_t).items()}
-        log.info("VAE kept from %s: held-out accuracy %.4f", vae_dir, vae_metrics["val_accuracy"])
+    if kept_vae is not None:
+        vae = kept_vae.vae
+        vae_metrics = kept_vae.install(out_dir, val_t, corpus.data_hash) if dist.main else {}
     else:
         vae = initial.vae if initial else BarVAE(vae_config)
         vae_metrics = _train_vae(vae, train_t, val_t, config, out_dir, start + budget * config.vae_share,
@@ -320,7 +358,7 @@ def train(out_dir: str | Path, folders: Sequence[str | Path] | None = None, *,
 
     train_s = song_sequences(train_t, encode_means(vae, train_t))
     val_s = song_sequences(val_t, encode_means(vae, val_t))
-    vae_id = ckpt.read_info(out_dir, "vae").model_id
+    vae_id = kept_vae.model_id if kept_vae else ckpt.read_info(out_dir, "vae").model_id
     extra = {"vae_model_id": vae_id, "val_chord_bigram_nll": chord_bigram_nll(train_s, val_s)}
     torch.manual_seed(config.seed + 1)
     lstm = initial.lstm if initial else BarLSTM(lstm_config)

@@ -21,6 +21,9 @@ scratch: `chiplofi train --data MYFOLDER --out DIR --init-from` (a budget of 8 m
 took 95 s on 2 busy cores; the summary shows the figures before and after on MYFOLDER's held-out
 files).
 
+To train only a new LSTM over a VAE one already has (the shipped LSTM was made so, over the
+shipped VAE): `chiplofi train --vae-from [DIR] --out NEWDIR` (the VAE's files are copied as they are).
+
 More machines: torchrun --nproc_per_node=N -m models.train --out DIR [options]
 (data-parallel, gloo backend, CPU)."""
 
@@ -34,7 +37,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory for the checkpoints and loss_curves.png")
     parser.add_argument("--minutes", type=float, default=None,
-                        help=f"wall-clock budget for both models (default {defaults.minutes:g}, with --init-from "
+                        help=f"wall-clock budget for both models, the LSTM's alone with --vae-from (default "
+                             f"{defaults.minutes:g}, with --init-from "
                              f"{FINE_TUNE_MINUTES:g}; reading the data not counted)")
     parser.add_argument("--init-from", nargs="?", const=SHIPPED, default=None, metavar="DIR",
                         help="fine-tune: start from the models in checkpoint directory DIR (given alone: the "

@@ -320,11 +320,18 @@ def test_lead_notes_on_the_beats_are_chord_tones():
 def test_lofi_comping_follows_the_decoded_harmony_rhythm():
     rhythm = Composer._comp_rhythm
     column = np.zeros(16, dtype=np.int64)
-    pattern = ((0, 8), (8, 8))
-    assert rhythm(column, pattern) == pattern  # a silent decoded harmony keeps the section's pattern
-    column[[0, 2, 6, 10, 12]] = FIRST_PITCH_TOKEN + 20
-    # Strikes at least half a bar apart, at most two, each held at most COMP_HOLD steps.
+    pattern = ((0, 16),)
+    assert rhythm(column, pattern) == ((0, COMP_HOLD),)  # a silent decoded harmony: the section's pattern
+    column[[2, 6, 10, 12]] = FIRST_PITCH_TOKEN + 20
+    # One strike on the downbeat, the next where a decoded note starts half a bar after it.
     assert rhythm(column, pattern) == ((0, min(10, COMP_HOLD)), (10, min(6, COMP_HOLD)))
-    late = np.zeros(16, dtype=np.int64)
-    late[[3, 12]] = FIRST_PITCH_TOKEN + 20
-    assert rhythm(late, pattern) == ((0, min(12, COMP_HOLD)), (12, 4))  # the bar's chord starts on one
+    column[:] = 0
+    column[[2, 8]] = FIRST_PITCH_TOKEN + 20  # the gap counts from the downbeat, not the first decoded note
+    assert rhythm(column, pattern) == ((0, min(8, COMP_HOLD)), (8, min(8, COMP_HOLD)))
+
+
+def test_lofi_chords_sound_at_most_comp_hold_steps():
+    for bar in compose(24, style_blend=0.0, seed=4):
+        if bar.section == "outro":
+            continue  # the track's last chord rings out
+        assert all(note[3] <= COMP_HOLD for note in bar.notes if note[0] == "harmony"), bar

@@ -213,20 +213,23 @@ def test_openmp_threads_wait_passively_unless_the_operator_says_otherwise():
         assert out.stdout.split("\n")[-2] == expected, out.stdout
 
 
-def test_balanced_windows_repeat_the_rare_styles_up_to_their_floor():
-    # Songs of 10 bars: eight "lakh", one NES, one lo-fi (style indices of STYLES).
-    styles = [2] * 8 + [STYLES.index("nes"), STYLES.index("lofi")]
-    seqs = SongSequences(latents=[torch.zeros(10, 4)] * 10, chords=[torch.zeros(10, dtype=torch.int64)] * 10,
+def test_balanced_windows_repeat_the_rare_styles_by_their_bars():
+    # Eight "lakh" songs of 10 bars, one NES song of 10, one lo-fi song of 3 (style indices of STYLES).
+    lofi, nes = STYLES.index("lofi"), STYLES.index("nes")
+    styles = [2] * 8 + [nes, lofi]
+    lengths = [10] * 9 + [3]
+    seqs = SongSequences(latents=[torch.zeros(n, 4) for n in lengths],
+                         chords=[torch.zeros(n, dtype=torch.int64) for n in lengths],
                          style=F.one_hot(torch.tensor(styles), len(STYLES)).float(),
                          mode=torch.zeros(10, dtype=torch.int64))
-    items = windows(seqs, 4, None)  # windows at bars 0, 4, 8 of every song
-    balanced, repeats = balanced_windows(seqs, items, 4, floor=0.25, max_repeats=64)
-    # 100 bars, 10 of each rare style: round(0.25 * 100 / 10) = round(2.5) = 2 repeats each; the
-    # common style (80 bars) is never repeated.
-    assert repeats == {STYLES.index("lofi"): 2, STYLES.index("nes"): 2, 2: 1}
-    assert len(balanced) == len(items) + 2 * 3
-    assert balanced.count((9, 0)) == 2 and balanced.count((0, 0)) == 1
+    items = windows(seqs, 4, None)  # windows at bars 0, 4, 8 of the long songs, one of the short one
+    balanced, repeats = balanced_windows(seqs, items, 4, floor=0.2, max_repeats=64)
+    # 93 bars: NES brings 10 → round(0.2 * 93 / 10) = 2 repeats; lo-fi 3 bars → round(6.2) = 6 (counted
+    # by bars, not by windows: its one window would give round(0.2 * 25 / 1) = 5).
+    assert repeats == {lofi: 6, nes: 2, 2: 1}
+    assert len(balanced) == len(items) + (2 - 1) * 3 + (6 - 1) * 1
+    assert balanced.count((9, 0)) == 6 and balanced.count((8, 4)) == 2 and balanced.count((0, 0)) == 1
     _, capped = balanced_windows(seqs, items, 4, floor=0.9, max_repeats=3)
-    assert capped[STYLES.index("lofi")] == 3
+    assert capped[lofi] == 3
     unchanged, ones = balanced_windows(seqs, items, 4, floor=0.0, max_repeats=64)
     assert unchanged == items and set(ones.values()) == {1}
