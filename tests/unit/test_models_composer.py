@@ -335,3 +335,33 @@ def test_lofi_chords_sound_at_most_comp_hold_steps():
         if bar.section == "outro":
             continue  # the track's last chord rings out
         assert all(note[3] <= COMP_HOLD for note in bar.notes if note[0] == "harmony"), bar
+
+
+@pytest.mark.parametrize("style_blend, asks_again", [(1.0, True), (0.0, False)])
+def test_a_one_note_lead_asks_the_decoder_again_livelier_in_nes(monkeypatch, style_blend, asks_again):
+    """A decoder whose lead plays one note at the bar's activity and a run of notes one level up:
+    NES (LEAD_MIN_ONSETS 3) takes the livelier lead, lo-fi (1) keeps its single note."""
+    from models.tokens import REST
+
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=3, style_blend=style_blend))
+    decoded = composer._sample_tokens
+    asked: list[object] = []  # the latent of each ask: a bar asked again passes the same latent
+
+    def one_note_then_a_run(latent, cond, activity, *args, **kwargs):
+        tokens, base = decoded(latent, cond, activity, *args, **kwargs)
+        again = bool(asked) and asked[-1] is latent
+        asked.append(latent)
+        lead = np.full(16, REST)
+        steps = [0, 4, 8, 12] if again else [0]
+        lead[steps] = FIRST_PITCH_TOKEN + 20 + np.arange(len(steps))
+        tokens[:, 0] = lead
+        return tokens, base
+
+    monkeypatch.setattr(composer, "_sample_tokens", one_note_then_a_run)
+    bars = list(itertools.islice(composer, 12))
+    onsets = [len([n for n in bar.notes if n[0] == "lead"]) for bar in bars[2:]]  # after the intro's first bars
+    if asks_again:
+        assert min(onsets) >= 2
+    else:
+        assert set(onsets) == {1}
