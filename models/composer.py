@@ -36,7 +36,7 @@ from models import checkpoint as ckpt
 from models.errors import ModelError
 from models.inference import FastDecoder, FastLSTM, FastState, sample_from_logits, sample_latent
 from models.layout import CONTEXT_OFFSETS, N_ACTIVITY, N_CHORDS, TAIL_STEPS, chord_index, chord_parts
-from models.theory import CHORD_INTERVALS, CHORD_QUALITIES, MAJOR, MINOR, chord_name, key_name, parse_key
+from models.theory import CHORD_INTERVALS, CHORD_QUALITIES, MAJOR, MINOR, chord_name, chord_tones, key_name, parse_key
 from models.tokens import (
     DRUM_VOCAB,
     FIRST_PITCH_TOKEN,
@@ -184,7 +184,7 @@ BEAT_STEPS = (0, 4, 8, 12)
 # little below it because the lead and the arrangement add roots the figure also counts (measured
 # 0.56 and 0.35, `chiplofi eval`), and so that the blend, judged against lo-fi and NES songs together (0.43, most
 # of those bars are NES), lands within 0.10 of them too.
-ROOT_SHARE = {"lofi": 0.56, "nes": 0.34}
+ROOT_SHARE = (0.56, 0.34)  # lo-fi, NES
 ARPEGGIO_SPAN = (10, 5)  # semitones a NES arpeggio sweeps below / above the decoded note
 # Where the bass sits, lo-fi → NES (MIDI; it moves to the chord tone nearest its last note, pulled
 # back towards home by BASS_PULL per semitone away): the lo-fi loops' bass is the piano's left hand
@@ -668,7 +668,7 @@ class Composer:
         column = tokens[:, 2]
         low, high = PITCH_RANGES["bass"]
         tones = [(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]][:3]]
-        root_share = self._by_style((ROOT_SHARE["lofi"], ROOT_SHARE["nes"]))
+        root_share = self._by_style(ROOT_SHARE)
         target_class = root if rng.random() < root_share else tones[int(rng.integers(1, len(tones)))]
         before = [token_to_pitch(2, t) for t in tail[:, 2] if t >= FIRST_PITCH_TOKEN]
         home = self._by_style(BASS_HOME)
@@ -721,7 +721,7 @@ class Composer:
         root, quality = chord_parts(chord)
         if root >= 12:
             return
-        tones = _chord_tones(root, quality)
+        tones = chord_tones(root, quality)
         for voice in (1, 2):
             column = tokens[:, voice]
             low, high = PITCH_RANGES[VOICES[voice]]
@@ -772,7 +772,7 @@ class Composer:
         if root >= 12:
             return
         pattern = self._comp_rhythm(tokens[:, 1], pattern)
-        tones = _chord_tones(root, quality)
+        tones = chord_tones(root, quality)
         low, high = PITCH_RANGES["harmony"]
         bass = [token_to_pitch(2, t) for t in tokens[:, 2] if t >= FIRST_PITCH_TOKEN]
         decoded = [token_to_pitch(1, t) for t in tokens[:, 1] if t >= FIRST_PITCH_TOKEN]
@@ -839,19 +839,20 @@ class Composer:
         tokens = self._clean(tokens, chord, held, plan.scale)
         # A track whose lead has not sung yet asks the decoder again, livelier, for this bar's lead,
         # so that it has a motif to take up (at activity 0 lo-fi bars mostly decode without melody).
+        def lead_at(level: int) -> np.ndarray:  # the bar's lead (16,) decoded again at activity `level`
+            cond = self._decoder.condition(root, quality, plan.mode, 0, style, level)
+            again, _ = self._sample_tokens(latent, cond, level, root, tail, temperature, rng, lead_bias)
+            return self._clean(again, chord, held, plan.scale)[:, 0]
+
         livelier = activity
         while not plan.motifs and not self._sounds(tokens[:, 0], 0, held) and livelier < N_ACTIVITY - 1:
             livelier += 1
-            cond = self._decoder.condition(root, quality, plan.mode, 0, style, livelier)
-            again, _ = self._sample_tokens(latent, cond, livelier, root, tail, temperature, rng, lead_bias)
-            tokens[:, 0] = self._clean(again, chord, held, plan.scale)[:, 0]
+            tokens[:, 0] = lead_at(livelier)
         # A lead of fewer than LEAD_MIN_ONSETS notes (by style) asks once more, a level livelier, and
         # keeps the answer if it sings more: a melody rather than a note held across the bar.
         onsets = int((tokens[:, 0] >= FIRST_PITCH_TOKEN).sum())
         if 0 < onsets < round(self._by_style(LEAD_MIN_ONSETS)) and activity < N_ACTIVITY - 1:
-            cond = self._decoder.condition(root, quality, plan.mode, 0, style, activity + 1)
-            again, _ = self._sample_tokens(latent, cond, activity + 1, root, tail, temperature, rng, lead_bias)
-            again = self._clean(again, chord, held, plan.scale)[:, 0]
+            again = lead_at(activity + 1)
             if (again >= FIRST_PITCH_TOKEN).sum() > onsets:
                 tokens[:, 0] = again
         if self._sounds(tokens[:, 0], 0, held):
@@ -875,7 +876,7 @@ class Composer:
         root, quality = chord_parts(chord)
         if root >= 12:
             return
-        tones = _chord_tones(root, quality)
+        tones = chord_tones(root, quality)
         low, high = PITCH_RANGES["lead"]
         for step in BEAT_STEPS:
             if lead[step] < FIRST_PITCH_TOKEN:
@@ -958,7 +959,7 @@ class Composer:
                track_scale: frozenset[int] = SCALE_PCS) -> np.ndarray:
         """Holds need a note to hold; onsets off the scale move to the nearest chord or scale tone."""
         root, quality = chord_parts(chord)
-        chord_pcs = _chord_tones(root, quality) if root < 12 else set()
+        chord_pcs = chord_tones(root, quality) if root < 12 else set()
         # Over a chord from outside the key its own tones replace the scale tones a semitone away
         # (G# over E7 in A minor: G would clash).
         foreign = chord_pcs - track_scale
@@ -1130,11 +1131,6 @@ class Composer:
             bars_in_track=bar.plan.bars,
             track_index=bar.plan.index,
         )
-
-
-def _chord_tones(root: int, quality: int) -> set[int]:
-    """The pitch classes of the chord on `root` (0-11) of quality index `quality`."""
-    return {(root + i) % 12 for i in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
 
 
 def _bass_pitch(pitch: int) -> int:

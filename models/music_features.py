@@ -38,7 +38,7 @@ import numpy as np
 
 from models import metrics, theory
 from models.corpus import Corpus
-from models.theory import CHORD_INTERVALS, CHORD_QUALITIES, NO_CHORD_ROOT, normalising_shift, parse_key
+from models.theory import CHORD_QUALITIES, NO_CHORD_ROOT, normalising_shift, parse_key
 from models.tokens import DRUMS, STEPS_PER_BAR, STEPS_PER_BEAT
 
 LEAD, HARMONY, BASS = 0, 1, 2
@@ -424,7 +424,7 @@ def chord_figures(pieces: Sequence[Piece]) -> dict[str, float]:
         change[1:] = (chords[1:] != chords[:-1]).any(axis=1)
         events = chords[change]
         for i, (root, quality) in enumerate(events):
-            tones = {(int(root) + step) % 12 for step in CHORD_INTERVALS[CHORD_QUALITIES[int(quality)]]}
+            tones = theory.chord_tones(int(root), int(quality))
             total += 1
             if tones <= SCALE:
                 continue

@@ -37,6 +37,11 @@ CHORD_SYMBOLS: dict[str, str] = {
 MAJOR, MINOR = 0, 1
 
 
+def chord_tones(root: int, quality: int) -> set[int]:
+    """The pitch classes of the chord on `root` (0-11) of quality index `quality` (in CHORD_QUALITIES)."""
+    return {(root + interval) % 12 for interval in CHORD_INTERVALS[CHORD_QUALITIES[quality]]}
+
+
 def normalising_shift(key_tonic: int, key_mode: int) -> int:
     """Semitones (-6..5) that move a key to C major (major) or A minor (minor)."""
     target = 0 if key_mode == MAJOR else 9
