@@ -136,13 +136,26 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
 COMP_WEIGHTS = np.array([0.15, 0.1, 0.1, 0.25, 0.2, 0.2])  # one or two long chords a bar
 # Lo-fi harmony strikes on the downbeat, then where the decoded harmony (the LSTM's latent,
 # decoded) starts a note at least COMP_GAP steps (half a bar) after the last strike, so one or two
-# a bar, each sounding at most COMP_HOLD steps: the model chooses the comping rhythm bar by bar, and
-# the patterns above stand in only under a silent decoded harmony. The lo-fi loops' top
-# accompanying line plays 1.8 notes a bar of 1.25 beats (held out; training loops 2.7 of 0.94);
-# held to the next strike ours played 1.5 of 2.6 beats, and the style's mean note length went over
-# the loops' by more than 30 %.
+# a bar, each sounding at most COMP_HOLD steps (in a sustained section: until the next strike): the
+# model chooses the comping rhythm bar by bar, and the patterns above stand in only under a silent
+# decoded harmony. The lo-fi loops' top accompanying line plays 1.8 notes a bar of 1.25 beats (held
+# out; training loops 2.7 of 0.94); held to the next strike ours played 1.5 of 2.6 beats, and the
+# style's mean note length went over the loops' by more than 30 %.
 COMP_GAP = 8
-COMP_HOLD = 8
+COMP_HOLD = 6
+# Lo-fi sections come in two feels, drawn per section letter: rhythmic (chord stabs of at most
+# COMP_HOLD steps, bass on LOFI_BASS_STEPS) or, with the chance SUSTAIN_SHARE, sustained (each
+# chord held until the next strike, the whole bar after a single one; the bass struck on
+# SUSTAIN_BASS_STEPS only). The held-out loops are of both kinds: per 4-bar segment 35 % of their
+# notes last an eighth and 25 % a whole bar, with a spread of 0.33 and 0.40 between segments (some
+# loops are pads, some play), where every section of ours stabbed half-bar chords (47 % of notes
+# at 7-8 steps, 5 % whole bars). Sustained sections came in with stabs of 6 steps (COMP_HOLD was
+# 8) and a shorter ring (LOFI_RING was (2, 4)), so that the mean note length stays near the
+# loops': `chiplofi eval`, lo-fi, 60 min, seeds 0-4, share 0 → 0.6: mean distance-overlap 0.668
+# → 0.720, value-overlap 0.551 → 0.591, over N(0,1) latents +0.104 → +0.116 (lowest seed +0.084
+# → +0.112), mean note length 1.58 → 1.54 beats (loops 1.28).
+SUSTAIN_SHARE = 0.6
+SUSTAIN_BASS_STEPS = (0,)
 # Logits taken from the lead's last pitch, lo-fi → NES: a melody moves; holding is still free (NES
 # leads repeat a note in 17-25 % of their moves, the lo-fi loops in 4-9 %: at 3.0 NES came out at 7 %).
 REPEAT_PENALTY = (3.0, 1.5)
@@ -152,10 +165,11 @@ LOFI_ACTIVITY_DROP = 1.5  # activity levels lo-fi plays below the section's ener
 # Lo-fi bass onsets: beats 1 and 3 (the lo-fi loops' bass plays 1.0-1.4 notes a bar; with the push
 # before 3 ours played 2.1, and the style's notes per bar ran 35 % over the loops').
 LOFI_BASS_STEPS = (0, 8)
-# Steps lead and bass notes ring on into a rest in lo-fi (bass: a beat; two beats made the style's
-# mean note length 1.70 beats against the loops' 1.28). The lead's 2 steps bring its notes to the
-# loops' length (0.74 beats; without them 0.59: a melody of plucks).
-LOFI_RING = (2, 4)
+# Steps lead and bass notes ring on into a rest in lo-fi (bass: two steps; two beats, before the
+# sustained sections, made the style's mean note length 1.70 beats against the loops' 1.28). The
+# lead's step keeps its notes from being plucks (the loops' top line: 0.74 beats; with no ring
+# ours were 0.59); at 2 the style's mean note length came within 0.04 of the loops' +30 %.
+LOFI_RING = (1, 2)
 # Motif memory: the decoder leaves the lead silent in about a third of the bars its latents ask for
 # (lo-fi loops and pop have bars without melody), where one held chord tone used to stand in (55 %
 # of lo-fi bars had one lead note). Now, with the chance MOTIF_FILL (lo-fi → NES: lo-fi keeps some
@@ -314,6 +328,7 @@ class _Material:
     tokens: list[np.ndarray] = field(default_factory=list)  # ... and its bars as first decoded
     groove: np.ndarray | None = None  # (16,) drum tokens: the section's beat, kept bar after bar
     comp: tuple[tuple[int, int], ...] = ((0, 16),)  # lo-fi harmony rhythm: (start step, length) per strike
+    sustain: bool = False  # lo-fi: chords held to the next strike, one bass note a bar (SUSTAIN_SHARE)
 
 
 @dataclass
@@ -581,9 +596,11 @@ class Composer:
                     letter = "A"
                 if letter not in materials:
                     loop = self._draft_loop(state, previous, plan.mode, rng, start_on_tonic=letter == "A")
-                    materials[letter] = _Material([plan.coloured(chord) for chord in loop],
-                                                  comp=COMP_PATTERNS[int(rng.choice(len(COMP_PATTERNS),
-                                                                                    p=COMP_WEIGHTS))])
+                    comp = COMP_PATTERNS[int(rng.choice(len(COMP_PATTERNS), p=COMP_WEIGHTS))]
+                    # (NES draws nothing here, so its music for a seed is as it was.)
+                    sustain = self.controls.style_blend < 0.5 and bool(rng.random() < SUSTAIN_SHARE)
+                    materials[letter] = _Material([plan.coloured(chord) for chord in loop], comp=comp,
+                                                  sustain=sustain)
                 material = materials[letter]
                 is_return = label.endswith("'") or label == "outro"
                 # The second phrase restates the first one's melody on its own chords (a sequence),
@@ -618,8 +635,8 @@ class Composer:
                             tokens = self._clean(tokens, chord, tail[-1], plan.scale)
                         self._bass_on_chord(tokens, chord, tail, rng)
                         if self.controls.style_blend < 0.5:
-                            self._lofi_phrasing(tokens)
-                            self._comp_harmony(tokens, chord, material.comp)
+                            self._lofi_phrasing(tokens, material.sustain)
+                            self._comp_harmony(tokens, chord, material.comp, material.sustain)
                         else:
                             self._chip_phrasing(tokens, chord)
                         if label == letter and bar_in_section < LOOP_BARS:
@@ -692,12 +709,14 @@ class Composer:
         return groove
 
     @staticmethod
-    def _lofi_phrasing(tokens: np.ndarray) -> None:
+    def _lofi_phrasing(tokens: np.ndarray, sustain: bool) -> None:
         """Lo-fi plays few, long notes: the bass keeps its onsets on `LOFI_BASS_STEPS` (beats 1
-        and 3), and lead and bass notes ring on into rests (`LOFI_RING`)."""
+        and 3; a sustained section: `SUSTAIN_BASS_STEPS`), and lead and bass notes ring on into
+        rests (`LOFI_RING`)."""
         bass = tokens[:, 2]
+        kept = SUSTAIN_BASS_STEPS if sustain else LOFI_BASS_STEPS
         for step in range(STEPS_PER_BAR):
-            if bass[step] >= FIRST_PITCH_TOKEN and step not in LOFI_BASS_STEPS:
+            if bass[step] >= FIRST_PITCH_TOKEN and step not in kept:
                 bass[step] = HOLD if step > 0 else bass[step]
         for voice in (0, 2):
             column = tokens[:, voice]
@@ -750,28 +769,31 @@ class Composer:
                             column[onsets[k]] = FIRST_PITCH_TOKEN + bounced - low
 
     @staticmethod
-    def _comp_rhythm(decoded: np.ndarray, pattern: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    def _comp_rhythm(decoded: np.ndarray, pattern: tuple[tuple[int, int], ...],
+                     hold: int) -> tuple[tuple[int, int], ...]:
         """(start step, length) of a lo-fi bar's chord strikes: one on the downbeat, then one where
         the decoded harmony (16,) starts a note at least `COMP_GAP` steps after the last strike; a
         bar whose decoded harmony is silent keeps the section's `pattern`. No strike sounds longer
-        than `COMP_HOLD` steps."""
+        than `hold` steps."""
         onsets = np.flatnonzero(decoded >= FIRST_PITCH_TOKEN).tolist()
         if not onsets:
-            return tuple((start, min(length, COMP_HOLD)) for start, length in pattern)
+            return tuple((start, min(length, hold)) for start, length in pattern)
         starts = [0]
         for step in onsets:
             if step - starts[-1] >= COMP_GAP:
                 starts.append(step)
         ends = starts[1:] + [STEPS_PER_BAR]
-        return tuple((start, min(end - start, COMP_HOLD)) for start, end in zip(starts, ends, strict=True))
+        return tuple((start, min(end - start, hold)) for start, end in zip(starts, ends, strict=True))
 
-    def _comp_harmony(self, tokens: np.ndarray, chord: int, pattern: tuple[tuple[int, int], ...]) -> None:
-        """Lo-fi harmony: sustained strikes in the rhythm of the decoded harmony (`_comp_rhythm`),
-        the top note a chord tone under the lead and above the bass (voiced wide by `_voice_harmony`)."""
+    def _comp_harmony(self, tokens: np.ndarray, chord: int, pattern: tuple[tuple[int, int], ...],
+                      sustain: bool) -> None:
+        """Lo-fi harmony: strikes in the rhythm of the decoded harmony (`_comp_rhythm`), stabs of
+        at most `COMP_HOLD` steps or, in a sustained section, held to the next strike; the top note a
+        chord tone under the lead and above the bass (voiced wide by `_voice_harmony`)."""
         root, quality = chord_parts(chord)
         if root >= 12:
             return
-        pattern = self._comp_rhythm(tokens[:, 1], pattern)
+        pattern = self._comp_rhythm(tokens[:, 1], pattern, STEPS_PER_BAR if sustain else COMP_HOLD)
         tones = chord_tones(root, quality)
         low, high = PITCH_RANGES["harmony"]
         bass = [token_to_pitch(2, t) for t in tokens[:, 2] if t >= FIRST_PITCH_TOKEN]

@@ -8,6 +8,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+import models.composer as composer_module
 from models.composer import COMP_HOLD, ComposedBar, Composer, Controls, parse_key
 from models.debug import debug_models
 from models.errors import ModelError
@@ -321,20 +322,40 @@ def test_lofi_comping_follows_the_decoded_harmony_rhythm():
     rhythm = Composer._comp_rhythm
     column = np.zeros(16, dtype=np.int64)
     pattern = ((0, 16),)
-    assert rhythm(column, pattern) == ((0, COMP_HOLD),)  # a silent decoded harmony: the section's pattern
+    assert rhythm(column, pattern, 6) == ((0, 6),)  # a silent decoded harmony: the section's pattern
+    assert rhythm(column, pattern, 16) == ((0, 16),)
     column[[2, 6, 10, 12]] = FIRST_PITCH_TOKEN + 20
     # One strike on the downbeat, the next where a decoded note starts half a bar after it.
-    assert rhythm(column, pattern) == ((0, min(10, COMP_HOLD)), (10, min(6, COMP_HOLD)))
+    assert rhythm(column, pattern, 6) == ((0, 6), (10, 6))
+    assert rhythm(column, pattern, 16) == ((0, 10), (10, 6))  # sustained: held to the next strike
     column[:] = 0
     column[[2, 8]] = FIRST_PITCH_TOKEN + 20  # the gap counts from the downbeat, not the first decoded note
-    assert rhythm(column, pattern) == ((0, min(8, COMP_HOLD)), (8, min(8, COMP_HOLD)))
+    assert rhythm(column, pattern, 16) == ((0, 8), (8, 8))
 
 
-def test_lofi_chords_sound_at_most_comp_hold_steps():
-    for bar in compose(24, style_blend=0.0, seed=4):
-        if bar.section == "outro":
-            continue  # the track's last chord rings out
-        assert all(note[3] <= COMP_HOLD for note in bar.notes if note[0] == "harmony"), bar
+def lofi_parts(bars: list[ComposedBar], voice: str) -> list[list[tuple]]:
+    """Each non-outro bar's notes of `voice` (the outro's last chord rings out)."""
+    return [[note for note in bar.notes if note[0] == voice] for bar in bars if bar.section != "outro"]
+
+
+def test_rhythmic_lofi_sections_stab_chords_of_at_most_comp_hold_steps(monkeypatch):
+    monkeypatch.setattr(composer_module, "SUSTAIN_SHARE", 0.0)
+    bars = compose(48, style_blend=0.0, seed=4)
+    assert all(note[3] <= COMP_HOLD for notes in lofi_parts(bars, "harmony") for note in notes)
+    assert all(note[2] in (0, 8) for notes in lofi_parts(bars, "bass") for note in notes)
+
+
+def test_sustained_lofi_sections_hold_their_chords_over_one_bass_note_a_bar(monkeypatch):
+    monkeypatch.setattr(composer_module, "SUSTAIN_SHARE", 1.0)
+    bars = compose(48, style_blend=0.0, seed=4)
+    longer = 0
+    for notes in lofi_parts(bars, "harmony"):
+        strikes = sorted({note[2] for note in notes}) + [16]
+        for note in notes:  # each chord rings until the next strike, the last one to the bar's end
+            assert note[2] + note[3] == strikes[strikes.index(note[2]) + 1], notes
+            longer += note[3] > COMP_HOLD
+    assert longer > 0
+    assert all(note[2] == 0 for notes in lofi_parts(bars, "bass") for note in notes)
 
 
 @pytest.mark.parametrize("style_blend, asks_again", [(1.0, True), (0.0, False)])
