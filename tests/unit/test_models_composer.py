@@ -358,6 +358,18 @@ def test_sustained_lofi_sections_hold_their_chords_over_one_bass_note_a_bar(monk
     assert all(note[2] == 0 for notes in lofi_parts(bars, "bass") for note in notes)
 
 
+@pytest.mark.parametrize("bounce", [True, False])
+def test_a_hammered_nes_bass_bounces_by_octaves_only_in_a_bouncing_track(bounce):
+    from models.layout import chord_index
+    from models.theory import CHORD_QUALITIES
+
+    tokens = np.zeros((16, 4), dtype=np.int64)
+    tokens[::2, 2] = FIRST_PITCH_TOKEN + 10  # the triangle hammers one note on every eighth
+    Composer._chip_phrasing(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), bounce)
+    jumps = {int(b - a) for a, b in itertools.pairwise(tokens[::2, 2])}
+    assert jumps == ({12, -12} if bounce else {0})
+
+
 @pytest.mark.parametrize("style_blend, asks_again", [(1.0, True), (0.0, False)])
 def test_a_one_note_lead_asks_the_decoder_again_livelier_in_nes(monkeypatch, style_blend, asks_again):
     """A decoder whose lead plays one note at the bar's activity and a run of notes one level up:
