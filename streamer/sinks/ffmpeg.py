@@ -348,7 +348,7 @@ class FfmpegSink(QueuedSink):
         """Run one ffmpeg until it fails (→ reason) or the sink is stopped (→ None)."""
         self.state = SinkState.STARTING
         self._write_error = ""
-        self._incarnation_over.clear()
+        over = self._incarnation_over = threading.Event()  # this ffmpeg's: an old writer keeps its own
         self.runs += 1
         try:
             proc = self._spawn()
@@ -366,7 +366,7 @@ class FfmpegSink(QueuedSink):
             target.state = "starting"
             target._seen.clear()
         reader = threading.Thread(target=self._read_stderr, args=(proc,), name=f"{self.name}-stderr", daemon=True)
-        writer = threading.Thread(target=self._write_loop, args=(proc,), name=f"{self.name}-writer", daemon=True)
+        writer = threading.Thread(target=self._write_loop, args=(proc, over), name=f"{self.name}-writer", daemon=True)
         reader.start()
         writer.start()
         log.info("ffmpeg started (pid %d) → %s", proc.pid, ", ".join(t.label for t in self.targets))
@@ -538,31 +538,42 @@ class FfmpegSink(QueuedSink):
 
     # ----------------------------------------------------------------- writer
 
-    def _write_loop(self, proc: subprocess.Popen[bytes]) -> None:
+    def _write_loop(self, proc: subprocess.Popen[bytes], over: threading.Event) -> None:
+        """Feed this ffmpeg until its incarnation is `over` (or the sink stops with nothing queued).
+
+        The writer writes to its own duplicate of ffmpeg's stdin and only it closes that: when the
+        supervisor closes `proc.stdin` while a write waits on a full pipe, a descriptor number the
+        writer still used would be free, and the next file or socket the process opens (a /status
+        connection, a recording) would take it and receive the PCM.
+        """
         assert proc.stdin is not None
-        fd = proc.stdin.fileno()
+        fd = os.dup(proc.stdin.fileno())
         try:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError as exc:  # not Linux, or above /proc/sys/fs/pipe-max-size
-            log.debug("pipe size unchanged: %s", exc)
-        os.set_blocking(fd, False)
-        timeout = self.settings.write_timeout_seconds
-        while True:
-            block = self.queue.get(timeout=0.1)
-            if block is None:
-                if self._incarnation_over.is_set() or (self._stop.is_set() and not self.queue.frames):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError as exc:  # not Linux, or above /proc/sys/fs/pipe-max-size
+                log.debug("pipe size unchanged: %s", exc)
+            os.set_blocking(fd, False)
+            timeout = self.settings.write_timeout_seconds
+            while not over.is_set():
+                block = self.queue.get(timeout=0.1)
+                if block is None:
+                    if self._stop.is_set() and not self.queue.frames:
+                        return
+                    continue
+                if self._behind():
+                    # ffmpeg has more than it can encode in time (starved of CPU): this block would only
+                    # add to a backlog sent later in a burst. Dropping it keeps the stream live.
+                    self.frames_behind += block.frames
+                    self._fed(time.monotonic())
+                    continue
+                error = self._write_all(fd, block, timeout, over)
+                if error:
+                    if not over.is_set():  # a writer of an ffmpeg already given up on reports nothing
+                        self._write_error = error
                     return
-                continue
-            if self._behind():
-                # ffmpeg has more than it can encode in time (starved of CPU): this block would only
-                # add to a backlog sent later in a burst. Dropping it keeps the stream live.
-                self.frames_behind += block.frames
-                self._fed(time.monotonic())
-                continue
-            error = self._write_all(fd, block, timeout)
-            if error:
-                self._write_error = error
-                return
+        finally:
+            os.close(fd)  # ffmpeg sees the end of its input once proc.stdin is closed too
 
     def encoder_lag(self) -> float:
         """Seconds of audio this ffmpeg was given and has not encoded yet (0 before it starts)."""
@@ -578,10 +589,12 @@ class FfmpegSink(QueuedSink):
         """Live (paced) stream, and this ffmpeg has not reported progress yet."""
         return self.live and self._progress_seconds == 0.0
 
-    def _write_all(self, fd: int, block: AudioBlock, timeout: float) -> str:
+    def _write_all(self, fd: int, block: AudioBlock, timeout: float, over: threading.Event) -> str:
         view = memoryview(pipe_bytes(block, self.channels))
         deadline = time.monotonic() + timeout
         while view:
+            if over.is_set():
+                return ""  # this ffmpeg is being stopped: the rest of the block is not its to have
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return f"stopped reading its input (write blocked {timeout:g} s)"

@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -274,6 +275,34 @@ def test_ffmpeg_that_stops_reading_is_restarted_after_the_write_timeout(tmp_path
     assert _wait(lambda: sink.restarts >= 1, 20)
     assert "stopped reading its input" in sink.restart_reasons[0]
     sink.stop(3)
+
+
+def test_a_writer_waiting_on_a_closed_ffmpeg_input_never_writes_into_what_reuses_its_number(tmp_path):
+    # Found in a full-disk run: ffmpeg was restarted while the writer waited on a full pipe, the
+    # supervisor closed ffmpeg's stdin, the next /status connection got the freed descriptor
+    # number, and the writer's PCM went into that HTTP response.
+    sink, _ = _fake_sink(tmp_path, "stuck", write_timeout_seconds=30, queue_seconds=60)
+    sink.start()
+    assert _wait(lambda: sink.snapshot().state == SinkState.RUNNING)
+    for block in _blocks(400):  # ≈ 1.6 MB: more than the pipe holds, so the writer waits
+        sink.submit(block)
+    assert _wait(lambda: sink.bytes_written > 0)
+    time.sleep(0.3)
+    proc = sink._proc
+    assert proc is not None and proc.stdin is not None
+    number = proc.stdin.fileno()
+    mine, peer = socket.socketpair()
+    try:
+        sink._close_stdin(proc)  # what stopping or restarting ffmpeg does, while the writer waits
+        os.dup2(mine.fileno(), number)  # the next descriptor the process opens takes the number
+        peer.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            peer.recv(4096)
+    finally:
+        os.close(number)
+        mine.close()
+        peer.close()
+        sink.stop(3)
 
 
 def test_ffmpeg_without_progress_is_restarted(tmp_path):
