@@ -101,6 +101,12 @@ class WavWriter:
             os.close(self._fd)
             os.replace(self._temp_path, self.path)
         except OSError as exc:
+            # The part stays on disk (the file sink finishes it with `recover_part` when it can write
+            # again), but its descriptor goes: a writer given up on must not hold one for ever.
+            if not self._closed:
+                self._closed = True
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
             raise OutputFileError(f"{self.path}: cannot finish writing ({exc.strerror or exc}); what was "
                                   f"written is in {self._temp_path}") from exc
 

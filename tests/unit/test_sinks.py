@@ -2,6 +2,7 @@
 ffmpeg script, so these run in a second; the real ffmpeg is in tests/integration)."""
 
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer import wavfile
 from streamer.config import SinkSettings, VideoSettings
+from streamer.errors import OutputFileError
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, SinkState
 from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, recording_target, with_stream_key
@@ -25,7 +28,7 @@ from streamer.sinks.null import NullSink
 from streamer.sinks.recordings import prune_recordings
 from streamer.sinks.speakers import SpeakersSink
 from streamer.video_files import VideoFiles
-from streamer.wavfile import to_pcm16
+from streamer.wavfile import WavWriter, recover_part, to_pcm16
 
 RATE = 44100
 
@@ -97,6 +100,29 @@ def test_file_sink_failure_stays_in_that_sink_and_it_writes_again_when_it_can(tm
     sink.stop(2)
     with wave.open(str(blocker / "out.wav")) as wav:
         assert wav.getnframes() > 0
+
+
+def test_a_part_that_cannot_be_finished_keeps_its_samples_and_lets_go_of_its_descriptor(tmp_path, monkeypatch):
+    path = tmp_path / "out.wav"
+    writer = WavWriter(path, RATE)
+    block = _blocks(1)[0]
+    writer.write(block.pcm)
+    fd = writer._fd
+
+    def no_space(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(wavfile.os, "fsync", no_space)
+        with pytest.raises(OutputFileError, match="out.wav: cannot finish writing .*No space left"):
+            writer.close()
+    with pytest.raises(OSError) as closed:
+        os.fstat(fd)
+    assert closed.value.errno == errno.EBADF
+    (part,) = tmp_path.glob(".out.wav.*.part")
+    assert recover_part(part, path) == pytest.approx(block.frames / RATE)
+    with wave.open(str(path)) as wav:
+        assert wav.readframes(wav.getnframes()) == block.pcm16
 
 
 def test_speakers_without_a_device_warn_once_and_discard(caplog):
