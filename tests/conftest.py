@@ -2,8 +2,8 @@
 
 `make test` runs the suite on several pytest-xdist workers (`--dist loadgroup`): most tests
 wait on real time (a paced stream, a restart, a watchdog) rather than compute, so more workers
-than cores finish sooner. Every test already has its own ports (from the OS:
-testkit.waiting.free_port) and directories (tmp_path; each stream's state directory is under it,
+than cores finish sooner. Every test already has its own ports (testkit.waiting.free_port: each
+worker its own block of them) and directories (tmp_path; each stream's state directory is under it,
 by CHIPLOFI_STREAM__STATE_DIR or the config file's stream.state_dir), so tests can run side by
 side. What this file adds:
 
