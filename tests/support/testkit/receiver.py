@@ -110,16 +110,20 @@ class Nginx:
         with open(self.prefix / f"nginx-{self.starts}.log", "wb") as log:
             self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
                                           "-e", "stderr"], stdout=log, stderr=subprocess.STDOUT)
-        if not wait_for(self.listening, 10):
+        if not wait_for(self.ready, 10):
             self.stop()
             raise RuntimeError(f"nginx did not start: {self.log_text()}")
 
-    def listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
+    def ready(self) -> bool:
+        """nginx itself is up: running, its RTMP port taking connections and its statistics page
+        answering (while nginx retries a bind() that fails, another process on the port would
+        take the connections)."""
+        if self.proc is None or self.proc.poll() is not None:
             return False
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            pass
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stat_port}/stat", timeout=0.5):
+            return True
 
     def stop(self) -> None:
         """SIGQUIT (graceful), SIGKILL if it lingers; returns once the port is closed."""
