@@ -485,7 +485,8 @@ class FfmpegSink(QueuedSink):
         return grew
 
     def _finish(self, proc: subprocess.Popen[bytes], writer: threading.Thread, reader: threading.Thread) -> None:
-        """Stop cleanly: the writer sends what is queued and closes stdin; ffmpeg ends its files."""
+        """Stop cleanly: the writer sends what is queued and closes its copy of the input, this closes
+        stdin, and ffmpeg, at the end of its input, ends its files."""
         writer.join(1.0)
         self._incarnation_over.set()
         writer.join(0.5)

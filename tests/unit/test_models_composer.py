@@ -12,7 +12,8 @@ import models.composer as composer_module
 from models.composer import COMP_HOLD, ComposedBar, Composer, Controls, parse_key
 from models.debug import debug_models
 from models.errors import ModelError
-from models.theory import MAJOR, MINOR
+from models.layout import chord_index
+from models.theory import CHORD_QUALITIES, MAJOR, MINOR
 from models.tokens import FIRST_PITCH_TOKEN
 from models.voices import VOICES
 
@@ -360,13 +361,10 @@ def test_sustained_lofi_sections_hold_their_chords_over_one_bass_note_a_bar(monk
 
 @pytest.mark.parametrize("bounce", [True, False])
 def test_a_hammered_nes_bass_bounces_by_octaves_only_in_a_bouncing_track(bounce):
-    from models.layout import chord_index
-    from models.theory import CHORD_QUALITIES
-
     tokens = np.zeros((16, 4), dtype=np.int64)
     tokens[::2, 2] = FIRST_PITCH_TOKEN + 10  # the triangle hammers one note on every eighth
     Composer._chip_phrasing(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), bounce)
-    jumps = {int(b - a) for a, b in itertools.pairwise(tokens[::2, 2])}
+    jumps = {int(b - a) for a, b in pairwise(tokens[::2, 2])}
     assert jumps == ({12, -12} if bounce else {0})
 
 
