@@ -60,13 +60,16 @@ def test_played_tracks_download_as_midi_with_their_voices_tempo_and_key(tmp_path
             midi = pretty_midi.PrettyMIDI(io.BytesIO(body))
             assert [(i.name, i.is_drum) for i in midi.instruments] == [
                 ("lead", False), ("harmony", False), ("bass", False), ("drums", True)]
-            assert all(len(i.notes) >= record["bars"] for i in midi.instruments[2:])  # bass and drums every bar
+            bar_seconds = 4 * 60.0 / record["tempo_bpm"]
+            for part in midi.instruments[2:]:  # bass and drums strike in every bar but an intro's first two,
+                # which may hold either back (a sustained lo-fi section strikes its bass once a bar)
+                struck = {int(note.start / bar_seconds + 1 / 32) for note in part.notes}  # MIDI ticks round
+                assert set(range(2, record["bars"])) <= struck, (part.name, set(range(record["bars"])) - struck)
             assert midi.instruments[0].notes and midi.instruments[1].notes
             _, tempi = midi.get_tempo_changes()
             assert list(tempi) == [pytest.approx(record["tempo_bpm"], abs=0.01)]
             tonic, mode = parse_key(record["key"])
             assert midi.key_signature_changes[0].key_number == tonic + 12 * (mode == MINOR)
-            bar_seconds = 4 * 60.0 / record["tempo_bpm"]
             assert record["duration_seconds"] == pytest.approx(record["bars"] * bar_seconds, abs=0.01)
             duration = record["duration_seconds"]
             assert duration - bar_seconds < midi.get_end_time() <= duration + bar_seconds
