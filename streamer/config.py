@@ -431,6 +431,12 @@ def _check_value(key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> A
     return value
 
 
+def _key_label(name: object) -> str:
+    """A key as an error message shows it: quoted when it holds a character that is not printable
+    (a newline in a TOML key must not split the one line an error has per key)."""
+    return str(name) if str(name).isprintable() else repr(name)
+
+
 def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], prefix: str = "",
                           problems: list[str] | None = None) -> SettingsT:
     """Build settings class `cls` from a (TOML) mapping, validating every key against its field.
@@ -450,8 +456,7 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
     for name, value in mapping.items():
         if name not in fields:
             known = ", ".join(sorted(fields))
-            label = name if str(name).isprintable() else repr(name)  # the error stays one line
-            problems.append(f"{prefix}{label}: unknown key; known keys here: {known}")
+            problems.append(f"{prefix}{_key_label(name)}: unknown key; known keys here: {known}")
             continue
         kind, key = hints[name], f"{prefix}{name}"
         # tuple[Item, ...] / dict[str, Item]: the kind of the items
@@ -474,7 +479,8 @@ def settings_from_mapping(cls: type[SettingsT], mapping: Mapping[str, Any], pref
             if not isinstance(value, Mapping):
                 problems.append(f"{key}: expected tables [{key}.NAME], got {shown(value)}")
                 continue
-            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{item_name}.", problems)
+            values[name] = {str(item_name): settings_from_mapping(item_kind, item, f"{key}.{_key_label(item_name)}.",
+                                                                  problems)
                             for item_name, item in value.items()}
         else:
             try:

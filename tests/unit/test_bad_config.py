@@ -14,7 +14,7 @@ import re
 from typing import Any, get_origin
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from streamer.config import Config, load_config, settings_from_mapping
 from streamer.errors import ConfigError
@@ -143,6 +143,7 @@ def test_invalid_values_in_a_toml_file_name_the_key(tmp_path, case):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(TABLES + [leaf.path for leaf in LEAVES]), toml_values), max_size=6))
+@example([(("schedule", "mood"), {"\n": False})])  # a named table's name with a newline: quoted in its line
 def test_any_toml_document_is_a_config_or_a_config_error(tmp_path, entries):
     document: dict[str, Any] = {}
     for path, value in entries:
