@@ -396,3 +396,59 @@ def test_a_one_note_lead_asks_the_decoder_again_livelier_in_nes(monkeypatch, sty
         assert min(onsets) >= 2
     else:
         assert set(onsets) == {1}
+
+
+@pytest.mark.parametrize("style_blend, keeps_onsets", [(1.0, True), (0.0, False)])
+def test_the_leads_costs_choose_its_pitches_and_in_nes_not_how_often_it_plays(monkeypatch, style_blend,
+                                                                               keeps_onsets):
+    """A decoder whose lead, at every step, rests or starts one pitch at even odds. The costs on
+    repeating that pitch would make the lead rest: NES (LEAD_ONSET_KEPT 1) still starts a note at
+    about half the steps, lo-fi (0) plays far fewer."""
+    from models.layout import TAIL_STEPS
+    from models.tokens import REST
+
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=5, style_blend=style_blend))
+    decoder = composer._decoder
+    decoded = decoder.step_logits
+
+    def rest_or_one_pitch(bar, step, earlier, last_pitch):
+        pitched, drums = decoded(bar, step, earlier, last_pitch)
+        pitched = np.array(pitched)
+        pitched[0] = -np.inf
+        pitched[0, [REST, FIRST_PITCH_TOKEN + 20]] = 0.0
+        return pitched, drums
+
+    monkeypatch.setattr(decoder, "step_logits", rest_or_one_pitch)
+    cond = decoder.condition(0, 0, MAJOR, 0, composer._style_vector(), 2)
+    tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)
+    rng = np.random.default_rng(0)
+    leads = [composer._sample_tokens(np.zeros(decoder.latent_dim, np.float32), cond, 2, 0, tail, 0.5, rng)[0][:, 0]
+             for _ in range(40)]
+    onset_share = float(np.mean([lead >= FIRST_PITCH_TOKEN for lead in leads]))
+    if keeps_onsets:
+        assert 0.4 <= onset_share <= 0.6
+    else:
+        assert onset_share <= 0.15
+
+
+@pytest.mark.parametrize("style_blend", [1.0, 0.0])
+def test_a_nes_lead_keeps_its_chromatic_neighbours_off_the_beat(style_blend):
+    """C major over a C chord: C#5 between C5 and D5 on step 2 is a passing tone, D#5 off the beat
+    after E5 a neighbour, F#5 on the beat (step 8) after G5 is not kept, nor is A#5 (step 14) with no
+    scale tone a semitone from it before or after. Lo-fi moves every one of them onto the scale."""
+    from models.tokens import PITCH_RANGES, token_to_pitch
+
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=1, style_blend=style_blend))
+    low = PITCH_RANGES["lead"][0]
+    tokens = np.zeros((16, 4), dtype=np.int64)
+    for step, pitch in {0: 72, 2: 73, 3: 74, 6: 76, 7: 75, 10: 79, 8: 78, 12: 79, 14: 82}.items():
+        tokens[step, 0] = FIRST_PITCH_TOKEN + pitch - low
+    cleaned = composer._clean(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), np.zeros(4, dtype=np.int64))
+    pitches = {step: token_to_pitch(0, cleaned[step, 0]) for step in (2, 7, 8, 14)}
+    if style_blend >= 0.5:
+        assert pitches[2] == 73 and pitches[7] == 75
+    else:
+        assert pitches[2] % 12 in {0, 2, 4, 5, 7, 9, 11} and pitches[7] % 12 in {0, 2, 4, 5, 7, 9, 11}
+    assert pitches[8] % 12 in {0, 2, 4, 5, 7, 9, 11} and pitches[14] % 12 in {0, 2, 4, 5, 7, 9, 11}
