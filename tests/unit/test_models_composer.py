@@ -452,3 +452,14 @@ def test_a_nes_lead_keeps_its_chromatic_neighbours_off_the_beat(style_blend):
     else:
         assert pitches[2] % 12 in {0, 2, 4, 5, 7, 9, 11} and pitches[7] % 12 in {0, 2, 4, 5, 7, 9, 11}
     assert pitches[8] % 12 in {0, 2, 4, 5, 7, 9, 11} and pitches[14] % 12 in {0, 2, 4, 5, 7, 9, 11}
+
+
+def test_a_hammered_nes_harmony_sweeps_an_arpeggio_of_the_chord_below_its_note():
+    tokens = np.zeros((16, 4), dtype=np.int64)
+    tokens[::2, 1] = FIRST_PITCH_TOKEN + 24  # the second pulse hammers one note (MIDI 72) on every eighth
+    from models.tokens import token_to_pitch
+
+    Composer._chip_phrasing(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), False)
+    pitches = [token_to_pitch(1, t) for t in tokens[::2, 1]]
+    assert pitches[0] == 72 and max(pitches) == 72 and min(pitches) >= 60
+    assert {p % 12 for p in pitches} == {0, 4, 7} and len(set(pitches)) >= 4
