@@ -92,6 +92,10 @@ SEND_BUFFER_MIN_BYTES = 64 * 1024  # still covers the bandwidth-delay product of
 DELIVERY_WINDOW_SECONDS = 3.0  # an RTMP target is up while its peer acknowledged bytes this recently
 HANDSHAKE_BYTES = 16 * 1024  # acknowledged by a peer before it has taken any media (see _note_acknowledged)
 PROBE_SECONDS = 1.0  # how often ffmpeg's connections are looked at
+# A target's state is what the supervisor's last probe saw. An "ok" whose last delivery is older
+# than this was not confirmed by a probe for a while (the supervisor starved of CPU, or stuck in a
+# call): it is read as stalled, so /status and /readyz never say "ok" on deliveries nobody saw.
+STALE_OK_SECONDS = DELIVERY_WINDOW_SECONDS + 2 * PROBE_SECONDS
 MAX_ENCODER_LAG_SECONDS = 2.0  # live: audio written but not yet encoded; newer audio is dropped above it
 STOP_EOF_SECONDS = 2.5  # after EOF, time ffmpeg gets to finish its files before SIGTERM
 # An ffmpeg that encoded this much of the stream worked: its end (killed, crashed) is an incident,
@@ -422,6 +426,7 @@ class FfmpegSink(QueuedSink):
             for target in self.network_targets:
                 if target.state == "starting" and self._progress_seconds > 0:
                     target.state = "ok"
+                target.delivered_at = self._progress_changed  # delivering as far as progress shows
             return None
         timeout = self.settings.target_timeout_seconds
         for target in self.network_targets:
@@ -706,10 +711,18 @@ class FfmpegSink(QueuedSink):
     def connected(self) -> bool:
         """Delivering: with RTMP targets, one whose peer acknowledges bytes (a recording that
         still works does not count); with local files only, the encoder making progress."""
-        fresh = time.monotonic() - self._progress_changed < self.settings.stall_seconds
+        now = time.monotonic()
+        fresh = now - self._progress_changed < self.settings.stall_seconds
         vital = self.network_targets or self.targets
         return (self.state == SinkState.RUNNING and fresh and self._progress_seconds > 0
-                and any(t.state == "ok" for t in vital))
+                and any(self._state_now(t, now) == "ok" for t in vital))
+
+    @staticmethod
+    def _state_now(target: Target, now: float) -> str:
+        """The target's state as of `now`: a network target's "ok" goes stale (`STALE_OK_SECONDS`)."""
+        if target.network and target.state == "ok" and now - target.delivered_at >= STALE_OK_SECONDS:
+            return "stalled"
+        return target.state
 
     def _grace_from(self) -> float:
         """A new ffmpeg counts as healthy for `stall_seconds` before it must show that it works.
@@ -740,7 +753,8 @@ class FfmpegSink(QueuedSink):
 
     @staticmethod
     def _target_status(target: Target, now: float) -> dict[str, object]:
-        status: dict[str, object] = {"target": target.label, "state": target.state, "failures": target.failures,
+        status: dict[str, object] = {"target": target.label, "state": FfmpegSink._state_now(target, now),
+                                     "failures": target.failures,
                                      "overflows": target.overflows, "last_error": target.last_error}
         if target.network:
             delivered_ago = round(now - target.delivered_at, 1) if target.delivered_at else None

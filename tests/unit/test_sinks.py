@@ -279,6 +279,25 @@ def test_ffmpeg_command_line_has_youtube_settings_and_one_tee_slave_per_target(t
     assert "reload=1" in option("-filter_complex") and "showwaves" in option("-filter_complex")
 
 
+def test_an_rtmp_target_is_ok_only_while_a_probe_has_seen_it_deliver_lately(tmp_path):
+    """A target marked "ok" by the last probe, with no probe since (a starved or stuck supervisor):
+    /status and the sink's health read it as stalled once its last delivery is older than
+    STALE_OK_SECONDS, while a recent delivery still reads "ok"."""
+    from streamer.sinks.ffmpeg import STALE_OK_SECONDS
+
+    sink, _ = _fake_sink(tmp_path, "ok")
+    rtmp = sink.network_targets[0]
+    now = time.monotonic()
+    sink.state = SinkState.RUNNING
+    sink._progress_seconds, sink._progress_changed = 30.0, now  # the encoder runs
+    rtmp.state, rtmp.delivered_at = "ok", now - 0.5
+    assert sink.connected() and sink.snapshot().detail["targets"][0]["state"] == "ok"
+    rtmp.delivered_at = now - STALE_OK_SECONDS - 1.0
+    snapshot = sink.snapshot()
+    assert not sink.connected() and not snapshot.connected
+    assert snapshot.detail["targets"][0]["state"] == "stalled"
+
+
 def test_ffmpeg_that_exits_is_restarted_quickly_and_the_key_is_not_logged(tmp_path, caplog):
     sink, log_path = _fake_sink(tmp_path, "exit")
     with caplog.at_level(logging.DEBUG):
