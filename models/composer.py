@@ -169,7 +169,8 @@ RECENT_WINDOW = (8, 16)  # onsets the lead remembers, lo-fi → NES (a bar or tw
 # training), half its bars 1-3 notes (real 8-16 %). In NES the decoder's chance of an onset at a step
 # is kept (the pitch logits shifted back to their log-sum-exp before the costs); lo-fi keeps the
 # loss, which suits the loops' sparse top line (2.2 notes a bar; ours 2.3). NES lead 3.9 → 5.5 notes
-# a bar. With the chromatic neighbours below, `chiplofi eval`, NES, 60 min, seeds 0-4: value-overlap
+# a bar (6.3 with the chromatic neighbours below, real 7.1). With those, `chiplofi eval`, NES, 60 min,
+# seeds 0-4 (before ARPEGGIO_SPAN and BASS_HOME below moved): value-overlap
 # 0.627 → 0.661 (pitch-class histogram 0.59 → 0.72, transitions 0.62 → 0.78), distance-overlap
 # 0.816 → 0.808, over N(0,1) latents +0.138 → +0.139 (lowest seed +0.123 → +0.101).
 LEAD_ONSET_KEPT = (0.0, 1.0)
