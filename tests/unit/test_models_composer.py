@@ -463,3 +463,16 @@ def test_a_hammered_nes_harmony_sweeps_an_arpeggio_of_the_chord_below_its_note()
     pitches = [token_to_pitch(1, t) for t in tokens[::2, 1]]
     assert pitches[0] == 72 and max(pitches) == 72 and min(pitches) >= 60
     assert {p % 12 for p in pitches} == {0, 4, 7} and len(set(pitches)) >= 4
+
+
+def test_a_nes_lead_note_on_the_beat_rings_a_step_into_a_rest():
+    from models.tokens import HOLD, REST
+
+    tokens = np.zeros((16, 4), dtype=np.int64)
+    lead = tokens[:, 0]
+    lead[[0, 2, 4, 8, 9]] = FIRST_PITCH_TOKEN + 20  # beats 1 and 2 before rests, an off-beat note, beat 3 before a note
+    lead[5] = HOLD
+    Composer._chip_phrasing(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), False)
+    assert lead[1] == HOLD and lead[6] == HOLD  # one step more, after what the note already held
+    assert lead[3] == REST and lead[7] == REST  # the off-beat note keeps its length; one step only
+    assert lead[9] == FIRST_PITCH_TOKEN + 20  # a note that follows is not overwritten
