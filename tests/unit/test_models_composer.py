@@ -12,9 +12,9 @@ import models.composer as composer_module
 from models.composer import COMP_HOLD, ComposedBar, Composer, Controls, parse_key
 from models.debug import debug_models
 from models.errors import ModelError
-from models.layout import chord_index
+from models.layout import TAIL_STEPS, chord_index
 from models.theory import CHORD_QUALITIES, MAJOR, MINOR
-from models.tokens import FIRST_PITCH_TOKEN
+from models.tokens import FIRST_PITCH_TOKEN, HOLD, PITCH_RANGES, REST, token_to_pitch
 from models.voices import VOICES
 
 
@@ -192,10 +192,6 @@ def test_a_bar_left_without_melody_takes_up_a_motif_of_its_track(monkeypatch):
     """Every third bar the decoder leaves the lead silent: at NES style (MOTIF_FILL 1.0) such a bar
     restates one of the track's recent decoded lead bars moved onto its chord, instead of the one
     held chord tone that stood in before."""
-
-    from models import composer as composer_module
-    from models.tokens import FIRST_PITCH_TOKEN, REST
-
     vae, lstm = debug_models()
     composer = Composer.from_modules(vae, lstm, Controls(seed=2, style_blend=1.0))
     decoded = composer._sample_tokens
@@ -230,10 +226,6 @@ def test_a_bar_left_without_melody_takes_up_a_motif_of_its_track(monkeypatch):
 
 def test_motif_lead_moves_the_motif_by_the_step_between_chord_roots():
     import numpy as np
-
-    from models.layout import chord_index
-    from models.theory import CHORD_QUALITIES
-    from models.tokens import FIRST_PITCH_TOKEN, HOLD, REST
 
     vae, lstm = debug_models()
     composer = Composer.from_modules(vae, lstm, Controls(seed=1))
@@ -372,8 +364,6 @@ def test_a_hammered_nes_bass_bounces_by_octaves_only_in_a_bouncing_track(bounce)
 def test_a_one_note_lead_asks_the_decoder_again_livelier_in_nes(monkeypatch, style_blend, asks_again):
     """A decoder whose lead plays one note at the bar's activity and a run of notes one level up:
     NES (LEAD_MIN_ONSETS 3) takes the livelier lead, lo-fi (1) keeps its single note."""
-    from models.tokens import REST
-
     vae, lstm = debug_models()
     composer = Composer.from_modules(vae, lstm, Controls(seed=3, style_blend=style_blend))
     decoded = composer._sample_tokens
@@ -404,9 +394,6 @@ def test_the_leads_costs_choose_its_pitches_and_in_nes_not_how_often_it_plays(mo
     """A decoder whose lead, at every step, rests or starts one pitch at even odds. The costs on
     repeating that pitch would make the lead rest: NES (LEAD_ONSET_KEPT 1) still starts a note at
     about half the steps, lo-fi (0) plays far fewer."""
-    from models.layout import TAIL_STEPS
-    from models.tokens import REST
-
     vae, lstm = debug_models()
     composer = Composer.from_modules(vae, lstm, Controls(seed=5, style_blend=style_blend))
     decoder = composer._decoder
@@ -435,10 +422,8 @@ def test_the_leads_costs_choose_its_pitches_and_in_nes_not_how_often_it_plays(mo
 @pytest.mark.parametrize("style_blend", [1.0, 0.0])
 def test_a_nes_lead_keeps_its_chromatic_neighbours_off_the_beat(style_blend):
     """C major over a C chord: C#5 between C5 and D5 on step 2 is a passing tone, D#5 off the beat
-    after E5 a neighbour, F#5 on the beat (step 8) after G5 is not kept, nor is A#5 (step 14) with no
+    after E5 a neighbour, F#5 on the beat (step 8) before G5 is not kept, nor is A#5 (step 14) with no
     scale tone a semitone from it before or after. Lo-fi moves every one of them onto the scale."""
-    from models.tokens import PITCH_RANGES, token_to_pitch
-
     vae, lstm = debug_models()
     composer = Composer.from_modules(vae, lstm, Controls(seed=1, style_blend=style_blend))
     low = PITCH_RANGES["lead"][0]
@@ -457,8 +442,6 @@ def test_a_nes_lead_keeps_its_chromatic_neighbours_off_the_beat(style_blend):
 def test_a_hammered_nes_harmony_sweeps_an_arpeggio_of_the_chord_below_its_note():
     tokens = np.zeros((16, 4), dtype=np.int64)
     tokens[::2, 1] = FIRST_PITCH_TOKEN + 24  # the second pulse hammers one note (MIDI 72) on every eighth
-    from models.tokens import token_to_pitch
-
     Composer._chip_phrasing(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), False)
     pitches = [token_to_pitch(1, t) for t in tokens[::2, 1]]
     assert pitches[0] == 72 and max(pitches) == 72 and min(pitches) >= 60
@@ -466,8 +449,6 @@ def test_a_hammered_nes_harmony_sweeps_an_arpeggio_of_the_chord_below_its_note()
 
 
 def test_a_nes_lead_note_on_the_beat_rings_a_step_into_a_rest():
-    from models.tokens import HOLD, REST
-
     tokens = np.zeros((16, 4), dtype=np.int64)
     lead = tokens[:, 0]
     lead[[0, 2, 4, 8, 9]] = FIRST_PITCH_TOKEN + 20  # beats 1 and 2 before rests, an off-beat note, beat 3 before a note
