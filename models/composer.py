@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -1241,9 +1240,7 @@ def _bass_pitch(pitch: int) -> int:
 
 def _log_mass(logits: np.ndarray, temperature: float) -> float:
     """Log of the total probability weight of `logits` (V,) at `temperature`, in logit units."""
-    scaled = logits / temperature
-    top = float(scaled.max())
-    return temperature * (top + math.log(float(np.exp(scaled - top).sum())))
+    return temperature * float(np.logaddexp.reduce(logits / temperature))
 
 
 def _draw(logits: np.ndarray, temperature: float, uniforms: np.ndarray) -> np.ndarray:

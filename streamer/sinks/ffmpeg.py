@@ -132,6 +132,12 @@ class Target:
     def network(self) -> bool:
         return self.url.split(":", 1)[0].lower() in NETWORK_SCHEMES
 
+    def state_at(self, now: float) -> str:
+        """The state as of monotonic `now`: an RTMP target's "ok" goes stale (`STALE_OK_SECONDS`)."""
+        if self.network and self.state == "ok" and now - self.delivered_at >= STALE_OK_SECONDS:
+            return "stalled"
+        return self.state
+
     def url_for_run(self) -> str:
         """What the next ffmpeg opens. A plain file is never overwritten, by a restart of ffmpeg or
         of the daemon: the first free one of NAME.EXT, NAME-1.EXT, ... (Network targets
@@ -715,14 +721,7 @@ class FfmpegSink(QueuedSink):
         fresh = now - self._progress_changed < self.settings.stall_seconds
         vital = self.network_targets or self.targets
         return (self.state == SinkState.RUNNING and fresh and self._progress_seconds > 0
-                and any(self._state_now(t, now) == "ok" for t in vital))
-
-    @staticmethod
-    def _state_now(target: Target, now: float) -> str:
-        """The target's state as of `now`: a network target's "ok" goes stale (`STALE_OK_SECONDS`)."""
-        if target.network and target.state == "ok" and now - target.delivered_at >= STALE_OK_SECONDS:
-            return "stalled"
-        return target.state
+                and any(t.state_at(now) == "ok" for t in vital))
 
     def _grace_from(self) -> float:
         """A new ffmpeg counts as healthy for `stall_seconds` before it must show that it works.
@@ -753,8 +752,7 @@ class FfmpegSink(QueuedSink):
 
     @staticmethod
     def _target_status(target: Target, now: float) -> dict[str, object]:
-        status: dict[str, object] = {"target": target.label, "state": FfmpegSink._state_now(target, now),
-                                     "failures": target.failures,
+        status: dict[str, object] = {"target": target.label, "state": target.state_at(now), "failures": target.failures,
                                      "overflows": target.overflows, "last_error": target.last_error}
         if target.network:
             delivered_ago = round(now - target.delivered_at, 1) if target.delivered_at else None
