@@ -234,6 +234,9 @@ def test_a_daemon_starved_of_cpu_neither_bursts_nor_falls_behind_live(tmp_path, 
         time.sleep(20.0)
         after, _ = in_flight(daemon, receiver)
         last = daemon.status()
+        # Back to normal priority for the shutdown: at nice 19 beside the suite's other workers
+        # a clean stop can take longer than stop()'s 15 s, and how it stops is not this test's.
+        renice_tree(daemon.proc.pid, 0)
         assert daemon.stop() == 0
     ffmpeg = sink_of(last, "ffmpeg")
     sessions = [p for p in receiver.ingest.publishes() if p.last_seen >= relieved]

@@ -119,7 +119,9 @@ def test_only_the_scopes_of_the_voices_playing_move(receiver, tmp_path, caplog, 
     layout = layout_for(preset.width, preset.height, text_lines=0)
     motion = {voice: _motion(frames, *_inside(layout.scopes[voice], layout)) for voice in VOICES}
     moving = min(motion[voice] for voice in playing)
-    assert moving > 4.0, motion
+    # A still scope changes by about 0.01 grey levels a frame (the encoder's noise); a playing one
+    # by 3 to 25, by how many notes or hits fall in these 6 s (an intro may hold few drums).
+    assert moving > 1.0, motion
     assert all(motion[voice] < moving / 8 for voice in VOICES if voice not in playing), motion
     # The title and the track's title are drawn, in the text colour, where the layout puts them.
     s, last = layout.scale, frames[-1]
