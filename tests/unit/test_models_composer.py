@@ -419,6 +419,40 @@ def test_the_leads_costs_choose_its_pitches_and_in_nes_not_how_often_it_plays(mo
         assert onset_share <= 0.15
 
 
+@pytest.mark.parametrize("style_blend, leaps_allowed", [(1.0, False), (0.0, True)])
+def test_a_nes_lead_moves_by_step_rather_than_leap(monkeypatch, style_blend, leaps_allowed):
+    """A decoder whose lead, at every step, moves a semitone or leaps 13 at even odds. NES
+    (LEAP_COST 0.4 beyond 7 semitones) takes the leap rarely; lo-fi (no cost) about as often as
+    the step."""
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=5, style_blend=style_blend))
+    decoder = composer._decoder
+    decoded = decoder.step_logits
+
+    def step_or_leap(bar, step, earlier, last_pitch):
+        pitched, drums = decoded(bar, step, earlier, last_pitch)
+        pitched = np.array(pitched)
+        up = 1 if last_pitch[0] < 18 else -1  # towards the middle of the range (36 pitches): both stay inside it
+        pitched[0] = -np.inf
+        pitched[0, FIRST_PITCH_TOKEN + last_pitch[0] + up * np.array([1, 13])] = 0.0
+        return pitched, drums
+
+    monkeypatch.setattr(decoder, "step_logits", step_or_leap)
+    cond = decoder.condition(0, 0, MAJOR, 0, composer._style_vector(), 2)
+    tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)
+    tail[-1, 0] = FIRST_PITCH_TOKEN + 18
+    rng = np.random.default_rng(0)
+    leads = [composer._sample_tokens(np.zeros(decoder.latent_dim, np.float32), cond, 2, 0, tail, 1.0, rng)[0][:, 0]
+             for _ in range(20)]
+    moves = np.abs(np.concatenate([np.diff(np.r_[FIRST_PITCH_TOKEN + 18, lead]) for lead in leads]))
+    assert set(moves) <= {1, 13}
+    leap_share = float(np.mean(moves == 13))
+    if leaps_allowed:
+        assert 0.3 <= leap_share <= 0.7
+    else:
+        assert leap_share <= 0.15
+
+
 @pytest.mark.parametrize("style_blend", [1.0, 0.0])
 def test_a_nes_lead_keeps_its_chromatic_neighbours_off_the_beat(style_blend):
     """C major over a C chord: C#5 between C5 and D5 on step 2 is a passing tone, D#5 off the beat
