@@ -144,6 +144,17 @@ def test_a_section_keeps_its_groove_with_a_backbeat(two_tracks):
         assert sum(1 for step, key in beats[0] if key in (42, 46)) >= 4  # hats keep the pulse
 
 
+@pytest.mark.parametrize("style_blend, floor", [(1.0, 43), (0.0, 33)])
+def test_the_bass_never_sounds_below_its_styles_floor(style_blend, floor):
+    """NES's triangle stays at G2 and above (BASS_FLOOR), lifted by as many octaves as it takes;
+    lo-fi keeps its low notes down to A1."""
+    bars = compose(64, seed=2, style_blend=style_blend)
+    bass = [n[1] for bar in bars for n in bar.notes if n[0] == "bass"]
+    assert min(bass) >= floor
+    if style_blend < 0.5:
+        assert min(bass) < 43  # the debug model's lo-fi bass goes below NES's floor: it is the style's
+
+
 def test_bass_starts_every_bar_on_the_chord():
     from models.composer import BASS_FLOOR
     from models.theory import CHORD_INTERVALS, parse_chord
@@ -158,7 +169,7 @@ def test_bass_starts_every_bar_on_the_chord():
         root, quality = parse_chord(bar.chord)
         tones = {(root + i) % 12 for i in CHORD_INTERVALS[quality]}
         assert bass[0][2] == 0 and bass[0][1] % 12 in tones, (bar.chord, bass[0])
-        assert all(n[1] >= BASS_FLOOR for n in bass)
+        assert all(n[1] >= BASS_FLOOR[0] for n in bass)
         on_root += bass[0][1] % 12 == root
     assert 0.4 <= on_root / counted <= 0.85  # mostly the root, sometimes an inversion
 
