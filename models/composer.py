@@ -1219,8 +1219,8 @@ class Composer:
         harmony_onset = 0
         # The bass as heard (moved into the track's key, lifted to BASS_FLOOR): harmony stays above it.
         floor = round(self._by_style(BASS_FLOOR))
-        bass_top = max((_bass_pitch(token_to_pitch(2, t) + shift, floor) for t in bar.tokens[:, 2] if t >= FIRST_PITCH_TOKEN),
-                       default=-1)
+        bass_top = max((_bass_pitch(token_to_pitch(2, t) + shift, floor)
+                        for t in bar.tokens[:, 2] if t >= FIRST_PITCH_TOKEN), default=-1)
         for voice in range(3):
             column = bar.tokens[:, voice]
             name = VOICES[voice]
