@@ -263,7 +263,7 @@ BASS_PULL = 0.5
 # The lead's register, lo-fi → NES (MIDI): NES melodies sit high (real NES leads: mean MIDI 71-75);
 # the lo-fi loops' top line has a median of 72-74 (at 66 ours had 69).
 LEAD_CENTRE = (69.0, 72.0)
-# Bass notes below this move up an octave, lo-fi → NES (MIDI): under A1 (55 Hz) small speakers drop
+# Bass notes below this move up by octaves, lo-fi → NES (MIDI): under A1 (55 Hz) small speakers drop
 # them. The NES triangle sat low: the lowest bass note of a 4-bar segment was MIDI 41.8 on average
 # against real NES's 45.7 (training) and 48.5 (held out), and our segments spanned 39 semitones
 # (real 32.5-35). At 43 (G2): lowest 44.6, span 36.2. `chiplofi eval`, NES, 60 min, seeds 0-4:

@@ -399,30 +399,40 @@ def test_a_one_note_lead_asks_the_decoder_again_livelier_in_nes(monkeypatch, sty
         assert set(onsets) == {1}
 
 
+def _leads_drawn(monkeypatch, style_blend: float, lead_choices, lead_start: int | None, temperature: float,
+                 bars: int) -> list[np.ndarray]:
+    """Lead columns (16,) of `bars` bars drawn by the composer's sampler from a decoder whose lead
+    may only take the tokens `lead_choices(last_pitch)` gives (at even logits); the tail before
+    each bar ends on the lead pitch index `lead_start` (None: rests)."""
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(seed=5, style_blend=style_blend))
+    decoder = composer._decoder
+    decoded = decoder.step_logits
+
+    def restricted(bar, step, earlier, last_pitch):
+        pitched, drums = decoded(bar, step, earlier, last_pitch)
+        pitched = np.array(pitched)
+        pitched[0] = -np.inf
+        pitched[0, lead_choices(int(last_pitch[0]))] = 0.0
+        return pitched, drums
+
+    monkeypatch.setattr(decoder, "step_logits", restricted)
+    cond = decoder.condition(0, 0, MAJOR, 0, composer._style_vector(), 2)
+    tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)
+    if lead_start is not None:
+        tail[-1, 0] = FIRST_PITCH_TOKEN + lead_start
+    rng = np.random.default_rng(0)
+    latent = np.zeros(decoder.latent_dim, np.float32)
+    return [composer._sample_tokens(latent, cond, 2, 0, tail, temperature, rng)[0][:, 0] for _ in range(bars)]
+
+
 @pytest.mark.parametrize("style_blend, keeps_onsets", [(1.0, True), (0.0, False)])
 def test_the_leads_costs_choose_its_pitches_and_in_nes_not_how_often_it_plays(monkeypatch, style_blend,
                                                                                keeps_onsets):
     """A decoder whose lead, at every step, rests or starts one pitch at even odds. The costs on
     repeating that pitch would make the lead rest: NES (LEAD_ONSET_KEPT 1) still starts a note at
     about half the steps, lo-fi (0) plays far fewer."""
-    vae, lstm = debug_models()
-    composer = Composer.from_modules(vae, lstm, Controls(seed=5, style_blend=style_blend))
-    decoder = composer._decoder
-    decoded = decoder.step_logits
-
-    def rest_or_one_pitch(bar, step, earlier, last_pitch):
-        pitched, drums = decoded(bar, step, earlier, last_pitch)
-        pitched = np.array(pitched)
-        pitched[0] = -np.inf
-        pitched[0, [REST, FIRST_PITCH_TOKEN + 20]] = 0.0
-        return pitched, drums
-
-    monkeypatch.setattr(decoder, "step_logits", rest_or_one_pitch)
-    cond = decoder.condition(0, 0, MAJOR, 0, composer._style_vector(), 2)
-    tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)
-    rng = np.random.default_rng(0)
-    leads = [composer._sample_tokens(np.zeros(decoder.latent_dim, np.float32), cond, 2, 0, tail, 0.5, rng)[0][:, 0]
-             for _ in range(40)]
+    leads = _leads_drawn(monkeypatch, style_blend, lambda last: [REST, FIRST_PITCH_TOKEN + 20], None, 0.5, 40)
     onset_share = float(np.mean([lead >= FIRST_PITCH_TOKEN for lead in leads]))
     if keeps_onsets:
         assert 0.4 <= onset_share <= 0.6
@@ -432,29 +442,14 @@ def test_the_leads_costs_choose_its_pitches_and_in_nes_not_how_often_it_plays(mo
 
 @pytest.mark.parametrize("style_blend, leaps_allowed", [(1.0, False), (0.0, True)])
 def test_a_nes_lead_moves_by_step_rather_than_leap(monkeypatch, style_blend, leaps_allowed):
-    """A decoder whose lead, at every step, moves a semitone or leaps 13 at even odds. NES
-    (LEAP_COST 0.4 beyond 7 semitones) takes the leap rarely; lo-fi (no cost) about as often as
-    the step."""
-    vae, lstm = debug_models()
-    composer = Composer.from_modules(vae, lstm, Controls(seed=5, style_blend=style_blend))
-    decoder = composer._decoder
-    decoded = decoder.step_logits
+    """A decoder whose lead, at every step, moves a semitone or leaps 13 at even odds, towards the
+    middle of its 36 pitches (so both stay inside). NES (LEAP_COST 0.4 beyond 7 semitones) takes
+    the leap rarely; lo-fi (no cost) about as often as the step."""
+    def step_or_leap(last: int) -> list[int]:
+        up = 1 if last < 18 else -1
+        return [FIRST_PITCH_TOKEN + last + up, FIRST_PITCH_TOKEN + last + 13 * up]
 
-    def step_or_leap(bar, step, earlier, last_pitch):
-        pitched, drums = decoded(bar, step, earlier, last_pitch)
-        pitched = np.array(pitched)
-        up = 1 if last_pitch[0] < 18 else -1  # towards the middle of the range (36 pitches): both stay inside it
-        pitched[0] = -np.inf
-        pitched[0, FIRST_PITCH_TOKEN + last_pitch[0] + up * np.array([1, 13])] = 0.0
-        return pitched, drums
-
-    monkeypatch.setattr(decoder, "step_logits", step_or_leap)
-    cond = decoder.condition(0, 0, MAJOR, 0, composer._style_vector(), 2)
-    tail = np.zeros((TAIL_STEPS, 4), dtype=np.int64)
-    tail[-1, 0] = FIRST_PITCH_TOKEN + 18
-    rng = np.random.default_rng(0)
-    leads = [composer._sample_tokens(np.zeros(decoder.latent_dim, np.float32), cond, 2, 0, tail, 1.0, rng)[0][:, 0]
-             for _ in range(20)]
+    leads = _leads_drawn(monkeypatch, style_blend, step_or_leap, 18, 1.0, 20)
     moves = np.abs(np.concatenate([np.diff(np.r_[FIRST_PITCH_TOKEN + 18, lead]) for lead in leads]))
     assert set(moves) <= {1, 13}
     leap_share = float(np.mean(moves == 13))
