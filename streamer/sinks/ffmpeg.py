@@ -116,6 +116,7 @@ class Target:
     failures: int = 0
     overflows: int = 0  # times its queue filled and packets were dropped (a slow peer)
     last_error: str = ""
+    error_at: float = 0.0  # monotonic time of last_error: a target that recovered keeps its last error, dated
     acked_bytes: int = 0  # RTMP: bytes its peer acknowledged, over all connections
     delivered_at: float = 0.0  # RTMP: monotonic time the peer last acknowledged bytes
     connections: int = 0  # RTMP: connections made to it
@@ -131,6 +132,9 @@ class Target:
     @property
     def network(self) -> bool:
         return self.url.split(":", 1)[0].lower() in NETWORK_SCHEMES
+
+    def note_error(self, text: str, now: float) -> None:
+        self.last_error, self.error_at = text, now
 
     def state_at(self, now: float) -> str:
         """The state as of monotonic `now`: an RTMP target's "ok" goes stale (`STALE_OK_SECONDS`)."""
@@ -453,7 +457,7 @@ class FfmpegSink(QueuedSink):
                     target.failures += 1
                     log.warning("ffmpeg target %s stalled: connected, its peer acknowledges nothing", target.label)
                 target.state = "stalled"
-                target.last_error = "connected, nothing acknowledged"
+                target.note_error("connected, nothing acknowledged", now)
             for connection in mine:
                 acked, changed = target._seen[connection.inode]
                 if now - changed >= timeout:
@@ -471,7 +475,7 @@ class FfmpegSink(QueuedSink):
         except OSError as exc:
             return f"target {target.label} took nothing for {silent:.0f} s and its connection cannot be cut ({exc})"
         target.cuts += 1
-        target.last_error = f"peer took nothing for {silent:.0f} s; connection cut"
+        target.note_error(f"peer took nothing for {silent:.0f} s; connection cut", time.monotonic())
         return None
 
     @staticmethod
@@ -710,7 +714,7 @@ class FfmpegSink(QueuedSink):
             if target.state != "failing":
                 target.failures += 1
             target.state = "failing"
-            target.last_error = text
+            target.note_error(text, time.monotonic())
 
     # ----------------------------------------------------------------- status
 
@@ -753,7 +757,9 @@ class FfmpegSink(QueuedSink):
     @staticmethod
     def _target_status(target: Target, now: float) -> dict[str, object]:
         status: dict[str, object] = {"target": target.label, "state": target.state_at(now), "failures": target.failures,
-                                     "overflows": target.overflows, "last_error": target.last_error}
+                                     "overflows": target.overflows, "last_error": target.last_error,
+                                     "last_error_seconds_ago": round(now - target.error_at, 1) if target.last_error
+                                     else None}
         if target.network:
             delivered_ago = round(now - target.delivered_at, 1) if target.delivered_at else None
             status.update(acked_bytes=target.acked_bytes, connections=target.connections, cuts=target.cuts,

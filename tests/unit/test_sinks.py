@@ -298,6 +298,25 @@ def test_an_rtmp_target_is_ok_only_while_a_probe_has_seen_it_deliver_lately(tmp_
     assert snapshot.detail["targets"][0]["state"] == "stalled"
 
 
+def test_a_target_that_recovered_shows_its_last_error_with_its_age(tmp_path):
+    """An RTMP target whose fifo failed once and which delivers again reads "ok" in /status; its
+    last error stays, dated, so that an operator does not read an old failure as a current one."""
+    sink, _ = _fake_sink(tmp_path, "ok")
+    rtmp = sink.network_targets[0]
+    assert sink.snapshot().detail["targets"][0]["last_error_seconds_ago"] is None  # no error yet
+    line = f"[fifo @ 0x5] Recovery failed: No space left on device ({rtmp.url})"
+    sink._on_fifo_line("0x5", "Recovery failed: No space left on device", line.encode())
+    failed = sink.snapshot().detail["targets"][0]
+    assert failed["state"] == "failing" and "No space left" in failed["last_error"]
+    assert 0.0 <= failed["last_error_seconds_ago"] < 5.0
+    rtmp.error_at -= 30.0  # 30 s later the peer takes bytes again
+    rtmp.state, rtmp.delivered_at = "ok", time.monotonic()
+    recovered = sink.snapshot().detail["targets"][0]
+    assert recovered["state"] == "ok" and "No space left" in recovered["last_error"]
+    assert 30.0 <= recovered["last_error_seconds_ago"] < 35.0
+    assert "topsecret" not in str(recovered)
+
+
 def test_ffmpeg_that_exits_is_restarted_quickly_and_the_key_is_not_logged(tmp_path, caplog):
     sink, log_path = _fake_sink(tmp_path, "exit")
     with caplog.at_level(logging.DEBUG):
