@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -790,35 +790,14 @@ class Composer:
             if bass[step] >= FIRST_PITCH_TOKEN and step not in kept:
                 bass[step] = HOLD if step > 0 else bass[step]
         for voice in (0, 2):
-            column = tokens[:, voice]
-            ringing = 0  # steps the current note has been extended over
-            sounding = False
-            for step in range(STEPS_PER_BAR):
-                if column[step] >= FIRST_PITCH_TOKEN:
-                    sounding, ringing = True, 0
-                elif column[step] == HOLD:
-                    continue
-                elif sounding and ringing < LOFI_RING[voice // 2]:
-                    column[step] = HOLD
-                    ringing += 1
-                else:
-                    sounding = False
+            _ring_into_rests(tokens[:, voice], LOFI_RING[voice // 2], range(STEPS_PER_BAR))
 
     @staticmethod
     def _chip_phrasing(tokens: np.ndarray, chord: int, bounce: bool) -> None:
         """NES idioms: a lead note on the beat rings into a rest (`NES_LEAD_RING`); for lines that
         hammer one note, the second pulse sweeps an arpeggio over the chord instead, and (in a
         track that `bounce`s) the triangle jumps between octaves."""
-        lead = tokens[:, 0]
-        for step in BEAT_STEPS:
-            if lead[step] >= FIRST_PITCH_TOKEN:
-                end = step + 1
-                while end < STEPS_PER_BAR and lead[end] == HOLD:
-                    end += 1
-                for ring in range(end, min(end + NES_LEAD_RING, STEPS_PER_BAR)):
-                    if lead[ring] != REST:
-                        break
-                    lead[ring] = HOLD
+        _ring_into_rests(tokens[:, 0], NES_LEAD_RING, BEAT_STEPS)
         root, quality = chord_parts(chord)
         if root >= 12:
             return
@@ -1261,6 +1240,22 @@ class Composer:
             bars_in_track=bar.plan.bars,
             track_index=bar.plan.index,
         )
+
+
+def _ring_into_rests(column: np.ndarray, steps: int, starts: Iterable[int]) -> None:
+    """Each note of `column` (16,) that starts at one of `starts` rings on (HOLD) over up to
+    `steps` of the rests after it, up to the next note (holds on the way, such as a lo-fi bass
+    onset turned into a hold, do not count)."""
+    for start in starts:
+        if column[start] < FIRST_PITCH_TOKEN:
+            continue
+        rung = 0
+        for step in range(start + 1, STEPS_PER_BAR):
+            if column[step] >= FIRST_PITCH_TOKEN or (column[step] == REST and rung == steps):
+                break
+            if column[step] == REST:
+                column[step] = HOLD
+                rung += 1
 
 
 def _bass_pitch(pitch: int, floor: int) -> int:
