@@ -462,12 +462,12 @@ class FfmpegSink(QueuedSink):
                 acked, changed = target._seen[connection.inode]
                 if now - changed >= timeout:
                     target._seen[connection.inode] = (acked, now)  # one cut per timeout at most
-                    reason = self._cut(pid, target, connection, now - changed)
+                    reason = self._cut(pid, target, connection, now - changed, now)
                     if reason:
                         return reason
         return None
 
-    def _cut(self, pid: int, target: Target, connection: Connection, silent: float) -> str | None:
+    def _cut(self, pid: int, target: Target, connection: Connection, silent: float, now: float) -> str | None:
         log.warning("ffmpeg target %s: its peer took nothing for %.0f s; cutting the connection to retry it",
                     target.label, silent)
         try:
@@ -475,7 +475,7 @@ class FfmpegSink(QueuedSink):
         except OSError as exc:
             return f"target {target.label} took nothing for {silent:.0f} s and its connection cannot be cut ({exc})"
         target.cuts += 1
-        target.note_error(f"peer took nothing for {silent:.0f} s; connection cut", time.monotonic())
+        target.note_error(f"peer took nothing for {silent:.0f} s; connection cut", now)
         return None
 
     @staticmethod
