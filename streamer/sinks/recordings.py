@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,8 @@ class FileTarget(Protocol):
 
     @property
     def network(self) -> bool: ...
+
+    def note_error(self, text: str, now: float) -> None: ...
 
 
 def first_free_name(path: Path) -> Path:
@@ -162,7 +165,7 @@ class RecordingsKeeper:
                 self._log.warning("disk full under %s (%d kB free): %s is not being written", directory,
                                   free // 1024, target.label)
             target.state = "failing"
-            target.last_error = f"disk full: {free // 1024} kB free in {directory}"
+            target.note_error(f"disk full: {free // 1024} kB free in {directory}", time.monotonic())
             return
         if target.label in self._full and free >= RESUME_SPACE_BYTES:
             self._full.discard(target.label)

@@ -200,6 +200,7 @@ def test_a_full_disk_keeps_what_was_recorded_and_the_outputs_resume_when_space_i
     assert seconds.get("video-1.mkv", 0) >= 10 and seconds.get("audio-001.wav", 0) >= 10, seconds
     assert "no space left" in sink_of(during, "file")["last_error"].lower()
     assert "disk full" in target(full, "video.mkv")["last_error"]
+    assert 0.0 <= target(full, "video.mkv")["last_error_seconds_ago"] < 5.0  # dated when it happened
     assert warnings["tracebacks"] == 0 and warnings["disk_full"] <= 2 and warnings["file_output"] <= 2, warnings
     assert warnings["now_playing"] <= 4, warnings  # two texts: each warned once, then "written again"
     # The stream to the receiver went on while the disk was full: one new session, when the
