@@ -371,6 +371,23 @@ def test_a_hammered_nes_bass_bounces_by_octaves_only_in_a_bouncing_track(bounce)
     assert jumps == ({12, -12} if bounce else {0})
 
 
+@pytest.mark.parametrize("harmony, held, heard", [(76, 16, 64), (76, 8, 64), (76, 7, 76), (67, 16, 67), (58, 16, 58)])
+def test_a_long_nes_harmony_note_over_the_lead_drops_an_octave(harmony, held, heard):
+    """A second-pulse note of half a bar or more above the lead moves under it; a shorter one, one
+    already under it, or one with no octave below it in the voice's range stays."""
+    def token(voice: str, pitch: int) -> int:
+        return FIRST_PITCH_TOKEN + pitch - PITCH_RANGES[voice][0]
+
+    tokens = np.zeros((16, 4), dtype=np.int64)
+    tokens[:, 0] = HOLD
+    tokens[::4, 0] = token("lead", 72 if harmony > 60 else 56)  # the tune, a note on every beat
+    tokens[0, 1] = token("harmony", harmony)
+    tokens[1:held, 1] = HOLD
+    composer_module._harmony_under_lead(tokens)
+    assert token_to_pitch(1, tokens[0, 1]) == heard
+    assert (tokens[1:held, 1] == HOLD).all() and (tokens[held:, 1] == REST).all()
+
+
 @pytest.mark.parametrize("style_blend, asks_again", [(1.0, True), (0.0, False)])
 def test_a_one_note_lead_asks_the_decoder_again_livelier_in_nes(monkeypatch, style_blend, asks_again):
     """A decoder whose lead plays one note at the bar's activity and a run of notes one level up:
