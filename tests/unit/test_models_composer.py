@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from itertools import pairwise
 
@@ -386,6 +387,15 @@ def test_a_long_nes_harmony_note_over_the_lead_drops_an_octave(harmony, held, he
     composer_module._harmony_under_lead(tokens)
     assert token_to_pitch(1, tokens[0, 1]) == heard
     assert (tokens[1:held, 1] == HOLD).all() and (tokens[held:, 1] == REST).all()
+
+
+@pytest.mark.parametrize("style_blend, energy, levels", [(0.0, 0.7, [0, 1, 3]), (1.0, 0.7, [2, 2, 3])])
+def test_a_tracks_density_makes_lofi_sparse_or_busy_and_moves_nes_less(style_blend, energy, levels):
+    """Lo-fi tracks come sparse and busy (two activity levels either way); NES by half a level."""
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(style_blend=style_blend))
+    plans = [dataclasses.replace(composer._plan_track(), density=density) for density in (-1, 0, 1)]
+    assert [composer._activity(plan, energy) for plan in plans] == levels
 
 
 @pytest.mark.parametrize("style_blend, asks_again", [(1.0, True), (0.0, False)])
