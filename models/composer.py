@@ -193,7 +193,7 @@ LEAD_ONSET_KEPT = (0.0, 1.0)
 CHROMATIC_LEAD_FROM = 0.5
 LOFI_ACTIVITY_DROP = 1.5  # activity levels lo-fi plays below the section's energy (fewer, longer notes)
 # Activity levels a track's density (-1, 0, +1, drawn per track) moves its bars, lo-fi → NES. The
-# lo-fi loops come sparse and busy: per 4-bar segment the 114 training loops play 6.6 pitched notes a
+# lo-fi loops come sparse and busy: per 4-bar segment the 110 training loops play 6.6 pitched notes a
 # bar with a spread of 3.7 (q10 2.3, q90 13), where ours, with half a level per track, played 5.1 with
 # a spread of 1.4 (q10 3.5, q90 7): every track one texture. Two levels: the sparse third of tracks
 # plays at level 0 throughout, the busy third at 2-3 (its sections still rise and fall), the others as
