@@ -129,11 +129,18 @@ def songs_of_styles(corpus: Corpus, styles: Sequence[str]) -> Corpus:
 
 # --------------------------------------------------------------------------- measuring
 
-def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet, seed: int) -> dict[str, Any]:
-    """Figures of a set, and its overlaps with the `reference` segments."""
+def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet, seed: int,
+                training: mf.FeatureSet | None = None) -> dict[str, Any]:
+    """Figures of a set, and its overlaps with the `reference` segments; with `training` (the
+    style's training songs, a larger sample of real music than the few held out) also the mean
+    overlaps against those (``mean_distance_vs_training``, ``mean_value_vs_training``)."""
     features = mf.feature_set(pieces)
-    return {"segments": features.n_segments, "figures": mf.set_figures(pieces),
-            "overlap": set_overlaps(features, reference, seed)}
+    overlap = set_overlaps(features, reference, seed)
+    if training is not None:
+        against_training = set_overlaps(features, training, seed)
+        overlap["mean_distance_vs_training"] = against_training["mean_distance"]
+        overlap["mean_value_vs_training"] = against_training["mean_value"]
+    return {"segments": features.n_segments, "figures": mf.set_figures(pieces), "overlap": overlap}
 
 
 def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus, held_out: Corpus,
@@ -154,10 +161,12 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
             return rule_pieces(bar_counts, seed)
         if source == "random":
             return random_pieces(bar_counts, seed)
-        return mf.corpus_pieces(train)
+        return train_pieces
 
     real_pieces = mf.corpus_pieces(real)
     real_features = mf.feature_set(real_pieces)
+    train_pieces = mf.corpus_pieces(train)
+    train_features = mf.feature_set(train_pieces)
     result: dict[str, Any] = {
         "style": setting.name, "style_blend": setting.style_blend, "description": setting.description,
         "reference": {"styles": list(setting.reference_styles), "songs": real.n_songs, "bars": real.n_bars,
@@ -165,7 +174,8 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
         "sets": {},
     }
     for source in tqdm(SOURCES, desc=f"measuring {setting.name}", unit="set", disable=not progress):
-        result["sets"][source] = measure_set(pieces_of(source), real_features, seed)
+        result["sets"][source] = measure_set(pieces_of(source), real_features, seed,
+                                             None if source == "real_train" else train_features)
     for source in COMPOSERS:
         result["sets"][source]["minutes"] = sum(
             len(track) * STEPS_PER_BAR / STEPS_PER_BEAT / track[0].tempo_bpm for track in composed[source].tracks)
@@ -194,6 +204,8 @@ def evaluate_music(checkpoint_dir: Path, training: Corpus, held_out: Corpus, min
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("mean_distance", "mean distance-overlap (vs held-out)", "overlap"),
     ("mean_value", "mean value-overlap (vs held-out)", "overlap"),
+    ("mean_distance_vs_training", "mean distance-overlap (vs training songs)", "overlap"),
+    ("mean_value_vs_training", "mean value-overlap (vs training songs)", "overlap"),
     *((f"{name}", f"  {name.replace('_', ' ')}: distance / value", "feature") for name in mf.FEATURES),
     ("lead_repeated_notes", "lead repeated-note share", "figure"),
     ("distinct_lead_pitches_per_4_bars", "distinct lead pitches per 4 bars", "figure"),
@@ -261,7 +273,7 @@ def _row_values(style: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     for source in SOURCES:
         measured = style["sets"][source]
         if where == "overlap":
-            values[source] = measured["overlap"][key]
+            values[source] = measured["overlap"].get(key)  # None: not measured (training vs itself)
         elif where == "feature":
             feature = measured["overlap"]["features"][key]
             values[source] = (feature["distance"], feature["value"])
@@ -305,7 +317,8 @@ def _cell(value: Any) -> str:
 def format_music_table(result: dict[str, Any]) -> str:
     """Per style: a header line, then a table figure | model | noise-z | rules | random | train
     | held-out | goal | verdict. Overlap rows are each set against the held-out songs (the
-    train column is the real-vs-real ceiling)."""
+    train column is the real-vs-real ceiling), the two "vs training songs" rows against the
+    style's training songs."""
     lines: list[str] = []
     columns = [*SOURCES, "real_held_out"]
     header = ("figure", *(SOURCE_LABELS[c] for c in columns), "goal", "")

@@ -247,6 +247,13 @@ def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
             assert set(overlap["features"]) == set(FEATURES)
             assert 0.0 <= overlap["mean_distance"] <= 1.0 and 0.0 <= overlap["mean_value"] <= 1.0
             assert measured["figures"]["pieces"] >= 1
+        # Every set also beside the style's training songs (the larger real sample); not those songs themselves.
+        for source, measured in style["sets"].items():
+            against = [measured["overlap"].get(f"mean_{kind}_vs_training") for kind in ("distance", "value")]
+            if source == "real_train":
+                assert against == [None, None]
+            else:
+                assert all(0.0 <= value <= 1.0 for value in against), (name, source, against)
         assert style["sets"]["random"]["figures"]["bass_root_on_first_onset"] is None  # random notes: no chords
         # The fixture songs play a root bass under their chords; the rules start every bar on the root.
         assert style["sets"]["rules"]["figures"]["bass_root_on_first_onset"] == 1.0
@@ -258,7 +265,8 @@ def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
     assert nes_rows["mean_value"]["goal"] == "≥ noise-z + 0.10; ≥ 0.75"
     text = setup["stdout"]
     for label in ("lo-fi (style_blend 0.0)", "NES (style_blend 1.0)", "blend (style_blend 0.3", "noise-z",
-                  "mean distance-overlap", "mean value-overlap", "lead repeated-note share", "drum-bar variety",
+                  "mean distance-overlap", "mean value-overlap", "mean value-overlap (vs training songs)",
+                  "lead repeated-note share", "drum-bar variety",
                   "self-similarity at 16 bars", "music:", "eval took"):
         assert label in text
 
