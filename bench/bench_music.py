@@ -4,8 +4,9 @@ tables (`models.music_eval`), without the VAE and LSTM held-out figures (no torc
 Per style (lo-fi, NES, blend) the model, the model with N(0, 1) latents instead of the LSTM's,
 the rule-based parts, random notes and the training split (the real-vs-real ceiling), each
 against the style's held-out songs (the validation split of the checkpoint's training folders):
-mean distance- and value-overlap over the Yang & Lerch features, and the figures of issue 12
-with their goals. Deterministic for a seed; the data are read through `models.data_cache`.
+mean distance- and value-overlap over the Yang & Lerch features (the means also against the
+style's training songs), and the figures of issue 12 with their goals. Deterministic for a
+seed; the data are read through `models.data_cache`.
 Writes bench/results/music.json; exits 2 when a goal is missed (a figure, not a failure).
 Run: .venv/bin/python bench/bench_music.py [--minutes 60] [--seed 0] [--checkpoint DIR]
 """

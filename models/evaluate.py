@@ -414,7 +414,8 @@ overlap per 4-bar segment (Yang & Lerch 2020: distance- and value-overlap of pit
 pitch-class histogram and transitions, pitch range, lead interval, inter-onset interval, note
 length, notes per bar, drum onsets, rhythm entropy) and the figures of a listener (repeated lead
 notes, distinct lead pitches, bass on the chord root, grooves and fills, track-to-track
-similarity, non-diatonic chords, register order, density, self-similarity at 4/8/16 bars). The
+similarity, non-diatonic chords, register order, density, self-similarity at 4/8/16 bars); the
+mean overlaps also against the style's training songs, a larger sample than the few held out. The
 held-out songs are the validation split of the training folders (by song, by game for NES);
 songs of --data that were training data are left out. Prints tables with the project's goals;
 --json writes every figure."""
