@@ -389,6 +389,18 @@ def test_a_long_nes_harmony_note_over_the_lead_drops_an_octave(harmony, held, he
     assert (tokens[1:held, 1] == HOLD).all() and (tokens[held:, 1] == REST).all()
 
 
+@pytest.mark.parametrize("before, moved_to", [(65, 67), (64, 65)])
+def test_a_lead_note_moved_onto_the_scale_does_not_repeat_the_note_before_it(before, moved_to):
+    """F# over C major moves to the nearest scale tone, F, unless the lead has just played F: then G."""
+    vae, lstm = debug_models()
+    composer = Composer.from_modules(vae, lstm, Controls(style_blend=0.0))
+    tokens = np.zeros((16, 4), dtype=np.int64)
+    tokens[0, 0] = FIRST_PITCH_TOKEN + before - PITCH_RANGES["lead"][0]
+    tokens[2, 0] = FIRST_PITCH_TOKEN + 66 - PITCH_RANGES["lead"][0]
+    composer._clean(tokens, chord_index(0, CHORD_QUALITIES.index("maj")), np.zeros(4, dtype=np.int64))
+    assert [token_to_pitch(0, tokens[step, 0]) for step in (0, 2)] == [before, moved_to]
+
+
 @pytest.mark.parametrize("style_blend, energy, levels", [(0.0, 0.7, [0, 1, 3]), (1.0, 0.7, [2, 2, 3])])
 def test_a_tracks_density_makes_lofi_sparse_or_busy_and_moves_nes_less(style_blend, energy, levels):
     """Lo-fi tracks come sparse and busy (two activity levels either way); NES by half a level."""
