@@ -1236,9 +1236,7 @@ class Composer:
             column = bar.tokens[:, voice]
             name = VOICES[voice]
             for step in np.flatnonzero(column >= FIRST_PITCH_TOKEN):
-                end = step + 1
-                while end < STEPS_PER_BAR and column[end] == HOLD:
-                    end += 1
+                end = _note_end(column, step)
                 length = end - step
                 if end == STEPS_PER_BAR and following is not None:
                     next_column = following.tokens[:, voice]
@@ -1290,6 +1288,14 @@ def _ring_into_rests(column: np.ndarray, steps: int, starts: Iterable[int]) -> N
                 rung += 1
 
 
+def _note_end(column: np.ndarray, start: int) -> int:
+    """The step after the note that starts at `start` of `column` (16,) and holds on (HOLD)."""
+    end = start + 1
+    while end < STEPS_PER_BAR and column[end] == HOLD:
+        end += 1
+    return end
+
+
 def _sounding_pitches(column: np.ndarray, voice: int) -> np.ndarray:
     """(16,) the MIDI pitch sounding at each step of `column` (tokens of pitched voice index
     `voice`), -1 where it rests or holds a note begun before the bar."""
@@ -1312,9 +1318,7 @@ def _harmony_under_lead(tokens: np.ndarray) -> None:
     column = tokens[:, 1]
     low = PITCH_RANGES["harmony"][0]
     for start in np.flatnonzero(column >= FIRST_PITCH_TOKEN):
-        end = start + 1
-        while end < STEPS_PER_BAR and column[end] == HOLD:
-            end += 1
+        end = _note_end(column, start)
         if end - start < HARMONY_UNDER_LEAD_STEPS:
             continue
         pitch = token_to_pitch(1, column[start])
