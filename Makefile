@@ -65,11 +65,14 @@ run: setup-run
 # The linter first (ruff, [tool.ruff] in pyproject.toml: under a second, so a finding fails CI
 # before the minutes of tests), then the tests on TEST_WORKERS pytest-xdist workers
 # (tests/conftest.py: what runs together, what first). Most tests wait on real time, so more
-# workers than the 2 cores finish sooner.
+# workers than the 2 cores finish sooner. Tests marked `alone` (a busy loop that takes a core)
+# run afterwards by themselves: beside the suite they starved its paced streams, and the suite
+# starved them.
 TEST_WORKERS ?= 4
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not alone"
+	$(PY) -m pytest -q -m alone
 
 # Every benchmark but the long memory runs (`make soak`; bench/bench_memory.py, a diagnosis
 # tool), each timed, then a summary. A missed goal (exit 2) is a figure, not a failure: every
