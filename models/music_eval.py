@@ -223,9 +223,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("notes_per_bar", "pitched notes per bar", "figure"),
     ("notes_per_bar_as_played", "pitched notes per bar as played", "figure"),
     ("note_length_beats", "mean note length, beats", "figure"),
-    ("self_similarity_4", "self-similarity at 4 bars", "figure"),
-    ("self_similarity_8", "self-similarity at 8 bars", "figure"),
-    ("self_similarity_16", "self-similarity at 16 bars", "figure"),
+    *(row for lag in mf.SELF_SIMILARITY_LAGS for row in (
+        (f"self_similarity_{lag}", f"self-similarity at {lag} bars", "figure"),
+        (f"self_similarity_pairs_{lag}", "  pairs of bars behind it", "figure"))),
 )
 
 ALL_STYLES = tuple(s.name for s in STYLE_SETTINGS)
@@ -309,6 +309,8 @@ def music_goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 def _cell(value: Any) -> str:
     if isinstance(value, tuple):
         return "/".join(_cell(v) for v in value)
+    if isinstance(value, int):  # a count
+        return str(value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—" if value is None else "n/a"
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"

@@ -487,9 +487,10 @@ def bar_vectors(piece: Piece) -> np.ndarray:
     return np.concatenate(parts, axis=1) / math.sqrt(2.0)
 
 
-def self_similarity(pieces: Sequence[Piece], lags: Sequence[int] = SELF_SIMILARITY_LAGS) -> dict[str, float]:
+def self_similarity(pieces: Sequence[Piece], lags: Sequence[int] = SELF_SIMILARITY_LAGS) -> dict[str, float | int]:
     """``self_similarity_<lag>``: mean cosine similarity of bar vectors (`bar_vectors`) `lag`
-    bars apart, over all such pairs of non-empty bars in the pieces."""
+    bars apart, over all such pairs of non-empty bars in the pieces; ``self_similarity_pairs_<lag>``:
+    how many pairs that is (short real pieces give few at 16 bars)."""
     sums = {lag: [0.0, 0] for lag in lags}
     for piece in pieces:
         vectors = bar_vectors(piece)
@@ -501,7 +502,8 @@ def self_similarity(pieces: Sequence[Piece], lags: Sequence[int] = SELF_SIMILARI
             cosine = (vectors[:-lag] * vectors[lag:]).sum(axis=1)  # unit vectors: dot = cosine
             sums[lag][0] += float(cosine[both].sum())
             sums[lag][1] += int(both.sum())
-    return {f"self_similarity_{lag}": total / count if count else math.nan for lag, (total, count) in sums.items()}
+    figures = {f"self_similarity_{lag}": total / count if count else math.nan for lag, (total, count) in sums.items()}
+    return figures | {f"self_similarity_pairs_{lag}": count for lag, (_, count) in sums.items()}
 
 
 def set_figures(pieces: Sequence[Piece]) -> dict[str, float]:

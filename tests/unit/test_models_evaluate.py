@@ -267,8 +267,12 @@ def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
     for label in ("lo-fi (style_blend 0.0)", "NES (style_blend 1.0)", "blend (style_blend 0.3", "noise-z",
                   "mean distance-overlap", "mean value-overlap", "mean value-overlap (vs training songs)",
                   "lead repeated-note share", "drum-bar variety",
-                  "self-similarity at 16 bars", "music:", "eval took"):
+                  "self-similarity at 16 bars", "pairs of bars behind it", "music:", "eval took"):
         assert label in text
+    # Each self-similarity figure beside the count of bar pairs it rests on, for every column.
+    pairs = nes_rows["self_similarity_pairs_4"]["values"]
+    assert all(isinstance(count, int) and count >= 0 for count in pairs.values()), pairs
+    assert pairs["model"] > 0 and nes_rows["self_similarity_pairs_4"]["pass"] is None  # a count, no goal
 
 
 def test_music_evaluation_is_deterministic_for_a_seed(setup, monkeypatch):

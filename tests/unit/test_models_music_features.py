@@ -150,6 +150,9 @@ def test_self_similarity_of_a_loop_and_of_changing_bars():
     assert all(figures[f"self_similarity_{lag}"] == pytest.approx(1.0) for lag in (4, 8, 16))
     short = mf.self_similarity([piece(lead_line([60] * 24))])  # 6 bars: no pair 8 or 16 bars apart
     assert short["self_similarity_4"] == pytest.approx(1.0) and math.isnan(short["self_similarity_16"])
+    # How many pairs each figure rests on: 20 bars give 16, 12 and 4; 6 bars 2, 0 and 0.
+    assert [figures[f"self_similarity_pairs_{lag}"] for lag in (4, 8, 16)] == [16, 12, 4]
+    assert [short[f"self_similarity_pairs_{lag}"] for lag in (4, 8, 16)] == [2, 0, 0]
     alternating = piece([[("lead", 60, 0, 16, 90)], [("lead", 66, 4, 4, 90)]] * 10)
     assert mf.self_similarity([alternating])["self_similarity_4"] == pytest.approx(1.0)
     assert mf.self_similarity([alternating], lags=(1,))["self_similarity_1"] == pytest.approx(0.0)
