@@ -608,6 +608,10 @@ class FfmpegSink(QueuedSink):
     def _write_all(self, fd: int, block: AudioBlock, timeout: float, over: threading.Event) -> str:
         view = memoryview(pipe_bytes(block, self.channels))
         deadline = time.monotonic() + timeout
+        # poll(), not select(): select() cannot wait on a descriptor numbered 1024 or more, which a
+        # long-running daemon with many files open may be given.
+        pipe = select.poll()
+        pipe.register(fd, select.POLLOUT)
         while view:
             if over.is_set():
                 return ""  # this ffmpeg is being stopped: the rest of the block is not its to have
@@ -615,8 +619,8 @@ class FfmpegSink(QueuedSink):
             if remaining <= 0:
                 return f"stopped reading its input (write blocked {timeout:g} s)"
             try:
-                _, writable, _ = select.select([], [fd], [], min(remaining, 0.05 if self._starting() else 0.5))
-                if not writable:
+                # Ready to write, or an error or hang-up that the write below then reports.
+                if not pipe.poll(1000 * min(remaining, 0.05 if self._starting() else 0.5)):
                     if self._starting():
                         # ffmpeg is not reading yet: keep only the newest audio, so that it starts
                         # with what is playing now instead of bursting a backlog to the receiver.

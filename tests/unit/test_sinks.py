@@ -6,10 +6,12 @@ import errno
 import logging
 import os
 import re
+import resource
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import wave
 from pathlib import Path
@@ -22,7 +24,7 @@ from streamer.config import SinkSettings, VideoSettings
 from streamer.errors import OutputFileError
 from streamer.ringbuffer import AudioBlock
 from streamer.sinks import BackoffDelays, SinkState
-from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, recording_target, with_stream_key
+from streamer.sinks.ffmpeg import FfmpegSink, file_target, network_target, pipe_bytes, recording_target, with_stream_key
 from streamer.sinks.file import FileSink
 from streamer.sinks.null import NullSink
 from streamer.sinks.recordings import prune_recordings
@@ -258,6 +260,26 @@ def _fake_sink(tmp_path: Path, mode: str, live: bool = True, network: bool = Tru
     sink = FfmpegSink(targets, sample_rate=RATE, video=video, settings=sink_settings, picture=picture,
                       secrets=["topsecret"], live=live)
     return sink, log_path
+
+
+def test_audio_reaches_an_ffmpeg_pipe_numbered_1024_or_more(tmp_path):
+    """A daemon with many files open may get a pipe numbered 1024 or more, on which select()
+    cannot wait: the block is still written whole."""
+    sink, _ = _fake_sink(tmp_path, "ok")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    read_end, write_end = os.pipe()
+    high = os.dup2(write_end, 1024)
+    os.close(write_end)
+    try:
+        block = _blocks(1)[0]
+        assert sink._write_all(high, block, 2.0, threading.Event()) == ""
+        assert os.read(read_end, 1 << 16) == pipe_bytes(block, sink.channels)
+    finally:
+        os.close(high)
+        os.close(read_end)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_ffmpeg_command_line_has_youtube_settings_and_one_tee_slave_per_target(tmp_path):
