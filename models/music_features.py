@@ -506,7 +506,7 @@ def self_similarity(pieces: Sequence[Piece], lags: Sequence[int] = SELF_SIMILARI
     return figures | {f"self_similarity_pairs_{lag}": count for lag, (_, count) in sums.items()}
 
 
-def set_figures(pieces: Sequence[Piece]) -> dict[str, float]:
+def set_figures(pieces: Sequence[Piece]) -> dict[str, float | int]:
     """Every figure of a set of pieces (see the functions above), plus its size."""
     return {
         "pieces": float(len(pieces)),
