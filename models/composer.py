@@ -254,6 +254,18 @@ ARPEGGIO_SPAN = (12, 0)
 # mean distance-overlap 0.797 → 0.816, value-overlap 0.619 → 0.627, over N(0,1) latents +0.126
 # → +0.138 (lowest seed +0.113 → +0.123); bass range per 4 bars 22 → 17.
 BOUNCE_SHARE = 0.3
+# Share of NES tracks (at style 1.0; fewer toward 0.5, none below) that leave the noise channel
+# silent. Real NES music here mostly plays without it: 95 % of the training games' 4-bar segments
+# and all of the held-out ones have no drum onset (the data's README: "channel 9, noise, is rare"),
+# where every track of ours had a beat, so the drum-onset feature, a tenth of each mean overlap,
+# was 0.00 against held-out NES. A track without drums keeps its pitched voices as decoded (the
+# decoder still hears the groove it chose) and its chance of it is drawn apart from the track's
+# other choices, so the rest of its music for a seed is as it was. Lo-fi keeps its beat: the loops
+# have no drums either, but they are chord loops made to be played over one. `bench/bench_music.py`,
+# NES, 60 min, seeds 0-4, share 0 → 0.5: mean distance- / value-overlap 0.831 / 0.722 → 0.902 /
+# 0.744 (against the training games 0.785 / 0.658 → 0.853 / 0.695), over N(0,1) latents +0.139 →
+# +0.130 (lowest seed +0.115 → +0.115); drum-bar variety, backbeat and fills (over drum bars) hold.
+NES_DRUMLESS_SHARE = 0.5
 # A NES lead note that starts on a beat rings this many steps into a rest. Real NES leads: 68-76 % of
 # notes one step long, 14-24 % two, mean 1.53-1.57 steps; ours (with the kept onset chance) 83 %, 12 %,
 # 1.24, and the note-length overlap fell. Every note ringing a step overshot (35 % / 53 %, 1.83);
@@ -381,6 +393,7 @@ class _Plan:
     chord_bias: np.ndarray | None = None  # (N_CHORDS,) logits this track adds to the LSTM's chord head
     pitch_lean: np.ndarray | None = None  # (12,) logits this track's lead adds per pitch class of the key
     bounce: bool = False  # NES: this track's triangle bounces a hammered note by octaves (BOUNCE_SHARE)
+    drums: bool = True  # False: this track leaves the noise channel silent (NES_DRUMLESS_SHARE)
 
     @property
     def bars(self) -> int:
@@ -564,11 +577,21 @@ class Composer:
                      chord_bias=TRACK_CHORD_BIAS * rng.standard_normal(N_CHORDS),
                      pitch_lean=TRACK_PITCH_LEAN * rng.standard_normal(12),
                      # (lo-fi draws nothing here, so its music for a seed is as it was.)
-                     bounce=self.controls.style_blend >= 0.5 and bool(rng.random() < BOUNCE_SHARE))
+                     bounce=self.controls.style_blend >= 0.5 and bool(rng.random() < BOUNCE_SHARE),
+                     drums=self._track_has_drums(index))
         self._previous_plan = plan
         log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
                  " ".join(label for label, _ in sections))
         return plan
+
+    def _track_has_drums(self, index: int) -> bool:
+        """Whether track `index` plays drums: NES tracks go without in `NES_DRUMLESS_SHARE` of
+        tracks at style 1.0 (in proportion down to style 0.5; lo-fi and the blend always play
+        them), drawn from a stream of the track's own so that its other draws stay as they were."""
+        share = NES_DRUMLESS_SHARE * float(np.clip(2.0 * self.controls.style_blend - 1.0, 0.0, 1.0))
+        if share <= 0.0:
+            return True
+        return bool(np.random.default_rng([self.controls.seed & 0xFFFFFFFF, index, 0xD2]).random() >= share)
 
     # ----------------------------------------------------------------- style and chords
 
@@ -746,6 +769,8 @@ class Composer:
                     drum_notes = self._drums(tokens, velocities, rng, fill=last_of_section and not last_in_track,
                                              crash=bar_in_section == 0 and label != "intro",
                                              sparse=label in ("intro", "outro"))
+                    if not plan.drums:
+                        drum_notes = []  # (drawn all the same: the bars after it draw as they would)
                     if last_in_track:
                         tokens = self._final_bar(tokens)
                     voicing = self._voice_harmony(tokens, chord)

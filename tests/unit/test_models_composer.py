@@ -363,6 +363,31 @@ def test_sustained_lofi_sections_hold_their_chords_over_one_bass_note_a_bar(monk
     assert all(note[2] == 0 for notes in lofi_parts(bars, "bass") for note in notes)
 
 
+@pytest.mark.parametrize("style_blend, share", [(1.0, 0.5), (0.75, 0.25), (0.5, 0.0), (0.3, 0.0), (0.0, 0.0)])
+def test_a_share_of_nes_tracks_plays_without_drums(style_blend, share):
+    """NES_DRUMLESS_SHARE of the tracks at NES style, in proportion down to style 0.5, none below."""
+    composer = Composer.from_modules(*debug_models(), Controls(seed=3, style_blend=style_blend))
+    drumless = sum(not composer._track_has_drums(index) for index in range(400)) / 400
+    assert abs(drumless - share) <= 0.07, drumless
+
+
+def test_a_nes_track_without_drums_keeps_its_other_music(monkeypatch):
+    """A drumless track plays no drum note, not even a crash or a fill; every other note of every
+    track is as it would be with drums in all of them, and so are the drummed tracks' drums."""
+    bars = compose(300, seed=4, style_blend=1.0)
+    monkeypatch.setattr(composer_module, "NES_DRUMLESS_SHARE", 0.0)
+    drummed = compose(300, seed=4, style_blend=1.0)
+    silent = [track[0].track_id for track in tracks_of(bars)
+              if not any(n[0] == "drums" for bar in track for n in bar.notes)]
+    assert silent and len(silent) < len(tracks_of(bars))
+    for bar, with_drums in zip(bars, drummed, strict=True):
+        assert [n for n in bar.notes if n[0] != "drums"] == [n for n in with_drums.notes if n[0] != "drums"]
+        if bar.track_id not in silent:
+            assert bar.notes == with_drums.notes
+        else:
+            assert any(n[0] == "drums" for n in with_drums.notes) or bar.section == "intro"
+
+
 @pytest.mark.parametrize("bounce", [True, False])
 def test_a_hammered_nes_bass_bounces_by_octaves_only_in_a_bouncing_track(bounce):
     tokens = np.zeros((16, 4), dtype=np.int64)
