@@ -270,7 +270,8 @@ class MoodSettings:
     energy: float | None = setting(None, "0 sparse and soft .. 1 busy and loud", min=0.0, max=1.0)
     temperature: float | None = setting(None, "composer temperature: 0.05 safe .. 3 adventurous",
                                         min=0.05, max=3.0)
-    style_blend: float | None = setting(None, "0 lo-fi .. 1 NES", min=0.0, max=1.0)
+    style_blend: float | None = setting(None, "0 lo-fi .. 1 NES (above 0.5 some tracks play without drums, "
+                                        "half at 1)", min=0.0, max=1.0)
     effects: EffectsChanges = field(default_factory=EffectsChanges,  # type: ignore[valid-type]
                                     metadata={"help": "[effects] keys changed during the mood"})
 
