@@ -1,9 +1,9 @@
 """The music of the models beside real music, per style: the sets, the figures, the goals.
 
 For each style — lo-fi (style_blend 0, against the held-out lo-fi loops), NES (style_blend 1,
-against the held-out NES games) and the blend (style_blend 0.3, against both) — five sets of
-music are measured the same way (`models.music_features`) and compared with the style's
-held-out real songs (`models.overlap`):
+against the held-out NES games) and the blend (style_blend 0.3, against both, and against each
+alone) — five sets of music are measured the same way (`models.music_features`) and compared
+with the style's held-out real songs (`models.overlap`):
 - ``model``          the composer as it plays (`latent_source="lstm"`)
 - ``model_next_seed`` the same with the next seed: how far two seeds of one model differ (a
                      difference between sets smaller than this is noise)
@@ -130,16 +130,20 @@ def songs_of_styles(corpus: Corpus, styles: Sequence[str]) -> Corpus:
 # --------------------------------------------------------------------------- measuring
 
 def measure_set(pieces: Sequence[mf.Piece], reference: mf.FeatureSet, seed: int,
-                training: mf.FeatureSet | None = None) -> dict[str, Any]:
+                training: mf.FeatureSet | None = None,
+                apart: dict[str, mf.FeatureSet] | None = None) -> dict[str, Any]:
     """Figures of a set, and its overlaps with the `reference` segments; with `training` (the
     style's training songs, a larger sample of real music than the few held out) also the mean
-    overlaps against those (``mean_distance_vs_training``, ``mean_value_vs_training``)."""
+    overlaps against those (``mean_distance_vs_training``, ``mean_value_vs_training``); with
+    `apart` (style name → that style's part of the reference) the mean overlaps against each
+    part alone (``mean_distance_vs_<style>``, ``mean_value_vs_<style>``)."""
     features = mf.feature_set(pieces)
     overlap = set_overlaps(features, reference, seed)
-    if training is not None:
-        against_training = set_overlaps(features, training, seed)
-        overlap["mean_distance_vs_training"] = against_training["mean_distance"]
-        overlap["mean_value_vs_training"] = against_training["mean_value"]
+    others = {"training": training} if training is not None else {}
+    for name, part in {**others, **(apart or {})}.items():
+        against = set_overlaps(features, part, seed)
+        overlap[f"mean_distance_vs_{name}"] = against["mean_distance"]
+        overlap[f"mean_value_vs_{name}"] = against["mean_value"]
     return {"segments": features.n_segments, "figures": mf.set_figures(pieces), "overlap": overlap}
 
 
@@ -173,9 +177,14 @@ def evaluate_style(setting: StyleSetting, checkpoint_dir: Path, training: Corpus
                       "segments": real_features.n_segments, "figures": mf.set_figures(real_pieces)},
         "sets": {},
     }
+    # A style measured against several (the blend) is also measured against each alone: the blend
+    # plays mostly lo-fi, and its pooled reference is mostly NES bars.
+    apart = ({name: mf.feature_set(mf.corpus_pieces(songs_of_styles(held_out, (name,))))
+              for name in setting.reference_styles} if len(setting.reference_styles) > 1 else None)
     for source in tqdm(SOURCES, desc=f"measuring {setting.name}", unit="set", disable=not progress):
+        real_source = source == "real_train"  # (training songs against themselves: not measured)
         result["sets"][source] = measure_set(pieces_of(source), real_features, seed,
-                                             None if source == "real_train" else train_features)
+                                             None if real_source else train_features, None if real_source else apart)
     for source in COMPOSERS:
         result["sets"][source]["minutes"] = sum(
             len(track) * STEPS_PER_BAR / STEPS_PER_BEAT / track[0].tempo_bpm for track in composed[source].tracks)
@@ -206,6 +215,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("mean_value", "mean value-overlap (vs held-out)", "overlap"),
     ("mean_distance_vs_training", "mean distance-overlap (vs training songs)", "overlap"),
     ("mean_value_vs_training", "mean value-overlap (vs training songs)", "overlap"),
+    *(row for name, songs in (("lofi", "lo-fi loops"), ("nes", "NES games")) for row in (
+        (f"mean_distance_vs_{name}", f"mean distance-overlap (vs held-out {songs} alone)", "overlap"),
+        (f"mean_value_vs_{name}", f"mean value-overlap (vs held-out {songs} alone)", "overlap"))),
     *((f"{name}", f"  {name.replace('_', ' ')}: distance / value", "feature") for name in mf.FEATURES),
     ("lead_repeated_notes", "lead repeated-note share", "figure"),
     ("distinct_lead_pitches_per_4_bars", "distinct lead pitches per 4 bars", "figure"),
@@ -290,6 +302,8 @@ def music_goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     for name, style in result["styles"].items():
         for key, label, where in ROWS:
             values = _row_values(style, key, where)
+            if all(v is None for v in values.values()):
+                continue  # not measured for this style (a reference part of another style's)
             texts, verdicts = [], []
             for goal_key, styles, text, compared, test in GOALS:
                 if goal_key != key or name not in styles or where == "feature":
@@ -320,7 +334,7 @@ def format_music_table(result: dict[str, Any]) -> str:
     """Per style: a header line, then a table figure | model | noise-z | rules | random | train
     | held-out | goal | verdict. Overlap rows are each set against the held-out songs (the
     train column is the real-vs-real ceiling), the two "vs training songs" rows against the
-    style's training songs."""
+    style's training songs, and the blend's "alone" rows against one of its styles' held-out songs."""
     lines: list[str] = []
     columns = [*SOURCES, "real_held_out"]
     header = ("figure", *(SOURCE_LABELS[c] for c in columns), "goal", "")
