@@ -39,7 +39,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                         help="0.05 (safe) .. 3 (adventurous) (default %(default)s)")
     parser.add_argument("--style", type=float, default=0.3, metavar="BLEND",
                         help="style blend, 0 = lo-fi .. 1 = NES (default %(default)s); above 0.5 some "
-                             "tracks play without drums, as most NES music does: half of them at 1")
+                             "tracks play without drums, as most of the NES training songs do: half of them at 1")
     parser.add_argument("--energy", type=float, default=0.5, help="0 (sparse) .. 1 (busy) (default %(default)s)")
     parser.add_argument("--key", default=None, help="fixed key, e.g. 'F minor' (default: chosen per track)")
     parser.add_argument("--tempo", type=float, default=None, metavar="BPM",

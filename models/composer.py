@@ -254,19 +254,22 @@ ARPEGGIO_SPAN = (12, 0)
 # mean distance-overlap 0.797 → 0.816, value-overlap 0.619 → 0.627, over N(0,1) latents +0.126
 # → +0.138 (lowest seed +0.113 → +0.123); bass range per 4 bars 22 → 17.
 BOUNCE_SHARE = 0.3
-# Share of NES tracks (at style 1.0; fewer toward 0.5, none below) that leave the noise channel
-# silent. Real NES music here mostly plays without it: 95 % of the training games' 4-bar segments
+# Share of NES tracks (at style 1.0; fewer toward 0.5, none at 0.5 or below) that leave the noise
+# channel silent. Real NES music here mostly plays without it: 95 % of the training games' 4-bar segments
 # and all of the held-out ones have no drum onset (the data's README: "channel 9, noise, is rare"),
 # where every track of ours had a beat, so the drum-onset feature, a tenth of each mean overlap,
-# was 0.17 / 0.00 (distance / value) against held-out NES; now 0.83 / 0.21. A track without drums
-# keeps its pitched voices as decoded (the decoder still hears the groove it chose), and whether a
-# track has drums is drawn from a stream of its own, so the rest of its music for a seed is as it
-# was. Lo-fi keeps its beat: the loops have no drums either, but they are chord loops made to be
+# was 0.17 / 0.00 (distance / value) against held-out NES. A track without drums plays the pitched
+# notes it would play with them (only the noise channel is dropped; a "beat" intro, which would
+# leave the bass alone, opens with harmony and bass instead), and its place in the share is drawn
+# apart from its other choices (`_drum_draw`), so the rest of its music for a seed is as it was.
+# Lo-fi keeps its beat: the loops have no drums either, but they are chord loops made to be
 # played over one. `bench/bench_music.py`, NES, 60 min, seeds 0-4, share 0 → 0.5: mean distance- /
-# value-overlap 0.831 / 0.722 → 0.902 / 0.744 (against the training games 0.785 / 0.658 → 0.853 /
-# 0.695), over N(0,1) latents +0.139 → +0.130 (lowest seed +0.115 → +0.115); drum-bar variety,
-# backbeat and fills (over drum bars) hold.
+# value-overlap 0.831 / 0.722 → 0.906 / 0.745 (against the training games 0.785 / 0.658 → 0.858 /
+# 0.696), over N(0,1) latents +0.139 → +0.133 (lowest seed +0.115 → +0.110: noise gains as much
+# on the drum feature, and more on rhythm entropy, which counts drum onsets); the drum figures,
+# over the drummed tracks, stay (seed 0: variety 0.20 → 0.21, fills at section ends 0.68 → 0.67).
 NES_DRUMLESS_SHARE = 0.5
+GOLDEN_FRACTION = (5 ** 0.5 - 1) / 2  # the step between tracks' places in the drumless share
 # A NES lead note that starts on a beat rings this many steps into a rest. Real NES leads: 68-76 % of
 # notes one step long, 14-24 % two, mean 1.53-1.57 steps; ours (with the kept onset chance) 83 %, 12 %,
 # 1.24, and the note-length overlap fell. Every note ringing a step overshot (35 % / 53 %, 1.83);
@@ -394,7 +397,7 @@ class _Plan:
     chord_bias: np.ndarray | None = None  # (N_CHORDS,) logits this track adds to the LSTM's chord head
     pitch_lean: np.ndarray | None = None  # (12,) logits this track's lead adds per pitch class of the key
     bounce: bool = False  # NES: this track's triangle bounces a hammered note by octaves (BOUNCE_SHARE)
-    drums: bool = True  # False: this track leaves the noise channel silent (NES_DRUMLESS_SHARE)
+    drum_draw: float = 1.0  # 0..1: below the style's NES_DRUMLESS_SHARE the track plays no drums
 
     @property
     def bars(self) -> int:
@@ -579,20 +582,32 @@ class Composer:
                      pitch_lean=TRACK_PITCH_LEAN * rng.standard_normal(12),
                      # (lo-fi draws nothing here, so its music for a seed is as it was.)
                      bounce=self.controls.style_blend >= 0.5 and bool(rng.random() < BOUNCE_SHARE),
-                     drums=self._track_has_drums(index))
+                     drum_draw=self._drum_draw(index))
         self._previous_plan = plan
-        log.info("track %s: %s, %.1f BPM, %d bars, form %s", plan.track_id, plan.key, tempo, plan.bars,
-                 " ".join(label for label, _ in sections))
+        log.info("track %s: %s, %.1f BPM, %d bars, form %s%s", plan.track_id, plan.key, tempo, plan.bars,
+                 " ".join(label for label, _ in sections), "" if self._plays_drums(plan.drum_draw) else ", no drums")
         return plan
 
-    def _track_has_drums(self, index: int) -> bool:
-        """Whether track `index` plays drums: NES tracks go without in `NES_DRUMLESS_SHARE` of
-        tracks at style 1.0 (in proportion down to style 0.5; lo-fi and the blend always play
-        them), drawn from a stream of the track's own so that its other draws stay as they were."""
+    def _drum_draw(self, index: int) -> float:
+        """Track `index`'s place in 0..1 for `NES_DRUMLESS_SHARE`: an offset of the seed's own plus
+        `index` times the golden ratio's fraction, so that any run of tracks holds the share to
+        within about a track (drawn one by one, 16 of one seed's first 22 NES tracks went without)
+        and a track keeps its place when the stream starts again at its number."""
+        offset = float(np.random.default_rng([self.controls.seed & 0xFFFFFFFF, 0xD2]).random())
+        return (offset + index * GOLDEN_FRACTION) % 1.0
+
+    def _plays_drums(self, drum_draw: float) -> bool:
+        """Whether a track of that draw plays drums at the controls' style as they are now (a mood
+        may move the style within a track): NES tracks go without in `NES_DRUMLESS_SHARE` of
+        tracks at style 1.0, in proportion fewer down to none at style 0.5 and below."""
         share = NES_DRUMLESS_SHARE * float(np.clip(2.0 * self.controls.style_blend - 1.0, 0.0, 1.0))
-        if share <= 0.0:
-            return True
-        return bool(np.random.default_rng([self.controls.seed & 0xFFFFFFFF, index, 0xD2]).random() >= share)
+        return drum_draw >= share
+
+    @staticmethod
+    def _muted_in_intro(intro: str, drums: bool) -> tuple[str, ...]:
+        """The voices an intro keeps silent for its first two bars (`INTROS`); without drums a
+        "beat" intro would leave the bass alone, so harmony and bass open instead."""
+        return INTROS["keys-and-bass" if intro == "beat" and not drums else intro]
 
     # ----------------------------------------------------------------- style and chords
 
@@ -761,8 +776,9 @@ class Composer:
                     if material.groove is None:
                         material.groove = self._groove(tokens[:, 3])
                     tokens[:, 3] = material.groove
+                    drums = self._plays_drums(plan.drum_draw)
                     if label == "intro" and bar_in_section < 2:
-                        for voice in INTROS[plan.intro]:
+                        for voice in self._muted_in_intro(plan.intro, drums):
                             tokens[:, VOICES.index(voice)] = REST
                     section_bars.append((chord, tokens.copy()))
                     last_of_section = bar_in_section == n_bars - 1
@@ -770,7 +786,7 @@ class Composer:
                     drum_notes = self._drums(tokens, velocities, rng, fill=last_of_section and not last_in_track,
                                              crash=bar_in_section == 0 and label != "intro",
                                              sparse=label in ("intro", "outro"))
-                    if not plan.drums:
+                    if not drums:
                         drum_notes = []  # (drawn all the same: the bars after it draw as they would)
                     if last_in_track:
                         tokens = self._final_bar(tokens)

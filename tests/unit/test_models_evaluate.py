@@ -13,14 +13,15 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from models import baseline as B
+from models import baseline as B, music_features as mf
 from models.corpus import concatenate
 from models.data import load_folder
 from models.debug import synthetic_corpus, write_debug_checkpoint
 from models.errors import CheckpointError, DataError
 from models.evaluate import evaluate, format_table, held_out_part, to_json
-from models.music_eval import ROWS, SOURCES, STYLE_SETTINGS, evaluate_style
+from models.music_eval import ROWS, SOURCES, STYLE_SETTINGS, evaluate_style, measure_set
 from models.music_features import FEATURES
+from models.overlap import set_overlaps
 from models.split import split_corpus
 from streamer.cli import main as cli_main
 
@@ -279,6 +280,21 @@ def test_music_per_style_beside_noise_latents_rules_random_and_real(setup):
     pairs = nes_rows["self_similarity_pairs_4"]["values"]
     assert all(isinstance(count, int) and count >= 0 for count in pairs.values()), pairs
     assert pairs["model"] > 0 and nes_rows["self_similarity_pairs_4"]["pass"] is None  # a count, no goal
+
+
+def test_a_set_is_measured_against_each_part_of_its_reference_alone():
+    rng = np.random.default_rng(5)
+    pieces, part_a, part_b = ([mf.random_piece(8, rng) for _ in range(n)] for n in (4, 3, 5))
+    whole = mf.feature_set(part_a + part_b)
+    apart = {"a": mf.feature_set(part_a), "b": mf.feature_set(part_b)}
+    overlap = measure_set(pieces, whole, 2, apart=apart)["overlap"]
+    features = mf.feature_set(pieces)
+    assert overlap["mean_value"] == set_overlaps(features, whole, 2)["mean_value"]
+    for name, part in apart.items():
+        alone = set_overlaps(features, part, 2)
+        assert (overlap[f"mean_distance_vs_{name}"], overlap[f"mean_value_vs_{name}"]) == (
+            alone["mean_distance"], alone["mean_value"])
+    assert overlap["mean_value_vs_a"] != overlap["mean_value_vs_b"]
 
 
 def test_music_evaluation_is_deterministic_for_a_seed(setup, monkeypatch):
