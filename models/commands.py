@@ -74,8 +74,8 @@ def run_generate(args: argparse.Namespace, render_wav: RenderWav | None) -> int:
 
 
 def generate_summary(out_dir: Path, paths: list[Path], wav: bool) -> str:
-    """What `generate` prints: every file it wrote with the track's key, tempo and length (from
-    the index.json it wrote beside them), and how to listen."""
+    """What `generate` prints: every file it wrote with the track's key, tempo and length, and
+    "no drums" for a track without (from the index.json it wrote beside them), and how to listen."""
     tracks = {t["file"]: t for t in json.loads((out_dir / "index.json").read_text())["tracks"]}
     seconds = sum(t["seconds"] for t in tracks.values())
     lines = [f"wrote {len(paths)} track{'s' if len(paths) != 1 else ''} ({seconds / 60:.1f} min) to "
@@ -83,7 +83,8 @@ def generate_summary(out_dir: Path, paths: list[Path], wav: bool) -> str:
     for path in paths:
         track = tracks[path.name]
         files = f"{path.name} + {path.with_suffix('.wav').name}" if wav else path.name
-        lines.append(f"  {files}: {track['key']}, {track['tempo_bpm']:.0f} BPM, {track['seconds']:.0f} s")
+        drums = "" if track["drums"] else ", no drums"
+        lines.append(f"  {files}: {track['key']}, {track['tempo_bpm']:.0f} BPM, {track['seconds']:.0f} s{drums}")
     if paths and not wav:
         lines.append(f"listen: chiplofi render {paths[0].resolve()} -o {paths[0].stem}.wav  (or generate with --wav)")
     return "\n".join(lines) + "\n"

@@ -2,8 +2,9 @@
 
 Each track becomes one MIDI file with four instruments named `lead`, `harmony`, `bass` and
 `drums` (drums on the percussion channel), the track's tempo, a 4/4 time signature and its key
-signature. `index.json` lists the tracks: id, file, seed, key, tempo, bars, seconds, sections
-and the model id. The same checkpoint, seed and controls give byte-identical files.
+signature. `index.json` lists the tracks: id, file, seed, key, tempo, bars, seconds, sections,
+whether it plays drums (at NES style some tracks do not) and the model id. The same checkpoint,
+seed and controls give byte-identical files.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def write_tracks(checkpoint_dir: str | Path | None, minutes: float, seed: int, o
             "track_id": bar.track_id, "file": path.name, "seed": seed, "key": bar.key,
             "tempo_bpm": bar.tempo_bpm, "bars": len(current), "seconds": round(seconds, 2),
             "sections": sections, "model_id": composer.model_id,
+            "drums": any(note[0] == "drums" for item in current for note in item.notes),
         })
         paths.append(path)
         total_seconds += seconds

@@ -34,7 +34,8 @@ def test_tracks_index_and_determinism(checkpoint, tmp_path):
     assert all(i.notes for i in midi.instruments)
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     track = index["tracks"][0]
-    assert {"track_id", "seed", "key", "tempo_bpm", "bars", "model_id", "file"} <= set(track)
+    assert {"track_id", "seed", "key", "tempo_bpm", "bars", "model_id", "file", "drums"} <= set(track)
+    assert track["drums"] is True  # the default style keeps its beat in every track
     assert track["seed"] == 42 and track["file"] == paths[0].name
     assert track["model_id"].startswith("chiplofi-vae-")
     _, tempi = midi.get_tempo_changes()
@@ -50,6 +51,21 @@ def test_minutes_covers_several_tracks(checkpoint, tmp_path):
     assert len(paths) >= 2 and sum(t["seconds"] for t in index["tracks"]) >= 4.5 * 60
     with pytest.raises(ModelError):
         write_tracks(checkpoint, 0, 1, tmp_path)
+
+
+def test_the_summary_says_which_nes_tracks_play_without_drums(checkpoint, tmp_path, capsys):
+    parser = parser_with(None)
+    args = parser.parse_args(["generate", "--minutes", "6", "--seed", "2", "--style", "1", "--out", str(tmp_path),
+                              "--checkpoint", str(checkpoint)])
+    assert args.func(args) == 0
+    tracks = json.loads((tmp_path / "index.json").read_text())["tracks"]
+    assert {track["drums"] for track in tracks} == {True, False}
+    printed = capsys.readouterr().out
+    for track in tracks:
+        midi = pretty_midi.PrettyMIDI(str(tmp_path / track["file"]))
+        assert any(i.is_drum and i.notes for i in midi.instruments) == track["drums"]
+        line = next(line for line in printed.splitlines() if line.strip().startswith(track["file"]))
+        assert line.endswith(" s, no drums") != track["drums"], line
 
 
 def parser_with(render_wav):
